@@ -1,0 +1,1 @@
+"""The ``mpu`` console script: everything a person runs by hand."""

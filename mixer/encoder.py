@@ -1,0 +1,204 @@
+"""The encoder: H.264 (libx264) + AAC-LC into FLV (or another container), with one media clock.
+
+Settings follow shared/DESIGN.md "Media timing": ``tune=zerolatency``, constant bitrate through the
+VBV (``maxrate = bufsize = bitrate``, ``nal-hrd=cbr``), an IDR keyframe exactly every
+``gop_seconds`` (forced on the media clock's frame index; scene-cut keyframes off), no B-frames;
+AAC-LC at 48 kHz stereo. Video pts are frame indices in ``1/fps`` time_base units; audio pts are
+sample indices in ``1/48000`` units; both start at 0 on the same clock, so they start together.
+
+Blocking (encodes and network writes): call it from one worker thread, never from the event loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import av
+from av.container import OutputContainer
+from av.video.frame import PictureType
+from av.video.reformatter import ColorRange, Colorspace
+
+from mixer.audio_mixer import BLOCK_SAMPLES, CHANNELS, SAMPLE_RATE
+from mixer.sinks import SinkError, SinkTarget, open_sink
+
+#: Keyframe interval (GOP) in seconds (shared/DESIGN.md).
+DEFAULT_GOP_SECONDS = 2
+#: x264 speed preset; "veryfast" is the usual live-streaming trade-off on a CPU.
+DEFAULT_PRESET = "veryfast"
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """What to encode.
+
+    Attributes:
+        width, height: picture size in pixels (0 for audio only).
+        fps: frames per second (0 for audio only).
+        video_bitrate: H.264 bitrate in bit/s.
+        audio_bitrate: AAC bitrate in bit/s.
+        gop_seconds: keyframe interval in seconds.
+        preset: x264 preset.
+    """
+
+    width: int
+    height: int
+    fps: int
+    video_bitrate: int
+    audio_bitrate: int
+    gop_seconds: int = DEFAULT_GOP_SECONDS
+    preset: str = DEFAULT_PRESET
+
+    @property
+    def has_video(self) -> bool:
+        """False for an audio-only output."""
+        return self.width > 0 and self.fps > 0
+
+    @property
+    def gop_frames(self) -> int:
+        """Keyframe interval in frames."""
+        return self.gop_seconds * self.fps
+
+
+@dataclass
+class EncoderStats:
+    """Counters of what reached the sink.
+
+    Attributes:
+        video_frames, audio_frames: frames encoded.
+        keyframes: video keyframes written.
+        bytes_written: payload bytes of packets muxed.
+    """
+
+    video_frames: int = 0
+    audio_frames: int = 0
+    keyframes: int = 0
+    bytes_written: int = 0
+    last_video_pts: int = field(default=-1)
+
+
+class MediaEncoder:
+    """Encodes composited video frames and mixed audio blocks and writes them to a sink.
+
+    Raises:
+        SinkError: from the constructor (cannot connect / create) and from every write (the
+            endpoint failed mid-stream).
+    """
+
+    def __init__(self, settings: EncoderSettings, target: SinkTarget, open_timeout: float = 5.0) -> None:
+        self.settings = settings
+        self.target = target
+        self.stats = EncoderStats()
+        self._closed = False
+        #: time_base of video pts; fixed here because the muxer rewrites the stream's (FLV: 1/1000).
+        self.video_time_base = Fraction(1, settings.fps) if settings.has_video else Fraction(1, 1)
+        self._container: OutputContainer = open_sink(target, open_timeout=open_timeout)
+        try:
+            self._video = self._add_video() if settings.has_video else None
+            self._audio = self._container.add_stream("aac", rate=SAMPLE_RATE, layout="stereo")
+            self._audio.bit_rate = settings.audio_bitrate
+            self._audio.time_base = Fraction(1, SAMPLE_RATE)
+        except BaseException:
+            self._container.close()
+            raise
+
+    def _add_video(self) -> av.VideoStream:
+        s = self.settings
+        gop = s.gop_frames
+        stream = self._container.add_stream(
+            "libx264",
+            rate=s.fps,
+            options={
+                "preset": s.preset,
+                "tune": "zerolatency",
+                "profile": "high",
+                "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:nal-hrd=cbr:force-cfr=1",
+                "forced-idr": "1",
+                "bf": "0",
+            },
+        )
+        stream.width = s.width
+        stream.height = s.height
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = self.video_time_base
+        ctx = stream.codec_context
+        ctx.time_base = self.video_time_base
+        ctx.framerate = Fraction(s.fps, 1)
+        ctx.bit_rate = s.video_bitrate
+        ctx.options = {
+            **ctx.options,
+            "maxrate": str(s.video_bitrate),
+            "bufsize": str(s.video_bitrate),
+        }
+        ctx.colorspace = Colorspace.ITU601
+        ctx.color_range = ColorRange.MPEG
+        ctx.color_primaries = 6  # SMPTE 170M (BT.601 525), ISO/IEC 23091-2
+        ctx.color_trc = 6  # SMPTE 170M
+        ctx.thread_count = 0
+        return stream
+
+    def encode_video(self, frame: av.VideoFrame, index: int) -> None:
+        """Encode a composited frame at media-clock frame ``index`` (pts = index, in 1/fps units).
+
+        A frame whose index is a multiple of the GOP is forced to be an IDR keyframe.
+
+        Raises:
+            SinkError: the sink failed.
+            ValueError: if ``index`` does not increase or this is an audio-only output.
+        """
+        if self._video is None:
+            raise ValueError("this output has no video stream")
+        if index <= self.stats.last_video_pts:
+            raise ValueError(f"video pts {index} does not increase (last {self.stats.last_video_pts})")
+        frame.pts = index
+        frame.time_base = self.video_time_base
+        frame.pict_type = PictureType.I if index % self.settings.gop_frames == 0 else PictureType.NONE
+        self.stats.last_video_pts = index
+        self.stats.video_frames += 1
+        self._write(self._video.encode(frame))
+
+    def encode_audio(self, frame: av.AudioFrame) -> None:
+        """Encode one mixed block: fltp stereo 48 kHz, BLOCK_SAMPLES samples, pts in 1/48000 units.
+
+        Raises:
+            SinkError: the sink failed.
+        """
+        if frame.samples != BLOCK_SAMPLES or len(frame.layout.channels) != CHANNELS:
+            raise ValueError(f"audio blocks must be {BLOCK_SAMPLES} samples x {CHANNELS} channels")
+        self.stats.audio_frames += 1
+        self._write(self._audio.encode(frame))
+
+    def _write(self, packets: list[av.Packet]) -> None:
+        for packet in packets:
+            if packet.stream is self._video and packet.is_keyframe:
+                self.stats.keyframes += 1
+            self.stats.bytes_written += packet.size
+            try:
+                self._container.mux(packet)
+            except (av.error.FFmpegError, OSError) as exc:
+                raise SinkError(
+                    f"write failed: {getattr(exc, 'strerror', exc)}",
+                    self.target.display,
+                    push_url_problem=False,
+                ) from None
+
+    def close(self) -> None:
+        """Flush both encoders (``encode(None)``), write the trailer and close the sink. Idempotent.
+
+        Raises:
+            SinkError: the final writes failed (the container is closed anyway).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._video is not None:
+                self._write(self._video.encode(None))
+            self._write(self._audio.encode(None))
+        finally:
+            try:
+                self._container.close()
+            except (av.error.FFmpegError, OSError) as exc:
+                raise SinkError(
+                    f"closing failed: {getattr(exc, 'strerror', exc)}", self.target.display, push_url_problem=False
+                ) from None

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install the Debian/Ubuntu packages rtc-mpu needs, if any is missing.
+# Usage: scripts/install-system-deps.sh [test|bench]
+#   test  : nginx with the RTMP module (integration tests push to a real nginx-rtmp)
+#   bench : the above plus the ffmpeg CLI (the baseline in bench/)
+# As root it runs apt-get; otherwise it prints the exact command and fails.
+set -euo pipefail
+what="${1:-test}"
+
+packages=(nginx libnginx-mod-rtmp)
+[ "$what" = bench ] && packages+=(ffmpeg)
+
+missing=()
+for pkg in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$pkg")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+cmd="apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "rtc-mpu needs these Debian packages: ${missing[*]}" >&2
+  echo "run as root: $cmd" >&2
+  exit 1
+fi
+echo "installing ${missing[*]}" >&2
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
