@@ -13,8 +13,11 @@ from cli import render
 def build_parser() -> argparse.ArgumentParser:
     """The ``mpu`` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="mpu", description="rtc-mpu: RTC-to-RTMP live stream mixer")
-    parser.add_argument("--log-level", default=os.environ.get("MPU_LOG_LEVEL", "WARNING"),
-                        help="DEBUG, INFO, WARNING (default; env MPU_LOG_LEVEL)")
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("MPU_LOG_LEVEL", "WARNING"),
+        help="DEBUG, INFO, WARNING (default; env MPU_LOG_LEVEL)",
+    )
     subparsers = parser.add_subparsers(dest="command", required=True)
     render.add_parser(subparsers)
     return parser
@@ -23,7 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run ``mpu`` with ``argv`` (default: the process arguments); returns the exit code."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     code: int = args.func(args)
     return code
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from layouts import Layout, SpecError, layout_from_dict
 from mixer.file_source import FileSource
-from mixer.pipeline import Pipeline
+from mixer.pipeline import Pipeline, PipelineStats
 from mixer.sinks import SinkError, sink_target
 from mixer.source import SourceError
 from mixer.spec import CropMode, SourceType, UserPane, build_task_spec
@@ -55,7 +55,9 @@ def _user_pane(text: str) -> UserPane:
     try:
         return UserPane(int(pane), user, SourceType(source or "camera"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"SourceType must be camera or shareScreen, got {source!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"SourceType must be camera or shareScreen, got {source!r}"
+        ) from None
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -67,20 +69,47 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("inputs", nargs="+", help="media files, one per user, in join order")
-    p.add_argument("--output", "-o", required=True, help="output file (.flv .mp4 .mkv .ts .mov) or rtmp(s):// URL")
-    p.add_argument("--layout-ids", type=_int_list, default=None, help="comma list of LayoutIds (default 1,2,5-11)")
-    p.add_argument("--media-encode", type=int, default=27, help="MediaEncode id (default 27: 1280x720 30 fps)")
-    p.add_argument("--task-profile", default=None, help="TaskProfile, e.g. 4IN_720P (default: smallest that fits)")
-    p.add_argument("--duration", type=float, default=None, help="seconds of output (default: until inputs end)")
-    p.add_argument("--crop-mode", type=int, default=int(CropMode.PAD), help="1 crop to fill, 2 pad to fit (default)")
-    p.add_argument("--background-color", type=_color, default=0, help="R + G*256 + B*65536 (default 0, black)")
-    p.add_argument("--user-pane", type=_user_pane, action="append", default=[], metavar="PANE=USER[:shareScreen]",
-                   help="pin a user (file name without extension) to a pane; repeatable")
-    p.add_argument("--layout-file", type=Path, action="append", default=[],
-                   help="JSON file with a custom layout (or a list of them) in the layouts/ schema; repeatable")
+    p.add_argument(
+        "--output", "-o", required=True, help="output file (.flv .mp4 .mkv .ts .mov) or rtmp(s):// URL"
+    )
+    p.add_argument(
+        "--layout-ids", type=_int_list, default=None, help="comma list of LayoutIds (default 1,2,5-11)"
+    )
+    p.add_argument(
+        "--media-encode", type=int, default=27, help="MediaEncode id (default 27: 1280x720 30 fps)"
+    )
+    p.add_argument(
+        "--task-profile", default=None, help="TaskProfile, e.g. 4IN_720P (default: smallest that fits)"
+    )
+    p.add_argument(
+        "--duration", type=float, default=None, help="seconds of output (default: until inputs end)"
+    )
+    p.add_argument(
+        "--crop-mode", type=int, default=int(CropMode.PAD), help="1 crop to fill, 2 pad to fit (default)"
+    )
+    p.add_argument(
+        "--background-color", type=_color, default=0, help="R + G*256 + B*65536 (default 0, black)"
+    )
+    p.add_argument(
+        "--user-pane",
+        type=_user_pane,
+        action="append",
+        default=[],
+        metavar="PANE=USER[:shareScreen]",
+        help="pin a user (file name without extension) to a pane; repeatable",
+    )
+    p.add_argument(
+        "--layout-file",
+        type=Path,
+        action="append",
+        default=[],
+        help="JSON file with a custom layout (or a list of them) in the layouts/ schema; repeatable",
+    )
     p.add_argument("--loop", action="store_true", help="restart each input when it ends")
     pace = p.add_mutually_exclusive_group()
-    pace.add_argument("--realtime", dest="realtime", action="store_true", default=None, help="pace by the clock")
+    pace.add_argument(
+        "--realtime", dest="realtime", action="store_true", default=None, help="pace by the clock"
+    )
     pace.add_argument("--offline", dest="realtime", action="store_false", help="render as fast as possible")
     p.add_argument("--preset", default="veryfast", help="x264 preset (default veryfast)")
     p.set_defaults(func=run)
@@ -92,10 +121,14 @@ def _custom_layouts(paths: list[Path]) -> dict[int, Layout]:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise SpecError("InvalidLayoutID.Malformed", f"cannot read layout file {path}: {exc}", "LayoutIds") from None
+            raise SpecError(
+                "InvalidLayoutID.Malformed", f"cannot read layout file {path}: {exc}", "LayoutIds"
+            ) from None
         for item in data if isinstance(data, list) else [data]:
             if not isinstance(item, dict):
-                raise SpecError("InvalidLayoutID.Malformed", f"{path}: a layout must be an object", "LayoutIds")
+                raise SpecError(
+                    "InvalidLayoutID.Malformed", f"{path}: a layout must be an object", "LayoutIds"
+                )
             layout = layout_from_dict(item)
             layouts[layout.id] = layout
     return layouts
@@ -146,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _run_until_signal(pipeline: Pipeline) -> object:
+async def _run_until_signal(pipeline: Pipeline) -> PipelineStats:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, pipeline.stop)

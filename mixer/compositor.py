@@ -43,8 +43,9 @@ class PaneDraw:
 def plane_view(frame: av.VideoFrame, index: int) -> Plane:
     """A writable ``(rows, visible width)`` uint8 view of plane ``index`` of a planar 8-bit frame."""
     plane = frame.planes[index]
-    rows = np.frombuffer(plane, dtype=np.uint8).reshape(plane.height, plane.line_size)
-    return rows[:, : plane.width]
+    rows = np.frombuffer(memoryview(plane), dtype=np.uint8).reshape(plane.height, plane.line_size)
+    view: Plane = rows[:, : plane.width]
+    return view
 
 
 class _PaneScaler:

@@ -11,11 +11,14 @@ Blocking (encodes and network writes): call it from one worker thread, never fro
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
 import av
 from av.container import OutputContainer
+from av.packet import Packet
+from av.stream import Stream
 from av.video.frame import PictureType
 from av.video.reformatter import ColorRange, Colorspace
 
@@ -168,7 +171,7 @@ class MediaEncoder:
         self.stats.audio_frames += 1
         self._write(self._audio.encode(frame))
 
-    def _write(self, packets: list[av.Packet]) -> None:
+    def _write(self, packets: Sequence[Packet[Stream]]) -> None:
         for packet in packets:
             if packet.stream is self._video and packet.is_keyframe:
                 self.stats.keyframes += 1
@@ -200,5 +203,7 @@ class MediaEncoder:
                 self._container.close()
             except (av.error.FFmpegError, OSError) as exc:
                 raise SinkError(
-                    f"closing failed: {getattr(exc, 'strerror', exc)}", self.target.display, push_url_problem=False
+                    f"closing failed: {getattr(exc, 'strerror', exc)}",
+                    self.target.display,
+                    push_url_problem=False,
                 ) from None

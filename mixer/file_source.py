@@ -87,7 +87,7 @@ class _FileInput:
                         return
                     continue
                 for frame in frames:
-                    if frame.time is None:
+                    if not isinstance(frame, (av.VideoFrame, av.AudioFrame)) or frame.time is None:
                         continue
                     if origin is None:
                         origin = frame.time
@@ -136,7 +136,9 @@ class FileSource(Source):
 
     live = False
 
-    def __init__(self, paths: Sequence[str], user_ids: Sequence[str] | None = None, loop: bool = False) -> None:
+    def __init__(
+        self, paths: Sequence[str], user_ids: Sequence[str] | None = None, loop: bool = False
+    ) -> None:
         ids = list(user_ids) if user_ids is not None else user_ids_for(paths)
         if len(ids) != len(paths):
             raise ValueError("one user id per file")

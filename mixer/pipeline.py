@@ -212,7 +212,9 @@ class Pipeline:
             if executor is not None:
                 for _, future in self._pending:
                     future.cancel()
-                await asyncio.gather(*(asyncio.wrap_future(f) for _, f in self._pending), return_exceptions=True)
+                await asyncio.gather(
+                    *(asyncio.wrap_future(f) for _, f in self._pending), return_exceptions=True
+                )
                 self._pending.clear()
                 if encoder is not None:
                     await asyncio.wrap_future(executor.submit(encoder.close))
@@ -238,7 +240,7 @@ class Pipeline:
         while not self._stop.is_set():
             video_done = not self.settings.has_video or (max_frames is not None and frame_index >= max_frames)
             audio_done = max_blocks is not None and block_index >= max_blocks
-            if (video_done and audio_done) or self.source.finished:
+            if (video_done and audio_done) or (self.duration is None and self.source.finished):
                 break
             video_due = math.inf if video_done else frame_index / fps
             audio_due = math.inf if audio_done else (block_index + 1) * block_seconds
@@ -258,7 +260,10 @@ class Pipeline:
         if self._choice is None or self._choice_dirty:
             streams = sorted(
                 self._streams,
-                key=lambda s: (self._users.index(s.user_id) if s.user_id in self._users else len(self._users), s),
+                key=lambda s: (
+                    self._users.index(s.user_id) if s.user_id in self._users else len(self._users),
+                    s,
+                ),
             )
             choice = choose_layout(self.spec.layouts, streams, self.spec.user_panes)
             if choice != self._choice:
@@ -266,7 +271,10 @@ class Pipeline:
                 log.info(
                     "layout %s: %s",
                     choice.layout.id,
-                    ", ".join(f"pane {a.pane.id}={a.stream.user_id if a.stream else '-'}" for a in choice.assignments),
+                    ", ".join(
+                        f"pane {a.pane.id}={a.stream.user_id if a.stream else '-'}"
+                        for a in choice.assignments
+                    ),
                 )
             self._choice = choice
             self._choice_dirty = False
@@ -321,7 +329,8 @@ class Pipeline:
 
     async def _drain(self, keep: int | None) -> None:
         """Collect finished jobs (raising their errors); wait until at most ``keep`` are pending."""
-        while self._pending and (self._pending[0][1].done() or (keep is not None and len(self._pending) > keep)):
+        while self._pending and (
+            self._pending[0][1].done() or (keep is not None and len(self._pending) > keep)
+        ):
             _, future = self._pending.popleft()
             await asyncio.wrap_future(future)
-

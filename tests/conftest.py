@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from stack.nginx_rtmp import NginxRtmp
+from stack.ports import free_port
 from tests.media import COLORS, TONES, write_test_clip
 
 
@@ -23,5 +26,20 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 def clip_4x3(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 240x180 (4:3) clip in ``COLORS[0]`` without audio."""
     return write_test_clip(
-        tmp_path_factory.mktemp("clip43") / "four_three.mp4", color=COLORS[0], tone_hz=None, width=240, height=180
+        tmp_path_factory.mktemp("clip43") / "four_three.mp4",
+        color=COLORS[0],
+        tone_hz=None,
+        width=240,
+        height=180,
     )
+
+
+@pytest.fixture(scope="session")
+def nginx_rtmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxRtmp]:
+    """A real nginx-rtmp (Debian packages) on free loopback ports; fails loudly if not installed."""
+    server = NginxRtmp(tmp_path_factory.mktemp("nginx"), rtmp_port=free_port(), http_port=free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

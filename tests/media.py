@@ -71,11 +71,11 @@ def write_test_clip(
                 n = min(chunk, total - start)
                 t = (np.arange(start, start + n) / sample_rate).astype(np.float64)
                 samples = (amplitude * np.sin(2 * np.pi * tone_hz * t)).astype(np.float32)[None, :]
-                frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
-                frame.sample_rate = sample_rate
-                frame.pts = start
-                frame.time_base = Fraction(1, sample_rate)
-                container.mux(audio.encode(frame))
+                block = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+                block.sample_rate = sample_rate
+                block.pts = start
+                block.time_base = Fraction(1, sample_rate)
+                container.mux(audio.encode(block))
             container.mux(audio.encode(None))
     return path
 
@@ -84,6 +84,13 @@ def decode_video(path: Path | str) -> list[av.VideoFrame]:
     """Every decoded video frame of a file, in order."""
     with av.open(str(path)) as container:
         return list(container.decode(video=0))
+
+
+def rgb(frame: av.VideoFrame) -> npt.NDArray[np.uint8]:
+    """The frame as an ``(H, W, 3)`` uint8 RGB picture (BT.601 by the frame's tags)."""
+    picture = frame.to_ndarray(format="rgb24")
+    assert picture.dtype == np.uint8
+    return picture.astype(np.uint8, copy=False)
 
 
 def decode_audio(path: Path | str) -> tuple[npt.NDArray[np.float32], int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import av
@@ -13,7 +14,7 @@ from cli.main import main
 from layouts import system_layout
 from mixer.geometry import Rect, fit, pane_rect
 from mixer.spec import CropMode, rgb_from_color_int
-from tests.media import COLORS, TONES, decode_audio, decode_video, tone_level_db
+from tests.media import COLORS, TONES, decode_audio, decode_video, rgb, tone_level_db
 
 #: MediaEncode 1: 640x360, 15 fps, 500 kbit/s (small, so the suite stays fast on 2 cores).
 ENCODE, WIDTH, HEIGHT, FPS = 1, 640, 360, 15
@@ -31,7 +32,9 @@ def render(tmp_path: Path, inputs: list[Path], *args: str, name: str = "out.flv"
 
 
 def mean_rgb(picture: npt.NDArray[np.uint8], rect: Rect, inset: int = 4) -> npt.NDArray[np.float64]:
-    region = picture[rect.y + inset : rect.y + rect.height - inset, rect.x + inset : rect.x + rect.width - inset]
+    region = picture[
+        rect.y + inset : rect.y + rect.height - inset, rect.x + inset : rect.x + rect.width - inset
+    ]
     result: npt.NDArray[np.float64] = region.reshape(-1, 3).mean(axis=0)
     return result
 
@@ -58,11 +61,18 @@ def test_each_pane_shows_its_user_and_the_rest_is_background(
     layout = system_layout(layout_id)
     users = clips[: layout.pane_count]
     out = render(
-        tmp_path, users, "--layout-ids", str(layout_id), "--duration", "1", "--background-color", str(BACKGROUND)
+        tmp_path,
+        users,
+        "--layout-ids",
+        str(layout_id),
+        "--duration",
+        "1",
+        "--background-color",
+        str(BACKGROUND),
     )
     frames = decode_video(out)
     assert len(frames) == FPS
-    picture = frames[-1].to_ndarray(format="rgb24")
+    picture = rgb(frames[-1])
     assert picture.shape == (HEIGHT, WIDTH, 3)
     visible = sorted(layout.panes, key=lambda p: p.zorder)
     for pane in layout.panes:
@@ -71,8 +81,10 @@ def test_each_pane_shows_its_user_and_the_rest_is_background(
         covered = [p for p in visible if p.zorder > pane.zorder]
         if covered:  # a picture-in-picture base pane: sample away from the small pane on top of it
             top = pane_rect(covered[0], WIDTH, HEIGHT)
-            rect = Rect(rect.x, top.y + top.height + 8, rect.width, rect.height - top.height - 8) if top.y < 40 else (
-                Rect(rect.x, rect.y, rect.width, top.y - 8 - rect.y)
+            rect = (
+                Rect(rect.x, top.y + top.height + 8, rect.width, rect.height - top.height - 8)
+                if top.y < 40
+                else (Rect(rect.x, rect.y, rect.width, top.y - 8 - rect.y))
             )
         assert_color(mean_rgb(picture, rect), COLORS[pane.id], f"layout {layout_id} pane {pane.id}")
     mask = outside_mask(layout_id)
@@ -83,7 +95,7 @@ def test_each_pane_shows_its_user_and_the_rest_is_background(
 
 def test_picture_in_picture_small_pane_is_drawn_on_top(tmp_path: Path, clips: list[Path]) -> None:
     out = render(tmp_path, clips[:2], "--layout-ids", "3", "--duration", "0.4")
-    picture = decode_video(out)[-1].to_ndarray(format="rgb24")
+    picture = rgb(decode_video(out)[-1])
     small = pane_rect(system_layout(3).panes[1], WIDTH, HEIGHT)
     assert_color(mean_rgb(picture, small), COLORS[1], "pane 1 (zorder 1) over pane 0")
 
@@ -93,10 +105,18 @@ def test_crop_fills_and_pad_shows_background_bars(
     tmp_path: Path, clip_4x3: Path, crop_mode: int, bars: bool
 ) -> None:
     out = render(
-        tmp_path, [clip_4x3], "--layout-ids", "1", "--duration", "0.4",
-        "--crop-mode", str(crop_mode), "--background-color", str(BACKGROUND),
+        tmp_path,
+        [clip_4x3],
+        "--layout-ids",
+        "1",
+        "--duration",
+        "0.4",
+        "--crop-mode",
+        str(crop_mode),
+        "--background-color",
+        str(BACKGROUND),
     )
-    picture = decode_video(out)[-1].to_ndarray(format="rgb24")
+    picture = rgb(decode_video(out)[-1])
     # A 4:3 picture fitted into 640x360 is 480x360: bars of 80 px on both sides when padded.
     centre = Rect(80, 0, 480, 360)
     left, right = Rect(0, 0, 80, 360), Rect(560, 0, 80, 360)
@@ -142,15 +162,17 @@ def test_timing_frame_count_pts_keyframes_and_av_start(tmp_path: Path, clips: li
         assert video.codec_context.name == "h264" and audio.codec_context.name == "aac"
         # (kind, pts in seconds, keyframe), read while the container is open
         packets = [
-            (p.stream.type, float(p.pts * p.time_base), p.is_keyframe) for p in container.demux() if p.pts is not None
+            (p.stream.type, float(p.pts * p.time_base), p.is_keyframe)
+            for p in container.demux()
+            if p.pts is not None
         ]
     vpk = [p for p in packets if p[0] == "video"]
     apk = [p for p in packets if p[0] == "audio"]
     assert abs(len(vpk) - duration * FPS) <= 1
     vpts = [p[1] for p in vpk]
-    assert all(b > a for a, b in zip(vpts, vpts[1:], strict=False)), "video pts must strictly increase"
+    assert all(b > a for a, b in itertools.pairwise(vpts)), "video pts must strictly increase"
     apts = [p[1] for p in apk]
-    assert all(b > a for a, b in zip(apts, apts[1:], strict=False)), "audio pts must strictly increase"
+    assert all(b > a for a, b in itertools.pairwise(apts)), "audio pts must strictly increase"
     keyframes = [i for i, p in enumerate(vpk) if p[2]]
     assert keyframes == list(range(0, len(vpk), 2 * FPS)), keyframes
     assert abs(vpts[0] - apts[0]) <= 0.040, (vpts[0], apts[0])
@@ -166,12 +188,18 @@ def test_an_input_that_ends_leaves_background_and_the_frame_rate(tmp_path: Path,
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(range(256)) * 40)
     out = render(
-        tmp_path, [clips[0], short, corrupt], "--layout-ids", "5", "--duration", "2",
-        "--background-color", str(BACKGROUND),
+        tmp_path,
+        [clips[0], short, corrupt],
+        "--layout-ids",
+        "5",
+        "--duration",
+        "2",
+        "--background-color",
+        str(BACKGROUND),
     )
     frames = decode_video(out)
     assert len(frames) == 2 * FPS
-    first, last = frames[5].to_ndarray(format="rgb24"), frames[-1].to_ndarray(format="rgb24")
+    first, last = rgb(frames[5]), rgb(frames[-1])
     panes = [pane_rect(p, WIDTH, HEIGHT) for p in system_layout(5).panes]
     background = rgb_from_color_int(BACKGROUND)
     assert_color(mean_rgb(first, panes[1]), COLORS[1], "short input while it plays")
@@ -203,8 +231,16 @@ def test_bad_spec_is_refused_with_a_code_before_anything_starts(
 
 
 @pytest.mark.parametrize(
-    "output", ["file:/tmp/x.flv", "concat:a.flv|b.flv", "tcp://127.0.0.1:1/x", "http://example.com/live/x",
-               "rtmp://", "rtmp://host/onlyapp", "out.txt"],
+    "output",
+    [
+        "file:/tmp/x.flv",
+        "concat:a.flv|b.flv",
+        "tcp://127.0.0.1:1/x",
+        "http://example.com/live/x",
+        "rtmp://",
+        "rtmp://host/onlyapp",
+        "out.txt",
+    ],
 )
 def test_outputs_that_are_not_rtmp_or_a_media_file_are_refused(
     clips: list[Path], capsys: pytest.CaptureFixture[str], output: str

@@ -1,0 +1,1 @@
+"""Benchmarks of rtc-mpu, run as modules (``python -m bench.mix_cpu``); not an installed package."""
