@@ -5,79 +5,21 @@ Like aiortc's ``tests/codecs.py``: everything a test needs is generated here, no
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
 import numpy.typing as npt
 
-#: Distinct saturated colours (8-bit RGB), one per test user.
-COLORS: list[tuple[int, int, int]] = [
-    (220, 40, 40),
-    (40, 200, 60),
-    (40, 80, 220),
-    (230, 210, 40),
-    (200, 60, 200),
-    (40, 200, 210),
-    (240, 140, 30),
-    (120, 60, 20),
-    (160, 160, 160),
-]
-#: Distinct tone frequencies in Hz, one per test user; none is a harmonic of another below 4 kHz.
-TONES: list[float] = [440.0, 620.0, 830.0, 1070.0, 1330.0, 1510.0, 1790.0, 2110.0, 2390.0]
+from stack.demo_media import COLORS, TONES, write_clip
+
+__all__ = ["COLORS", "TONES", "decode_audio", "decode_video", "rgb", "tone_level_db", "write_test_clip"]
 
 
-def write_test_clip(
-    path: Path,
-    *,
-    color: tuple[int, int, int],
-    tone_hz: float | None,
-    seconds: float = 2.0,
-    width: int = 320,
-    height: int = 180,
-    fps: int = 15,
-    amplitude: float = 0.3,
-    sample_rate: int = 48000,
-) -> Path:
-    """Write an MP4 (H.264 yuv420p + AAC) of a solid ``color`` picture and a sine ``tone_hz``.
-
-    Args:
-        color: 8-bit (R, G, B).
-        tone_hz: tone frequency in Hz, or None for a video-only file.
-        seconds: duration in seconds.
-        width, height: picture size in pixels (even).
-        fps: frames per second.
-        amplitude: tone peak, fraction of full scale.
-        sample_rate: audio sample rate in Hz.
-    """
-    with av.open(str(path), "w") as container:
-        video = container.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "crf": "18"})
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        audio = container.add_stream("aac", rate=sample_rate, layout="mono") if tone_hz else None
-        picture = np.empty((height, width, 3), np.uint8)
-        picture[:] = color
-        frames = round(seconds * fps)
-        for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
-            frame.pts = i
-            frame.time_base = Fraction(1, fps)
-            container.mux(video.encode(frame))
-        container.mux(video.encode(None))
-        if audio is not None and tone_hz is not None:
-            chunk = 1024
-            total = round(seconds * sample_rate)
-            for start in range(0, total, chunk):
-                n = min(chunk, total - start)
-                t = (np.arange(start, start + n) / sample_rate).astype(np.float64)
-                samples = (amplitude * np.sin(2 * np.pi * tone_hz * t)).astype(np.float32)[None, :]
-                block = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
-                block.sample_rate = sample_rate
-                block.pts = start
-                block.time_base = Fraction(1, sample_rate)
-                container.mux(audio.encode(block))
-            container.mux(audio.encode(None))
-    return path
+def write_test_clip(path: Path, **kwargs: Any) -> Path:
+    """A solid-colour clip with a tone (see :func:`stack.demo_media.write_clip`); never a moving box."""
+    return write_clip(path, moving_box=False, **kwargs)
 
 
 def decode_video(path: Path | str) -> list[av.VideoFrame]:
