@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit bench venv system-deps clean
+.PHONY: test demo lint typecheck bench venv system-deps clean
 
 venv: $(STAMP)
 
@@ -28,6 +28,10 @@ typecheck: $(STAMP)
 # The whole suite: lint, types, unit and integration tests (real nginx-rtmp on loopback).
 test: system-deps $(STAMP) lint typecheck
 	$(BIN)/pytest
+
+# A live mix on rtmp://127.0.0.1:1935/live/demo until Ctrl-C (or DURATION=<seconds>).
+demo: system-deps $(STAMP)
+	$(BIN)/mpu --log-level INFO demo
 
 # CPU per output second of a 4-user 720p30 mix next to the ffmpeg CLI on the same inputs.
 bench: $(STAMP)

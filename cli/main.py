@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from cli import render
+from cli import demo, render
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
     render.add_parser(subparsers)
+    demo.add_parser(subparsers)
     return parser
 
 
