@@ -249,3 +249,13 @@ def test_outputs_that_are_not_rtmp_or_a_media_file_are_refused(
     assert code == 2
     err = capsys.readouterr().err
     assert "InvalidStreamURL.Malformed" in err or "InvalidParameter" in err
+
+
+def test_media_encode_0_is_audio_only(tmp_path: Path, clips: list[Path]) -> None:
+    out = render(tmp_path, clips[:2], "--media-encode", "0", "--duration", "2", name="audio.flv")
+    with av.open(str(out)) as container:
+        assert [s.type for s in container.streams] == ["audio"]
+        assert container.streams.audio[0].rate == 48000
+    samples, rate = decode_audio(out)
+    heard = [tone_level_db(samples[:, 24000:], rate, f) for f in TONES[:3]]
+    assert min(heard[:2]) > -20 and heard[2] < -60, heard
