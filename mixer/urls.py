@@ -21,7 +21,7 @@ _CONTROL = re.compile(r"[\x00-\x20\x7f]")
 
 
 def validate_stream_url(url: str) -> str:
-    """Check that ``url`` is a push URL FFmpeg may open, and return it unchanged.
+    """Check that ``url`` is a push URL FFmpeg may open; return it with its scheme lower-cased.
 
     Accepts ``rtmp://host[:port]/app/stream[?query]`` and the same with ``rtmps``.
 
@@ -51,7 +51,8 @@ def validate_stream_url(url: str) -> str:
     segments = [s for s in parts.path.split("/") if s]
     if len(segments) < 2:
         raise SpecError(_CODE, "StreamURL must name an app and a stream: rtmp://host/app/stream", "StreamURL")
-    return url
+    # FFmpeg looks protocols up case-sensitively: hand it a lower-case scheme.
+    return scheme + url[len(scheme) :]
 
 
 def redact_url(url: str) -> str:
@@ -67,8 +68,9 @@ def redact_url(url: str) -> str:
     except ValueError:
         return "<invalid url>"
     segments = parts.path.split("/")
-    if len(segments) > 1 and segments[-1]:
-        segments[-1] = segments[-1][:3] + "***"
+    named = [i for i, segment in enumerate(segments) if segment]
+    if len(named) > 1:  # the last named segment is the stream name (a trailing slash may follow it)
+        segments[named[-1]] = segments[named[-1]][:3] + "***"
     return f"{parts.scheme}://{host}{port}{'/'.join(segments)}"
 
 
