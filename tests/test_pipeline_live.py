@@ -48,7 +48,9 @@ def test_layout_switches_as_users_join_and_leave(tmp_path: Path) -> None:
     frames = decode_video(out)
     assert abs(len(frames) - 3 * FPS) <= 1, "the output keeps its frame rate whatever the users do"
     full = fit(160, 90, Rect(0, 0, WIDTH, HEIGHT), CropMode.PAD).target
-    left, right = (fit(160, 90, pane_rect(p, WIDTH, HEIGHT), CropMode.PAD).target for p in system_layout(2).panes)
+    left, right = (
+        fit(160, 90, pane_rect(p, WIDTH, HEIGHT), CropMode.PAD).target for p in system_layout(2).panes
+    )
     # A join or leave takes effect at the next frame; allow a few frames for the publisher's own cadence.
     assert close_to(mean(rgb(frames[int(0.6 * FPS)]), full), COLORS[0]), "alice alone in layout 1"
     both = rgb(frames[int(1.6 * FPS)])
@@ -65,7 +67,9 @@ def test_layout_switches_as_users_join_and_leave(tmp_path: Path) -> None:
 def test_stop_flushes_and_closes_a_valid_file(tmp_path: Path) -> None:
     out = tmp_path / "stopped.mp4"
     spec = build_task_spec(layout_ids=[1], media_encode_id=1)
-    pipeline = Pipeline(spec, ScriptedSource([ScriptedUser("carol", COLORS[2], TONES[2])]), sink_target(str(out)))
+    pipeline = Pipeline(
+        spec, ScriptedSource([ScriptedUser("carol", COLORS[2], TONES[2])]), sink_target(str(out))
+    )
 
     async def run_then_stop() -> None:
         task = asyncio.create_task(pipeline.run())
