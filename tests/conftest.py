@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from stack.janus import Janus
 from stack.nginx_rtmp import NginxRtmp
 from stack.ports import free_port
 from tests.media import COLORS, TONES, write_test_clip
@@ -38,6 +39,17 @@ def clip_4x3(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def nginx_rtmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxRtmp]:
     """A real nginx-rtmp (Debian packages) on free loopback ports; fails loudly if not installed."""
     server = NginxRtmp(tmp_path_factory.mktemp("nginx"), rtmp_port=free_port(), http_port=free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def janus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Janus]:
+    """A real Janus (Debian package) with the VideoRoom plugin on a free loopback port."""
+    server = Janus(tmp_path_factory.mktemp("janus"), http_port=free_port())
     server.start()
     try:
         yield server

@@ -1,0 +1,153 @@
+"""The channel source against a real Janus VideoRoom with real aiortc publishers (WebRTC over the host)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+
+import av
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from mixer.janus_source import ChannelConfig, ChannelStatus, JanusSource
+from mixer.source import StreamKey
+from stack.demo_media import COLORS, TONES
+from stack.janus import Janus
+from stack.publisher import Publisher, synthetic_tracks
+from tests.media import rgb, tone_level_db
+
+#: Seconds within which a newly published user must be reported with media (issue #3).
+DELIVERY_DEADLINE = 2.0
+
+
+class Recorder:
+    """A FrameReceiver that keeps what a pipeline would see."""
+
+    def __init__(self) -> None:
+        self.joins: list[str] = []
+        self.leaves: list[str] = []
+        self.streams: dict[StreamKey, bool] = {}
+        self.pictures: dict[str, npt.NDArray[np.uint8]] = {}
+        self.audio: dict[str, list[npt.NDArray[np.float32]]] = {}
+        self._resamplers: dict[str, av.AudioResampler] = {}
+
+    def on_user(self, user_id: str, present: bool) -> None:
+        (self.joins if present else self.leaves).append(user_id)
+
+    def on_video_stream(self, stream: StreamKey, active: bool) -> None:
+        self.streams[stream] = active
+
+    def on_video_frame(self, stream: StreamKey, frame: av.VideoFrame | None) -> None:
+        if frame is not None:
+            self.pictures[stream.user_id] = rgb(frame)
+
+    def on_audio_frame(self, user_id: str, frame: av.AudioFrame) -> None:
+        resampler = self._resamplers.setdefault(
+            user_id, av.AudioResampler(format="fltp", layout="mono", rate=48000)
+        )
+        self.audio.setdefault(user_id, []).extend(
+            f.to_ndarray().astype(np.float32) for f in resampler.resample(frame)
+        )
+
+
+def has_media(recorder: Recorder, user: str) -> bool:
+    """Whether ``user`` was reported with a decoded picture and decoded audio."""
+    return user in recorder.pictures and bool(recorder.audio.get(user))
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float) -> float:
+    """Poll ``condition`` every 20 ms; return the seconds it took, or fail after ``timeout``."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
+def centre_color(picture: npt.NDArray[np.uint8]) -> npt.NDArray[np.float64]:
+    """Mean colour of a patch away from the label, the moving bar's band and the time stamp."""
+    h, w = picture.shape[:2]
+    patch = picture[h // 4 - 12 : h // 4 - 2, w // 3 : 2 * w // 3]
+    result: npt.NDArray[np.float64] = patch.reshape(-1, 3).mean(axis=0)
+    return result
+
+
+def run(coro: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(coro())  # type: ignore[arg-type]
+
+
+@pytest.mark.timeout(90)
+def test_users_media_join_order_leave_and_rejoin(janus: Janus) -> None:
+    config = ChannelConfig(janus.url, "app1", "room-order")
+
+    async def scenario() -> None:
+        recorder = Recorder()
+        source = JanusSource(config)
+        publishers: list[Publisher] = []
+
+        async def publish(index: int) -> Publisher:
+            user = f"user{index + 1}"
+            publisher = Publisher(janus.url, config.room, user, synthetic_tracks(index, user))
+            await publisher.start()
+            publishers.append(publisher)
+            return publisher
+
+        try:
+            await source.start(recorder)
+            await wait_for(lambda: source.status is ChannelStatus.WAITING, 5)  # no room yet: it waits
+            for index in range(3):
+                user = f"user{index + 1}"
+                await publish(index)
+                # Functional bound from the issue; the delay itself is measured in bench/channel_delay.py.
+                await wait_for(partial(has_media, recorder, user), DELIVERY_DEADLINE)
+            assert source.status is ChannelStatus.JOINED
+            assert recorder.joins == ["user1", "user2", "user3"]
+            assert source.users == ["user1", "user2", "user3"]
+            await asyncio.sleep(0.5)
+            for index in range(3):
+                user = f"user{index + 1}"
+                colour = centre_color(recorder.pictures[user])
+                assert np.abs(colour - COLORS[index]).max() <= 20, (user, colour)
+                samples = np.concatenate(recorder.audio[user][-25:], axis=1)
+                levels = {f: tone_level_db(samples, 48000, f) for f in TONES[:3]}
+                assert levels[TONES[index]] > -20, (user, levels)
+                assert all(v < levels[TONES[index]] - 30 for f, v in levels.items() if f != TONES[index])
+
+            await publishers[1].stop()
+            await wait_for(lambda: recorder.leaves == ["user2"], 5)
+            assert source.users == ["user1", "user3"]
+            assert recorder.streams[StreamKey("user2")] is False
+
+            await publish(3)
+            await wait_for(partial(has_media, recorder, "user4"), DELIVERY_DEADLINE)
+            await asyncio.sleep(0.3)
+            assert source.users == ["user1", "user3", "user4"]
+            assert np.abs(centre_color(recorder.pictures["user4"]) - COLORS[3]).max() <= 20
+        finally:
+            for publisher in publishers:
+                await publisher.stop()
+            await source.close()
+
+    run(scenario)
+
+
+@pytest.mark.timeout(60)
+def test_unreachable_janus_is_retried_with_backoff() -> None:
+    from stack.ports import free_port
+
+    config = ChannelConfig(f"http://127.0.0.1:{free_port()}/janus", "app1", "nobody")
+
+    async def scenario() -> None:
+        source = JanusSource(config, retry_initial=0.1, retry_max=0.4)
+        await source.start(Recorder())
+        await asyncio.sleep(1.5)
+        assert source.status is ChannelStatus.RECONNECTING
+        assert source.last_error is not None and "127.0.0.1" in source.last_error
+        await source.close()
+        assert source.status.value == "closed"
+
+    run(scenario)
