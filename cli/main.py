@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from cli import demo, render
+from cli import demo, mix, publish, render
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
     render.add_parser(subparsers)
+    mix.add_parser(subparsers)
+    publish.add_parser(subparsers)
     demo.add_parser(subparsers)
     return parser
 
