@@ -107,6 +107,7 @@ async def measure(janus: Janus, size: tuple[str, int, int], users: int, seconds:
             f"{width}x{height}",
             "--fps",
             "30",
+            "--stamp-time",
             "--duration",
             str(seconds + WARMUP_SECONDS + 5),
         ],
@@ -127,7 +128,10 @@ async def measure(janus: Janus, size: tuple[str, int, int], users: int, seconds:
         await source.close()
         publisher.terminate()
         publisher.wait(timeout=15)
-    delays = np.array([d for d in recorder.delays if d < 10_000] or [0])
+    valid = [d for d in recorder.delays if d < 10_000]
+    if not valid:
+        raise RuntimeError(f"{name}: no readable capture stamps in {recorder.frames} frames")
+    delays = np.array(valid)
     return Result(
         size=f"{name} {width}x{height}",
         users=users,

@@ -1,41 +1,48 @@
-"""``mpu demo``: a live mix anyone can watch, on this machine, with nothing but Debian packages.
+"""``mpu demo``: a live mix of a real WebRTC channel that anyone can watch, on this machine.
 
-Starts nginx-rtmp (RTMP on ``MPU_RTMP_PORT``, default 1935; HLS over HTTP on ``MPU_HLS_PORT``, default
-8081), makes synthetic participants (a colour, a moving box and a tone each), mixes them live with
-the media pipeline and pushes the mix to ``rtmp://127.0.0.1:<port>/live/demo``. It prints where to
-watch, writes a PNG snapshot of what a viewer receives, and runs until Ctrl-C or ``DURATION`` seconds.
-
-Until the RTC channel lands (issue #3), the participants are local files standing in for users.
+Starts Janus (VideoRoom, HTTP API on ``MPU_JANUS_PORT``, default 8088) and nginx-rtmp (RTMP on
+``MPU_RTMP_PORT``, default 1935; HLS on ``MPU_HLS_PORT``, default 8081) from Debian's packages,
+publishes demo participants into channel ``demo:demo`` with aiortc (user1 at once, user2 three
+seconds later, each with its own colour, moving bar, label and tone), and mixes the channel with
+LayoutIds [1, 2]: a single pane that becomes side by side when user2 joins. The mix is pushed to
+``rtmp://127.0.0.1:<port>/live/demo``. It prints where to watch, writes a PNG snapshot of what a
+viewer receives, and runs until Ctrl-C or ``DURATION`` seconds, then stops everything it started.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
-import threading
-import time
 from pathlib import Path
 
 import av
 
-from mixer.file_source import FileSource
+from layouts import SpecError
+from mixer.janus_api import JanusError
+from mixer.janus_source import ChannelConfig, JanusSource
 from mixer.pipeline import Pipeline
 from mixer.sinks import SinkError, sink_target
 from mixer.spec import build_task_spec
-from stack.demo_media import COLORS, TONES, write_clip
-from stack.nginx_rtmp import NginxRtmp, ServiceError
+from stack.janus import Janus
+from stack.nginx_rtmp import NginxRtmp
+from stack.process import ServiceError
+from stack.publisher import Publisher, synthetic_tracks
 
 log = logging.getLogger("mpu.demo")
+
+#: Seconds between two demo users joining (so the layout switch is visible).
+JOIN_INTERVAL = 3.0
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``demo`` on the ``mpu`` parser."""
-    p = subparsers.add_parser("demo", help="run a local live mix to watch (nginx-rtmp + synthetic users)")
-    p.add_argument("--users", type=int, default=4, help="participants, 1..9 (default 4)")
+    p = subparsers.add_parser("demo", help="run a local live mix of a WebRTC channel to watch")
+    p.add_argument("--users", type=int, default=2, help="participants, 1..9 (default 2)")
     p.add_argument(
         "--duration",
         type=float,
@@ -43,6 +50,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="seconds to run, 0 = until Ctrl-C (default: env DURATION)",
     )
     p.add_argument("--run-dir", type=Path, default=Path(os.environ.get("MPU_RUN_DIR", "run")))
+    p.add_argument("--janus-port", type=int, default=int(os.environ.get("MPU_JANUS_PORT", "8088")))
     p.add_argument("--rtmp-port", type=int, default=int(os.environ.get("MPU_RTMP_PORT", "1935")))
     p.add_argument("--hls-port", type=int, default=int(os.environ.get("MPU_HLS_PORT", "8081")))
     p.add_argument(
@@ -59,8 +67,7 @@ def save_snapshot(url: str, path: Path, timeout: float = 15.0) -> bool:
                 image = frame.reformat(format="rgb24")
                 encoder = av.CodecContext.create("png", "w")
                 encoder.width, encoder.height, encoder.pix_fmt = image.width, image.height, "rgb24"
-                data = b"".join(bytes(p) for p in encoder.encode(image))
-                path.write_bytes(data)
+                path.write_bytes(b"".join(bytes(p) for p in encoder.encode(image)))
                 return True
     except (av.error.FFmpegError, OSError) as exc:
         log.warning("snapshot failed: %s", exc)
@@ -69,71 +76,74 @@ def save_snapshot(url: str, path: Path, timeout: float = 15.0) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     """Start the demo; returns the exit code."""
-    if not 1 <= args.users <= len(COLORS):
-        print(f"mpu demo: --users must be 1..{len(COLORS)}", file=sys.stderr)
+    if not 1 <= args.users <= 9:
+        print("mpu demo: --users must be 1..9", file=sys.stderr)
         return 2
     run_dir: Path = args.run_dir.resolve()
-    media_dir = run_dir / "demo"
-    media_dir.mkdir(parents=True, exist_ok=True)
-    clips = []
-    for i in range(args.users):
-        path = media_dir / f"user{i + 1}.mp4"
-        if not path.exists():
-            write_clip(
-                path,
-                color=COLORS[i],
-                tone_hz=TONES[i],
-                seconds=8,
-                width=640,
-                height=360,
-                fps=30,
-                moving_box=True,
-            )
-        clips.append(str(path))
-    server = NginxRtmp(run_dir / "nginx", rtmp_port=args.rtmp_port, http_port=args.hls_port)
+    janus = Janus(run_dir / "janus", http_port=args.janus_port)
+    nginx = NginxRtmp(run_dir / "nginx", rtmp_port=args.rtmp_port, http_port=args.hls_port)
     try:
-        server.start()
+        janus.start()
+        nginx.start()
+        return asyncio.run(_demo(args, janus, nginx, run_dir))
     except ServiceError as exc:
         print(f"mpu demo: {exc}", file=sys.stderr)
         return 1
-    url = server.rtmp_url("demo")
+    finally:
+        nginx.stop()
+        janus.stop()
+
+
+async def _demo(args: argparse.Namespace, janus: Janus, nginx: NginxRtmp, run_dir: Path) -> int:
+    channel = ChannelConfig(janus.url, "demo", "demo")
+    url = nginx.rtmp_url("demo")
+    snapshot = run_dir / "demo-snapshot.png"
     try:
-        spec = build_task_spec(layout_ids=[1, 2, 5, 6, 7, 8, 9, 10, 11], media_encode_id=args.media_encode)
-        pipeline = Pipeline(
-            spec,
-            FileSource(clips, loop=True),
-            sink_target(url),
-            realtime=True,
-            duration=args.duration or None,
-        )
-        snapshot = run_dir / "demo-snapshot.png"
-        print(f"demo: mixing {args.users} users (layout by user count) into {url}")
-        print(f"  watch RTMP : ffplay -fflags nobuffer {url}")
-        print(
-            f"  watch HLS  : {server.hls_url('demo')}  (ffplay or any HLS player; first segment after ~4 s)"
-        )
-        print(f"  snapshot   : {snapshot} (written a few seconds after start)")
-        print("  stop       : Ctrl-C" + (f" (or after {args.duration:g} s)" if args.duration else ""))
-        sys.stdout.flush()
-
-        def snap() -> None:
-            time.sleep(3)
-            if save_snapshot(url, snapshot):
+        spec = build_task_spec(layout_ids=[1, 2], media_encode_id=args.media_encode)
+    except SpecError as exc:
+        print(f"mpu demo: error {exc.code}: {exc.message}", file=sys.stderr)
+        return 2
+    pipeline = Pipeline(spec, JanusSource(channel), sink_target(url), duration=args.duration or None)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, pipeline.stop)
+    print(f"demo: channel {channel.room} on {janus.url}, mixed with LayoutIds [1, 2] into {url}")
+    print(f"  watch RTMP : ffplay -fflags nobuffer {url}")
+    print(f"  watch HLS  : {nginx.hls_url('demo')}  (any HLS player; first segment after ~4 s)")
+    print(f"  join       : mpu publish --janus {janus.url} --app demo --channel demo --users 1 --first 9")
+    print(f"  snapshot   : {snapshot} (once every demo user has joined)")
+    print("  stop       : Ctrl-C" + (f" (or after {args.duration:g} s)" if args.duration else ""), flush=True)
+    publishers: list[Publisher] = []
+    mix = asyncio.create_task(pipeline.run())
+    try:
+        for index in range(args.users):
+            if index:
+                await asyncio.wait({mix}, timeout=JOIN_INTERVAL)
+            if mix.done():
+                break
+            user = f"user{index + 1}"
+            publisher = Publisher(janus.url, channel.room, user, synthetic_tracks(index, user, 640, 360, 30))
+            await publisher.start()
+            publishers.append(publisher)
+            print(f"demo: {user} joined", flush=True)
+        if not mix.done():
+            await asyncio.wait({mix}, timeout=2.0)
+            if not mix.done() and await asyncio.to_thread(save_snapshot, url, snapshot):
                 print(f"demo: snapshot written to {snapshot}", flush=True)
-
-        threading.Thread(target=snap, daemon=True).start()
-        asyncio.run(_run(pipeline))
+        await mix
+    except JanusError as exc:
+        print(f"mpu demo: Janus: {exc}", file=sys.stderr)
+        pipeline.stop()
+        return 1
     except SinkError as exc:
         print(f"mpu demo: push failed: {exc}", file=sys.stderr)
         return 3
     finally:
-        server.stop()
+        if not mix.done():
+            pipeline.stop()
+            with contextlib.suppress(Exception):
+                await mix
+        for publisher in publishers:
+            await publisher.stop()
     print("demo: stopped cleanly")
     return 0
-
-
-async def _run(pipeline: Pipeline) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, pipeline.stop)
-    await pipeline.run()

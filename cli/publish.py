@@ -42,6 +42,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--from", dest="from_file", default=None, help="publish this media file instead")
     p.add_argument("--size", default="640x360", help="picture size of synthetic users (default 640x360)")
     p.add_argument("--fps", type=int, default=15, help="frame rate of synthetic users (default 15)")
+    p.add_argument(
+        "--stamp-time",
+        action="store_true",
+        help="burn the capture time into the pictures' bottom rows (for bench/channel_delay.py)",
+    )
     p.set_defaults(func=run)
 
 
@@ -50,7 +55,7 @@ def _tracks(
 ) -> list[MediaStreamTrack]:
     if args.from_file:
         return file_tracks(args.from_file)
-    return synthetic_tracks(index, user, width, height, args.fps)
+    return synthetic_tracks(index, user, width, height, args.fps, stamp_time=args.stamp_time)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -81,15 +81,24 @@ class SyntheticVideoTrack(MediaStreamTrack):
         color: 8-bit (R, G, B) background.
         width, height: picture size in pixels.
         fps: frames per second.
+        stamp_time: burn the capture time into the bottom rows (for delay measurements; needs a
+            picture at least 256 pixels wide).
     """
 
     kind = "video"
 
     def __init__(
-        self, label: str, color: tuple[int, int, int], width: int = 320, height: int = 180, fps: int = 15
+        self,
+        label: str,
+        color: tuple[int, int, int],
+        width: int = 320,
+        height: int = 180,
+        fps: int = 15,
+        stamp_time: bool = False,
     ):
         super().__init__()
         self.width, self.height, self.fps = width, height, fps
+        self.stamp_time = stamp_time and width >= STAMP_BITS * STAMP_BLOCK
         image = Image.new("RGB", (width, height), color)
         draw = ImageDraw.Draw(image)
         font = ImageFont.load_default(size=max(12, height // 8))
@@ -111,7 +120,7 @@ class SyntheticVideoTrack(MediaStreamTrack):
         bar = max(self.width // 20, 4)
         x = int((self._index % (2 * self.fps)) / (2 * self.fps) * (self.width - bar))
         picture[self.height // 4 : self.height * 3 // 4, x : x + bar] = 255
-        if self.width >= STAMP_BITS * STAMP_BLOCK:
+        if self.stamp_time:
             stamp_capture_time(picture, wall_ms())
         frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
         frame.pts = round(self._index * VIDEO_CLOCK_RATE / self.fps)
@@ -257,11 +266,17 @@ class Publisher:
 
 
 def synthetic_tracks(
-    index: int, label: str, width: int = 320, height: int = 180, fps: int = 15, audio: bool = True
+    index: int,
+    label: str,
+    width: int = 320,
+    height: int = 180,
+    fps: int = 15,
+    audio: bool = True,
+    stamp_time: bool = False,
 ) -> list[MediaStreamTrack]:
     """The demo tracks of user number ``index`` (0-based): its colour and label, and its tone."""
     tracks: list[MediaStreamTrack] = [
-        SyntheticVideoTrack(label, COLORS[index % len(COLORS)], width, height, fps)
+        SyntheticVideoTrack(label, COLORS[index % len(COLORS)], width, height, fps, stamp_time)
     ]
     if audio:
         tracks.append(ToneAudioTrack(TONES[index % len(TONES)]))
