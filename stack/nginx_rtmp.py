@@ -26,14 +26,23 @@ class NginxRtmp:
         run_dir: folder for its config, logs and HLS output (created).
         rtmp_port, http_port: TCP ports on ``host``.
         host: address to listen on (loopback by default).
+        pid_file: if set, nginx is started detached and recorded there (see
+            :class:`stack.process.ManagedProcess`).
     """
 
-    def __init__(self, run_dir: Path, rtmp_port: int = 1935, http_port: int = 8081, host: str = "127.0.0.1"):
+    def __init__(
+        self,
+        run_dir: Path,
+        rtmp_port: int = 1935,
+        http_port: int = 8081,
+        host: str = "127.0.0.1",
+        pid_file: Path | None = None,
+    ):
         self.run_dir = run_dir.resolve()
         self.rtmp_port = rtmp_port
         self.http_port = http_port
         self.host = host
-        self._process = ManagedProcess("nginx-rtmp", self.run_dir / "nginx-error.log")
+        self._process = ManagedProcess("nginx-rtmp", self.run_dir / "nginx-error.log", pid_file)
 
     @property
     def pid(self) -> int | None:
@@ -70,6 +79,7 @@ class NginxRtmp:
             "host": self.host,
             "rtmp_port": str(self.rtmp_port),
             "http_port": str(self.http_port),
+            "deploy_dir": str(DEPLOY_DIR),
         }
         config = render_template(TEMPLATE, values, self.run_dir / "nginx.conf")
         command = [binary, "-p", str(self.run_dir), "-e", str(self._process.log_path), "-c", str(config)]
