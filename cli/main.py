@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from cli import demo, mix, publish, render
+from cli import demo, mix, publish, render, stack
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     mix.add_parser(subparsers)
     publish.add_parser(subparsers)
     demo.add_parser(subparsers)
+    stack.add_parser(subparsers)
     return parser
 
 

@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Install the Debian/Ubuntu packages rtc-mpu needs, if any is missing.
-# Usage: scripts/install-system-deps.sh [test|bench]
-#   test  : nginx with the RTMP module (integration tests push to a real nginx-rtmp)
-#   bench : the above plus the ffmpeg CLI (the baseline in bench/)
+# Usage: scripts/install-system-deps.sh [test|stack|bench]
+#   test  : what the integration tests start: Redis, Janus, nginx with the RTMP module
+#   stack : the local stack (`mpu stack up`, `make demo`): the test set plus the ffmpeg CLI (ffplay)
+#   bench : the test set plus the ffmpeg CLI (the baseline in bench/)
 # As root it runs apt-get; otherwise it prints the exact command and fails.
 set -euo pipefail
 what="${1:-test}"
 
-packages=(nginx libnginx-mod-rtmp)
-[ "$what" = bench ] && packages+=(ffmpeg)
+packages=(redis-server janus nginx libnginx-mod-rtmp)
+case "$what" in
+  test) ;;
+  stack | bench) packages+=(ffmpeg) ;;
+  *) echo "usage: $0 [test|stack|bench]" >&2; exit 2 ;;
+esac
 
 missing=()
 for pkg in "${packages[@]}"; do

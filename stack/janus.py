@@ -32,6 +32,8 @@ class Janus:
         host: address the HTTP API binds to (loopback by default).
         api_secret: if set, every API request must carry it.
         rtp_port_range: UDP ports for media, ``"min-max"``.
+        pid_file: if set, Janus is started detached and recorded there (see
+            :class:`stack.process.ManagedProcess`).
     """
 
     def __init__(
@@ -41,13 +43,14 @@ class Janus:
         host: str = "127.0.0.1",
         api_secret: str | None = None,
         rtp_port_range: str = "20000-40000",
+        pid_file: Path | None = None,
     ) -> None:
         self.run_dir = run_dir.resolve()
         self.http_port = http_port
         self.host = host
         self.api_secret = api_secret
         self.rtp_port_range = rtp_port_range
-        self._process = ManagedProcess("janus", self.run_dir / "janus.log")
+        self._process = ManagedProcess("janus", self.run_dir / "janus.log", pid_file)
 
     @property
     def pid(self) -> int | None:

@@ -24,3 +24,20 @@ def wait_for_port(host: str, port: int, timeout: float) -> bool:
         except OSError:
             time.sleep(0.05)
     return False
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True if something listens on TCP ``host:port`` (it accepts a connection, or the port cannot be
+    bound even with ``SO_REUSEADDR``, which ignores connections left in TIME_WAIT)."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        pass
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
