@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Install the Debian/Ubuntu packages rtc-mpu needs, if any is missing.
 # Usage: scripts/install-system-deps.sh [test|stack|bench]
-#   test  : what the integration tests start: Redis, Janus, nginx with the RTMP module
+#   test  : what the integration tests start: Redis, Janus, nginx with the RTMP module, the browser
+#           page's scripts (janus.js, webrtc-adapter), and Chromium (a real browser publishes in a test)
 #   stack : the local stack (`mpu stack up`, `make demo`): the test set plus the ffmpeg CLI (ffplay)
 #   bench : the test set plus the ffmpeg CLI (the baseline in bench/)
 # As root it runs apt-get; otherwise it prints the exact command and fails.
 set -euo pipefail
 what="${1:-test}"
 
-packages=(redis-server janus nginx libnginx-mod-rtmp)
+packages=(redis-server janus nginx libnginx-mod-rtmp libjs-janus-gateway libjs-webrtc-adapter)
 case "$what" in
-  test) ;;
+  test) packages+=(chromium) ;;
   stack | bench) packages+=(ffmpeg) ;;
   *) echo "usage: $0 [test|stack|bench]" >&2; exit 2 ;;
 esac
