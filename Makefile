@@ -30,7 +30,8 @@ test: system-deps $(STAMP) lint typecheck
 	$(BIN)/pytest
 
 # A live mix on rtmp://127.0.0.1:1935/live/demo until Ctrl-C (or DURATION=<seconds>).
-demo: system-deps $(STAMP)
+demo: $(STAMP)
+	scripts/install-system-deps.sh stack
 	$(BIN)/mpu --log-level INFO demo
 
 # CPU per output second of a 4-user 720p30 mix next to the ffmpeg CLI on the same inputs.

@@ -1,12 +1,12 @@
 """``mpu demo``: a live mix of a real WebRTC channel that anyone can watch, on this machine.
 
-Starts Janus (VideoRoom, HTTP API on ``MPU_JANUS_PORT``, default 8088) and nginx-rtmp (RTMP on
-``MPU_RTMP_PORT``, default 1935; HLS on ``MPU_HLS_PORT``, default 8081) from Debian's packages,
+Brings the local stack up like ``mpu stack up`` (Redis, Janus, nginx-rtmp; ports from the ``MPU_*``
+variables, see README),
 publishes demo participants into channel ``demo:demo`` with aiortc (user1 at once, user2 three
 seconds later, each with its own colour, moving bar, label and tone), and mixes the channel with
 LayoutIds [1, 2]: a single pane that becomes side by side when user2 joins. The mix is pushed to
 ``rtmp://127.0.0.1:<port>/live/demo``. It prints where to watch, writes a PNG snapshot of what a
-viewer receives, and runs until Ctrl-C or ``DURATION`` seconds, then stops everything it started.
+viewer receives, and runs until Ctrl-C or ``DURATION`` seconds, then stops the stack if it started it.
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ from mixer.janus_source import ChannelConfig, JanusSource
 from mixer.pipeline import Pipeline
 from mixer.sinks import SinkError, sink_target
 from mixer.spec import build_task_spec
-from stack.janus import Janus
-from stack.nginx_rtmp import NginxRtmp
+from stack.local_stack import StackConfig, stack_down, stack_up
 from stack.process import ServiceError
 from stack.publisher import Publisher, synthetic_tracks
 
@@ -46,13 +45,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument(
         "--duration",
         type=float,
-        default=float(os.environ.get("DURATION", "0") or 0),
-        help="seconds to run, 0 = until Ctrl-C (default: env DURATION)",
+        default=None,
+        help="seconds to run, 0 = until Ctrl-C (default: env DURATION, else 0)",
     )
-    p.add_argument("--run-dir", type=Path, default=Path(os.environ.get("MPU_RUN_DIR", "run")))
-    p.add_argument("--janus-port", type=int, default=int(os.environ.get("MPU_JANUS_PORT", "8088")))
-    p.add_argument("--rtmp-port", type=int, default=int(os.environ.get("MPU_RTMP_PORT", "1935")))
-    p.add_argument("--hls-port", type=int, default=int(os.environ.get("MPU_HLS_PORT", "8081")))
     p.add_argument(
         "--media-encode", type=int, default=27, help="MediaEncode id (default 27: 1280x720 30 fps)"
     )
@@ -75,44 +70,53 @@ def save_snapshot(url: str, path: Path, timeout: float = 15.0) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Start the demo; returns the exit code."""
+    """Bring the local stack up (``mpu stack up``), run the demo, and take down what it started."""
     if not 1 <= args.users <= 9:
         print("mpu demo: --users must be 1..9", file=sys.stderr)
         return 2
-    run_dir: Path = args.run_dir.resolve()
-    janus = Janus(run_dir / "janus", http_port=args.janus_port)
-    nginx = NginxRtmp(run_dir / "nginx", rtmp_port=args.rtmp_port, http_port=args.hls_port)
     try:
-        janus.start()
-        nginx.start()
-        return asyncio.run(_demo(args, janus, nginx, run_dir))
+        config = StackConfig.from_env()
+        duration = args.duration if args.duration is not None else float(os.environ.get("DURATION") or 0)
+    except ValueError as exc:
+        print(f"mpu demo: {exc}", file=sys.stderr)
+        return 2
+    try:
+        statuses = stack_up(config)
     except ServiceError as exc:
         print(f"mpu demo: {exc}", file=sys.stderr)
         return 1
+    started_here = all(status.note == "started" for status in statuses.values())
+    try:
+        return asyncio.run(_demo(args, config, duration))
     finally:
-        nginx.stop()
-        janus.stop()
+        if started_here:
+            stack_down(config)
+        else:
+            print("demo: the stack was already running; leaving it up (`mpu stack down` stops it)")
 
 
-async def _demo(args: argparse.Namespace, janus: Janus, nginx: NginxRtmp, run_dir: Path) -> int:
-    channel = ChannelConfig(janus.url, "demo", "demo")
-    url = nginx.rtmp_url("demo")
-    snapshot = run_dir / "demo-snapshot.png"
+async def _demo(args: argparse.Namespace, config: StackConfig, duration: float) -> int:
+    janus_url = config.janus_url
+    channel = ChannelConfig(janus_url, "demo", "demo", api_secret=config.janus_api_secret)
+    url = config.rtmp_url("demo")
+    snapshot = config.run_dir.resolve() / "demo-snapshot.png"
     try:
         spec = build_task_spec(layout_ids=[1, 2], media_encode_id=args.media_encode)
     except SpecError as exc:
         print(f"mpu demo: error {exc.code}: {exc.message}", file=sys.stderr)
         return 2
-    pipeline = Pipeline(spec, JanusSource(channel), sink_target(url), duration=args.duration or None)
+    pipeline = Pipeline(spec, JanusSource(channel), sink_target(url), duration=duration or None)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, pipeline.stop)
-    print(f"demo: channel {channel.room} on {janus.url}, mixed with LayoutIds [1, 2] into {url}")
+    print(f"demo: channel {channel.room} on {janus_url}, mixed with LayoutIds [1, 2] into {url}")
     print(f"  watch RTMP : ffplay -fflags nobuffer {url}")
-    print(f"  watch HLS  : {nginx.hls_url('demo')}  (any HLS player; first segment after ~4 s)")
-    print(f"  join       : mpu publish --janus {janus.url} --app demo --channel demo --users 1 --first 9")
+    print(f"  watch HLS  : {config.hls_url('demo')}  (any HLS player; first segment after ~4 s)")
+    page = f"http://{config.host}:{config.hls_port}/publish/?app=demo&channel=demo&user=me"
+    print(f"  join       : {page}  (a browser), or .venv/bin/mpu publish --app demo --channel demo --first 3")
+    print(f"  operate    : .venv/bin/mpu stack status; RTMP stats at {config.stat_url}")
     print(f"  snapshot   : {snapshot} (once every demo user has joined)")
-    print("  stop       : Ctrl-C" + (f" (or after {args.duration:g} s)" if args.duration else ""), flush=True)
+    print("  stop       : Ctrl-C" + (f" (or after {duration:g} s)" if duration else ""), flush=True)
     publishers: list[Publisher] = []
     mix = asyncio.create_task(pipeline.run())
     try:
@@ -122,7 +126,13 @@ async def _demo(args: argparse.Namespace, janus: Janus, nginx: NginxRtmp, run_di
             if mix.done():
                 break
             user = f"user{index + 1}"
-            publisher = Publisher(janus.url, channel.room, user, synthetic_tracks(index, user, 640, 360, 30))
+            publisher = Publisher(
+                janus_url,
+                channel.room,
+                user,
+                synthetic_tracks(index, user, 640, 360, 30),
+                api_secret=config.janus_api_secret,
+            )
             await publisher.start()
             publishers.append(publisher)
             print(f"demo: {user} joined", flush=True)

@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # aioice logs every ICE connectivity check at INFO; keep it to warnings unless debugging.
+    if logging.getLogger().level > logging.DEBUG:
+        logging.getLogger("aioice").setLevel(logging.WARNING)
     code: int = args.func(args)
     return code
 
