@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
+from pathlib import Path
 
 import av
 import numpy as np
@@ -31,6 +32,7 @@ class Recorder:
         self.leaves: list[str] = []
         self.streams: dict[StreamKey, bool] = {}
         self.pictures: dict[str, npt.NDArray[np.uint8]] = {}
+        self.blanked: dict[str, bool] = {}
         self.audio: dict[str, list[npt.NDArray[np.float32]]] = {}
         self._resamplers: dict[str, av.AudioResampler] = {}
 
@@ -41,6 +43,7 @@ class Recorder:
         self.streams[stream] = active
 
     def on_video_frame(self, stream: StreamKey, frame: av.VideoFrame | None) -> None:
+        self.blanked[stream.user_id] = frame is None
         if frame is not None:
             self.pictures[stream.user_id] = rgb(frame)
 
@@ -151,3 +154,50 @@ def test_unreachable_janus_is_retried_with_backoff() -> None:
         assert source.status.value == "closed"
 
     run(scenario)
+
+
+@pytest.mark.timeout(90)
+def test_rejoin_and_janus_restart_are_picked_up(tmp_path: Path) -> None:
+    from stack.ports import free_port
+
+    server = Janus(tmp_path / "janus", http_port=free_port())
+    server.start()
+    config = ChannelConfig(server.url, "app1", "restart")
+
+    async def scenario() -> None:
+        recorder = Recorder()
+        source = JanusSource(config, retry_initial=0.2, retry_max=1.0)
+        publisher = Publisher(server.url, config.room, "carol", synthetic_tracks(2, "carol"))
+        try:
+            await publisher.start()
+            await source.start(recorder)
+            await wait_for(partial(has_media, recorder, "carol"), DELIVERY_DEADLINE)
+            # A user who leaves and comes back is picked up again.
+            await publisher.stop()
+            await wait_for(lambda: recorder.leaves == ["carol"], 5)
+            recorder.pictures.clear()
+            publisher = Publisher(server.url, config.room, "carol", synthetic_tracks(2, "carol"))
+            await publisher.start()
+            await wait_for(partial(has_media, recorder, "carol"), DELIVERY_DEADLINE)
+            assert recorder.joins == ["carol", "carol"]
+            # Janus restarts: the pane is blanked, the source reconnects and re-subscribes when the
+            # publisher is back, without the user leaving the mix.
+            await asyncio.to_thread(server.stop)
+            await wait_for(lambda: recorder.blanked.get("carol", False), 10)
+            await publisher.stop()
+            await asyncio.to_thread(server.start)
+            recorder.pictures.clear()
+            publisher = Publisher(server.url, config.room, "carol", synthetic_tracks(2, "carol"))
+            await publisher.start()
+            await wait_for(partial(has_media, recorder, "carol"), 10)
+            assert source.status is ChannelStatus.JOINED
+            assert source.users == ["carol"]
+            assert np.abs(centre_color(recorder.pictures["carol"]) - COLORS[2]).max() <= 20
+        finally:
+            await publisher.stop()
+            await source.close()
+
+    try:
+        run(scenario)
+    finally:
+        server.stop()
