@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import av
 import numpy as np
@@ -21,6 +22,8 @@ import numpy.typing as npt
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import MediaStreamError
+from av.frame import Frame
+from av.packet import Packet
 from PIL import Image, ImageDraw, ImageFont
 
 from mixer.janus_api import JanusError, JanusHandle, JanusSession
@@ -283,11 +286,44 @@ def synthetic_tracks(
     return tracks
 
 
+class RestampedTrack(MediaStreamTrack):
+    """Re-stamps another track's frames with increasing pts (video: wall clock in 1/90000 s; audio:
+    samples sent, in 1/sample-rate s). aiortc's MediaPlayer restarts pts at 0 when it loops a file,
+    which its encoders refuse; this keeps a looped file publishing."""
+
+    def __init__(self, track: MediaStreamTrack) -> None:
+        super().__init__()
+        self.kind = track.kind
+        self._track = track
+        self._start: float | None = None
+        self._samples = 0
+
+    async def recv(self) -> Frame | Packet[Any]:
+        """The wrapped track's next frame with a new pts. Raises MediaStreamError at its end."""
+        frame = await self._track.recv()
+        if isinstance(frame, av.AudioFrame):
+            frame.pts, frame.time_base = self._samples, fractions.Fraction(1, frame.sample_rate)
+            self._samples += frame.samples
+        elif isinstance(frame, av.VideoFrame):
+            now = asyncio.get_running_loop().time()
+            if self._start is None:
+                self._start = now
+            frame.pts = round((now - self._start) * VIDEO_CLOCK_RATE)
+            frame.time_base = fractions.Fraction(1, VIDEO_CLOCK_RATE)
+        return frame
+
+    def stop(self) -> None:
+        """Stop this track and the wrapped one."""
+        super().stop()
+        self._track.stop()
+
+
 def file_tracks(path: str, loop: bool = True) -> list[MediaStreamTrack]:
-    """The audio and video tracks of a media file (aiortc's MediaPlayer decodes it in real time).
+    """The audio and video tracks of a media file (aiortc's MediaPlayer decodes it in real time),
+    looped with increasing pts.
 
     Raises:
         av.error.FFmpegError, OSError: the file cannot be opened.
     """
     player = MediaPlayer(path, loop=loop)
-    return [t for t in (player.audio, player.video) if t is not None]
+    return [RestampedTrack(t) for t in (player.audio, player.video) if t is not None]
