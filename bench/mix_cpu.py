@@ -15,7 +15,8 @@ What it does:
 2. Renders each case ``--repeat`` times with ``mpu render --offline`` (ours) and with one ffmpeg
    CLI command doing the same job (the baseline), alternating, each as a child process, and reports
    the smallest CPU time (user + sys of the child, from ``os.wait4``) and wall time of each side.
-   Both sides leave every thread count at its default (automatic). A "steady" ratio also leaves out
+   Both sides leave every thread count at its default (automatic); ours decodes its inputs with slice
+   threads only (see mixer/file_source.py), ffmpeg with frame threads. A "steady" ratio also leaves out
    our fixed start-up cost (``python -c "import cli.main"``: interpreter, numpy, PyAV), which a
    long-running task pays once.
 3. Times :meth:`mixer.compositor.Compositor.compose` in this process with fresh decoded frames on every
@@ -374,7 +375,8 @@ def run_child(command: Sequence[str], output: Path | None, log_path: Path) -> Ru
 
 def startup_cpu(workdir: Path, runs: int = 3) -> float:
     """Least CPU seconds (user + sys) of starting the interpreter and importing ``cli.main`` (what
-    ``mpu render`` pays before its first frame: Python, numpy with its OpenBLAS threads, PyAV)."""
+    ``mpu render`` pays before its first frame: Python, numpy (OpenBLAS held to one thread by
+    ``cli/__init__.py``), PyAV)."""
     command = [sys.executable, "-c", "import cli.main"]
     return min(run_child(command, None, workdir / "startup.log").cpu_s for _ in range(runs))
 
@@ -564,7 +566,10 @@ def print_report(results: Sequence[CaseResult], out: Output, versions: dict[str,
         f"{out.video_bitrate // 1000} kbit/s CBR, AAC {out.audio_bitrate // 1000} kbit/s; "
         f"{results[0].seconds:g} s of output; best of {len(results[0].ours.runs)} runs; {os.cpu_count()} CPUs"
     )
-    print("  threads: the defaults (automatic) on both sides; ffmpeg composes with xstack(fill=black) + pad")
+    print(
+        "  threads: automatic counts on both sides (ours decodes inputs with slice threads, ffmpeg with "
+        "frame threads); ffmpeg composes with xstack(fill=black) + pad"
+    )
     for name, version in versions.items():
         print(f"  {name}: {version}")
     print()

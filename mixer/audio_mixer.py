@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Final
+from typing import Final
 
 import av
 import numpy as np
@@ -66,6 +66,12 @@ HYSTERESIS_DB: Final[float] = 3.0
 _TIME_BASE: Final[Fraction] = Fraction(1, SAMPLE_RATE)
 _LEVEL_ALPHA: Final[float] = 1.0 - math.exp(-BLOCK_SECONDS / LEVEL_TIME_CONSTANT)
 _LEVEL_FLOOR_LINEAR: Final[float] = 10.0 ** (LEVEL_FLOOR_DB / 20.0)
+# FFmpeg's (libswresample's) gain for a mono channel upmixed to each side of stereo: -3 dB.
+_MONO_TO_STEREO_GAIN: Final = np.float32(math.sqrt(0.5))
+# Input formats converted by numpy (the same values FFmpeg gives) instead of an AudioResampler, whose
+# filter graph costs tens of microseconds per frame: float samples at the output rate, mono or stereo.
+_DIRECT_FORMATS: Final = frozenset({"flt", "fltp"})
+_DIRECT_LAYOUTS: Final = frozenset({"mono", "stereo"})
 # Fractions 1/N .. N/N used to ramp the limiter gain linearly across one block.
 _RAMP: Final[npt.NDArray[np.float64]] = np.arange(1, BLOCK_SAMPLES + 1, dtype=np.float64) / BLOCK_SAMPLES
 
@@ -77,11 +83,49 @@ def _silence(n: int) -> Samples:
     return np.zeros((CHANNELS, n), dtype=np.float32)
 
 
+def _peak(samples: Samples) -> float:
+    """Largest absolute sample value (two reductions, no temporary array)."""
+    return max(float(samples.max()), -float(samples.min()))
+
+
 def _to_db(linear: float) -> float:
     """Convert a linear amplitude to dBFS, floored at :data:`LEVEL_FLOOR_DB`."""
     if linear <= _LEVEL_FLOOR_LINEAR:
         return LEVEL_FLOOR_DB
     return max(LEVEL_FLOOR_DB, 20.0 * math.log10(linear))
+
+
+def _plane(frame: av.AudioFrame, index: int, count: int) -> npt.NDArray[np.float32]:
+    """The first ``count`` float32 values of a frame's plane, as a read-only view (no copy)."""
+    return np.frombuffer(memoryview(frame.planes[index]), dtype=np.float32, count=count)
+
+
+def _stereo_planes(frame: av.AudioFrame) -> Samples:
+    """A new ``(2, n)`` array of an fltp stereo frame (one copy, straight from its two planes)."""
+    n = frame.samples
+    out = np.empty((CHANNELS, n), dtype=np.float32)
+    out[0] = _plane(frame, 0, n)
+    out[1] = _plane(frame, 1, n)
+    return out
+
+
+def _direct_samples(frame: av.AudioFrame) -> Samples:
+    """A new ``(2, n)`` array of a 48 kHz flt/fltp mono/stereo frame, as FFmpeg's resampler converts it.
+
+    Mono goes to both sides at -3 dB (:data:`_MONO_TO_STEREO_GAIN`, the same float32 product FFmpeg
+    computes); stereo is copied (and de-interleaved for ``flt``).
+    """
+    n = frame.samples
+    out = np.empty((CHANNELS, n), dtype=np.float32)
+    if frame.layout.nb_channels == 1:
+        np.multiply(_plane(frame, 0, n), _MONO_TO_STEREO_GAIN, out=out[0])
+        out[1] = out[0]
+    elif frame.format.is_planar:
+        out[0] = _plane(frame, 0, n)
+        out[1] = _plane(frame, 1, n)
+    else:
+        out[:] = _plane(frame, 0, 2 * n).reshape(n, CHANNELS).T
+    return out
 
 
 class JitterBuffer:
@@ -166,6 +210,14 @@ class JitterBuffer:
         chunk = np.array(samples, dtype=np.float32, copy=True, order="C")
         if chunk.ndim != 2 or chunk.shape[0] != CHANNELS:
             raise ValueError(f"samples must have shape (2, n), got {chunk.shape}")
+        self.push_owned(chunk)
+
+    def push_owned(self, chunk: Samples) -> None:
+        """Append a chunk without copying it: the buffer takes ownership (nobody else may write it).
+
+        Args:
+            chunk: C-contiguous ``(2, n)`` float32 array, stereo, 48 kHz (not checked).
+        """
         n = int(chunk.shape[1])
         if n == 0:
             return
@@ -197,6 +249,13 @@ class JitterBuffer:
             self._playing = True
         if not self._playing or n == 0:
             return _silence(n)
+        head = self._chunks[0] if self._chunks else None
+        if head is not None and self._offset == 0 and head.shape[1] == n:
+            # The oldest chunk is exactly the request (AAC frames and blocks are both 1024 samples):
+            # hand it over instead of copying it; the buffer keeps no reference to it.
+            self._chunks.popleft()
+            self._depth -= n
+            return head
         out = np.empty((CHANNELS, n), dtype=np.float32)
         filled = self._read_into(out, min(n, self._depth))
         if filled < n:
@@ -305,8 +364,10 @@ class AudioMixer:
         48 kHz; recreated, after flushing the old one, when the input's (format, layout, rate)
         changes) and the resulting ``(2, n)`` float32 samples into the user's
         :class:`JitterBuffer`, created on the first push.  The resampler may hold samples back,
-        so a push can add fewer or more samples than the frame holds.  Non-finite samples are
-        replaced by 0 / ±1.
+        so a push can add fewer or more samples than the frame holds.  Float (flt, fltp) mono or
+        stereo frames at 48 kHz, what AAC and Opus decoders give, skip the resampler: numpy
+        computes the same samples (mono at -3 dB on both sides), without its per-frame cost.
+        Non-finite samples are replaced by 0 / ±1.
 
         Args:
             user_id: Identifier of the user.
@@ -327,20 +388,20 @@ class AudioMixer:
             if user is None:
                 user = _UserAudio(JitterBuffer(self._prefill, self._max))
                 self._users[user_id] = user
-            if user.resampler is None or user.resampler_key != key:
+            if user.resampler_key != key:
                 if user.resampler is not None:
-                    self._push_frames(user, user.resampler.resample(None))
-                user.resampler = av.AudioResampler(format="fltp", layout="stereo", rate=SAMPLE_RATE)
+                    for out in user.resampler.resample(None):
+                        user.buffer.push_owned(_stereo_planes(out))
+                direct = rate == SAMPLE_RATE and key[0] in _DIRECT_FORMATS and key[1] in _DIRECT_LAYOUTS
+                user.resampler = (
+                    None if direct else av.AudioResampler(format="fltp", layout="stereo", rate=SAMPLE_RATE)
+                )
                 user.resampler_key = key
-            self._push_frames(user, user.resampler.resample(frame))
-
-    @staticmethod
-    def _push_frames(user: _UserAudio, frames: Sequence[av.AudioFrame]) -> None:
-        for out in frames:
-            samples: npt.NDArray[Any] = out.to_ndarray()
-            if not np.all(np.isfinite(samples)):
-                samples = np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0)
-            user.buffer.push(samples)
+            if user.resampler is None:
+                user.buffer.push_owned(_direct_samples(frame))
+            else:
+                for out in user.resampler.resample(frame):
+                    user.buffer.push_owned(_stereo_planes(out))
 
     def remove_user(self, user_id: str) -> None:
         """Forget a user's buffer, resampler, level and mixing slot (no-op for unknown users)."""
@@ -377,15 +438,24 @@ class AudioMixer:
         with self._lock:
             for user in self._users.values():
                 block = user.buffer.pull(BLOCK_SAMPLES)
-                rms = math.sqrt(float(np.mean(np.square(block, dtype=np.float64))))
+                flat = block.reshape(-1)  # a view: pull returns new C-contiguous arrays, ours to change
+                energy = float(np.dot(flat, flat))
+                if not math.isfinite(energy):  # a NaN or an infinity in the block (or a float32 overflow)
+                    np.nan_to_num(block, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
+                    energy = float(np.dot(flat.astype(np.float64), flat.astype(np.float64)))
+                rms = math.sqrt(energy / flat.size)
                 user.level += _LEVEL_ALPHA * (rms - user.level)
                 user.block = block
             self._selected = self._select(audio_mix_count, order)
-            mix = _silence(BLOCK_SAMPLES)
-            for user_id in self._selected:
-                mixed = self._users.get(user_id)
-                if mixed is not None:
-                    mix += mixed.block
+            blocks = [u.block for u in map(self._users.get, self._selected) if u is not None]
+            if not blocks:
+                mix = _silence(BLOCK_SAMPLES)
+            elif len(blocks) == 1:
+                mix = blocks[0].copy()  # the user's block stays theirs; the limiter works in place
+            else:
+                mix = np.add(blocks[0], blocks[1])
+                for block in blocks[2:]:
+                    mix += block
             return self._limit(mix)
 
     def _level_db(self, user_id: str) -> float:
@@ -423,14 +493,14 @@ class AudioMixer:
         target = 1.0 - (1.0 - previous) * self._release_coeff  # exponential release towards 1
         if target > 1.0 - 1e-6:
             target = 1.0
-        peak = float(np.max(np.abs(mix)))
+        peak = _peak(mix)
         if peak * target > self._threshold:  # instant attack
             target = self._threshold / peak
         self._gain = target
         if previous != 1.0 or target != 1.0:
             gains = (previous + (target - previous) * _RAMP).astype(np.float32)
             mix *= gains
-            peak = float(np.max(np.abs(mix)))
+            peak = _peak(mix)
         if peak > self._threshold:
             self._soft_clip(mix)
         return mix

@@ -329,8 +329,10 @@ class Pipeline:
 
     async def _drain(self, keep: int | None) -> None:
         """Collect finished jobs (raising their errors); wait until at most ``keep`` are pending."""
-        while self._pending and (
-            self._pending[0][1].done() or (keep is not None and len(self._pending) > keep)
-        ):
-            _, future = self._pending.popleft()
-            await asyncio.wrap_future(future)
+        pending = self._pending
+        while pending and (pending[0][1].done() or (keep is not None and len(pending) > keep)):
+            _, future = pending.popleft()
+            if future.done():
+                future.result()  # no asyncio future (nor a loop iteration) for a job already done
+            else:
+                await asyncio.wrap_future(future)

@@ -475,6 +475,38 @@ def test_input_format_change_recreates_the_resampler() -> None:
     assert peak_db(freqs, db, 440) < -60.0
 
 
+@pytest.mark.parametrize(("fmt", "channels"), [("fltp", 1), ("flt", 1), ("fltp", 2), ("flt", 2)])
+def test_float_48k_input_gives_exactly_what_ffmpegs_resampler_gives(fmt: str, channels: int) -> None:
+    rng = np.random.default_rng(7)
+    signal = rng.uniform(-0.6, 0.6, (channels, 20 * BLOCK_SAMPLES))
+    # 1008-sample frames, so blocks straddle them. Separate copies: the resampler may take a frame's data.
+    resampler = av.AudioResampler(format="fltp", layout="stereo", rate=48000)
+    expected = np.concatenate(
+        [o.to_ndarray() for f in make_frames(signal, 48000, fmt, chunk_ms=21) for o in resampler.resample(f)],
+        axis=1,
+    )
+    mixer = AudioMixer(prefill_samples=0, max_samples=signal.shape[1])
+    for frame in make_frames(signal, 48000, fmt, chunk_ms=21):
+        mixer.push("u", frame)
+    out = np.concatenate([mixer.mix_block(1, ["u"]) for _ in range(19)], axis=1)
+    assert np.max(np.abs(out)) < 0.89  # below the limiter threshold: the mix is the user's samples
+    np.testing.assert_array_equal(out, expected[:, : out.shape[1]])
+
+
+def test_non_finite_samples_are_replaced() -> None:
+    data = np.full((2, BLOCK_SAMPLES), 0.25, dtype=np.float32)
+    data[0, :3] = [np.nan, np.inf, -np.inf]
+    frame = av.AudioFrame.from_ndarray(data, format="fltp", layout="stereo")
+    frame.sample_rate = 48000
+    mixer = AudioMixer(prefill_samples=0)
+    mixer.push("u", frame)
+    out = mixer.mix_block(1, ["u"])
+    assert np.all(np.isfinite(out))
+    # NaN -> 0, +inf -> 1.0 and -inf -> -1.0, which the limiter then brings down towards its threshold.
+    assert out[0, 0] == 0.0 and out[0, 1] > 0.8 and out[0, 2] < -0.8
+    assert np.all(out[0, 3:] > 0.2) and np.all(out[1] > 0.2)
+
+
 def test_push_and_mix_reject_bad_arguments() -> None:
     mixer = AudioMixer()
     frame = av.AudioFrame.from_ndarray(np.zeros((2, 480), dtype=np.float32), format="fltp", layout="stereo")

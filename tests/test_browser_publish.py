@@ -46,7 +46,8 @@ def test_browser_publishes_into_the_channel_with_janus_js(janus: Janus, nginx_rt
         source = JanusSource(ChannelConfig(janus.url, "app1", "browser"))
         await source.start(recorder)
         try:
-            with tempfile.TemporaryDirectory() as profile:
+            # Chromium may still be writing its profile as it exits: ignore errors removing it.
+            with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
                 browser = subprocess.Popen(
                     [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", page],
                     stdout=subprocess.DEVNULL,

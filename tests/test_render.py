@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import math
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -29,6 +31,50 @@ def render(tmp_path: Path, inputs: list[Path], *args: str, name: str = "out.flv"
     code = main(["render", "--media-encode", str(ENCODE), "--output", str(out), *args, *map(str, inputs)])
     assert code == 0
     return out
+
+
+def write_switching_clip(
+    path: Path,
+    first: tuple[int, int, int],
+    second: tuple[int, int, int],
+    switch_at: int,
+    frames: int,
+    fps: int,
+) -> Path:
+    """A 320x180 H.264 + AAC clip at ``fps``: pictures ``0 .. switch_at - 1`` in ``first``, then ``second``.
+
+    Encoded with x264 ``veryfast`` (B-frames, so the decoder reorders and returns pictures late) and
+    a 48 kHz tone, so audio and video packets interleave as in real files.
+    """
+    width, height, rate = 320, 180, 48000
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=fps, options={"preset": "veryfast", "crf": "18"})
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        audio = container.add_stream("aac", rate=rate, layout="mono")
+        for i in range(frames):
+            picture = np.empty((height, width, 3), np.uint8)
+            picture[:] = first if i < switch_at else second
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, fps)
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        total = frames * rate // fps
+        for start in range(0, total, 1024):
+            t = np.arange(start, min(start + 1024, total), dtype=np.float64) / rate
+            block = av.AudioFrame.from_ndarray(
+                (0.3 * np.sin(2 * np.pi * TONES[0] * t)).astype(np.float32)[None, :],
+                format="fltp",
+                layout="mono",
+            )
+            block.sample_rate, block.pts, block.time_base = rate, start, Fraction(1, rate)
+            container.mux(audio.encode(block))
+        container.mux(audio.encode(None))
+    return path
+
+
+def nearest_color(actual: npt.NDArray[np.float64], candidates: dict[str, tuple[int, int, int]]) -> str:
+    """The name of the candidate colour closest to ``actual`` (largest per-channel difference)."""
+    return min(candidates, key=lambda name: float(np.abs(actual - np.array(candidates[name])).max()))
 
 
 def mean_rgb(picture: npt.NDArray[np.uint8], rect: Rect, inset: int = 4) -> npt.NDArray[np.float64]:
@@ -203,9 +249,65 @@ def test_an_input_that_ends_leaves_background_and_the_frame_rate(tmp_path: Path,
     panes = [pane_rect(p, WIDTH, HEIGHT) for p in system_layout(5).panes]
     background = rgb_from_color_int(BACKGROUND)
     assert_color(mean_rgb(first, panes[1]), COLORS[1], "short input while it plays")
+    # Its last picture (stamped 14/15 s) stays up until the clock reaches the end of the file at 1 s.
+    assert_color(mean_rgb(rgb(frames[FPS - 1]), panes[1]), COLORS[1], "short input's last picture")
+    assert_color(mean_rgb(rgb(frames[FPS]), panes[1]), background, "short input at its end")
     assert_color(mean_rgb(last, panes[1]), background, "short input after it ended")
     assert_color(mean_rgb(first, panes[2]), background, "corrupt input")
     assert_color(mean_rgb(last, panes[0]), COLORS[0], "input that keeps playing")
+
+
+def test_the_first_output_frame_already_shows_the_users_picture(tmp_path: Path, clips: list[Path]) -> None:
+    # A picture stamped exactly at a tick (the input's first, at 0 s) is shown at that tick, not the next.
+    out = render(
+        tmp_path,
+        clips[:4],
+        "--offline",
+        "--layout-ids",
+        "6",
+        "--duration",
+        "1",
+        "--background-color",
+        str(BACKGROUND),
+    )
+    frames = decode_video(out)
+    assert len(frames) == FPS
+    panes = [pane_rect(p, WIDTH, HEIGHT) for p in system_layout(6).panes]
+    for index in (0, 1, FPS - 1):
+        picture = rgb(frames[index])
+        for pane in system_layout(6).panes:
+            rect = fit(320, 180, panes[pane.id], CropMode.PAD).target
+            assert_color(mean_rgb(picture, rect), COLORS[pane.id], f"frame {index} pane {pane.id}")
+
+
+@pytest.mark.parametrize(("input_fps", "switch_at"), [(FPS, 7), (FPS, 16), (2 * FPS, 11)])
+def test_a_picture_change_is_shown_at_the_first_tick_at_or_after_it(
+    tmp_path: Path, input_fps: int, switch_at: int
+) -> None:
+    # Pictures must not wait behind audio decoded after them, nor behind the decoder's reordering delay.
+    first, second = COLORS[2], COLORS[3]
+    clip = write_switching_clip(tmp_path / "switch.mp4", first, second, switch_at, 2 * input_fps, input_fps)
+    out = render(
+        tmp_path,
+        [clip],
+        "--offline",
+        "--layout-ids",
+        "1",
+        "--duration",
+        "1.6",
+        "--background-color",
+        str(BACKGROUND),
+    )
+    frames = decode_video(out)
+    assert len(frames) == round(1.6 * FPS)
+    # Output frame n (at n / FPS s) shows the latest input picture stamped at or before it.
+    expected_switch = math.ceil(switch_at * FPS / input_fps)
+    whole = Rect(0, 0, WIDTH, HEIGHT)
+    candidates = {"first": first, "second": second, "background": rgb_from_color_int(BACKGROUND)}
+    seen = [nearest_color(mean_rgb(rgb(f), whole), candidates) for f in frames]
+    assert seen == ["first"] * expected_switch + ["second"] * (len(frames) - expected_switch), seen
+    assert_color(mean_rgb(rgb(frames[expected_switch]), whole), second, "the first frame after the switch")
+    assert_color(mean_rgb(rgb(frames[expected_switch - 1]), whole), first, "the last frame before it")
 
 
 @pytest.mark.parametrize(
