@@ -9,6 +9,7 @@ import pytest
 
 from stack.janus import Janus
 from stack.nginx_rtmp import NginxRtmp
+from stack.redis import Redis
 from stack.ports import free_port
 from tests.media import COLORS, TONES, write_test_clip
 
@@ -50,6 +51,17 @@ def nginx_rtmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxRtmp]:
 def janus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Janus]:
     """A real Janus (Debian package) with the VideoRoom plugin on a free loopback port."""
     server = Janus(tmp_path_factory.mktemp("janus"), http_port=free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redis]:
+    """A real Redis (Debian redis-server) on a free loopback port, without persistence."""
+    server = Redis(tmp_path_factory.mktemp("redis"), port=free_port())
     server.start()
     try:
         yield server
