@@ -19,6 +19,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "publish": ("cli.publish", "publish demo participants into a channel"),
     "demo": ("cli.demo", "run a local live mix of a WebRTC channel to watch"),
     "stack": ("cli.stack", "start, stop or check the local stack (Redis, Janus, nginx-rtmp)"),
+    "api": ("cli.service", "run the HTTP API"),
+    "worker": ("cli.service", "run a Celery worker that runs mix tasks"),
+    "flower": ("cli.service", "run Flower, Celery's monitor"),
 }
 
 
@@ -36,10 +39,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         help="DEBUG, INFO, WARNING (default; env MPU_LOG_LEVEL)",
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
+    wanted = COMMANDS[only][0] if only is not None else None
+    registered: set[str] = set()
     for name, (module, help_text) in COMMANDS.items():
-        if only is None or name == only:
-            importlib.import_module(module).add_parser(subparsers)
-        else:
+        if (wanted is None or module == wanted) and module not in registered:
+            importlib.import_module(module).add_parser(subparsers)  # may define several subcommands
+            registered.add(module)
+        elif module != wanted:
             subparsers.add_parser(name, help=help_text)
     return parser
 

@@ -1,0 +1,90 @@
+"""``mpu api``, ``mpu worker`` and ``mpu flower``: the service's processes, run by hand or by ``make demo``.
+
+- ``mpu api [--host 127.0.0.1] [--port 8080]``: the HTTP API (waitress WSGI server), configured by
+  ``MPU_ACCESS_KEYS`` and ``MPU_REDIS_URL``.
+- ``mpu worker [--slots N]``: a Celery worker running up to N mixes at once (``MPU_MIX_SLOTS``).
+- ``mpu flower [--port 5555]``: Flower, Celery's monitor, for operators watching the queue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``api``, ``worker`` and ``flower``."""
+    api = subparsers.add_parser("api", help="run the HTTP API")
+    api.add_argument("--host", default=os.environ.get("MPU_API_HOST", "127.0.0.1"))
+    api.add_argument("--port", type=int, default=int(os.environ.get("MPU_API_PORT", "8080") or 8080))
+    api.add_argument("--threads", type=int, default=8, help="request threads (default 8)")
+    api.set_defaults(func=run_api)
+    worker = subparsers.add_parser("worker", help="run a Celery worker that runs mix tasks")
+    worker.add_argument("--slots", type=int, default=None, help="mixes at once (default MPU_MIX_SLOTS or 2)")
+    worker.add_argument("--name", default=None, help="Celery node name (default mix@<hostname>)")
+    worker.set_defaults(func=run_worker)
+    flower = subparsers.add_parser("flower", help="run Flower, Celery's monitor")
+    flower.add_argument("--host", default="127.0.0.1")
+    flower.add_argument("--port", type=int, default=int(os.environ.get("MPU_FLOWER_PORT", "5555") or 5555))
+    flower.set_defaults(func=run_flower)
+
+
+def run_api(args: argparse.Namespace) -> int:
+    """Serve the API until interrupted."""
+    import waitress
+
+    from api.app import create_app
+
+    try:
+        app = create_app()
+    except ValueError as exc:
+        print(f"mpu api: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"mpu api: listening on http://{args.host}:{args.port} (OpenAPI at /openapi.json, docs at /docs)",
+        file=sys.stderr,
+        flush=True,
+    )
+    waitress.serve(app, host=args.host, port=args.port, threads=args.threads, ident="rtc-mpu")
+    return 0
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    """Run a Celery worker (blocks; SIGTERM = warm shutdown: running mixes finish first)."""
+    if args.slots is not None:
+        os.environ["MPU_MIX_SLOTS"] = str(args.slots)
+    from workers.celery_app import QUEUE, app, settings
+
+    argv = [
+        "worker",
+        "-Q",
+        QUEUE,
+        "-c",
+        str(settings.mix_slots),
+        "-O",
+        "fair",
+        "-E",
+        "--loglevel",
+        os.environ.get("MPU_LOG_LEVEL", "INFO"),
+    ]
+    if args.name:
+        argv += ["-n", args.name]
+    app.worker_main(argv)
+    return 0
+
+
+def run_flower(args: argparse.Namespace) -> int:
+    """Run Flower against the same broker (blocks)."""
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.celery_app",
+        "flower",
+        f"--address={args.host}",
+        f"--port={args.port}",
+    ]
+    return subprocess.call(command)

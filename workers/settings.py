@@ -1,0 +1,85 @@
+"""Worker settings from the environment (documented in README), read once per process."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+
+def _float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, got {value!r}") from None
+
+
+def _int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """How workers run mixes.
+
+    Attributes:
+        redis_url: task store and Celery broker (``MPU_REDIS_URL``).
+        janus_url: the channels' Janus HTTP API (``MPU_JANUS_URL``).
+        janus_api_secret: Janus' api_secret (``MPU_JANUS_API_SECRET``), if any.
+        mix_slots: mixes one worker runs at once (``MPU_MIX_SLOTS``, Celery concurrency).
+        empty_timeout: seconds an empty channel is mixed before the task stops by itself with
+            status 4 (``MPU_EMPTY_TIMEOUT``, default 30).
+        heartbeat_interval: seconds between heartbeats/lease renewals (``MPU_HEARTBEAT_INTERVAL``).
+        lease_seconds: how long a lease outlives the last heartbeat (``MPU_LEASE_SECONDS``).
+        cooldown_seconds: how long a StreamURL is refused after its task stopped (``MPU_COOLDOWN``).
+        retry_initial, retry_max: RTMP reconnect backoff bounds in seconds.
+        give_up_after: seconds of continuous push failure before the task stops (``MPU_GIVE_UP_AFTER``).
+        max_restarts: restarts after worker deaths before a task is marked failed.
+    """
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    janus_url: str = "http://127.0.0.1:8088/janus"
+    janus_api_secret: str | None = None
+    mix_slots: int = 2
+    empty_timeout: float = 30.0
+    heartbeat_interval: float = 1.0
+    lease_seconds: float = 10.0
+    cooldown_seconds: float = 10.0
+    retry_initial: float = 1.0
+    retry_max: float = 15.0
+    give_up_after: float = 300.0
+    max_restarts: int = 5
+
+    @classmethod
+    def from_env(cls) -> WorkerSettings:
+        """Read the ``MPU_*`` variables.
+
+        Raises:
+            ValueError: a variable is malformed (the message names it).
+        """
+        return cls(
+            redis_url=os.environ.get("MPU_REDIS_URL", cls.redis_url),
+            janus_url=os.environ.get("MPU_JANUS_URL", cls.janus_url),
+            janus_api_secret=os.environ.get("MPU_JANUS_API_SECRET") or None,
+            mix_slots=_int("MPU_MIX_SLOTS", cls.mix_slots),
+            empty_timeout=_float("MPU_EMPTY_TIMEOUT", cls.empty_timeout),
+            heartbeat_interval=_float("MPU_HEARTBEAT_INTERVAL", cls.heartbeat_interval),
+            lease_seconds=_float("MPU_LEASE_SECONDS", cls.lease_seconds),
+            cooldown_seconds=_float("MPU_COOLDOWN", cls.cooldown_seconds),
+            give_up_after=_float("MPU_GIVE_UP_AFTER", cls.give_up_after),
+            max_restarts=_int("MPU_MAX_RESTARTS", cls.max_restarts),
+        )
+
+
+def worker_id() -> str:
+    """This process's name in task records: ``<hostname>:<pid>``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
