@@ -9,8 +9,8 @@ import pytest
 
 from stack.janus import Janus
 from stack.nginx_rtmp import NginxRtmp
-from stack.redis import Redis
 from stack.ports import free_port
+from stack.redis import Redis
 from tests.media import COLORS, TONES, write_test_clip
 
 
