@@ -1,0 +1,109 @@
+"""Helpers for end-to-end tests of the service: the API and a Celery worker as real processes."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stack.ports import free_port, wait_for_port
+
+#: The access key every e2e test uses.
+ACCESS_KEY, SECRET = "testkey", "test-secret"
+
+
+@dataclass
+class Service:
+    """The API and one worker, started as child processes with a shared environment."""
+
+    env: dict[str, str]
+    log_dir: Path
+    api_port: int = field(default_factory=free_port)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def base(self) -> str:
+        """The API's base URL."""
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def start_api(self) -> None:
+        """Start ``mpu api`` and wait until it accepts connections."""
+        self._spawn("api", ["api", "--port", str(self.api_port)])
+        assert wait_for_port("127.0.0.1", self.api_port, 20), self.log("api")
+
+    def start_worker(self, name: str = "worker") -> subprocess.Popen[bytes]:
+        """Start ``mpu worker`` (one mix slot) in its own process group."""
+        return self._spawn(name, ["worker", "--slots", "1", "--name", f"{name}@%h"])
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", *args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.processes[name] = process
+        return process
+
+    def log(self, name: str) -> str:
+        """The end of a process's log."""
+        path = self.log_dir / f"{name}.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Signal a process's whole group (a Celery worker has pool children)."""
+        process = self.processes[name]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        process.wait(timeout=30)
+
+    def stop_all(self) -> None:
+        """Stop every process (SIGTERM, then SIGKILL after 10 s)."""
+        for name, process in list(self.processes.items()):
+            if process.poll() is None:
+                try:
+                    os.killpg(process.pid, signal.SIGTERM)
+                    process.wait(timeout=10)
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    self.kill(name)
+
+    def call(
+        self, method: str, path: str, body: Mapping[str, Any] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """An authenticated JSON request; returns (HTTP status, decoded body)."""
+        token = base64.b64encode(f"{ACCESS_KEY}:{SECRET}".encode()).decode()
+        request = urllib.request.Request(
+            self.base + path,
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+
+    def wait_task(self, app_id: str, task_id: str, predicate: Any, timeout: float) -> dict[str, Any]:
+        """Poll GET until ``predicate(task)`` holds; fail with the last task and the logs."""
+        deadline = time.monotonic() + timeout
+        task: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            status, task = self.call("GET", f"/v1/apps/{app_id}/tasks/{task_id}")
+            if status == 200 and predicate(task):
+                return task
+            time.sleep(0.1)
+        raise AssertionError(f"task never matched: {task}\n--- worker log ---\n{self.log('worker')}")
