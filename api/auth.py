@@ -1,0 +1,69 @@
+"""Authentication of API calls: HTTP Basic with access keys.
+
+Scheme: the AccessKeyId is the user name and its secret the password
+(``Authorization: Basic base64(AK:SECRET)``; ``curl -u AK:SECRET``). Keys come from
+``MPU_ACCESS_KEYS="AK:SECRET,AK2:SECRET2"``; a key written ``AK:SECRET:app1|app2`` may only touch
+those AppIds. Secrets are compared in constant time. Failures are 403 with code
+``Forbidden`` (no credentials), ``InvalidAccessKeyId.NotFound`` (unknown key),
+``SignatureDoesNotMatch`` (wrong secret) or ``Forbidden`` (AppId not allowed for this key).
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from flask import request
+
+from api.errors import api_error
+
+
+@dataclass(frozen=True)
+class AccessKey:
+    """An access key: its id, secret and the AppIds it may touch (empty: all)."""
+
+    key_id: str
+    secret: str
+    app_ids: frozenset[str] = frozenset()
+
+    def allows(self, app_id: str) -> bool:
+        """Whether this key may act on ``app_id``."""
+        return not self.app_ids or app_id in self.app_ids
+
+
+def parse_access_keys(text: str) -> dict[str, AccessKey]:
+    """Parse ``MPU_ACCESS_KEYS``.
+
+    Raises:
+        ValueError: an entry is not ``AK:SECRET`` or ``AK:SECRET:app1|app2`` (the message never
+            contains a secret).
+    """
+    keys: dict[str, AccessKey] = {}
+    for index, entry in enumerate(part.strip() for part in text.split(",")):
+        if not entry:
+            continue
+        fields = entry.split(":")
+        if len(fields) not in (2, 3) or not fields[0] or not fields[1]:
+            raise ValueError(f"MPU_ACCESS_KEYS entry #{index + 1} must be AK:SECRET or AK:SECRET:app1|app2")
+        apps = frozenset(a for a in fields[2].split("|") if a) if len(fields) == 3 else frozenset()
+        keys[fields[0]] = AccessKey(fields[0], fields[1], apps)
+    return keys
+
+
+def authenticate(keys: dict[str, AccessKey], app_id: str) -> AccessKey:
+    """Check this request's credentials for ``app_id``.
+
+    Raises:
+        HTTPError: 403 with the code of the failure.
+    """
+    credentials = request.authorization
+    if credentials is None or credentials.type != "basic" or not credentials.username:
+        raise api_error(403, "Forbidden", "authentication required: HTTP Basic with AccessKeyId:secret")
+    key = keys.get(credentials.username)
+    if key is None:
+        raise api_error(403, "InvalidAccessKeyId.NotFound", "unknown access key")
+    if not hmac.compare_digest(key.secret.encode(), (credentials.password or "").encode()):
+        raise api_error(403, "SignatureDoesNotMatch", "the secret does not match the access key")
+    if not key.allows(app_id):
+        raise api_error(403, "Forbidden", f"this access key may not act on app {app_id}")
+    return key
