@@ -54,7 +54,8 @@ def _validate(params: TaskParams) -> None:
 
 
 def task_out(record: TaskRecord) -> dict[str, Any]:
-    """A record as the API shows it."""
+    """A record as the API shows it (a dead worker's task says so)."""
+    record = record.as_seen(getattr(_store(), "lease_seconds", 15.0))
     return {
         "app_id": record.app_id,
         "task_id": record.task_id,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from layouts import SpecError
@@ -38,6 +38,7 @@ class TaskState(enum.StrEnum):
     RETRYING = "retrying"  # the sink failed; reconnecting with backoff
     STOPPING = "stopping"  # stop requested; the worker is flushing
     ENDED = "ended"
+    WORKER_LOST = "worker lost"  # shown, never stored: the worker stopped heartbeating
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,21 @@ class TaskRecord:
     def active(self) -> bool:
         """True until the task has ended."""
         return self.state is not TaskState.ENDED
+
+    def as_seen(self, lease_seconds: float, now: float | None = None) -> TaskRecord:
+        """The record as it should be shown: a claimed task whose heartbeat is older than
+        ``lease_seconds`` is not pushing any more (its worker died), whatever it last reported."""
+        now = time.time() if now is None else now
+        silent = now - self.heartbeat_at
+        if not self.active or not self.fence or silent < lease_seconds:
+            return self
+        return replace(
+            self,
+            status=TaskStatus.WAITING,
+            state=TaskState.WORKER_LOST,
+            reason=f"worker {self.worker} stopped heartbeating {silent:.0f} s ago; "
+            "the task restarts on the next free worker",
+        )
 
     def to_json(self) -> str:
         """Serialise for Redis."""
