@@ -1,0 +1,495 @@
+"""The task store against a real Redis: atomic starts, StreamURL leases and cooldowns, claims with
+fencing tokens, heartbeats, stops, parameter updates, and a Redis that is down."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from mixer.urls import stream_url_key
+from stack.ports import free_port
+from stack.redis import Redis
+from workers.model import (
+    StoreUnavailableError,
+    StreamURLCoolingDownError,
+    StreamURLInUseError,
+    TaskExistsError,
+    TaskNotFoundError,
+    TaskParams,
+    TaskRecord,
+    TaskState,
+    TaskStatus,
+)
+from workers.store import TaskStore
+
+SECRET = "S3cr3tAuth"
+URL = f"rtmp://example.com/live/stream?auth={SECRET}"
+KEY = stream_url_key(URL)
+
+StoreFactory = Callable[..., TaskStore]
+
+
+@pytest.fixture
+def make_store(redis_server: Redis) -> Iterator[StoreFactory]:
+    """Stores on their own clients, all under one prefix unique to the test."""
+    prefix = f"t{uuid.uuid4().hex}"
+    stores: list[TaskStore] = []
+
+    def make(**kwargs: Any) -> TaskStore:
+        store = TaskStore.from_url(redis_server.url, prefix=prefix, **kwargs)
+        stores.append(store)
+        return store
+
+    yield make
+    cleanup = stores[0] if stores else make()
+    keys = list(cleanup.client.scan_iter(match=f"{prefix}:*"))
+    if keys:
+        cleanup.client.delete(*keys)
+    for store in stores:
+        store.close()
+
+
+@pytest.fixture
+def store(make_store: StoreFactory) -> TaskStore:
+    return make_store()
+
+
+def new_task(task_id: str = "t1", url: str = URL, app_id: str = "app1", **params: Any) -> TaskRecord:
+    return TaskRecord(app_id, task_id, TaskParams("ch1", url, **params), stream_url_key(url))
+
+
+def lease_holder(store: TaskStore, url: str = URL) -> str | None:
+    value = store.client.get(store.lease_key(stream_url_key(url)))
+    return value.decode() if value is not None else None
+
+
+# -- start, get, list ------------------------------------------------------------------------
+
+
+def test_start_get_list_round_trip(store: TaskStore) -> None:
+    before = time.time()
+    first = store.start_task(
+        new_task("t1", layout_ids=(1, 6), user_panes=({"pane_id": 0, "user_id": "u1"},), media_encode=1)
+    )
+    store.start_task(new_task("t2", "rtmp://example.com/live/other"))
+    store.start_task(new_task("t1", "rtmp://example.com/live/third", app_id="app2"))
+
+    got = store.get_task("app1", "t1")
+    assert got == first
+    assert got.state is TaskState.QUEUED and got.status is TaskStatus.WAITING and got.active
+    assert got.params.layout_ids == (1, 6)
+    assert got.params.user_panes == ({"pane_id": 0, "user_id": "u1"},)
+    assert got.params.stream_url == URL and got.stream_key == KEY
+    assert got.users == [] and got.stats == {} and got.fence == 0
+    assert before - 1 < got.created_at == got.updated_at < time.time() + 1  # the server's clock
+    assert [r.task_id for r in store.list_tasks("app1")] == ["t1", "t2"]
+    assert [(r.app_id, r.task_id) for r in store.list_tasks("app2")] == [("app2", "t1")]
+    assert store.list_tasks("nobody") == []
+    assert sorted((r.app_id, r.task_id) for r in store.active_tasks()) == [
+        ("app1", "t1"),
+        ("app1", "t2"),
+        ("app2", "t1"),
+    ]
+    assert lease_holder(store) == "app1/t1"
+    assert store.client.ttl(store.lease_key(KEY)) == -1  # no TTL while queued: nobody renews it yet
+
+
+@pytest.mark.parametrize("task_id", ["missing", "../t1", "t1/x", "a:b", ""])
+def test_get_unknown_task(store: TaskStore, task_id: str) -> None:
+    store.start_task(new_task("t1"))
+    with pytest.raises(TaskNotFoundError):
+        store.get_task("app1", task_id)
+    with pytest.raises(TaskNotFoundError):
+        store.get_task("app2", "t1")
+
+
+def test_start_refuses_malformed_records(store: TaskStore) -> None:
+    with pytest.raises(ValueError):
+        store.start_task(new_task("bad/id"))
+    record = new_task("t1")
+    record.stream_key = "rtmp://elsewhere:1935/live/stream"
+    with pytest.raises(ValueError):
+        store.start_task(record)
+    record = new_task("t1")
+    record.fence = 3
+    with pytest.raises(ValueError):
+        store.start_task(record)
+    assert store.active_tasks() == []
+
+
+def test_task_id_in_use_until_it_ends(store: TaskStore) -> None:
+    store.start_task(new_task("t1"))
+    with pytest.raises(TaskExistsError) as caught:
+        store.start_task(new_task("t1", "rtmp://example.com/live/other"))
+    assert caught.value.code == "TaskExisted"
+    assert store.get_task("app1", "t1").params.stream_url == URL  # unchanged
+    assert lease_holder(store, "rtmp://example.com/live/other") is None  # the refused start took nothing
+    store.start_task(new_task("t1", app_id="app2", url="rtmp://example.com/live/app2"))  # other app: fine
+
+    assert store.finish("app1", "t1", None, TaskStatus.STOPPED_BY_USER, "stopped by the user") is not None
+    again = store.start_task(new_task("t1", "rtmp://example.com/live/other"))
+    assert again.state is TaskState.QUEUED and again.params.stream_url.endswith("/other")
+    assert store.get_task("app1", "t1") == again
+    assert [r.task_id for r in store.list_tasks("app1")] == ["t1"]  # replaced, not listed twice
+    assert store.client.pttl(store.task_key("app1", "t1")) == -1  # the ended record's TTL is gone
+
+
+# -- StreamURL rules ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "rtmp://example.com/live/stream",
+        "rtmp://example.com/live/stream?auth=another",
+        "rtmp://EXAMPLE.com/live/stream?x=1",
+        "RTMP://example.com:1935/live/stream",
+        "rtmp://example.com:1935//live//stream#frag",
+    ],
+)
+def test_same_stream_url_is_in_use(store: TaskStore, variant: str) -> None:
+    store.start_task(new_task("t1"))
+    with pytest.raises(StreamURLInUseError) as caught:
+        store.start_task(new_task("t2", variant))
+    assert caught.value.code == "StreamURL.InUse"
+    assert "app1/t1" in caught.value.message
+    assert SECRET not in caught.value.message and "auth" not in caught.value.message
+    assert "stream" not in caught.value.message.split("/live/")[-1].replace("str***", "")
+    with pytest.raises(TaskNotFoundError):
+        store.get_task("app1", "t2")
+    # Another port, host or stream name is another URL.
+    for other in ("rtmp://example.com:1936/live/stream", "rtmp://example.org/live/stream", f"{URL}2"):
+        store.start_task(new_task(f"o{len(store.active_tasks())}", other))
+
+
+def test_cooldown_after_finish(make_store: StoreFactory) -> None:
+    store = make_store(cooldown_seconds=10.0)
+    store.start_task(new_task("t1"))
+    store.finish("app1", "t1", None, TaskStatus.STOPPED_BY_USER, "stopped by the user")
+    assert lease_holder(store) is None
+    assert 9000 < store.client.pttl(store.cooldown_key(KEY)) <= 10000
+    with pytest.raises(StreamURLCoolingDownError) as caught:
+        store.start_task(new_task("t2", "rtmp://example.com/live/stream?auth=new"))
+    assert caught.value.code == "StreamURL.CoolingDown"
+    assert caught.value.seconds_left == 10
+    assert SECRET not in caught.value.message
+    with pytest.raises(TaskNotFoundError):
+        store.get_task("app1", "t2")
+    with pytest.raises(StreamURLCoolingDownError):  # the same TaskId too
+        store.start_task(new_task("t1"))
+
+
+def test_url_accepted_after_cooldown(make_store: StoreFactory) -> None:
+    store = make_store(cooldown_seconds=1.0)
+    store.start_task(new_task("t1"))
+    store.finish("app1", "t1", None, TaskStatus.STOPPED, "failed")
+    with pytest.raises(StreamURLCoolingDownError) as caught:
+        store.start_task(new_task("t2"))
+    assert caught.value.seconds_left == 1
+    time.sleep(1.05)
+    assert store.start_task(new_task("t2")).task_id == "t2"
+    assert lease_holder(store) == "app1/t2"
+
+
+def _race(make_store: StoreFactory, records: list[TaskRecord]) -> Counter[str]:
+    """Start ``records`` at once from one thread and one client each; count the outcomes."""
+    stores = [make_store() for _ in records]
+    for s in stores:
+        s.ping()  # connect before the race
+    barrier = threading.Barrier(len(records))
+    outcomes: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def run(s: TaskStore, record: TaskRecord) -> None:
+        barrier.wait()
+        try:
+            s.start_task(record)
+            outcome = "ok"
+        except Exception as exc:
+            outcome = exc.__class__.__name__
+        with lock:
+            outcomes[outcome] += 1
+
+    threads = [threading.Thread(target=run, args=pair) for pair in zip(stores, records, strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return outcomes
+
+
+def test_race_one_url_exactly_one_start(make_store: StoreFactory) -> None:
+    records = [new_task(f"t{i}", f"{URL}&n={i}") for i in range(100)]
+    outcomes = _race(make_store, records)
+    assert outcomes == {"ok": 1, "StreamURLInUseError": 99}
+    store = make_store()
+    [winner] = store.active_tasks()
+    assert lease_holder(store) == f"app1/{winner.task_id}"
+    assert [r.task_id for r in store.list_tasks("app1")] == [winner.task_id]
+
+
+def test_race_one_task_id_exactly_one_start(make_store: StoreFactory) -> None:
+    records = [new_task("same", f"rtmp://example.com/live/s{i}") for i in range(50)]
+    outcomes = _race(make_store, records)
+    assert outcomes == {"ok": 1, "TaskExistsError": 49}
+    store = make_store()
+    [winner] = store.active_tasks()
+    leases = list(store.client.scan_iter(match=f"{store.prefix}:lease:*"))
+    assert leases == [store.lease_key(winner.stream_key).encode()]  # the losers left no lease behind
+
+
+# -- claims, heartbeats, fencing ---------------------------------------------------------------
+
+
+def test_claim_fencing_and_takeover(make_store: StoreFactory) -> None:
+    store = make_store(lease_seconds=0.5)
+    store.start_task(new_task("t1"))
+    assert store.claim("app1", "t1", "w1") == 1
+    claimed = store.get_task("app1", "t1")
+    assert (claimed.fence, claimed.worker, claimed.state, claimed.restarts) == (1, "w1", TaskState.STARTING, 0)
+    assert 0 < store.client.pttl(store.lease_key(KEY)) <= 500  # the lease's TTL starts at the claim
+    assert store.claim("app1", "t1", "w1") is None  # a second delivery of the same message
+    assert store.claim("app1", "t1", "w2") is None  # the heartbeat is fresh
+    assert store.stale_tasks() == []
+    assert store.claim("app1", "missing", "w2") is None
+
+    time.sleep(0.6)  # w1 died: no heartbeat for lease_seconds
+    assert [r.task_id for r in store.stale_tasks()] == ["t1"]
+    assert store.claim("app1", "t1", "w2") == 2
+    taken = store.get_task("app1", "t1")
+    assert (taken.fence, taken.worker, taken.restarts) == (2, "w2", 1)
+    assert store.stale_tasks() == []
+
+    assert store.heartbeat("app1", "t1", 1, status=TaskStatus.RUNNING) is None  # w1 is fenced out
+    assert store.finish("app1", "t1", 1, TaskStatus.STOPPED, "w1 gives up") is None
+    assert store.finish("app1", "t1", None, TaskStatus.STOPPED, "not claimed?") is None
+    after = store.get_task("app1", "t1")
+    assert after.active and after.fence == 2 and after.status is TaskStatus.WAITING
+    assert lease_holder(store) == "app1/t1"
+    assert store.client.exists(store.cooldown_key(KEY)) == 0
+
+    beat = store.heartbeat("app1", "t1", 2, status=TaskStatus.RUNNING)
+    assert beat is not None and beat.status is TaskStatus.RUNNING
+    ended = store.finish("app1", "t1", 2, TaskStatus.CHANNEL_ENDED, "the channel was empty")
+    assert ended is not None and ended.state is TaskState.ENDED and ended.status is TaskStatus.CHANNEL_ENDED
+    assert ended.ended_at >= ended.heartbeat_at > 0
+    assert lease_holder(store) is None and store.client.exists(store.cooldown_key(KEY)) == 1
+    assert store.active_tasks() == []
+    assert store.claim("app1", "t1", "w3") is None  # ended
+    assert store.finish("app1", "t1", 2, TaskStatus.STOPPED, "twice") is None  # idempotent
+    assert store.get_task("app1", "t1").status is TaskStatus.CHANNEL_ENDED
+
+
+def test_tokens_are_never_reused_by_a_new_task_with_the_same_id(make_store: StoreFactory) -> None:
+    store = make_store(cooldown_seconds=0.0)
+    store.start_task(new_task("t1"))
+    assert store.claim("app1", "t1", "w1") == 1
+    store.finish("app1", "t1", 1, TaskStatus.STOPPED_BY_USER, "stopped by the user")
+    store.start_task(new_task("t1"))
+    assert store.claim("app1", "t1", "w2") == 2
+    assert store.heartbeat("app1", "t1", 1) is None  # the first incarnation's worker cannot touch it
+
+
+def test_heartbeat_updates_fields_and_keeps_the_lease(make_store: StoreFactory) -> None:
+    store = make_store(lease_seconds=0.5)
+    store.start_task(new_task("t1"))
+    token = store.claim("app1", "t1", "w1")
+    assert token is not None
+    claimed_at = store.get_task("app1", "t1").heartbeat_at
+    time.sleep(0.05)
+    stats = {"video_frames": 10, "mixed_audio_users": [], "nested": {"a": []}}
+    beat = store.heartbeat(
+        "app1",
+        "t1",
+        token,
+        status=TaskStatus.RUNNING,
+        state=TaskState.RUNNING,
+        reason="pushing",
+        layout_id=6,
+        users=["u1", "u2"],
+        stats=stats,
+    )
+    assert beat is not None
+    assert (beat.status, beat.state, beat.reason, beat.layout_id) == (
+        TaskStatus.RUNNING,
+        TaskState.RUNNING,
+        "pushing",
+        6,
+    )
+    assert beat.users == ["u1", "u2"] and beat.stats == stats
+    assert beat.heartbeat_at > claimed_at and beat.updated_at == beat.heartbeat_at
+    assert beat == store.get_task("app1", "t1")
+    only_status = store.heartbeat("app1", "t1", token, status=TaskStatus.NETWORK_PROBLEM)
+    assert only_status is not None and only_status.users == ["u1", "u2"] and only_status.reason == "pushing"
+
+    deadline = time.monotonic() + 1.2  # well past lease_seconds, renewed every 0.15 s
+    while time.monotonic() < deadline:
+        assert store.heartbeat("app1", "t1", token) is not None
+        assert 0 < store.client.pttl(store.lease_key(KEY)) <= 500
+        time.sleep(0.15)
+    assert lease_holder(store) == "app1/t1"
+    assert store.claim("app1", "t1", "w2") is None
+
+    time.sleep(0.6)  # no heartbeats: the lease expires by itself and the URL is free
+    assert store.client.exists(store.lease_key(KEY)) == 0
+    store.start_task(new_task("t2", "rtmp://example.com:1935/live/stream?auth=other"))
+    assert lease_holder(store) == "app1/t2"
+    # The old worker wakes up: its URL belongs to t2 now, so it must stop, and its task ends.
+    assert store.heartbeat("app1", "t1", token) is None
+    old = store.get_task("app1", "t1")
+    assert old.state is TaskState.ENDED and old.status is TaskStatus.STOPPED and "app1/t2" in old.reason
+    assert lease_holder(store) == "app1/t2"
+    assert store.client.exists(store.cooldown_key(KEY)) == 0  # t2 is pushing; no cooldown from t1
+
+
+def test_heartbeat_recreates_an_expired_lease_nobody_took(make_store: StoreFactory) -> None:
+    store = make_store(lease_seconds=0.5)
+    store.start_task(new_task("t1"))
+    token = store.claim("app1", "t1", "w1")
+    assert token is not None
+    time.sleep(0.6)
+    assert store.client.exists(store.lease_key(KEY)) == 0
+    assert store.heartbeat("app1", "t1", token) is not None
+    assert lease_holder(store) == "app1/t1"
+    assert 0 < store.client.pttl(store.lease_key(KEY)) <= 500
+    with pytest.raises(StreamURLInUseError):
+        store.start_task(new_task("t2"))
+
+
+def test_stale_claim_loses_a_url_taken_meanwhile(make_store: StoreFactory) -> None:
+    store = make_store(lease_seconds=0.5)
+    store.start_task(new_task("t1"))
+    assert store.claim("app1", "t1", "w1") == 1
+    time.sleep(0.6)
+    store.start_task(new_task("t2"))
+    assert store.claim("app1", "t1", "w2") is None
+    old = store.get_task("app1", "t1")
+    assert old.state is TaskState.ENDED and old.status is TaskStatus.STOPPED
+    assert lease_holder(store) == "app1/t2"
+    assert store.stale_tasks() == []
+
+
+def test_heartbeat_and_finish_refuse_bad_arguments(store: TaskStore) -> None:
+    store.start_task(new_task("t1"))
+    assert store.heartbeat("app1", "t1", 0) is None  # an unclaimed task has no token
+    with pytest.raises(ValueError):
+        store.heartbeat("app1", "t1", 1, state=TaskState.ENDED)
+    with pytest.raises(ValueError):
+        store.finish("app1", "t1", None, TaskStatus.RUNNING, "not final")
+    assert store.get_task("app1", "t1").active
+
+
+# -- stop and updates --------------------------------------------------------------------------
+
+
+def test_request_stop_of_a_queued_task_ends_it(store: TaskStore) -> None:
+    store.start_task(new_task("t1"))
+    stopped = store.request_stop("app1", "t1")
+    assert stopped.state is TaskState.ENDED and stopped.status is TaskStatus.STOPPED_BY_USER
+    assert stopped.stop_requested and stopped.ended_at > 0
+    assert lease_holder(store) is None
+    assert 9000 < store.client.pttl(store.cooldown_key(KEY)) <= 10000
+    assert 86_000_000 < store.client.pttl(store.task_key("app1", "t1")) <= 86_400_000
+    assert store.active_tasks() == []
+    assert store.claim("app1", "t1", "w1") is None
+    assert store.request_stop("app1", "t1") == stopped  # idempotent: unchanged
+    with pytest.raises(TaskNotFoundError):
+        store.request_stop("app1", "missing")
+
+
+def test_request_stop_of_a_claimed_task_reaches_the_worker(store: TaskStore) -> None:
+    store.start_task(new_task("t1"))
+    token = store.claim("app1", "t1", "w1")
+    assert token is not None
+    asked = store.request_stop("app1", "t1")
+    assert asked.active and asked.stop_requested
+    assert lease_holder(store) == "app1/t1"
+    beat = store.heartbeat("app1", "t1", token, state=TaskState.STOPPING)
+    assert beat is not None and beat.stop_requested
+    ended = store.finish("app1", "t1", token, TaskStatus.STOPPED_BY_USER, "stopped by the user")
+    assert ended is not None and ended.status is TaskStatus.STOPPED_BY_USER
+    assert lease_holder(store) is None
+
+
+def test_request_stop_of_a_task_whose_worker_died_ends_it(make_store: StoreFactory) -> None:
+    store = make_store(lease_seconds=0.5)
+    store.start_task(new_task("t1"))
+    store.start_task(new_task("t2", "rtmp://example.com/live/two"))
+    t1 = store.claim("app1", "t1", "w1")
+    assert t1 is not None and store.claim("app1", "t2", "w1") is not None
+    store.request_stop("app1", "t2")  # asked while alive, then the worker died
+    time.sleep(0.6)
+    stopped = store.request_stop("app1", "t1")
+    assert stopped.state is TaskState.ENDED and stopped.status is TaskStatus.STOPPED_BY_USER
+    assert store.heartbeat("app1", "t1", t1) is None
+    assert store.claim("app1", "t2", "w2") is None  # the reconciler's retry ends it instead
+    assert store.get_task("app1", "t2").status is TaskStatus.STOPPED_BY_USER
+    assert store.active_tasks() == []
+
+
+def test_update_params_bumps_spec_version(store: TaskStore) -> None:
+    store.start_task(new_task("t1"))
+    updated = store.update_params("app1", "t1", TaskParams("ch1", URL, layout_ids=(1, 6)))
+    assert updated.spec_version == 2 and updated.params.layout_ids == (1, 6)
+    assert store.get_task("app1", "t1") == updated
+    new_key = TaskParams("ch1", "rtmp://EXAMPLE.com/live/stream?auth=rotated")
+    assert store.update_params("app1", "t1", new_key).spec_version == 3  # a new auth key is allowed
+    with pytest.raises(ValueError):
+        store.update_params("app1", "t1", TaskParams("ch1", "rtmp://example.com/live/elsewhere"))
+    assert store.get_task("app1", "t1").spec_version == 3
+    with pytest.raises(TaskNotFoundError):
+        store.update_params("app1", "missing", TaskParams("ch1", URL))
+    store.request_stop("app1", "t1")
+    with pytest.raises(TaskNotFoundError):
+        store.update_params("app1", "t1", TaskParams("ch1", URL))
+
+
+def test_ended_records_expire(make_store: StoreFactory) -> None:
+    store = make_store(ended_ttl_seconds=0.5, cooldown_seconds=0.0)
+    store.start_task(new_task("t1"))
+    store.start_task(new_task("t2", "rtmp://example.com/live/two"))
+    store.request_stop("app1", "t1")
+    assert [r.task_id for r in store.list_tasks("app1")] == ["t1", "t2"]
+    time.sleep(0.6)
+    assert [r.task_id for r in store.list_tasks("app1")] == ["t2"]
+    with pytest.raises(TaskNotFoundError):
+        store.get_task("app1", "t1")
+    store.start_task(new_task("t3", "rtmp://example.com/live/three"))  # prunes the app's index
+    assert store.client.zrange(f"{store.prefix}:app:app1:tasks", 0, -1) == [b"t2", b"t3"]
+
+
+# -- Redis down ----------------------------------------------------------------------------------
+
+
+def test_redis_down_is_store_unavailable_quickly() -> None:
+    store = TaskStore.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    calls: list[Callable[[], object]] = [
+        store.ping,
+        lambda: store.start_task(new_task("t1")),
+        lambda: store.get_task("app1", "t1"),
+        lambda: store.claim("app1", "t1", "w1"),
+    ]
+    for call in calls:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailableError) as caught:
+            call()
+        assert time.monotonic() - started < 3.0
+        assert caught.value.http_status == 503
+
+
+def test_redis_not_answering_times_out() -> None:
+    with socket.socket() as server:  # accepts connections (backlog) but never replies
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        store = TaskStore.from_url(f"redis://127.0.0.1:{server.getsockname()[1]}/0", timeout=0.5)
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailableError):
+            store.get_task("app1", "t1")
+        assert time.monotonic() - started < 2.0
