@@ -5,29 +5,52 @@ Configuration (keys of ``config``, else environment variables):
 - ``MPU_REDIS_URL``: the task store (default ``redis://127.0.0.1:6379/0``).
 - ``STORE``: a task store object (tests); default: :class:`workers.store.TaskStore` on the URL.
 - ``ENQUEUE``: ``(app_id, task_id) -> None`` that queues a mix; default: the Celery task.
+- ``MPU_AUTH_DISABLED``: True switches authentication off (tests only; never from the environment).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from importlib import metadata
 from typing import Any
 
 from apiflask import APIFlask
 
 from api import errors
 from api.auth import AccessKey, parse_access_keys
+from api.schemas import ErrorOut
 from api.tasks import bp as tasks_bp
 
 #: Largest request body accepted, in bytes.
 MAX_CONTENT_LENGTH = 64 * 1024
+#: The OpenAPI document's description.
+DESCRIPTION = """Mix tasks of RTC channels pushed to RTMP, compatible with Alibaba Cloud RTC's MPU API
+(StartMPUTask, GetMPUTaskStatus, UpdateMPULayout, StopMPUTask) with its fields in snake_case.
+
+**Authentication**: HTTP Basic, the AccessKeyId as user name and its secret as password
+(`curl -u AK:SECRET`). Keys come from `MPU_ACCESS_KEYS="AK:SECRET,AK2:SECRET2"`; a key written
+`AK:SECRET:app1|app2` may only act on those AppIds. Failures are 403 with code `Forbidden` (no
+credentials, or an AppId the key may not touch), `InvalidAccessKeyId.NotFound` or
+`SignatureDoesNotMatch`.
+
+**Errors** all have one shape: `{"code", "message", "field", "request_id"}` (field: the request
+parameter at fault, or null)."""
 
 
 class Services:
     """What the views use: access keys, the store (made on first use), the enqueue function."""
 
-    def __init__(self, access_keys: dict[str, AccessKey], redis_url: str, store: Any, enqueue: Any) -> None:
+    def __init__(
+        self,
+        access_keys: dict[str, AccessKey],
+        redis_url: str,
+        store: Any,
+        enqueue: Any,
+        auth_disabled: bool = False,
+    ) -> None:
         self.access_keys = access_keys
+        self.auth_disabled = auth_disabled
         self.redis_url = redis_url
         self._store = store
         self.enqueue: Callable[[str, str], None] = enqueue or _celery_enqueue
@@ -53,6 +76,13 @@ def _celery_enqueue(app_id: str, task_id: str) -> None:
     enqueue_mix(app_id, task_id)
 
 
+def _version() -> str:
+    try:
+        return metadata.version("rtc-mpu")
+    except metadata.PackageNotFoundError:  # running from a source tree that is not installed
+        return "0.0.0"
+
+
 def create_app(config: Mapping[str, Any] | None = None) -> APIFlask:
     """Build the API.
 
@@ -62,17 +92,35 @@ def create_app(config: Mapping[str, Any] | None = None) -> APIFlask:
     settings = dict(config or {})
     keys_text = settings.get("MPU_ACCESS_KEYS", os.environ.get("MPU_ACCESS_KEYS", ""))
     keys = parse_access_keys(keys_text)
-    if not keys:
+    auth_disabled = settings.get("MPU_AUTH_DISABLED") is True
+    if not keys and not auth_disabled:
         raise ValueError('no access keys: set MPU_ACCESS_KEYS="AK:SECRET" (see README)')
-    app = APIFlask(__name__, title="rtc-mpu", version="0.1.0", spec_path="/openapi.json", docs_path="/docs")
+    app = APIFlask(
+        __name__, title="rtc-mpu", version=_version(), spec_path="/openapi.json", docs_path="/docs"
+    )
     app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH
     app.config["SPEC_FORMAT"] = "json"
-    app.security_schemes = {"BasicAuth": {"type": "http", "scheme": "basic"}}
+    app.config["DESCRIPTION"] = DESCRIPTION
+    # The OpenAPI document shows the answers the API really gives.
+    app.config["VALIDATION_ERROR_STATUS_CODE"] = 400
+    app.config["VALIDATION_ERROR_DESCRIPTION"] = "Missing or invalid parameter (MissingParameter, ...)"
+    app.config["AUTH_ERROR_STATUS_CODE"] = 403
+    app.config["AUTH_ERROR_DESCRIPTION"] = "Forbidden, InvalidAccessKeyId.NotFound or SignatureDoesNotMatch"
+    app.config["VALIDATION_ERROR_SCHEMA"] = ErrorOut
+    app.config["HTTP_ERROR_SCHEMA"] = ErrorOut
+    app.security_schemes = {
+        "BasicAuth": {
+            "type": "http",
+            "scheme": "basic",
+            "description": "AccessKeyId:secret (MPU_ACCESS_KEYS)",
+        }
+    }
     app.extensions["mpu"] = Services(
         keys,
         settings.get("MPU_REDIS_URL", os.environ.get("MPU_REDIS_URL", "redis://127.0.0.1:6379/0")),
         settings.get("STORE"),
         settings.get("ENQUEUE"),
+        auth_disabled,
     )
     errors.register(app)
     app.register_blueprint(tasks_bp)

@@ -5,7 +5,10 @@ Scheme: the AccessKeyId is the user name and its secret the password
 ``MPU_ACCESS_KEYS="AK:SECRET,AK2:SECRET2"``; a key written ``AK:SECRET:app1|app2`` may only touch
 those AppIds. Secrets are compared in constant time. Failures are 403 with code
 ``Forbidden`` (no credentials), ``InvalidAccessKeyId.NotFound`` (unknown key),
-``SignatureDoesNotMatch`` (wrong secret) or ``Forbidden`` (AppId not allowed for this key).
+``SignatureDoesNotMatch`` (wrong secret) or ``Forbidden`` (AppId not allowed for this key); the
+answer to a request without credentials carries ``WWW-Authenticate: Basic realm="rtc-mpu"``.
+Credentials are checked before anything else of the request (its body is not even parsed).
+Only tests may switch authentication off, with the app config ``MPU_AUTH_DISABLED=True``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ from dataclasses import dataclass
 from flask import request
 
 from api.errors import api_error
+
+#: The ``WWW-Authenticate`` challenge sent when credentials are missing.
+CHALLENGE = 'Basic realm="rtc-mpu", charset="UTF-8"'
 
 
 @dataclass(frozen=True)
@@ -58,7 +64,12 @@ def authenticate(keys: dict[str, AccessKey], app_id: str) -> AccessKey:
     """
     credentials = request.authorization
     if credentials is None or credentials.type != "basic" or not credentials.username:
-        raise api_error(403, "Forbidden", "authentication required: HTTP Basic with AccessKeyId:secret")
+        raise api_error(
+            403,
+            "Forbidden",
+            "authentication required: HTTP Basic with AccessKeyId:secret",
+            headers={"WWW-Authenticate": CHALLENGE},
+        )
     key = keys.get(credentials.username)
     if key is None:
         raise api_error(403, "InvalidAccessKeyId.NotFound", "unknown access key")

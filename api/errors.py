@@ -7,6 +7,7 @@ rtc-mpu's own otherwise (README "Error codes").
 from __future__ import annotations
 
 import logging
+import traceback
 import uuid
 from typing import Any
 
@@ -39,23 +40,31 @@ def request_id() -> str:
     return rid
 
 
-def api_error(status: int, code: str, message: str, field: str | None = None) -> HTTPError:
+def api_error(
+    status: int, code: str, message: str, field: str | None = None, headers: dict[str, str] | None = None
+) -> HTTPError:
     """An error to raise from a view: it renders in the one error shape."""
-    return HTTPError(status, message, extra_data={"code": code, "field": field})
+    return HTTPError(status, message, headers=headers, extra_data={"code": code, "field": field})
+
+
+def _first_problem(messages: Any, path: list[str]) -> tuple[list[str], str]:
+    """The first message in marshmallow's nested error messages, and the keys leading to it."""
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            return _first_problem(value, [*path, str(key)])
+        return path, "invalid request"
+    if isinstance(messages, list):
+        return _first_problem(messages[0], path) if messages else (path, "invalid request")
+    return path, str(messages)
 
 
 def _validation(detail: Any) -> tuple[str, str, str | None]:
-    """(code, message, field) from marshmallow's ``{"json": {"field": ["msg"]}}`` detail."""
-    if isinstance(detail, dict):
-        for messages in detail.values():
-            if isinstance(messages, dict) and messages:
-                field, problems = next(iter(messages.items()))
-                text = problems[0] if isinstance(problems, list) and problems else str(problems)
-                if isinstance(problems, dict):  # nested: take the inner field's message
-                    text = str(problems)
-                code = "MissingParameter" if "Missing data" in str(text) else "InvalidParameter"
-                return code, f"{field}: {text}", str(field)
-    return "InvalidParameter", "invalid request", None
+    """(code, message, field) from marshmallow's ``{"json": {"field": ["msg"]}}`` detail; a nested
+    field is dotted (``user_panes.0.user_id``); an error of the whole body has no field."""
+    path, text = _first_problem(detail, [])
+    field = ".".join(p for p in path[1:] if p != "_schema") or None  # path[0]: the location (json...)
+    code = "MissingParameter" if "Missing data" in text else "InvalidParameter"
+    return code, f"{field}: {text}" if field else text, field
 
 
 def register(app: APIFlask) -> None:
@@ -93,5 +102,7 @@ def register(app: APIFlask) -> None:
         if isinstance(error, HTTPError):
             raise error
         rid = request_id()
-        log.exception("request %s failed", rid)
+        # The frames, not the exception's message: that might quote a StreamURL or a secret.
+        frames = "".join(traceback.format_tb(error.__traceback__))
+        log.error("request %s failed: %s\n%s", rid, error.__class__.__name__, frames)
         return {"code": "InternalError", "message": "internal error", "field": None, "request_id": rid}, 500

@@ -14,7 +14,7 @@ TASK_ID = Regexp(r"^[A-Za-z0-9_-]{1,55}$", error="must be 1-55 characters of A-Z
 class UserPaneIn(Schema):
     """UserPanes.N: pin a user's stream to a pane."""
 
-    pane_id = Integer(required=True, validate=Range(0, 15))
+    pane_id = Integer(required=True, strict=True, validate=Range(0, 15))
     user_id = String(required=True, validate=Length(1, 64))
     source_type = String(load_default="camera", validate=OneOf(["camera", "shareScreen"]))
 
@@ -26,11 +26,11 @@ class TaskIn(Schema):
     channel_id = String(required=True, validate=Length(1, 64))
     stream_url = String(required=True, validate=Length(1, 2048))
     task_profile = String(load_default=None, allow_none=True, validate=Length(1, 32))
-    media_encode = Integer(load_default=27)
-    layout_ids = List(Integer(), load_default=list, validate=Length(max=16))
+    media_encode = Integer(load_default=27, strict=True)
+    layout_ids = List(Integer(strict=True), load_default=list, validate=Length(max=16))
     user_panes = List(Nested(UserPaneIn), load_default=list, validate=Length(max=16))
-    background_color = Integer(load_default=0)
-    crop_mode = Integer(load_default=2)
+    background_color = Integer(load_default=0, strict=True)
+    crop_mode = Integer(load_default=2, strict=True)
     sub_spec_users = List(String(validate=Length(1, 64)), load_default=list, validate=Length(max=64))
     sub_spec_audio_users = List(String(validate=Length(1, 64)), load_default=list, validate=Length(max=64))
 
@@ -38,10 +38,10 @@ class TaskIn(Schema):
 class LayoutIn(Schema):
     """UpdateMPULayout: any of these; the others keep their values."""
 
-    layout_ids = List(Integer(), validate=Length(1, 16))
+    layout_ids = List(Integer(strict=True), validate=Length(1, 16))
     user_panes = List(Nested(UserPaneIn), validate=Length(max=16))
-    background_color = Integer()
-    crop_mode = Integer()
+    background_color = Integer(strict=True)
+    crop_mode = Integer(strict=True)
 
 
 class TaskOut(Schema):
@@ -76,6 +76,15 @@ class TaskListOut(Schema):
     """The app's active and recently ended tasks."""
 
     tasks = List(Nested(TaskOut))
+
+
+class ErrorOut(Schema):
+    """Every error: a code, a message, the request field at fault (or null) and the request's id."""
+
+    code = String(metadata={"description": "e.g. MissingParameter, InvalidLayoutID.Malformed, TaskExisted"})
+    message = String()
+    field = String(allow_none=True)
+    request_id = String()
 
 
 class HealthOut(Schema):

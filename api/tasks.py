@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Any
 
 from apiflask import APIBlueprint
-from flask import current_app
+from flask import current_app, request
 
 from api.auth import authenticate
 from api.errors import api_error
 from api.schemas import HealthOut, LayoutIn, TaskIn, TaskListOut, TaskOut
 from layouts import SpecError
 from mixer.urls import redact_url, stream_url_key
-from workers.model import StoreError, TaskParams, TaskRecord, TaskStatus
+from workers.model import StoreError, StreamURLInUseError, TaskParams, TaskRecord, TaskStatus
 
 bp = APIBlueprint("tasks", __name__, url_prefix="/v1", tag="Tasks")
 
@@ -28,6 +29,36 @@ STATUS_TEXT = {
 }
 #: Parameters accepted and stored but not applied by the mixer yet (issue #6).
 NOT_YET_APPLIED = ("sub_spec_users", "sub_spec_audio_users")
+#: AppIds: no ``:`` (a channel's Janus room is ``"<AppId>:<ChannelId>"``, which must name one app).
+APP_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: Error answers each kind of operation may give besides 403/404 (documented in the OpenAPI document).
+READ_ERRORS = {503: "Redis is unavailable (ServiceUnavailable)"}
+WRITE_ERRORS = {
+    400: "Missing or invalid parameter (the code names it; field is the parameter)",
+    413: "Request body larger than 64 KiB (RequestTooLarge)",
+    **READ_ERRORS,
+}
+START_ERRORS = {
+    **WRITE_ERRORS,
+    409: "TaskExisted, StreamURL.InUse or StreamURL.CoolingDown (the message gives the seconds left)",
+}
+
+
+@bp.before_request
+def _guard() -> None:
+    """Before the body is even parsed: the credentials, then the AppId, then a JSON object body."""
+    services = current_app.extensions["mpu"]
+    app_id = (request.view_args or {}).get("app_id")
+    if app_id is None:  # /v1/health: no authentication
+        return
+    if not services.auth_disabled:
+        authenticate(services.access_keys, app_id)
+    if not APP_ID.fullmatch(app_id):
+        raise api_error(400, "InvalidParameter", "AppId must be 1-64 characters of A-Z a-z 0-9 _ -", "app_id")
+    if request.method in ("POST", "PATCH") and not isinstance(request.get_json(silent=True), dict):
+        raise api_error(
+            400, "InvalidParameter", "the body must be a JSON object (Content-Type: application/json)"
+        )
 
 
 def _store() -> Any:
@@ -38,12 +69,10 @@ def _call(method: str, *args: Any) -> Any:
     """Call the store, turning its errors into API errors (404, 409, 503...)."""
     try:
         return getattr(_store(), method)(*args)
+    except StreamURLInUseError as exc:  # the store names the holder: maybe another AppId's task
+        raise api_error(exc.http_status, exc.code, "the StreamURL is in use by another active task") from None
     except StoreError as exc:
         raise api_error(exc.http_status, exc.code, exc.message) from None
-
-
-def _auth(app_id: str) -> None:
-    authenticate(current_app.extensions["mpu"].access_keys, app_id)
 
 
 def _validate(params: TaskParams) -> None:
@@ -81,9 +110,8 @@ def task_out(record: TaskRecord) -> dict[str, Any]:
 @bp.post("/apps/<app_id>/tasks")
 @bp.input(TaskIn, arg_name="body")
 @bp.output(TaskOut, status_code=201)
-@bp.doc(summary="Start a mix task (StartMPUTask)", security="BasicAuth")
+@bp.doc(summary="Start a mix task (StartMPUTask)", security="BasicAuth", responses=START_ERRORS)
 def start_task(app_id: str, body: dict[str, Any]) -> dict[str, Any]:
-    _auth(app_id)
     params = TaskParams(
         channel_id=body["channel_id"],
         stream_url=body["stream_url"],
@@ -111,26 +139,27 @@ def start_task(app_id: str, body: dict[str, Any]) -> dict[str, Any]:
 
 @bp.get("/apps/<app_id>/tasks")
 @bp.output(TaskListOut)
-@bp.doc(summary="List the app's tasks", security="BasicAuth")
+@bp.doc(summary="List the app's tasks", security="BasicAuth", responses=READ_ERRORS)
 def list_tasks(app_id: str) -> dict[str, Any]:
-    _auth(app_id)
     return {"tasks": [task_out(r) for r in _call("list_tasks", app_id)]}
 
 
 @bp.get("/apps/<app_id>/tasks/<task_id>")
 @bp.output(TaskOut)
-@bp.doc(summary="A task's status (GetMPUTaskStatus)", security="BasicAuth")
+@bp.doc(summary="A task's status (GetMPUTaskStatus)", security="BasicAuth", responses=READ_ERRORS)
 def get_task(app_id: str, task_id: str) -> dict[str, Any]:
-    _auth(app_id)
     return task_out(_call("get_task", app_id, task_id))
 
 
 @bp.patch("/apps/<app_id>/tasks/<task_id>/layout")
 @bp.input(LayoutIn, arg_name="body")
 @bp.output(TaskOut)
-@bp.doc(summary="Change the layout of a running task (UpdateMPULayout)", security="BasicAuth")
+@bp.doc(
+    summary="Change the layout of a running task (UpdateMPULayout)",
+    security="BasicAuth",
+    responses=WRITE_ERRORS,
+)
 def update_layout(app_id: str, task_id: str, body: dict[str, Any]) -> dict[str, Any]:
-    _auth(app_id)
     if not body:
         raise api_error(
             400,
@@ -154,15 +183,14 @@ def update_layout(app_id: str, task_id: str, body: dict[str, Any]) -> dict[str, 
 
 @bp.delete("/apps/<app_id>/tasks/<task_id>")
 @bp.output(TaskOut)
-@bp.doc(summary="Stop a task (StopMPUTask)", security="BasicAuth")
+@bp.doc(summary="Stop a task (StopMPUTask)", security="BasicAuth", responses=READ_ERRORS)
 def stop_task(app_id: str, task_id: str) -> dict[str, Any]:
-    _auth(app_id)
     return task_out(_call("request_stop", app_id, task_id))
 
 
 @bp.get("/health")
 @bp.output(HealthOut)
-@bp.doc(summary="Whether the API reaches Redis (no authentication)")
+@bp.doc(summary="Whether the API reaches Redis (no authentication)", responses=READ_ERRORS)
 def health() -> dict[str, Any]:
     _call("ping")
     return {"redis": "ok"}

@@ -1,18 +1,35 @@
-"""The REST API in process (Flask test client) on a real Redis task store."""
+"""The REST API in process (Flask test client): on a real Redis task store, and (the second half) on
+an in-memory fake store with the same API-side methods and errors, for every answer the API gives."""
 
 from __future__ import annotations
 
 import base64
+import json
+import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
+from apiflask import APIFlask
 from flask.testing import FlaskClient
 
 from api.app import create_app
+from mixer.urls import redact_url
 from stack.ports import free_port
 from stack.redis import Redis
+from workers.model import (
+    StoreUnavailableError,
+    StreamURLCoolingDownError,
+    StreamURLInUseError,
+    TaskExistsError,
+    TaskNotFoundError,
+    TaskParams,
+    TaskRecord,
+    TaskState,
+    TaskStatus,
+)
 from workers.store import TaskStore
 
 KEYS = "k1:s1,bound:s2:onlyapp"
@@ -184,3 +201,672 @@ def test_openapi_docs_and_health(client: FlaskClient) -> None:
     assert (
         too_big.status_code == 413 and too_big.json is not None and too_big.json["code"] == "RequestTooLarge"
     )
+
+
+# -- The same API on an in-memory store: every error path, fast ----------------------------------
+
+KEY, SECRET = "AK1", "s3cret-1"
+BOUND_KEY, BOUND_SECRET = "AK2", "s3cret-2"  # bound to app "other" only
+APP = "app1"
+STREAM_KEY = "mysecretstreamkey"
+URL = f"rtmp://live.example.com/live/{STREAM_KEY}?auth=topsecret"
+
+
+class FakeStore:
+    """In-memory TaskStore: same API-side methods, same errors (no Redis)."""
+
+    lease_seconds = 15.0
+
+    def __init__(self) -> None:
+        self.records: dict[tuple[str, str], TaskRecord] = {}
+        self.leases: dict[str, tuple[str, str]] = {}
+        self.cooldowns: dict[str, int] = {}  # stream_key -> seconds left
+        self.down = False
+        self.calls: list[str] = []
+
+    def _check(self, name: str) -> None:
+        self.calls.append(name)
+        if self.down:
+            raise StoreUnavailableError("task store unavailable: ConnectionError: refused")
+
+    def ping(self) -> None:
+        self._check("ping")
+
+    def start_task(self, record: TaskRecord) -> TaskRecord:
+        self._check("start_task")
+        existing = self.records.get((record.app_id, record.task_id))
+        if existing is not None and existing.active:
+            raise TaskExistsError(f"task {record.task_id} already exists for AppId {record.app_id}")
+        holder = self.leases.get(record.stream_key)
+        if holder is not None:
+            raise StreamURLInUseError(
+                f"StreamURL {redact_url(record.stream_key)} is in use by task {holder[0]}/{holder[1]}"
+            )
+        left = self.cooldowns.get(record.stream_key)
+        if left:
+            raise StreamURLCoolingDownError(
+                f"StreamURL {redact_url(record.stream_key)} was used by a task that ended; "
+                f"try again in {left} s",
+                seconds_left=left,
+            )
+        now = time.time()
+        stored = replace(record, created_at=now, updated_at=now)
+        self.records[(record.app_id, record.task_id)] = stored
+        self.leases[record.stream_key] = (record.app_id, record.task_id)
+        return stored
+
+    def get_task(self, app_id: str, task_id: str) -> TaskRecord:
+        self._check("get_task")
+        try:
+            return self.records[(app_id, task_id)]
+        except KeyError:
+            raise TaskNotFoundError(f"no task {task_id!r} for AppId {app_id!r}") from None
+
+    def list_tasks(self, app_id: str) -> list[TaskRecord]:
+        self._check("list_tasks")
+        return sorted((r for (a, _), r in self.records.items() if a == app_id), key=lambda r: r.created_at)
+
+    def request_stop(self, app_id: str, task_id: str) -> TaskRecord:
+        self._check("request_stop")
+        record = self.get_task(app_id, task_id)
+        if not record.active:
+            return record
+        if record.state is TaskState.QUEUED:  # no worker yet: ends at once
+            record = replace(
+                record,
+                state=TaskState.ENDED,
+                status=TaskStatus.STOPPED_BY_USER,
+                reason="stopped by the user",
+                ended_at=time.time(),
+            )
+            self.leases.pop(record.stream_key, None)
+            self.cooldowns[record.stream_key] = 10
+        else:
+            record = replace(record, stop_requested=True, state=TaskState.STOPPING, reason="stop requested")
+        self.records[(app_id, task_id)] = record
+        return record
+
+    def update_params(self, app_id: str, task_id: str, params: TaskParams) -> TaskRecord:
+        self._check("update_params")
+        record = self.records.get((app_id, task_id))
+        if record is None or not record.active:
+            raise TaskNotFoundError(f"no active task {task_id!r} for AppId {app_id!r}")
+        record = replace(record, params=params, spec_version=record.spec_version + 1)
+        self.records[(app_id, task_id)] = record
+        return record
+
+
+class Enqueue:
+    """Records (app_id, task_id) calls; raises when told to."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.fail = False
+
+    def __call__(self, app_id: str, task_id: str) -> None:
+        self.calls.append((app_id, task_id))
+        if self.fail:
+            raise ConnectionError("broker redis://:brokerpassword@10.0.0.1:6379 unreachable")
+
+
+@pytest.fixture
+def fake_store() -> FakeStore:
+    return FakeStore()
+
+
+@pytest.fixture
+def enqueue() -> Enqueue:
+    return Enqueue()
+
+
+@pytest.fixture
+def fake_app(fake_store: FakeStore, enqueue: Enqueue) -> APIFlask:
+    return create_app(
+        {
+            "MPU_ACCESS_KEYS": f"{KEY}:{SECRET},{BOUND_KEY}:{BOUND_SECRET}:other|third",
+            "STORE": fake_store,
+            "ENQUEUE": enqueue,
+        }
+    )
+
+
+@pytest.fixture
+def fake_client(fake_app: APIFlask) -> Iterator[FlaskClient]:
+    with fake_app.test_client() as client:
+        yield client
+
+
+def basic(key: str = KEY, secret: str = SECRET) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()}
+
+
+def start_body(**overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "task_id": "t1",
+        "channel_id": "room1",
+        "stream_url": URL,
+        "layout_ids": [1, 2],
+        "media_encode": 27,
+    }
+    data.update(overrides)
+    return {k: v for k, v in data.items() if v is not ...}
+
+
+def post_task(client: FlaskClient, data: Any, app_id: str = APP, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+    headers = kwargs.pop("headers", basic())
+    response = client.post(f"/v1/apps/{app_id}/tasks", json=data, headers=headers, **kwargs)
+    return response.status_code, response.get_json()
+
+
+def assert_error(response: Any, status: int, code: str, field: str | None = None) -> dict[str, Any]:
+    """The one error shape, with this status, code and field."""
+    data = response.get_json()
+    assert response.status_code == status, data
+    assert set(data) == {"code", "message", "field", "request_id"}, data
+    assert data["code"] == code, data
+    assert data["field"] == field, data
+    assert data["message"]
+    assert len(data["request_id"]) == 36
+    assert STREAM_KEY not in response.get_data(as_text=True)
+    assert "topsecret" not in response.get_data(as_text=True)
+    return data  # type: ignore[no-any-return]
+
+
+def no_secrets(response: Any) -> None:
+    text = response.get_data(as_text=True)
+    for secret in (STREAM_KEY, "topsecret", "auth=", SECRET, BOUND_SECRET, "brokerpassword"):
+        assert secret not in text, text
+
+
+# -- start, read, list -------------------------------------------------------------------------
+
+
+def test_create_returns_the_task_redacted_and_enqueues_once(
+    fake_client: FlaskClient, fake_store: FakeStore, enqueue: Enqueue
+) -> None:
+    response = fake_client.post(f"/v1/apps/{APP}/tasks", json=start_body(), headers=basic())
+    assert response.status_code == 201, response.get_json()
+    no_secrets(response)
+    task = response.get_json()
+    assert task["app_id"] == APP and task["task_id"] == "t1" and task["channel_id"] == "room1"
+    assert task["stream_url"] == "rtmp://live.example.com/live/mys***"
+    assert task["status"] == 0 and task["status_text"] == "waiting for the channel"
+    assert task["state"] == "queued" and task["layout_ids"] == [1, 2]
+    assert enqueue.calls == [(APP, "t1")]
+    stored = fake_store.records[(APP, "t1")]
+    assert stored.params.stream_url == URL  # the worker gets the real URL
+    assert stored.stream_key == "rtmp://live.example.com:1935/live/mysecretstreamkey"
+    assert stored.params.layout_ids == (1, 2) and stored.params.media_encode == 27
+
+
+def test_get_and_list(fake_client: FlaskClient, fake_store: FakeStore) -> None:
+    assert post_task(fake_client, start_body())[0] == 201
+    assert (
+        post_task(fake_client, start_body(task_id="t2", stream_url="rtmps://cdn.example.com/app/other-key"))[
+            0
+        ]
+        == 201
+    )
+    running = replace(
+        fake_store.records[(APP, "t1")],
+        status=TaskStatus.RUNNING,
+        state=TaskState.RUNNING,
+        reason="pushing",
+        layout_id=2,
+        users=["u1", "u2"],
+        stats={"video_frames": 300},
+        worker="host/1",
+        fence=1,
+        heartbeat_at=time.time(),
+    )
+    fake_store.records[(APP, "t1")] = running
+    response = fake_client.get(f"/v1/apps/{APP}/tasks/t1", headers=basic())
+    assert response.status_code == 200
+    no_secrets(response)
+    task = response.get_json()
+    assert task["status"] == 1 and task["status_text"] == "running" and task["state"] == "running"
+    assert task["layout_id"] == 2 and task["users"] == ["u1", "u2"] and task["stats"] == {"video_frames": 300}
+    assert task["worker"] == "host/1"
+    response = fake_client.get(f"/v1/apps/{APP}/tasks", headers=basic())
+    assert response.status_code == 200
+    no_secrets(response)
+    tasks = response.get_json()["tasks"]
+    assert [t["task_id"] for t in tasks] == ["t1", "t2"]
+    assert tasks[1]["stream_url"] == "rtmps://cdn.example.com/app/oth***"
+    assert fake_client.get("/v1/apps/empty/tasks", headers=basic()).get_json() == {"tasks": []}
+
+
+@pytest.mark.parametrize(
+    ("status", "text"),
+    [
+        (TaskStatus.STOPPED, "stopped"),
+        (TaskStatus.STOPPED_BY_USER, "stopped by the user"),
+        (TaskStatus.CHANNEL_ENDED, "stopped: the channel ended"),
+        (TaskStatus.NETWORK_PROBLEM, "CDN/network problem"),
+        (TaskStatus.PUSH_URL_PROBLEM, "push URL problem"),
+    ],
+)
+def test_status_texts(fake_client: FlaskClient, fake_store: FakeStore, status: TaskStatus, text: str) -> None:
+    assert post_task(fake_client, start_body())[0] == 201
+    fake_store.records[(APP, "t1")] = replace(fake_store.records[(APP, "t1")], status=status)
+    task = fake_client.get(f"/v1/apps/{APP}/tasks/t1", headers=basic()).get_json()
+    assert (task["status"], task["status_text"]) == (int(status), text)
+
+
+def test_optional_fields_are_stored(fake_client: FlaskClient, fake_store: FakeStore) -> None:
+    status, task = post_task(
+        fake_client,
+        start_body(
+            layout_ids=[6],
+            user_panes=[
+                {"pane_id": 0, "user_id": "alice"},
+                {"pane_id": 1, "user_id": "bob", "source_type": "shareScreen"},
+            ],
+            background_color=0x00FF00,
+            crop_mode=1,
+            task_profile="4IN_1080P",
+            media_encode=20,
+        ),
+    )
+    assert status == 201, task
+    params = fake_store.records[(APP, "t1")].params
+    assert params.layout_ids == (6,) and params.background_color == 0x00FF00 and params.crop_mode == 1
+    assert params.task_profile == "4IN_1080P" and params.media_encode == 20
+    assert params.user_panes == (
+        {"pane_id": 0, "user_id": "alice", "source_type": "camera"},
+        {"pane_id": 1, "user_id": "bob", "source_type": "shareScreen"},
+    )
+
+
+def test_sub_spec_users_are_accepted_and_reported_as_not_applied(fake_client: FlaskClient) -> None:
+    status, task = post_task(fake_client, start_body(sub_spec_users=["alice"], sub_spec_audio_users=["bob"]))
+    assert status == 201, task
+    ignored = json.dumps(task["ignored"])
+    assert "sub_spec_users" in ignored and "sub_spec_audio_users" in ignored
+    status, plain = post_task(fake_client, start_body(task_id="t2", stream_url="rtmp://h/live/other"))
+    assert status == 201 and plain["ignored"] == []
+
+
+def test_unknown_task_is_404(fake_client: FlaskClient) -> None:
+    for method in ("get", "delete"):
+        response = getattr(fake_client, method)(f"/v1/apps/{APP}/tasks/nope", headers=basic())
+        assert_error(response, 404, "InvalidTask.NotFound")
+    response = fake_client.patch(
+        f"/v1/apps/{APP}/tasks/nope/layout", json={"layout_ids": [1]}, headers=basic()
+    )
+    assert_error(response, 404, "InvalidTask.NotFound")
+
+
+def test_unknown_path_and_method_use_the_error_shape(fake_client: FlaskClient) -> None:
+    assert_error(fake_client.get("/v2/nothing", headers=basic()), 404, "NotFound")
+    response = fake_client.put(f"/v1/apps/{APP}/tasks/t1", json={}, headers=basic())
+    assert_error(response, 405, "MethodNotAllowed")
+
+
+# -- fake_store conflicts ---------------------------------------------------------------------------
+
+
+def test_task_existed_is_409(fake_client: FlaskClient, enqueue: Enqueue) -> None:
+    assert post_task(fake_client, start_body())[0] == 201
+    response = fake_client.post(
+        f"/v1/apps/{APP}/tasks", json=start_body(stream_url="rtmp://h/live/another"), headers=basic()
+    )
+    assert_error(response, 409, "TaskExisted")
+    assert len(enqueue.calls) == 1
+
+
+def test_stream_url_in_use_is_409_and_names_no_other_task(fake_client: FlaskClient, enqueue: Enqueue) -> None:
+    assert post_task(fake_client, start_body(task_id="first"))[0] == 201
+    # Another query string is the same stream.
+    response = fake_client.post(
+        f"/v1/apps/{APP}/tasks",
+        json=start_body(task_id="second", stream_url=URL.replace("topsecret", "other")),
+        headers=basic(),
+    )
+    data = assert_error(response, 409, "StreamURL.InUse")
+    assert "first" not in data["message"]
+    assert enqueue.calls == [(APP, "first")]
+
+
+def test_stream_url_cooling_down_is_409_with_the_seconds(
+    fake_client: FlaskClient, fake_store: FakeStore
+) -> None:
+    fake_store.cooldowns["rtmp://live.example.com:1935/live/mysecretstreamkey"] = 7
+    response = fake_client.post(f"/v1/apps/{APP}/tasks", json=start_body(), headers=basic())
+    data = assert_error(response, 409, "StreamURL.CoolingDown")
+    assert "7 s" in data["message"]
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "code", "field"),
+    [
+        (start_body(task_id=...), "MissingParameter", "task_id"),
+        (start_body(channel_id=...), "MissingParameter", "channel_id"),
+        (start_body(stream_url=...), "MissingParameter", "stream_url"),
+        (start_body(task_id="bad/id"), "InvalidParameter", "task_id"),
+        (start_body(task_id="a b"), "InvalidParameter", "task_id"),
+        (start_body(task_id="x" * 56), "InvalidParameter", "task_id"),
+        (start_body(channel_id=""), "InvalidParameter", "channel_id"),
+        (start_body(stream_url="file:/etc/passwd"), "InvalidStreamURL.Malformed", "StreamURL"),
+        (start_body(stream_url="http://example.com/live/x"), "InvalidStreamURL.Malformed", "StreamURL"),
+        (start_body(stream_url="rtmp://host-only"), "InvalidStreamURL.Malformed", "StreamURL"),
+        (start_body(layout_ids=[3, 4]), "InvalidLayoutID.Malformed", "LayoutIds"),
+        (start_body(layout_ids=[12]), "InvalidLayoutID.Malformed", "LayoutIds"),
+        (start_body(layout_ids=list(range(1, 18))), "InvalidParameter", "layout_ids"),
+        (start_body(media_encode=999), "InvalidMediaEncode.Malformed", "MediaEncode"),
+        (start_body(task_profile="NOPE"), "InvalidTaskProfile.Malformed", "TaskProfile"),
+        (start_body(background_color=-1), "InvalidBackgroundColor.Malformed", "BackgroundColor"),
+        (start_body(background_color=0x1000000), "InvalidBackgroundColor.Malformed", "BackgroundColor"),
+        (start_body(crop_mode=5), "InvalidParameter", "CropMode"),
+        (start_body(user_panes=[{"pane_id": 0}]), "MissingParameter", "user_panes.0.user_id"),
+        (
+            start_body(user_panes=[{"pane_id": 0, "user_id": "u", "source_type": "x"}]),
+            "InvalidParameter",
+            "user_panes.0.source_type",
+        ),
+        (
+            start_body(user_panes=[{"pane_id": 16, "user_id": "u"}]),
+            "InvalidParameter",
+            "user_panes.0.pane_id",
+        ),
+        (
+            start_body(user_panes=[{"pane_id": 0, "user_id": "u"}, {"pane_id": 0, "user_id": "v"}]),
+            "InvalidParameter",
+            "UserPanes.PaneId",
+        ),
+        # wrong JSON types
+        (start_body(task_id=5), "InvalidParameter", "task_id"),
+        (start_body(media_encode="27"), "InvalidParameter", "media_encode"),
+        (start_body(media_encode=27.5), "InvalidParameter", "media_encode"),
+        (start_body(media_encode=True), "InvalidParameter", "media_encode"),
+        (start_body(layout_ids="1"), "InvalidParameter", "layout_ids"),
+        (start_body(layout_ids=["1"]), "InvalidParameter", "layout_ids.0"),
+        (start_body(user_panes={"pane_id": 0}), "InvalidParameter", "user_panes"),
+        (start_body(background_color=None), "InvalidParameter", "background_color"),
+        (start_body(sub_spec_users="alice"), "InvalidParameter", "sub_spec_users"),
+        (start_body(unknown_field=1), "InvalidParameter", "unknown_field"),
+        ([1, 2], "InvalidParameter", None),
+        ("just a string", "InvalidParameter", None),
+    ],
+)
+def test_bad_input_is_400_with_code_and_field(
+    fake_client: FlaskClient, fake_store: FakeStore, enqueue: Enqueue, data: Any, code: str, field: str | None
+) -> None:
+    response = fake_client.post(f"/v1/apps/{APP}/tasks", json=data, headers=basic())
+    assert_error(response, 400, code, field)
+    assert "start_task" not in fake_store.calls and enqueue.calls == []
+
+
+@pytest.mark.parametrize(
+    ("payload", "content_type"),
+    [
+        (b"task_id=t1&channel_id=c", "application/x-www-form-urlencoded"),
+        (b"{not json", "application/json"),
+        (b"", "application/json"),
+        (json.dumps(start_body()).encode(), "text/plain"),
+    ],
+)
+def test_non_json_body_is_400(
+    fake_client: FlaskClient, enqueue: Enqueue, payload: bytes, content_type: str
+) -> None:
+    response = fake_client.post(
+        f"/v1/apps/{APP}/tasks", data=payload, headers={**basic(), "Content-Type": content_type}
+    )
+    data = assert_error(response, 400, "InvalidParameter")
+    assert "JSON" in data["message"]
+    assert enqueue.calls == []
+
+
+def test_invalid_app_id_is_400(fake_client: FlaskClient) -> None:
+    response = fake_client.get("/v1/apps/bad:app/tasks", headers=basic())
+    assert_error(response, 400, "InvalidParameter", "app_id")
+
+
+def test_too_large_body_is_413(fake_client: FlaskClient, enqueue: Enqueue) -> None:
+    response = fake_client.post(
+        f"/v1/apps/{APP}/tasks", json=start_body(channel_id="x" * 70_000), headers=basic()
+    )
+    assert_error(response, 413, "RequestTooLarge")
+    assert enqueue.calls == []
+
+
+# -- authentication ----------------------------------------------------------------------------
+
+
+def test_no_credentials_is_403_with_a_challenge(fake_client: FlaskClient, fake_store: FakeStore) -> None:
+    for headers in ({}, {"Authorization": "Bearer abc"}, {"Authorization": "Basic !!!"}):
+        response = fake_client.post(f"/v1/apps/{APP}/tasks", json=start_body(), headers=headers)
+        assert_error(response, 403, "Forbidden")
+        assert response.headers["WWW-Authenticate"].startswith("Basic")
+    assert fake_store.calls == []
+
+
+@pytest.mark.parametrize(
+    ("key", "secret", "code"),
+    [
+        ("NOPE", SECRET, "InvalidAccessKeyId.NotFound"),
+        (KEY, "wrong", "SignatureDoesNotMatch"),
+        (KEY, "", "SignatureDoesNotMatch"),
+        (KEY, SECRET + "x", "SignatureDoesNotMatch"),
+        (KEY, "sécret", "SignatureDoesNotMatch"),
+        (BOUND_KEY, BOUND_SECRET, "Forbidden"),  # bound to "other" and "third", not app1
+    ],
+)
+def test_bad_credentials_are_403_on_every_endpoint(
+    fake_client: FlaskClient, fake_store: FakeStore, enqueue: Enqueue, key: str, secret: str, code: str
+) -> None:
+    headers = basic(key, secret)
+    requests = [
+        fake_client.post(f"/v1/apps/{APP}/tasks", json=start_body(), headers=headers),
+        fake_client.post(f"/v1/apps/{APP}/tasks", json={"bad": "body"}, headers=headers),  # auth first
+        fake_client.get(f"/v1/apps/{APP}/tasks", headers=headers),
+        fake_client.get(f"/v1/apps/{APP}/tasks/t1", headers=headers),
+        fake_client.patch(f"/v1/apps/{APP}/tasks/t1/layout", json={"layout_ids": [1]}, headers=headers),
+        fake_client.delete(f"/v1/apps/{APP}/tasks/t1", headers=headers),
+    ]
+    for response in requests:
+        assert_error(response, 403, code)
+        no_secrets(response)
+    assert fake_store.calls == [] and enqueue.calls == []
+
+
+def test_bound_key_works_on_its_apps(fake_client: FlaskClient) -> None:
+    status, task = post_task(
+        fake_client, start_body(), app_id="other", headers=basic(BOUND_KEY, BOUND_SECRET)
+    )
+    assert status == 201, task
+    response = fake_client.get("/v1/apps/other/tasks/t1", headers=basic(BOUND_KEY, BOUND_SECRET))
+    assert response.status_code == 200
+    # the unbound key may act on any fake_app
+    assert fake_client.get("/v1/apps/other/tasks/t1", headers=basic()).status_code == 200
+
+
+def test_the_app_refuses_to_start_without_keys(
+    fake_store: FakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MPU_ACCESS_KEYS", raising=False)
+    with pytest.raises(ValueError, match="MPU_ACCESS_KEYS"):
+        create_app({"STORE": fake_store})
+    with pytest.raises(ValueError, match="MPU_ACCESS_KEYS"):
+        create_app({"STORE": fake_store, "MPU_ACCESS_KEYS": " , "})
+    with pytest.raises(ValueError, match="entry #1") as error:
+        create_app({"STORE": fake_store, "MPU_ACCESS_KEYS": "onlyakey-nosecret"})
+    with pytest.raises(ValueError) as error:
+        create_app({"STORE": fake_store, "MPU_ACCESS_KEYS": "AK:topsecret:app:extra"})
+    assert "topsecret" not in str(error.value)
+    monkeypatch.setenv("MPU_ACCESS_KEYS", f"{KEY}:{SECRET}")
+    assert create_app({"STORE": fake_store}) is not None
+
+
+def test_auth_can_be_disabled_for_tests_only_explicitly(fake_store: FakeStore, enqueue: Enqueue) -> None:
+    app = create_app(
+        {"MPU_ACCESS_KEYS": "", "MPU_AUTH_DISABLED": True, "STORE": fake_store, "ENQUEUE": enqueue}
+    )
+    with app.test_client() as client:
+        assert client.post(f"/v1/apps/{APP}/tasks", json=start_body()).status_code == 201
+
+
+# -- layout updates and stop -------------------------------------------------------------------
+
+
+def test_patch_layout_changes_the_stored_params(fake_client: FlaskClient, fake_store: FakeStore) -> None:
+    assert post_task(fake_client, start_body())[0] == 201
+    response = fake_client.patch(
+        f"/v1/apps/{APP}/tasks/t1/layout",
+        json={"layout_ids": [6], "background_color": 255, "user_panes": [{"pane_id": 2, "user_id": "bob"}]},
+        headers=basic(),
+    )
+    assert response.status_code == 200, response.get_json()
+    no_secrets(response)
+    assert response.get_json()["layout_ids"] == [6]
+    record = fake_store.records[(APP, "t1")]
+    assert record.spec_version == 2
+    assert record.params.layout_ids == (6,) and record.params.background_color == 255
+    assert record.params.user_panes == ({"pane_id": 2, "user_id": "bob", "source_type": "camera"},)
+    assert record.params.stream_url == URL and record.params.media_encode == 27  # the rest is kept
+    response = fake_client.patch(f"/v1/apps/{APP}/tasks/t1/layout", json={"crop_mode": 1}, headers=basic())
+    assert response.status_code == 200
+    record = fake_store.records[(APP, "t1")]
+    assert record.spec_version == 3 and record.params.crop_mode == 1 and record.params.layout_ids == (6,)
+
+
+@pytest.mark.parametrize(
+    ("data", "code", "field"),
+    [
+        ({"layout_ids": [3, 4]}, "InvalidLayoutID.Malformed", "LayoutIds"),
+        ({"layout_ids": [99]}, "InvalidLayoutID.Malformed", "LayoutIds"),
+        ({"layout_ids": []}, "InvalidParameter", "layout_ids"),
+        ({"background_color": -1}, "InvalidBackgroundColor.Malformed", "BackgroundColor"),
+        ({"crop_mode": 0}, "InvalidParameter", "CropMode"),
+        ({"layout_ids": "6"}, "InvalidParameter", "layout_ids"),
+        ({"media_encode": 1}, "InvalidParameter", "media_encode"),  # not a layout field
+        ({}, "MissingParameter", "layout_ids"),
+    ],
+)
+def test_patch_layout_validates(
+    fake_client: FlaskClient, fake_store: FakeStore, data: dict[str, Any], code: str, field: str | None
+) -> None:
+    assert post_task(fake_client, start_body())[0] == 201
+    response = fake_client.patch(f"/v1/apps/{APP}/tasks/t1/layout", json=data, headers=basic())
+    assert_error(response, 400, code, field)
+    assert "update_params" not in fake_store.calls
+    assert fake_store.records[(APP, "t1")].spec_version == 1
+
+
+def test_patch_layout_of_an_ended_task_is_404(fake_client: FlaskClient, fake_store: FakeStore) -> None:
+    assert post_task(fake_client, start_body())[0] == 201
+    assert fake_client.delete(f"/v1/apps/{APP}/tasks/t1", headers=basic()).status_code == 200
+    response = fake_client.patch(f"/v1/apps/{APP}/tasks/t1/layout", json={"layout_ids": [1]}, headers=basic())
+    assert_error(response, 404, "InvalidTask.NotFound")
+
+
+def test_delete_requests_a_stop(fake_client: FlaskClient, fake_store: FakeStore) -> None:
+    assert post_task(fake_client, start_body())[0] == 201
+    fake_store.records[(APP, "t1")] = replace(
+        fake_store.records[(APP, "t1")], state=TaskState.RUNNING, status=TaskStatus.RUNNING
+    )
+    response = fake_client.delete(f"/v1/apps/{APP}/tasks/t1", headers=basic())
+    assert response.status_code == 200
+    no_secrets(response)
+    task = response.get_json()
+    assert task["state"] == "stopping" and task["status"] == 1
+    assert fake_store.calls.count("request_stop") == 1
+    assert fake_store.records[(APP, "t1")].stop_requested
+
+
+def test_delete_of_a_queued_task_ends_it(fake_client: FlaskClient) -> None:
+    assert post_task(fake_client, start_body())[0] == 201
+    task = fake_client.delete(f"/v1/apps/{APP}/tasks/t1", headers=basic()).get_json()
+    assert task["state"] == "ended" and task["status"] == 3 and task["ended_at"] > 0
+    # idempotent
+    assert fake_client.delete(f"/v1/apps/{APP}/tasks/t1", headers=basic()).get_json()["state"] == "ended"
+
+
+# -- Redis down, queue down --------------------------------------------------------------------
+
+
+def test_redis_down_is_503_everywhere_and_nothing_is_enqueued(
+    fake_client: FlaskClient, fake_store: FakeStore, enqueue: Enqueue
+) -> None:
+    assert post_task(fake_client, start_body(task_id="before"))[0] == 201
+    enqueue.calls.clear()
+    fake_store.down = True
+    responses = [
+        fake_client.post(
+            f"/v1/apps/{APP}/tasks", json=start_body(task_id="t9", stream_url="rtmp://h/l/s"), headers=basic()
+        ),
+        fake_client.get(f"/v1/apps/{APP}/tasks", headers=basic()),
+        fake_client.get(f"/v1/apps/{APP}/tasks/before", headers=basic()),
+        fake_client.patch(f"/v1/apps/{APP}/tasks/before/layout", json={"layout_ids": [1]}, headers=basic()),
+        fake_client.delete(f"/v1/apps/{APP}/tasks/before", headers=basic()),
+        fake_client.get("/v1/health"),
+    ]
+    for response in responses:
+        assert_error(response, 503, "ServiceUnavailable")
+    assert enqueue.calls == []
+    assert (APP, "t9") not in fake_store.records
+
+
+def test_enqueue_failure_is_503_and_ends_the_task(
+    fake_client: FlaskClient, fake_store: FakeStore, enqueue: Enqueue, caplog: pytest.LogCaptureFixture
+) -> None:
+    enqueue.fail = True
+    response = fake_client.post(f"/v1/apps/{APP}/tasks", json=start_body(), headers=basic())
+    assert_error(response, 503, "ServiceUnavailable")
+    no_secrets(response)
+    assert enqueue.calls == [(APP, "t1")]
+    record = fake_store.records[(APP, "t1")]
+    assert not record.active, "no half-started task is left behind"
+    assert fake_store.calls.count("request_stop") == 1
+    assert "brokerpassword" not in caplog.text and STREAM_KEY not in caplog.text
+
+
+def test_unexpected_error_is_500_internal_error(
+    fake_app: APIFlask, fake_client: FlaskClient, fake_store: FakeStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    def boom(app_id: str) -> list[TaskRecord]:
+        raise RuntimeError(f"kaboom with {URL}")
+
+    fake_store.list_tasks = boom  # type: ignore[method-assign]
+    response = fake_client.get(f"/v1/apps/{APP}/tasks", headers=basic())
+    data = assert_error(response, 500, "InternalError")
+    assert data["request_id"] in caplog.text
+    assert STREAM_KEY not in caplog.text
+
+
+# -- health, OpenAPI, docs ---------------------------------------------------------------------
+
+
+def test_health(fake_client: FlaskClient, fake_store: FakeStore) -> None:
+    response = fake_client.get("/v1/health")
+    assert response.status_code == 200 and response.get_json() == {"redis": "ok"}
+    fake_store.down = True
+    assert_error(fake_client.get("/v1/health"), 503, "ServiceUnavailable")
+
+
+def test_openapi_document(fake_client: FlaskClient) -> None:
+    response = fake_client.get("/openapi.json")
+    assert response.status_code == 200
+    spec = json.loads(response.get_data(as_text=True))
+    assert spec["info"]["title"] == "rtc-mpu"
+    paths = spec["paths"]
+    assert set(paths["/v1/apps/{app_id}/tasks"]) >= {"get", "post"}
+    assert set(paths["/v1/apps/{app_id}/tasks/{task_id}"]) >= {"get", "delete"}
+    assert "patch" in paths["/v1/apps/{app_id}/tasks/{task_id}/layout"]
+    assert "get" in paths["/v1/health"]
+    assert spec["components"]["securitySchemes"]["BasicAuth"]["scheme"] == "basic"
+    post_op = paths["/v1/apps/{app_id}/tasks"]["post"]
+    assert post_op["security"] == [{"BasicAuth": []}]
+    assert {"201", "400", "403", "409", "503"} <= set(post_op["responses"])
+    assert "security" not in paths["/v1/health"]["get"]
+    request_schema = post_op["requestBody"]["content"]["application/json"]["schema"]
+    assert "TaskIn" in json.dumps(request_schema)
+    assert set(spec["components"]["schemas"]["TaskIn"]["required"]) == {"task_id", "channel_id", "stream_url"}
+    assert "HTTP Basic" in spec["info"]["description"]
+
+
+def test_docs_page(fake_client: FlaskClient) -> None:
+    assert fake_client.get("/docs").status_code == 200

@@ -67,7 +67,7 @@ def new_task(task_id: str = "t1", url: str = URL, app_id: str = "app1", **params
 
 def lease_holder(store: TaskStore, url: str = URL) -> str | None:
     value = store.client.get(store.lease_key(stream_url_key(url)))
-    return value.decode() if value is not None else None
+    return value.decode() if isinstance(value, bytes) else value
 
 
 # -- start, get, list ------------------------------------------------------------------------
@@ -161,11 +161,15 @@ def test_same_stream_url_is_in_use(store: TaskStore, variant: str) -> None:
     assert caught.value.code == "StreamURL.InUse"
     assert "app1/t1" in caught.value.message
     assert SECRET not in caught.value.message and "auth" not in caught.value.message
-    assert "stream" not in caught.value.message.split("/live/")[-1].replace("str***", "")
+    assert "/live/stream" not in caught.value.message  # redacted: rtmp://example.com:1935/live/str***
     with pytest.raises(TaskNotFoundError):
         store.get_task("app1", "t2")
     # Another port, host or stream name is another URL.
-    for other in ("rtmp://example.com:1936/live/stream", "rtmp://example.org/live/stream", f"{URL}2"):
+    for other in (
+        "rtmp://example.com:1936/live/stream",
+        "rtmp://example.org/live/stream",
+        "rtmp://example.com/live/stream2",
+    ):
         store.start_task(new_task(f"o{len(store.active_tasks())}", other))
 
 
@@ -253,7 +257,12 @@ def test_claim_fencing_and_takeover(make_store: StoreFactory) -> None:
     store.start_task(new_task("t1"))
     assert store.claim("app1", "t1", "w1") == 1
     claimed = store.get_task("app1", "t1")
-    assert (claimed.fence, claimed.worker, claimed.state, claimed.restarts) == (1, "w1", TaskState.STARTING, 0)
+    assert (claimed.fence, claimed.worker, claimed.state, claimed.restarts) == (
+        1,
+        "w1",
+        TaskState.STARTING,
+        0,
+    )
     assert 0 < store.client.pttl(store.lease_key(KEY)) <= 500  # the lease's TTL starts at the claim
     assert store.claim("app1", "t1", "w1") is None  # a second delivery of the same message
     assert store.claim("app1", "t1", "w2") is None  # the heartbeat is fresh
@@ -482,6 +491,7 @@ def test_redis_down_is_store_unavailable_quickly() -> None:
             call()
         assert time.monotonic() - started < 3.0
         assert caught.value.http_status == 503
+        assert "127.0.0.1" not in caught.value.message  # no internal address in what clients see
 
 
 def test_redis_not_answering_times_out() -> None:

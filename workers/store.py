@@ -1,37 +1,59 @@
-"""The task store in Redis: task records, StreamURL leases and cooldowns, claims with fencing tokens.
+"""The task store: mix tasks, StreamURL leases, cooldowns, claims and heartbeats in Redis.
 
-Keys (``<p>`` is the prefix, default ``mpu``):
+Every change is one Lua script (atomic on the server, nothing half-done); reads are single commands
+or read-only scripts. All times written by the store (``created_at``, ``updated_at``,
+``heartbeat_at``, ``ended_at``) come from the Redis server's clock (``TIME`` inside the scripts), and
+every age the store compares (heartbeat age, ``stale_tasks``) is measured against that same clock,
+so workers with skewed clocks cannot steal or keep a task by mistake.
 
-- ``<p>:task:<AppId>:<TaskId>``: the task record (JSON, :class:`workers.model.TaskRecord`); an
-  ended task's record expires after ``ended_ttl_seconds``.
-- ``<p>:tasks:<AppId>``: set of the app's TaskIds; ``<p>:active``: set of ``<AppId>/<TaskId>`` of
-  active tasks.
-- ``<p>:lease:<normalized StreamURL>``: ``<AppId>/<TaskId>`` of the task pushing to that URL. No TTL
-  while the task is queued; from its claim on, a TTL of ``lease_seconds`` renewed by every heartbeat,
-  so a dead worker's lease expires by itself.
-- ``<p>:cooldown:<normalized StreamURL>``: set for ``cooldown_seconds`` when a task using the URL ends.
+Keys (``{p}`` is the prefix, ``mpu`` by default; a task's *name* is ``<app_id>/<task_id>``, which is
+unambiguous because a TaskId never contains ``/``):
 
-Every change that reads and writes several keys runs as one optimistic transaction (WATCH the keys,
-MULTI/EXEC, retry on conflict): of many concurrent starts for one URL exactly one commits. Times are
-the client's Unix time in seconds (keep workers' clocks in sync with NTP). Every Redis call has
-connect and read timeouts; any Redis failure raises :class:`StoreUnavailableError` with nothing half
-written.
+- ``{p}:task:<app_id>/<task_id>``: hash, the task record. Each field holds the JSON of the field of
+  the same name in :meth:`TaskRecord.to_json <workers.model.TaskRecord.to_json>` (so the hash is that
+  JSON object split by field, and the scripts can change a field without parsing the record: Redis'
+  Lua cjson would turn empty lists into ``{}`` and round times to 14 digits). No TTL while the task
+  is active; ``ended_ttl_seconds`` after it ended.
+- ``{p}:app:<app_id>:tasks``: sorted set of the app's TaskIds; score = when the record expires, in
+  milliseconds of server time (``+inf`` while active). Expired members are pruned at the next start.
+- ``{p}:active``: set of the names of all active tasks.
+- ``{p}:lease:<stream key>``: the StreamURL lease, value = the holder's name. The stream key is the
+  normalized StreamURL (:func:`mixer.urls.stream_url_key`: no query string, so no auth key). No TTL
+  while the task is queued (nobody renews it yet); ``lease_seconds`` from the claim on, renewed by
+  each heartbeat, so a dead worker's lease expires by itself.
+- ``{p}:cooldown:<stream key>``: value = the name of the task that stopped; expires after
+  ``cooldown_seconds``. A StreamURL is refused while it exists.
+- ``{p}:fence``: counter of fencing tokens (one sequence for all tasks, so a token is never reused,
+  not even by a later task with the same TaskId).
+
+The scripts compute the lease and cooldown key names from the record's ``stream_key``, so this store
+works on a single Redis server (or a primary with replicas), not on Redis Cluster. It needs Redis 5 or
+newer (scripts that call ``TIME`` before writing).
+
+Errors: every Redis failure (connection refused, timeout, any ``redis.exceptions.RedisError``) is
+raised as :class:`~workers.model.StoreUnavailableError`. A connection that fails before a command is
+sent changes nothing; after a *read timeout* the script may or may not have run (the same holds for
+any remote call), which is why :meth:`TaskStore.from_url` disables redis-py's automatic retries: a
+retried script could, e.g., claim a task twice.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
-import time
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any
 
 import redis
-from redis.client import Pipeline
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-from mixer.urls import stream_url_key
+from mixer.urls import redact_url, stream_url_key
 from workers.model import (
+    StoreError,
     StoreUnavailableError,
     StreamURLCoolingDownError,
     StreamURLInUseError,
@@ -43,29 +65,292 @@ from workers.model import (
     TaskStatus,
 )
 
-T = TypeVar("T")
+log = logging.getLogger(__name__)
 
-#: Seconds allowed to connect to Redis and for each reply.
-REDIS_TIMEOUT = 2.0
-#: Attempts of an optimistic transaction before giving up (only under extreme contention).
-MAX_ATTEMPTS = 200
+#: A TaskId (shared/reference/mpu-api.md): ``[A-Za-z0-9_-]``, at most 55 bytes.
+TASK_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,55}")
+#: Default socket timeouts (connect and read) of :meth:`TaskStore.from_url`, in seconds.
+DEFAULT_TIMEOUT = 2.0
+#: Fields the scripts stamp with the server's time when a task is created.
+_SERVER_TIMES = ("created_at", "updated_at")
+#: States a worker may report (QUEUED and ENDED belong to the store; WORKER_LOST is only shown).
+_HEARTBEAT_STATES = frozenset({TaskState.STARTING, TaskState.RUNNING, TaskState.RETRYING, TaskState.STOPPING})
+
+# Shared Lua: the server's time, and ending a task (lease, cooldown, indexes, TTL).
+_PRELUDE = """
+local function now()
+  local t = redis.call('TIME')
+  local usec = tonumber(t[2])
+  return t[1] .. '.' .. string.format('%06d', usec), tonumber(t[1]) * 1000 + math.floor(usec / 1000),
+    tonumber(t[1]) + usec / 1000000
+end
+
+-- KEYS[1] record, KEYS[2] app index, KEYS[3] active set; ARGV[1] prefix, ARGV[2] name, ARGV[3] task id.
+local function end_task(stream_key, status, reason_json, cooldown_ms, ttl_ms, now_text, now_ms)
+  local rec, name = KEYS[1], ARGV[2]
+  redis.call('HSET', rec, 'state', '"ended"', 'status', status, 'reason', reason_json,
+    'ended_at', now_text, 'updated_at', now_text)
+  local lease = ARGV[1] .. ':lease:' .. stream_key
+  local holder = redis.call('GET', lease)
+  if holder == name then
+    redis.call('DEL', lease)
+  end
+  if cooldown_ms > 0 and (not holder or holder == name) then
+    redis.call('SET', ARGV[1] .. ':cooldown:' .. stream_key, name, 'PX', cooldown_ms)
+  end
+  redis.call('SREM', KEYS[3], name)
+  redis.call('PEXPIRE', rec, ttl_ms)
+  redis.call('ZADD', KEYS[2], now_ms + ttl_ms, ARGV[3])
+  if redis.call('ZCOUNT', KEYS[2], '+inf', '+inf') == 0 then
+    redis.call('PEXPIRE', KEYS[2], ttl_ms)
+  end
+end
+
+local function url_taken_reason(holder)
+  return cjson.encode('stopped: its StreamURL was taken by task ' .. holder .. ' while it had no live worker')
+end
+"""
+
+# KEYS: record, app index, active set, lease, cooldown.
+# ARGV: prefix, name, task id, then field/value pairs of the record.
+_START = (
+    _PRELUDE
+    + """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state and state ~= '"ended"' then
+  return {'exists'}
+end
+local holder = redis.call('GET', KEYS[4])
+if holder then
+  local holder_state = redis.call('HGET', ARGV[1] .. ':task:' .. holder, 'state')
+  if holder_state and holder_state ~= '"ended"' then
+    return {'in_use', holder}
+  end
+end
+local pttl = redis.call('PTTL', KEYS[5])
+if pttl ~= -2 then
+  return {'cooling', pttl}
+end
+local now_text, now_ms = now()
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('HSET', KEYS[1], 'created_at', now_text, 'updated_at', now_text)
+redis.call('SET', KEYS[4], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms)
+redis.call('ZADD', KEYS[2], '+inf', ARGV[3])
+redis.call('PERSIST', KEYS[2])
+redis.call('SADD', KEYS[3], ARGV[2])
+return {'ok', redis.call('HGETALL', KEYS[1])}
+"""
+)
+
+# KEYS: record, app index, active set, fence counter.
+# ARGV: prefix, name, task id, worker (JSON), lease ms, cooldown ms, ended ttl ms.
+_CLAIM = (
+    _PRELUDE
+    + """
+local f = redis.call('HMGET', KEYS[1], 'state', 'stop_requested', 'fence', 'heartbeat_at', 'stream_key',
+  'restarts')
+if not f[1] or f[1] == '"ended"' then
+  return {'gone'}
+end
+local lease_ms, cooldown_ms, ttl_ms = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local now_text, now_ms, now_s = now()
+local fence = tonumber(f[3])
+if fence > 0 and (now_s - tonumber(f[4])) * 1000 < lease_ms then
+  return {'held'}
+end
+local stream_key = cjson.decode(f[5])
+if f[2] == 'true' then
+  end_task(stream_key, '3', '"stopped by the user"', cooldown_ms, ttl_ms, now_text, now_ms)
+  return {'stopped'}
+end
+local lease = ARGV[1] .. ':lease:' .. stream_key
+local holder = redis.call('GET', lease)
+if holder and holder ~= ARGV[2] then
+  end_task(stream_key, '2', url_taken_reason(holder), 0, ttl_ms, now_text, now_ms)
+  return {'url_taken', holder}
+end
+local token = redis.call('INCR', KEYS[4])
+local restarts = tonumber(f[6])
+local reason = '"starting"'
+if fence > 0 then
+  restarts = restarts + 1
+  reason = '"restarting: the previous worker stopped heartbeating"'
+end
+redis.call('HSET', KEYS[1], 'fence', token, 'worker', ARGV[4], 'state', '"starting"', 'status', '0',
+  'reason', reason, 'heartbeat_at', now_text, 'updated_at', now_text, 'restarts', restarts)
+redis.call('SET', lease, ARGV[2], 'PX', lease_ms)
+return {'ok', token}
+"""
+)
+
+# KEYS: record, app index, active set.
+# ARGV: prefix, name, task id, token, lease ms, ended ttl ms, then field/value pairs to set.
+_HEARTBEAT = (
+    _PRELUDE
+    + """
+local f = redis.call('HMGET', KEYS[1], 'state', 'fence', 'stream_key')
+if not f[1] or f[1] == '"ended"' then
+  return {'gone'}
+end
+local fence = tonumber(f[2])
+if fence == 0 or fence ~= tonumber(ARGV[4]) then
+  return {'fenced'}
+end
+local now_text, now_ms = now()
+local stream_key = cjson.decode(f[3])
+local lease = ARGV[1] .. ':lease:' .. stream_key
+local holder = redis.call('GET', lease)
+if holder and holder ~= ARGV[2] then
+  end_task(stream_key, '2', url_taken_reason(holder), 0, tonumber(ARGV[6]), now_text, now_ms)
+  return {'url_taken', holder}
+end
+redis.call('SET', lease, ARGV[2], 'PX', ARGV[5])
+if #ARGV > 6 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+end
+redis.call('HSET', KEYS[1], 'heartbeat_at', now_text, 'updated_at', now_text)
+return {'ok', redis.call('HGETALL', KEYS[1])}
+"""
+)
+
+# KEYS: record, app index, active set.
+# ARGV: prefix, name, task id, token ('' = unclaimed), status, reason (JSON), cooldown ms, ended ttl ms.
+_FINISH = (
+    _PRELUDE
+    + """
+local f = redis.call('HMGET', KEYS[1], 'state', 'fence', 'stream_key')
+if not f[1] or f[1] == '"ended"' then
+  return {'gone'}
+end
+local fence = tonumber(f[2])
+if ARGV[4] == '' then
+  if fence ~= 0 then
+    return {'fenced'}
+  end
+elseif fence == 0 or fence ~= tonumber(ARGV[4]) then
+  return {'fenced'}
+end
+local now_text, now_ms = now()
+end_task(cjson.decode(f[3]), ARGV[5], ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), now_text, now_ms)
+return {'ok', redis.call('HGETALL', KEYS[1])}
+"""
+)
+
+# KEYS: record, app index, active set.
+# ARGV: prefix, name, task id, lease ms, cooldown ms, ended ttl ms.
+_REQUEST_STOP = (
+    _PRELUDE
+    + """
+local f = redis.call('HMGET', KEYS[1], 'state', 'fence', 'heartbeat_at', 'stream_key')
+if not f[1] then
+  return {'missing'}
+end
+if f[1] ~= '"ended"' then
+  local now_text, now_ms, now_s = now()
+  redis.call('HSET', KEYS[1], 'stop_requested', 'true', 'updated_at', now_text)
+  if tonumber(f[2]) == 0 or (now_s - tonumber(f[3])) * 1000 >= tonumber(ARGV[4]) then
+    end_task(cjson.decode(f[4]), '3', '"stopped by the user"', tonumber(ARGV[5]), tonumber(ARGV[6]),
+      now_text, now_ms)
+  end
+end
+return {'ok', redis.call('HGETALL', KEYS[1])}
+"""
+)
+
+# KEYS: record. ARGV: params (JSON), stream key (JSON).
+_UPDATE_PARAMS = (
+    _PRELUDE
+    + """
+local f = redis.call('HMGET', KEYS[1], 'state', 'stream_key')
+if not f[1] or f[1] == '"ended"' then
+  return {'missing'}
+end
+if f[2] ~= ARGV[2] then
+  return {'url_changed'}
+end
+local now_text = now()
+redis.call('HINCRBY', KEYS[1], 'spec_version', 1)
+redis.call('HSET', KEYS[1], 'params', ARGV[1], 'updated_at', now_text)
+return {'ok', redis.call('HGETALL', KEYS[1])}
+"""
+)
+
+# KEYS: app index. ARGV: record key prefix ('{p}:task:<app_id>/'). Records of the app, still stored.
+_LIST_APP = """
+local out = {}
+for _, task_id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local rec = redis.call('HGETALL', ARGV[1] .. task_id)
+  if #rec > 0 then
+    out[#out + 1] = rec
+  end
+end
+return out
+"""
+
+# KEYS: active set. ARGV: record key prefix ('{p}:task:'). Records of all active tasks.
+_LIST_ACTIVE = """
+local out = {}
+for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local rec = redis.call('HGETALL', ARGV[1] .. name)
+  if #rec > 0 then
+    out[#out + 1] = rec
+  end
+end
+return out
+"""
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def _text(value: bytes | str) -> str:
-    """A Redis reply as text (clients may or may not decode responses)."""
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _ms(seconds: float) -> int:
+    """Milliseconds for PX/PEXPIRE (at least 1)."""
+    return max(1, round(seconds * 1000))
+
+
+def _record(flat: Sequence[bytes | str]) -> TaskRecord:
+    """A record from a hash's field/value list (values are JSON texts)."""
+    items = [_text(v) for v in flat]
+    text = "{" + ",".join(f"{_dump(items[i])}:{items[i + 1]}" for i in range(0, len(items), 2)) + "}"
+    try:
+        return TaskRecord.from_json(text)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StoreError(f"corrupt task record in Redis: {exc.__class__.__name__}: {exc}") from None
+
+
+@contextmanager
+def _unavailable() -> Iterator[None]:
+    """Map every Redis failure to :class:`StoreUnavailableError`."""
+    try:
+        yield
+    except redis.exceptions.RedisError as exc:
+        # The details (addresses, script errors) go to the log, not to API clients.
+        log.warning("task store: %s: %s", exc.__class__.__name__, exc)
+        raise StoreUnavailableError(f"the task store is unavailable ({exc.__class__.__name__})") from None
 
 
 class TaskStore:
-    """Task records and StreamURL leases in Redis (see the module docstring).
+    """Mix tasks in Redis (see the module docstring for the keys and the guarantees).
 
     Args:
-        client: a redis-py client (see :meth:`from_url` for one with timeouts).
-        prefix: key prefix.
-        cooldown_seconds: how long a StreamURL is refused after its task ends.
-        lease_seconds: how long a claimed task's lease outlives its last heartbeat; a claim whose
-            heartbeat is older is considered dead and may be claimed again.
-        ended_ttl_seconds: how long an ended task's record is kept for status queries.
+        client: a synchronous redis-py client. Give it socket timeouts (connect and read) and no
+            automatic retries, as :meth:`from_url` does; responses may be bytes or str.
+        prefix: prefix of every key.
+        cooldown_seconds: how long a StreamURL is refused after its task ended, in seconds.
+        lease_seconds: how long a claimed task's StreamURL lease outlives its last heartbeat, in
+            seconds; a claimed task whose heartbeat is at least this old is *stale* (its worker died)
+            and may be claimed again.
+        ended_ttl_seconds: how long an ended task's record is kept (for status queries), in seconds.
+
+    Raises:
+        ValueError: a duration is not positive (``cooldown_seconds`` may be 0), or the prefix is empty.
     """
 
     def __init__(
@@ -77,254 +362,298 @@ class TaskStore:
         lease_seconds: float = 15.0,
         ended_ttl_seconds: float = 86400.0,
     ) -> None:
+        if not prefix:
+            raise ValueError("the key prefix must not be empty")
+        if cooldown_seconds < 0 or lease_seconds <= 0 or ended_ttl_seconds <= 0:
+            raise ValueError("lease_seconds and ended_ttl_seconds must be > 0, cooldown_seconds >= 0")
         self.client = client
         self.prefix = prefix
         self.cooldown_seconds = cooldown_seconds
         self.lease_seconds = lease_seconds
         self.ended_ttl_seconds = ended_ttl_seconds
+        self._cooldown_ms = round(cooldown_seconds * 1000)
+        self._lease_ms = _ms(lease_seconds)
+        self._ttl_ms = _ms(ended_ttl_seconds)
+        self._start = client.register_script(_START)
+        self._claim = client.register_script(_CLAIM)
+        self._heartbeat = client.register_script(_HEARTBEAT)
+        self._finish = client.register_script(_FINISH)
+        self._request_stop = client.register_script(_REQUEST_STOP)
+        self._update_params = client.register_script(_UPDATE_PARAMS)
+        self._list_app = client.register_script(_LIST_APP)
+        self._list_active = client.register_script(_LIST_ACTIVE)
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> TaskStore:
-        """A store on a new client for ``url`` with connect/read timeouts of ``REDIS_TIMEOUT`` seconds."""
-        client = redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
-        return cls(client, **kwargs)
+    def from_url(
+        cls,
+        url: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        prefix: str = "mpu",
+        cooldown_seconds: float = 10.0,
+        lease_seconds: float = 15.0,
+        ended_ttl_seconds: float = 86400.0,
+    ) -> TaskStore:
+        """A store on a new client for ``url`` (``redis://host:port/db``).
 
-    # -- keys ---------------------------------------------------------------------------------
-    def _task_key(self, app_id: str, task_id: str) -> str:
-        return f"{self.prefix}:task:{app_id}:{task_id}"
+        The client has ``timeout`` seconds as its connect and read timeouts and no automatic
+        retries (a retried script is not idempotent). No connection is made yet.
 
-    def _index_key(self, app_id: str) -> str:
-        return f"{self.prefix}:tasks:{app_id}"
+        Raises:
+            ValueError: malformed URL or settings.
+        """
+        client = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            decode_responses=False,
+        )
+        return cls(
+            client,
+            prefix=prefix,
+            cooldown_seconds=cooldown_seconds,
+            lease_seconds=lease_seconds,
+            ended_ttl_seconds=ended_ttl_seconds,
+        )
 
-    def _active_key(self) -> str:
-        return f"{self.prefix}:active"
+    def close(self) -> None:
+        """Close the client's connections (the store can still be used: it reconnects)."""
+        self.client.close()
 
-    def _lease_key(self, stream_key: str) -> str:
+    # Key names -------------------------------------------------------------------------------
+
+    def task_key(self, app_id: str, task_id: str) -> str:
+        """The record's key."""
+        return f"{self.prefix}:task:{app_id}/{task_id}"
+
+    def lease_key(self, stream_key: str) -> str:
+        """The StreamURL lease's key for a normalized StreamURL (:func:`mixer.urls.stream_url_key`)."""
         return f"{self.prefix}:lease:{stream_key}"
 
-    def _cooldown_key(self, stream_key: str) -> str:
+    def cooldown_key(self, stream_key: str) -> str:
+        """The StreamURL cooldown's key for a normalized StreamURL."""
         return f"{self.prefix}:cooldown:{stream_key}"
 
-    @staticmethod
-    def _member(app_id: str, task_id: str) -> str:
-        return f"{app_id}/{task_id}"
+    def _index_key(self, app_id: str) -> str:
+        return f"{self.prefix}:app:{app_id}:tasks"
 
-    # -- plumbing -----------------------------------------------------------------------------
-    @contextmanager
-    def _redis_errors(self) -> Iterator[None]:
-        try:
-            yield
-        except redis.exceptions.RedisError as exc:
-            raise StoreUnavailableError(f"Redis is unavailable: {exc.__class__.__name__}") from None
-
-    def _transaction(self, keys: list[str], body: Callable[[Pipeline], T]) -> T:
-        """Run ``body`` under WATCH ``keys``; ``body`` reads, then calls ``pipe.multi()`` and queues
-        writes (executed when it returns). Retried when a watched key changed meanwhile."""
-        with self._redis_errors():
-            for _ in range(MAX_ATTEMPTS):
-                with self.client.pipeline() as pipe:
-                    try:
-                        pipe.watch(*keys)  # type: ignore[no-untyped-call]
-                        result = body(pipe)
-                        if pipe.explicit_transaction:
-                            pipe.execute()
-                        return result
-                    except redis.exceptions.WatchError:
-                        continue
-            raise StoreUnavailableError("Redis transaction kept conflicting; try again")
+    def _keys(self, app_id: str, task_id: str) -> list[str]:
+        """Record, app index and active set: KEYS[1..3] of the scripts."""
+        return [self.task_key(app_id, task_id), self._index_key(app_id), f"{self.prefix}:active"]
 
     @staticmethod
-    def _read(pipe: Pipeline, key: str) -> TaskRecord | None:
-        raw = pipe.get(key)
-        return TaskRecord.from_json(raw) if raw else None
+    def _valid(app_id: str, task_id: str) -> bool:
+        return bool(app_id) and isinstance(task_id, str) and TASK_ID_PATTERN.fullmatch(task_id) is not None
 
-    # -- API side -----------------------------------------------------------------------------
+    def _found(self, app_id: str, task_id: str) -> None:
+        """Raise TaskNotFoundError for ids no task can have (a TaskId never contains ``/`` or ``:``)."""
+        if not self._valid(app_id, task_id):
+            raise TaskNotFoundError(f"no task {task_id!r} for AppId {app_id!r}")
+
+    # Operations --------------------------------------------------------------------------------
+
     def ping(self) -> None:
         """Check that Redis answers.
 
         Raises:
-            StoreUnavailableError: it does not.
+            StoreUnavailableError: it does not (within the client's timeouts).
         """
-        with self._redis_errors():
+        with _unavailable():
             self.client.ping()
 
     def start_task(self, record: TaskRecord) -> TaskRecord:
-        """Store a new task and take its StreamURL lease, atomically.
+        """Store a new task and take its StreamURL lease, in one atomic step.
+
+        Refused if an *active* task has the same (AppId, TaskId), if another active task holds the
+        lease of the same normalized StreamURL, or if that URL is cooling down. An ended task with the
+        same TaskId is replaced. The lease has no TTL until the task is claimed. ``created_at`` and
+        ``updated_at`` are set to the server's time.
+
+        Args:
+            record: a new task: state QUEUED, never claimed, ``stream_key`` =
+                ``stream_url_key(record.params.stream_url)``.
+
+        Returns:
+            The stored record.
 
         Raises:
-            TaskExistsError: an active task has this TaskId in this AppId.
-            StreamURLInUseError: an active task pushes to the same normalized StreamURL.
-            StreamURLCoolingDownError: the URL's task ended less than ``cooldown_seconds`` ago.
-            StoreUnavailableError: Redis failed; nothing was written.
+            TaskExistsError: an active task with this TaskId exists for the AppId.
+            StreamURLInUseError: another active task pushes to the same StreamURL (the message names
+                that task, and shows the URL redacted).
+            StreamURLCoolingDownError: the URL's previous task ended less than ``cooldown_seconds``
+                ago; ``seconds_left`` is the rest, rounded up to whole seconds.
+            ValueError: the record is not a new task, its TaskId is malformed or its stream_key does
+                not match its StreamURL (``SpecError``, a ValueError, for an invalid StreamURL).
+            StoreUnavailableError: Redis failed.
         """
-        key = self._task_key(record.app_id, record.task_id)
-        lease, cooldown = self._lease_key(record.stream_key), self._cooldown_key(record.stream_key)
-        member = self._member(record.app_id, record.task_id)
-
-        def body(pipe: Pipeline) -> TaskRecord:
-            existing = self._read(pipe, key)
-            if existing is not None and existing.active:
-                raise TaskExistsError(f"task {record.task_id} already exists in app {record.app_id}")
-            holder = pipe.get(lease)
-            if holder:
-                raise StreamURLInUseError(f"the StreamURL is in use by task {_text(holder)}")
-            left = pipe.pttl(cooldown)
-            if left > 0:
-                seconds = math.ceil(left / 1000)
-                raise StreamURLCoolingDownError(
-                    f"the StreamURL was used by a task that stopped; retry in {seconds} s", seconds
-                )
-            now = time.time()
-            stored = replace(record, created_at=now, updated_at=now)
-            pipe.multi()
-            pipe.set(key, stored.to_json())
-            pipe.sadd(self._index_key(record.app_id), record.task_id)
-            pipe.sadd(self._active_key(), member)
-            pipe.set(lease, member)
-            return stored
-
-        return self._transaction([key, lease, cooldown], body)
+        if not self._valid(record.app_id, record.task_id):
+            raise ValueError(f"invalid AppId/TaskId {record.app_id!r}/{record.task_id!r}")
+        if record.state is not TaskState.QUEUED or record.fence != 0:
+            raise ValueError("start_task takes a new task (state queued, never claimed)")
+        if record.stream_key != stream_url_key(record.params.stream_url):
+            raise ValueError("the record's stream_key is not the normalized StreamURL")
+        name = f"{record.app_id}/{record.task_id}"
+        fields: list[str] = []
+        for key, value in json.loads(record.to_json()).items():
+            if key not in _SERVER_TIMES:
+                fields += [key, _dump(value)]
+        keys = [
+            *self._keys(record.app_id, record.task_id),
+            self.lease_key(record.stream_key),
+            self.cooldown_key(record.stream_key),
+        ]
+        with _unavailable():
+            reply = self._start(keys=keys, args=[self.prefix, name, record.task_id, *fields])
+        outcome = _text(reply[0])
+        url = redact_url(record.stream_key)
+        if outcome == "exists":
+            raise TaskExistsError(f"task {record.task_id} already exists for AppId {record.app_id}")
+        if outcome == "in_use":
+            raise StreamURLInUseError(f"StreamURL {url} is in use by task {_text(reply[1])}")
+        if outcome == "cooling":
+            pttl = int(reply[1])
+            left = math.ceil(pttl / 1000) if pttl > 0 else math.ceil(self.cooldown_seconds)
+            raise StreamURLCoolingDownError(
+                f"StreamURL {url} was used by a task that ended less than {self.cooldown_seconds:g} s ago;"
+                f" try again in {left} s",
+                seconds_left=left,
+            )
+        return _record(reply[1])
 
     def get_task(self, app_id: str, task_id: str) -> TaskRecord:
-        """The task's record.
+        """The task's record (active, or ended less than ``ended_ttl_seconds`` ago).
 
         Raises:
-            TaskNotFoundError: no such task (or its ended record expired).
+            TaskNotFoundError: no such task for the AppId.
             StoreUnavailableError: Redis failed.
         """
-        with self._redis_errors():
-            raw = self.client.get(self._task_key(app_id, task_id))
-        if not raw:
-            raise TaskNotFoundError(f"task {task_id} does not exist in app {app_id}")
-        return TaskRecord.from_json(raw)
+        self._found(app_id, task_id)
+        with _unavailable():
+            flat = self.client.hgetall(self.task_key(app_id, task_id))
+        if not flat:
+            raise TaskNotFoundError(f"no task {task_id!r} for AppId {app_id!r}")
+        return _record([item for pair in flat.items() for item in pair])
 
     def list_tasks(self, app_id: str) -> list[TaskRecord]:
-        """The app's active and recently ended tasks, oldest first.
+        """The app's tasks, active and recently ended (records expire ``ended_ttl_seconds`` after
+        they ended), oldest first.
 
         Raises:
             StoreUnavailableError: Redis failed.
         """
-        with self._redis_errors():
-            ids = sorted(_text(t) for t in self.client.smembers(self._index_key(app_id)))
-            raws = self.client.mget([self._task_key(app_id, t) for t in ids]) if ids else []
-            gone = [t for t, raw in zip(ids, raws, strict=True) if not raw]
-            if gone:
-                self.client.srem(self._index_key(app_id), *gone)
-        records = [TaskRecord.from_json(raw) for raw in raws if raw]
-        return sorted(records, key=lambda r: r.created_at)
+        with _unavailable():
+            reply = self._list_app(keys=[self._index_key(app_id)], args=[f"{self.prefix}:task:{app_id}/"])
+        return sorted((_record(flat) for flat in reply), key=lambda r: (r.created_at, r.task_id))
 
     def active_tasks(self) -> list[TaskRecord]:
-        """Every active task of every app.
+        """Every active task of every app, oldest first.
 
         Raises:
             StoreUnavailableError: Redis failed.
         """
-        with self._redis_errors():
-            members = [_text(m) for m in self.client.smembers(self._active_key())]
-            keys = [self._task_key(*m.split("/", 1)) for m in members]
-            raws = self.client.mget(keys) if keys else []
-        records = [TaskRecord.from_json(raw) for raw in raws if raw]
-        return [r for r in records if r.active]
+        with _unavailable():
+            reply = self._list_active(keys=[f"{self.prefix}:active"], args=[f"{self.prefix}:task:"])
+        return sorted((_record(flat) for flat in reply), key=lambda r: (r.created_at, r.app_id, r.task_id))
+
+    def stale_tasks(self) -> list[TaskRecord]:
+        """Active, claimed tasks whose last heartbeat is at least ``lease_seconds`` old (by the Redis
+        server's clock): their worker died. :meth:`claim` accepts them again (for the reconciler).
+
+        Raises:
+            StoreUnavailableError: Redis failed.
+        """
+        records = self.active_tasks()
+        with _unavailable():
+            seconds, micros = self.client.time()
+        now = seconds + micros / 1e6
+        return [r for r in records if r.fence > 0 and (now - r.heartbeat_at) * 1000 >= self._lease_ms]
 
     def request_stop(self, app_id: str, task_id: str) -> TaskRecord:
-        """Ask a task to stop. A task no worker has claimed yet ends at once (status 3); an ended
-        task is returned unchanged.
+        """Ask a task to stop; idempotent.
+
+        Sets ``stop_requested`` (the worker sees it in its next heartbeat's record and finishes). A
+        task without a live worker (never claimed, or its heartbeat is ``lease_seconds`` old) is
+        ended at once like :meth:`finish` with status STOPPED_BY_USER: lease released, cooldown set.
+        An ended task is returned unchanged.
+
+        Returns:
+            The task's record after the request.
 
         Raises:
-            TaskNotFoundError, StoreUnavailableError.
+            TaskNotFoundError: no such task for the AppId.
+            StoreUnavailableError: Redis failed.
         """
-        record = self.get_task(app_id, task_id)
-        if not record.active:
-            return record
-        if record.state is TaskState.QUEUED:
-            ended = self.finish(app_id, task_id, None, TaskStatus.STOPPED_BY_USER, "stopped by the user")
-            if ended is not None:
-                return ended
-        key = self._task_key(app_id, task_id)
-
-        def body(pipe: Pipeline) -> TaskRecord:
-            current = self._read(pipe, key)
-            if current is None:
-                raise TaskNotFoundError(f"task {task_id} does not exist in app {app_id}")
-            if not current.active:
-                return current
-            updated = replace(
-                current,
-                stop_requested=True,
-                state=TaskState.STOPPING,
-                reason="stop requested",
-                updated_at=time.time(),
-            )
-            pipe.multi()
-            pipe.set(key, updated.to_json())
-            return updated
-
-        return self._transaction([key], body)
+        self._found(app_id, task_id)
+        args: list[str | int] = [
+            self.prefix,
+            f"{app_id}/{task_id}",
+            task_id,
+            self._lease_ms,
+            self._cooldown_ms,
+            self._ttl_ms,
+        ]
+        with _unavailable():
+            reply = self._request_stop(keys=self._keys(app_id, task_id), args=args)
+        if _text(reply[0]) == "missing":
+            raise TaskNotFoundError(f"no task {task_id!r} for AppId {app_id!r}")
+        return _record(reply[1])
 
     def update_params(self, app_id: str, task_id: str, params: TaskParams) -> TaskRecord:
-        """Replace an active task's parameters (layout updates) and bump its ``spec_version``.
+        """Replace an active task's parameters and bump its ``spec_version`` (the worker applies the
+        new version at its next heartbeat).
 
         Raises:
-            TaskNotFoundError: no such active task.
-            ValueError: the new parameters name another StreamURL.
+            TaskNotFoundError: no such task, or it has ended.
+            ValueError: ``params.stream_url`` normalizes to another StreamURL than the task's (the
+                StreamURL of a task cannot change; its query string, e.g. an auth key, may);
+                ``SpecError`` (a ValueError) if it is not a valid StreamURL.
             StoreUnavailableError: Redis failed.
         """
-        key = self._task_key(app_id, task_id)
-
-        def body(pipe: Pipeline) -> TaskRecord:
-            current = self._read(pipe, key)
-            if current is None or not current.active:
-                raise TaskNotFoundError(f"task {task_id} is not running in app {app_id}")
-            if stream_url_key(params.stream_url) != current.stream_key:
-                raise ValueError("the StreamURL of a running task cannot change")
-            updated = replace(
-                current, params=params, spec_version=current.spec_version + 1, updated_at=time.time()
+        self._found(app_id, task_id)
+        stream_key = stream_url_key(params.stream_url)
+        with _unavailable():
+            reply = self._update_params(
+                keys=[self.task_key(app_id, task_id)], args=[_dump(params.to_dict()), _dump(stream_key)]
             )
-            pipe.multi()
-            pipe.set(key, updated.to_json())
-            return updated
+        outcome = _text(reply[0])
+        if outcome == "missing":
+            raise TaskNotFoundError(f"no active task {task_id!r} for AppId {app_id!r}")
+        if outcome == "url_changed":
+            raise ValueError("the StreamURL of a running task cannot be changed (only its query string)")
+        return _record(reply[1])
 
-        return self._transaction([key], body)
-
-    # -- worker side --------------------------------------------------------------------------
     def claim(self, app_id: str, task_id: str, worker: str) -> int | None:
-        """Claim a task for ``worker``: returns a new fencing token, or None when the task is ended,
-        being stopped, or claimed by a worker whose heartbeat is fresh.
+        """Claim a task for ``worker``, atomically; returns the fencing token, or None.
+
+        Succeeds if the task is active, no stop was requested, and it was never claimed or its last
+        heartbeat is at least ``lease_seconds`` old (its worker died). Then: a new token from the
+        global counter (tokens increase and are never reused), ``fence`` = token, ``worker``, state
+        STARTING, status WAITING, ``heartbeat_at`` = now, ``restarts`` + 1 if it had been claimed
+        before, and the StreamURL lease is (re)set with a TTL of ``lease_seconds``.
+
+        None when the task is missing or ended, claimed by a live worker (e.g. a second delivery of
+        the same message), or cannot run any more, in which case it is ended: a stop was requested
+        while it had no worker (status 3, cooldown set), or another task took its StreamURL while its
+        lease had expired (status 2).
 
         Raises:
             StoreUnavailableError: Redis failed.
         """
-        key = self._task_key(app_id, task_id)
-
-        def body(pipe: Pipeline) -> int | None:
-            current = self._read(pipe, key)
-            now = time.time()
-            if current is None or not current.active or current.stop_requested:
-                return None
-            if current.fence and now - current.heartbeat_at < self.lease_seconds:
-                return None
-            lease = self._lease_key(current.stream_key)
-            holder = pipe.get(lease)
-            member = self._member(app_id, task_id)
-            if holder and _text(holder) != member:
-                return None  # the URL went to another task while this one's worker was dead
-            token = current.fence + 1
-            updated = replace(
-                current,
-                fence=token,
-                worker=worker,
-                state=TaskState.STARTING,
-                reason="starting",
-                heartbeat_at=now,
-                updated_at=now,
-                restarts=current.restarts + (1 if current.fence else 0),
-            )
-            pipe.multi()
-            pipe.set(key, updated.to_json())
-            pipe.set(lease, member, px=int(self.lease_seconds * 1000))
-            return token
-
-        return self._transaction([key], body)
+        if not self._valid(app_id, task_id):
+            return None
+        args: list[str | int] = [
+            self.prefix,
+            f"{app_id}/{task_id}",
+            task_id,
+            _dump(worker),
+            self._lease_ms,
+            self._cooldown_ms,
+            self._ttl_ms,
+        ]
+        with _unavailable():
+            reply = self._claim(keys=[*self._keys(app_id, task_id), f"{self.prefix}:fence"], args=args)
+        return int(reply[1]) if _text(reply[0]) == "ok" else None
 
     def heartbeat(
         self,
@@ -339,83 +668,83 @@ class TaskStore:
         users: list[str] | None = None,
         stats: dict[str, Any] | None = None,
     ) -> TaskRecord | None:
-        """Report progress and renew the lease. None when ``token`` is stale (another claim holds
-        the task), the task ended, or the URL's lease belongs to another task: stop pushing then.
+        """Report progress and renew the StreamURL lease, if ``token`` still holds the task.
+
+        Atomically, when the task is active and its ``fence`` equals ``token``: set the given fields
+        (None = unchanged), ``heartbeat_at`` and ``updated_at`` = now, and the lease's TTL to
+        ``lease_seconds`` (re-creating the lease if it had expired and no other task took the URL).
+
+        Returns:
+            The fresh record (read ``stop_requested`` and ``spec_version`` from it), or None: the
+            task ended, another claim fenced this token out, or another task took the StreamURL
+            while the lease had expired (the task is then ended with status 2). On None the caller
+            must stop pushing at once and not call :meth:`finish`.
 
         Raises:
-            StoreUnavailableError: Redis failed (the caller keeps mixing and tries again).
+            ValueError: ``state`` is not STARTING, RUNNING, RETRYING or STOPPING (use :meth:`finish`
+                to end a task).
+            StoreUnavailableError: Redis failed.
         """
-        key = self._task_key(app_id, task_id)
-        member = self._member(app_id, task_id)
-
-        def body(pipe: Pipeline) -> TaskRecord | None:
-            current = self._read(pipe, key)
-            if current is None or not current.active or current.fence != token:
-                return None
-            lease = self._lease_key(current.stream_key)
-            holder = pipe.get(lease)
-            if holder and _text(holder) != member:
-                return None
-            changes: dict[str, Any] = {"heartbeat_at": time.time(), "updated_at": time.time()}
-            if status is not None:
-                changes["status"] = status
-            if state is not None and current.state is not TaskState.STOPPING:
-                changes["state"] = state
-            if reason is not None and current.state is not TaskState.STOPPING:
-                changes["reason"] = reason
-            if layout_id is not None:
-                changes["layout_id"] = layout_id
-            if users is not None:
-                changes["users"] = list(users)
-            if stats is not None:
-                changes["stats"] = dict(stats)
-            updated = replace(current, **changes)
-            pipe.multi()
-            pipe.set(key, updated.to_json())
-            pipe.set(lease, member, px=int(self.lease_seconds * 1000))
-            return updated
-
-        return self._transaction([key], body)
+        if state is not None and state not in _HEARTBEAT_STATES:
+            raise ValueError(f"a heartbeat cannot set state {state}")
+        if not self._valid(app_id, task_id) or token < 1:
+            return None
+        fields: list[str] = []
+        for key, value in (
+            ("status", None if status is None else int(status)),
+            ("state", None if state is None else str(state)),
+            ("reason", reason),
+            ("layout_id", layout_id),
+            ("users", users),
+            ("stats", stats),
+        ):
+            if value is not None:
+                fields += [key, _dump(value)]
+        args: list[str | int] = [
+            self.prefix,
+            f"{app_id}/{task_id}",
+            task_id,
+            token,
+            self._lease_ms,
+            self._ttl_ms,
+            *fields,
+        ]
+        with _unavailable():
+            reply = self._heartbeat(keys=self._keys(app_id, task_id), args=args)
+        return _record(reply[1]) if _text(reply[0]) == "ok" else None
 
     def finish(
         self, app_id: str, task_id: str, token: int | None, status: TaskStatus, reason: str
     ) -> TaskRecord | None:
-        """End a task: final status and reason, release its lease, set the URL's cooldown. Only the
-        holder of ``token`` (or anyone, with None, for a task never claimed) may; otherwise None.
+        """End a task, atomically, if ``token`` holds it (or ``token`` is None and it was never claimed).
+
+        Sets state ENDED, ``status``, ``reason`` and ``ended_at``; deletes the StreamURL lease if it
+        still names this task; sets the URL's cooldown (``cooldown_seconds``) unless another task
+        holds the URL; removes the task from the active set; the record expires
+        ``ended_ttl_seconds`` later.
+
+        Returns:
+            The ended record, or None (nothing changed): the task is missing or already ended, or
+            the token does not hold it.
 
         Raises:
+            ValueError: ``status`` is WAITING or RUNNING (not final).
             StoreUnavailableError: Redis failed.
         """
-        key = self._task_key(app_id, task_id)
-        member = self._member(app_id, task_id)
-
-        def body(pipe: Pipeline) -> TaskRecord | None:
-            current = self._read(pipe, key)
-            if current is None or not current.active:
-                return None
-            if (token is None and current.fence) or (token is not None and current.fence != token):
-                return None
-            lease, cooldown = self._lease_key(current.stream_key), self._cooldown_key(current.stream_key)
-            holder = pipe.get(lease)
-            now = time.time()
-            ended = replace(
-                current, state=TaskState.ENDED, status=status, reason=reason, ended_at=now, updated_at=now
-            )
-            pipe.multi()
-            pipe.set(key, ended.to_json(), px=int(self.ended_ttl_seconds * 1000))
-            pipe.srem(self._active_key(), member)
-            if holder is None or _text(holder) == member:
-                pipe.delete(lease)
-                pipe.set(cooldown, member, px=max(1, int(self.cooldown_seconds * 1000)))
-            return ended
-
-        return self._transaction([key, self._lease_key(self.get_task(app_id, task_id).stream_key)], body)
-
-    def stale_tasks(self) -> list[TaskRecord]:
-        """Active, claimed tasks whose heartbeat is older than ``lease_seconds`` (their worker died).
-
-        Raises:
-            StoreUnavailableError: Redis failed.
-        """
-        now = time.time()
-        return [r for r in self.active_tasks() if r.fence and now - r.heartbeat_at >= self.lease_seconds]
+        if status in (TaskStatus.WAITING, TaskStatus.RUNNING):
+            raise ValueError(f"{status.name} is not a final status")
+        if not self._valid(app_id, task_id):
+            return None
+        args: list[str | int] = [
+            self.prefix,
+            f"{app_id}/{task_id}",
+            task_id,
+            "" if token is None else token,
+            int(status),
+            _dump(reason),
+            self._cooldown_ms,
+            self._ttl_ms,
+        ]
+        with _unavailable():
+            reply = self._finish(keys=self._keys(app_id, task_id), args=args)
+        return _record(reply[1]) if _text(reply[0]) == "ok" else None
