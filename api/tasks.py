@@ -27,8 +27,6 @@ STATUS_TEXT = {
     TaskStatus.NETWORK_PROBLEM: "CDN/network problem",
     TaskStatus.PUSH_URL_PROBLEM: "push URL problem",
 }
-#: Parameters accepted and stored but not applied by the mixer yet (issue #6).
-NOT_YET_APPLIED = ("sub_spec_users", "sub_spec_audio_users")
 #: AppIds: no ``:`` (a channel's Janus room is ``"<AppId>:<ChannelId>"``, which must name one app).
 APP_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 #: Error answers each kind of operation may give besides 403/404 (documented in the OpenAPI document).
@@ -100,7 +98,7 @@ def task_out(record: TaskRecord) -> dict[str, Any]:
         "layout_ids": list(record.params.layout_ids),
         "users": record.users,
         "stats": record.stats,
-        "ignored": [name for name in NOT_YET_APPLIED if record.stats.get(f"requested_{name}")],
+        "ignored": record.params.ignored(),
         "created_at": record.created_at,
         "updated_at": record.updated_at,
         "ended_at": record.ended_at,
@@ -121,10 +119,11 @@ def start_task(app_id: str, body: dict[str, Any]) -> dict[str, Any]:
         user_panes=tuple(body["user_panes"]),
         background_color=body["background_color"],
         crop_mode=body["crop_mode"],
+        sub_spec_users=tuple(body["sub_spec_users"]),
+        sub_spec_audio_users=tuple(body["sub_spec_audio_users"]),
     )
     _validate(params)
-    requested = {f"requested_{n}": body[n] for n in NOT_YET_APPLIED if body.get(n)}
-    record = TaskRecord(app_id, body["task_id"], params, stream_url_key(params.stream_url), stats=requested)
+    record = TaskRecord(app_id, body["task_id"], params, stream_url_key(params.stream_url))
     stored = _call("start_task", record)
     try:
         current_app.extensions["mpu"].enqueue(app_id, stored.task_id)

@@ -211,10 +211,11 @@ def test_start_view_update_stop_and_cooldown(service: Service, janus: Janus, ngi
     before = [p for t, p in viewer.pictures if t < updated - 0.5]
     after = [p for t, p in viewer.pictures if updated + 1.5 < t < stopped - 0.5]
     assert before and after, (len(viewer.pictures), viewer.error)
-    assert near(colour_at(before[-1], 0.25, 0.42), COLORS[0]) and near(
-        colour_at(before[-1], 0.75, 0.42), COLORS[1]
-    )
-    assert near(colour_at(after[-1], 0.75, 0.42), COLORS[0]), "layout 1 shows user1 over the whole canvas"
+    # Sample at 60% across and 15% down each user's picture: clear of its label (top left), its
+    # moving bar (the middle half of its height) and the pane edges.
+    assert near(colour_at(before[-1], 0.30, 0.326), COLORS[0]), "layout 2, left pane: user1"
+    assert near(colour_at(before[-1], 0.80, 0.326), COLORS[1]), "layout 2, right pane: user2"
+    assert near(colour_at(after[-1], 0.80, 0.15), COLORS[0]), "layout 1 shows user1 over the whole canvas"
     levels = [tone_level_db(np.concatenate(viewer.audio, axis=1), 48000, f) for f in TONES[:2]]
     assert min(levels) > -25, levels
     # The stream ended cleanly: the viewer got pictures until the stop, and nobody publishes any more.

@@ -59,6 +59,12 @@ class TaskParams:
     user_panes: tuple[dict[str, Any], ...] = ()
     background_color: int = 0
     crop_mode: int = 2
+    sub_spec_users: tuple[str, ...] = ()
+    sub_spec_audio_users: tuple[str, ...] = ()
+
+    def ignored(self) -> list[str]:
+        """The names of parameters given but not applied by the mixer yet (issue #6), for the status."""
+        return [name for name in ("sub_spec_users", "sub_spec_audio_users") if getattr(self, name)]
 
     def to_spec(self) -> TaskSpec:
         """Validate into the mixer's :class:`TaskSpec` (and the StreamURL).
@@ -89,6 +95,8 @@ class TaskParams:
         data = asdict(self)
         data["layout_ids"] = list(self.layout_ids)
         data["user_panes"] = [dict(p) for p in self.user_panes]
+        data["sub_spec_users"] = list(self.sub_spec_users)
+        data["sub_spec_audio_users"] = list(self.sub_spec_audio_users)
         return data
 
     @classmethod
@@ -103,6 +111,8 @@ class TaskParams:
             user_panes=tuple(dict(p) for p in data.get("user_panes") or ()),
             background_color=data.get("background_color", 0),
             crop_mode=data.get("crop_mode", 2),
+            sub_spec_users=tuple(data.get("sub_spec_users") or ()),
+            sub_spec_audio_users=tuple(data.get("sub_spec_audio_users") or ()),
         )
 
 
