@@ -86,9 +86,12 @@ def near(colour: npt.NDArray[np.float64], expected: tuple[int, int, int]) -> boo
 def service(
     redis_server: Redis, janus: Janus, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Service]:
-    db = {"test_start_view_update_stop_and_cooldown": 1, "test_killed_worker_is_replaced": 2}[
-        request.node.name
-    ]
+    # Each test gets its own Redis database: its own Celery queue and task store.
+    db = {
+        "test_start_view_update_stop_and_cooldown": 1,
+        "test_killed_worker_is_replaced": 2,
+        "test_an_unreachable_rtmp_server_is_retried_and_visible": 3,
+    }[request.node.name]
     env = dict(os.environ)
     env.update(
         MPU_REDIS_URL=f"{redis_server.url.rsplit('/', 1)[0]}/{db}",
@@ -263,3 +266,28 @@ def test_killed_worker_is_replaced(service: Service, janus: Janus, nginx_rtmp: N
     finally:
         publishers.terminate()
         publishers.wait(timeout=15)
+
+
+@pytest.mark.timeout(90)
+def test_an_unreachable_rtmp_server_is_retried_and_visible(service: Service, janus: Janus) -> None:
+    from stack.ports import free_port
+
+    url = f"rtmp://127.0.0.1:{free_port()}/live/nowhere?auth=secret"
+    status, task = service.call(
+        "POST",
+        f"/v1/apps/{APP}/tasks",
+        {
+            "task_id": "refused",
+            "channel_id": "nobody-here",
+            "stream_url": url,
+            "media_encode": 1,
+        },
+    )
+    assert status == 201, task
+    failing = service.wait_task(APP, "refused", lambda t: t["state"] == "retrying", 20)
+    assert failing["status"] == 5, failing  # connection refused: a network problem, retried with backoff
+    assert "secret" not in str(failing) and "nowhere" not in str(failing)
+    status, _ = service.call("DELETE", f"/v1/apps/{APP}/tasks/refused")
+    assert status == 200
+    ended = service.wait_task(APP, "refused", lambda t: t["state"] == "ended", 15)
+    assert ended["status"] == 3
