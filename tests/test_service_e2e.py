@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -56,7 +56,7 @@ class Viewer(threading.Thread):
             time.sleep(0.05)
         try:
             with av.open(
-                self.server.rtmp_url(self.stream), options={"analyzeduration": "3000000"}, timeout=(10.0, 3.0)
+                self.server.rtmp_url(self.stream), options={"analyzeduration": "2000000"}, timeout=(10.0, 5.0)
             ) as container:
                 resampler = av.AudioResampler(format="fltp", layout="stereo", rate=48000)
                 for frame in container.decode():
@@ -68,6 +68,14 @@ class Viewer(threading.Thread):
                         )
         except av.error.FFmpegError as exc:  # nginx-rtmp keeps players connected: the end is a timeout
             self.error = exc
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``condition`` every 50 ms; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
 
 
 def colour_at(picture: npt.NDArray[np.uint8], x: float, y: float) -> npt.NDArray[np.float64]:
@@ -165,13 +173,17 @@ def test_start_view_update_stop_and_cooldown(service: Service, janus: Janus, ngi
         running = service.wait_task(APP, "main", lambda t: t["status"] == 1 and len(t["users"]) == 2, 20)
         assert running["layout_id"] == 2 and running["users"] == ["user1", "user2"]
 
-        time.sleep(3)  # the viewer watches layout 2: user1 left, user2 right
+        # The viewer watches layout 2 (user1 left, user2 right) for a while...
+        wait_until(lambda: len(viewer.pictures) >= 15, 30, "the viewer receives the mix")
+        time.sleep(0.5)
         status, task = service.call("PATCH", f"/v1/apps/{APP}/tasks/main/layout", {"layout_ids": [1]})
         assert status == 200, task
         service.wait_task(APP, "main", lambda t: t["layout_id"] == 1, 10)
         updated = time.monotonic()
-        time.sleep(3)  # ... and then layout 1: user1 alone, full frame
-
+        # ... and then layout 1: user1 alone, full frame.
+        wait_until(
+            lambda: sum(1 for t, _ in viewer.pictures if t > updated + 1.5) >= 10, 30, "the new layout"
+        )
         status, task = service.call("DELETE", f"/v1/apps/{APP}/tasks/main")
         assert status == 200, task
         ended = service.wait_task(APP, "main", lambda t: t["state"] == "ended", 15)
