@@ -99,6 +99,7 @@ def service(
         "test_start_view_update_stop_and_cooldown": 1,
         "test_killed_worker_is_replaced": 2,
         "test_an_unreachable_rtmp_server_is_retried_and_visible": 3,
+        "test_an_empty_channel_stops_the_task_by_itself": 4,
     }[request.node.name]
     env = dict(os.environ)
     env.update(
@@ -109,6 +110,7 @@ def service(
         MPU_LEASE_SECONDS="3",
         MPU_HEARTBEAT_INTERVAL="0.5",
         MPU_LOG_LEVEL="INFO",
+        MPU_EMPTY_TIMEOUT="2" if "empty_channel" in request.node.name else "30",
     )
     service = Service(env, tmp_path)
     service.start_api()
@@ -303,3 +305,36 @@ def test_an_unreachable_rtmp_server_is_retried_and_visible(service: Service, jan
     assert status == 200
     ended = service.wait_task(APP, "refused", lambda t: t["state"] == "ended", 15)
     assert ended["status"] == 3
+
+
+@pytest.mark.timeout(90)
+def test_an_empty_channel_stops_the_task_by_itself(service: Service, nginx_rtmp: NginxRtmp) -> None:
+    url = nginx_rtmp.rtmp_url("e2e-empty")
+    status, task = service.call(
+        "POST",
+        f"/v1/apps/{APP}/tasks",
+        {
+            "task_id": "lonely",
+            "channel_id": "nobody-comes",
+            "stream_url": url,
+            "media_encode": 1,
+        },
+    )
+    assert status == 201, task
+    waiting = service.wait_task(APP, "lonely", lambda t: t["state"] == "running", 20)
+    assert waiting["status"] == 0, "running but waiting for the channel to have a publisher"
+    ended = service.wait_task(APP, "lonely", lambda t: t["state"] == "ended", 20)
+    assert ended["status"] == 4 and "empty" in ended["reason"]
+    status, refused = service.call(
+        "POST",
+        f"/v1/apps/{APP}/tasks",
+        {
+            "task_id": "next",
+            "channel_id": "nobody-comes",
+            "stream_url": url,
+            "media_encode": 1,
+        },
+    )
+    assert status == 409 and refused["code"] == "StreamURL.CoolingDown", (
+        "the lease was released with a cooldown"
+    )
