@@ -323,6 +323,7 @@ def test_an_empty_channel_stops_the_task_by_itself(service: Service, nginx_rtmp:
     assert status == 201, task
     waiting = service.wait_task(APP, "lonely", lambda t: t["state"] == "running", 20)
     assert waiting["status"] == 0, "running but waiting for the channel to have a publisher"
+    assert waiting["reason"].startswith("waiting for the channel"), waiting["reason"]
     ended = service.wait_task(APP, "lonely", lambda t: t["state"] == "ended", 20)
     assert ended["status"] == 4 and "empty" in ended["reason"]
     status, refused = service.call(

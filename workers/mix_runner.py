@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from layouts import SpecError
-from mixer.janus_source import ChannelConfig, JanusSource
+from mixer.janus_source import ChannelConfig, ChannelStatus, JanusSource
 from mixer.pipeline import Pipeline
 from mixer.sinks import SinkError, sink_target
 from mixer.urls import redact_url
@@ -71,6 +71,14 @@ class Outcome:
     status: TaskStatus = TaskStatus.STOPPED
     reason: str = "stopped"
     fenced: bool = False
+
+
+def waiting_reason(source: JanusSource) -> str:
+    """Why a task has nobody to mix: the channel is empty, does not exist yet, or Janus fails."""
+    if source.status is ChannelStatus.JOINED:
+        return "waiting for the channel to have a publisher"
+    detail = f": {source.last_error}" if source.last_error else ""
+    return f"waiting for the channel ({source.status.value}{detail})"
 
 
 class MixRunner:
@@ -145,7 +153,8 @@ class MixRunner:
             "task %s/%s: mixing %s into %s", self.app_id, self.task_id, channel.room, redact_url(target.url)
         )
         while outcome is None:
-            pipeline = Pipeline(spec, JanusSource(channel), target, realtime=True)
+            source = JanusSource(channel)
+            pipeline = Pipeline(spec, source, target, realtime=True)
             mix = asyncio.create_task(pipeline.run())
             pushing_since = time.monotonic()
             while not mix.done():
@@ -162,7 +171,7 @@ class MixRunner:
                     token,
                     status=TaskStatus.RUNNING if stats.users else TaskStatus.WAITING,
                     state=TaskState.RUNNING,
-                    reason="pushing" if stats.users else "waiting for the channel to have a publisher",
+                    reason="pushing" if stats.users else waiting_reason(source),
                     layout_id=stats.layout_id,
                     users=list(stats.users),
                     stats={
