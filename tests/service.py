@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cli.demo import ApiClient
 from stack.ports import free_port, wait_for_port
 
 #: The access key every e2e test uses.
@@ -84,18 +81,8 @@ class Service:
         self, method: str, path: str, body: Mapping[str, Any] | None = None
     ) -> tuple[int, dict[str, Any]]:
         """An authenticated JSON request; returns (HTTP status, decoded body)."""
-        token = base64.b64encode(f"{ACCESS_KEY}:{SECRET}".encode()).decode()
-        request = urllib.request.Request(
-            self.base + path,
-            method=method,
-            data=json.dumps(body).encode() if body is not None else None,
-            headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, json.loads(response.read() or b"{}")
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"{}")
+        client = ApiClient(self.base, ACCESS_KEY, SECRET)
+        return client.call(method, path, dict(body) if body is not None else None)
 
     def wait_task(self, app_id: str, task_id: str, predicate: Any, timeout: float) -> dict[str, Any]:
         """Poll GET until ``predicate(task)`` holds; fail with the last task and the logs."""
