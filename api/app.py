@@ -4,6 +4,7 @@ Configuration (keys of ``config``, else environment variables):
 - ``MPU_ACCESS_KEYS``: access keys (see :mod:`api.auth`); the app refuses to start without any.
 - ``MPU_REDIS_URL``: the task store (default ``redis://127.0.0.1:6379/0``).
 - ``STORE``: a task store object (tests); default: :class:`workers.store.TaskStore` on the URL.
+- ``LAYOUT_STORE``: a custom layout store (tests); default: one on the task store's Redis.
 - ``ENQUEUE``: ``(app_id, task_id) -> None`` that queues a mix; default: the Celery task.
 - ``MPU_AUTH_DISABLED``: True switches authentication off (tests only; never from the environment).
 """
@@ -19,14 +20,21 @@ from apiflask import APIFlask
 
 from api import errors
 from api.auth import AccessKey, parse_access_keys
+from api.layouts import bp as layouts_bp
+from api.rpc import bp as rpc_bp
 from api.schemas import ErrorOut
+from api.service import MixService
 from api.tasks import bp as tasks_bp
 
 #: Largest request body accepted, in bytes.
 MAX_CONTENT_LENGTH = 64 * 1024
 #: The OpenAPI document's description.
 DESCRIPTION = """Mix tasks of RTC channels pushed to RTMP, compatible with Alibaba Cloud RTC's MPU API
-(StartMPUTask, GetMPUTaskStatus, UpdateMPULayout, StopMPUTask) with its fields in snake_case.
+(StartMPUTask, GetMPUTaskStatus, UpdateMPULayout, UpdateMPUTask, StopMPUTask, CreateMPULayout,
+ModifyMPULayout, DeleteMPULayout, DescribeMPULayoutInfoList) with its fields in snake_case.
+
+The vendor's own RPC dialect (signed `Action=...` requests, as the official SDKs send them) is served
+at `/` by the same service; see the README ("MPU RPC compatibility").
 
 **Authentication**: HTTP Basic, the AccessKeyId as user name and its secret as password
 (`curl -u AK:SECRET`). Keys come from `MPU_ACCESS_KEYS="AK:SECRET,AK2:SECRET2"`; a key written
@@ -39,35 +47,39 @@ parameter at fault, or null)."""
 
 
 class Services:
-    """What the views use: access keys, the store (made on first use), the enqueue function."""
+    """What the views use: access keys, the service layer, and the nonce register of signed calls."""
 
     def __init__(
-        self,
-        access_keys: dict[str, AccessKey],
-        redis_url: str,
-        store: Any,
-        enqueue: Any,
-        auth_disabled: bool = False,
+        self, access_keys: dict[str, AccessKey], service: MixService, auth_disabled: bool = False
     ) -> None:
         self.access_keys = access_keys
         self.auth_disabled = auth_disabled
-        self.redis_url = redis_url
-        self._store = store
-        self.enqueue: Callable[[str, str], None] = enqueue or _celery_enqueue
+        self.service = service
 
-    def store(self) -> Any:
-        """The task store."""
-        if self._store is None:
-            from workers.settings import WorkerSettings
-            from workers.store import TaskStore
+    def use_nonce(self, key_id: str, nonce: str, ttl_seconds: float) -> bool:
+        """Register a signed request's nonce; False if this key used it within ``ttl_seconds``.
 
-            settings = WorkerSettings.from_env()
-            self._store = TaskStore.from_url(
-                self.redis_url,
-                cooldown_seconds=settings.cooldown_seconds,
-                lease_seconds=settings.lease_seconds,
-            )
-        return self._store
+        Raises:
+            ServiceError: Redis is unavailable (503).
+        """
+        store: Any = self.service.store
+        register = getattr(store, "use_nonce", None)
+        if register is None:  # a test double without a nonce register
+            return True
+        return bool(self.service.call_store(register, key_id, nonce, ttl_seconds))
+
+
+def _task_store_factory(redis_url: str) -> Callable[[], Any]:
+    def make() -> Any:
+        from workers.settings import WorkerSettings
+        from workers.store import TaskStore
+
+        settings = WorkerSettings.from_env()
+        return TaskStore.from_url(
+            redis_url, cooldown_seconds=settings.cooldown_seconds, lease_seconds=settings.lease_seconds
+        )
+
+    return make
 
 
 def _celery_enqueue(app_id: str, task_id: str) -> None:
@@ -115,13 +127,17 @@ def create_app(config: Mapping[str, Any] | None = None) -> APIFlask:
             "description": "AccessKeyId:secret (MPU_ACCESS_KEYS)",
         }
     }
-    app.extensions["mpu"] = Services(
-        keys,
-        settings.get("MPU_REDIS_URL", os.environ.get("MPU_REDIS_URL", "redis://127.0.0.1:6379/0")),
-        settings.get("STORE"),
-        settings.get("ENQUEUE"),
-        auth_disabled,
+    redis_url = settings.get("MPU_REDIS_URL", os.environ.get("MPU_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    store = settings.get("STORE")
+    layouts = settings.get("LAYOUT_STORE")
+    service = MixService(
+        (lambda: store) if store is not None else _task_store_factory(redis_url),
+        (lambda: layouts) if layouts is not None else None,
+        settings.get("ENQUEUE") or _celery_enqueue,
     )
+    app.extensions["mpu"] = Services(keys, service, auth_disabled)
     errors.register(app)
     app.register_blueprint(tasks_bp)
+    app.register_blueprint(layouts_bp)
+    app.register_blueprint(rpc_bp)
     return app

@@ -16,9 +16,10 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 
-from flask import request
+from flask import current_app, request
 
 from api.errors import api_error
+from api.service import APP_ID
 
 #: The ``WWW-Authenticate`` challenge sent when credentials are missing.
 CHALLENGE = 'Basic realm="rtc-mpu", charset="UTF-8"'
@@ -78,3 +79,24 @@ def authenticate(keys: dict[str, AccessKey], app_id: str) -> AccessKey:
     if not key.allows(app_id):
         raise api_error(403, "Forbidden", f"this access key may not act on app {app_id}")
     return key
+
+
+def guard_app_request() -> None:
+    """``before_request`` of the REST blueprints, before the body is even parsed: the credentials
+    for the URL's ``app_id``, then the AppId's form, then a JSON object body for POST/PUT/PATCH.
+
+    Raises:
+        HTTPError: 403 (credentials), 400 (AppId, body).
+    """
+    services = current_app.extensions["mpu"]
+    app_id = (request.view_args or {}).get("app_id")
+    if app_id is None:  # /v1/health: no authentication
+        return
+    if not services.auth_disabled:
+        authenticate(services.access_keys, app_id)
+    if not APP_ID.fullmatch(app_id):
+        raise api_error(400, "InvalidParameter", "AppId must be 1-64 characters of A-Z a-z 0-9 _ -", "app_id")
+    if request.method in ("POST", "PUT", "PATCH") and not isinstance(request.get_json(silent=True), dict):
+        raise api_error(
+            400, "InvalidParameter", "the body must be a JSON object (Content-Type: application/json)"
+        )

@@ -12,8 +12,11 @@ import uuid
 from typing import Any
 
 from apiflask import APIFlask, HTTPError
-from flask import g
+from flask import g, request
 from werkzeug.exceptions import HTTPException
+
+from api.rpc_format import error_response
+from api.service import ServiceError, validation_code
 
 log = logging.getLogger(__name__)
 
@@ -47,24 +50,25 @@ def api_error(
     return HTTPError(status, message, headers=headers, extra_data={"code": code, "field": field})
 
 
-def _first_problem(messages: Any, path: list[str]) -> tuple[list[str], str]:
-    """The first message in marshmallow's nested error messages, and the keys leading to it."""
+def first_problem(messages: Any, path: list[str]) -> tuple[list[str], str]:
+    """The first message in marshmallow's nested error messages, and the keys leading to it
+    (as strings: list positions are digits)."""
     if isinstance(messages, dict):
         for key, value in messages.items():
-            return _first_problem(value, [*path, str(key)])
+            return first_problem(value, [*path, str(key)])
         return path, "invalid request"
     if isinstance(messages, list):
-        return _first_problem(messages[0], path) if messages else (path, "invalid request")
+        return first_problem(messages[0], path) if messages else (path, "invalid request")
     return path, str(messages)
 
 
 def _validation(detail: Any) -> tuple[str, str, str | None]:
     """(code, message, field) from marshmallow's ``{"json": {"field": ["msg"]}}`` detail; a nested
     field is dotted (``user_panes.0.user_id``); an error of the whole body has no field."""
-    path, text = _first_problem(detail, [])
-    field = ".".join(p for p in path[1:] if p != "_schema") or None  # path[0]: the location (json...)
-    code = "MissingParameter" if "Missing data" in text else "InvalidParameter"
-    return code, f"{field}: {text}" if field else text, field
+    path, text = first_problem(detail, [])
+    keys = [p for p in path[1:] if p != "_schema"]  # path[0]: the location (json...)
+    field = ".".join(keys) or None
+    return validation_code(keys, text), f"{field}: {text}" if field else text, field
 
 
 def register(app: APIFlask) -> None:
@@ -87,9 +91,29 @@ def register(app: APIFlask) -> None:
         }
         return body, status, error.headers
 
+    @app.errorhandler(ServiceError)
+    def service_error(error: ServiceError) -> Any:
+        field = error.field if isinstance(error.field, str) or error.field is None else None
+        if isinstance(error.field, tuple):
+            field = ".".join(str(p) for p in error.field)
+        return {
+            "code": error.code,
+            "message": error.message,
+            "field": field,
+            "request_id": request_id(),
+        }, error.status
+
     @app.errorhandler(HTTPException)
-    def http_exception(error: HTTPException) -> tuple[dict[str, Any], int]:
+    def http_exception(error: HTTPException) -> Any:
         status = error.code or 500
+        if request.blueprint == "rpc" or request.path == "/":
+            return error_response(
+                status,
+                DEFAULT_CODES.get(status, "Error"),
+                error.description or "",
+                request_id(),
+                request.host,
+            )
         return {
             "code": DEFAULT_CODES.get(status, "Error"),
             "message": error.description or "",
@@ -98,11 +122,13 @@ def register(app: APIFlask) -> None:
         }, status
 
     @app.errorhandler(Exception)
-    def unexpected(error: Exception) -> tuple[dict[str, Any], int]:
+    def unexpected(error: Exception) -> Any:
         if isinstance(error, HTTPError):
             raise error
         rid = request_id()
         # The frames, not the exception's message: that might quote a StreamURL or a secret.
         frames = "".join(traceback.format_tb(error.__traceback__))
         log.error("request %s failed: %s\n%s", rid, error.__class__.__name__, frames)
+        if request.blueprint == "rpc" or request.path == "/":
+            return error_response(500, "InternalError", "internal error", rid, request.host)
         return {"code": "InternalError", "message": "internal error", "field": None, "request_id": rid}, 500

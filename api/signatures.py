@@ -186,7 +186,8 @@ def verify(
         secret = secret_of(key_id)
         if secret is None:
             raise SignatureError("InvalidAccessKeyId.NotFound", "unknown AccessKeyId")
-        expected = acs3_signature(secret, acs3_canonical_request(request, signed_headers, payload))
+        signed_text = acs3_canonical_request(request, signed_headers, payload)
+        expected = acs3_signature(secret, signed_text)
     else:
         params = dict(request.params)
         missing = [
@@ -203,9 +204,16 @@ def verify(
         secret = secret_of(key_id)
         if secret is None:
             raise SignatureError("InvalidAccessKeyId.NotFound", "unknown AccessKeyId")
+        signed_text = rpc_v1_string_to_sign(request.method, request.params)
         expected = rpc_v1_signature(secret, request.method, request.params)
     if not hmac.compare_digest(expected.encode(), given.encode()):
-        raise SignatureError("SignatureDoesNotMatch", "the request signature does not match")
+        # The vendor quotes its string to sign after a colon (the old SDK splits the message there);
+        # we give its SHA-256 only, as the text would repeat the StreamURL with its stream key.
+        digest = hashlib.sha256(signed_text.encode()).hexdigest()
+        raise SignatureError(
+            "SignatureDoesNotMatch",
+            f"the signature does not match our calculation; SHA-256 of the server's string to sign: {digest}",
+        )
     when = _timestamp(stamp)
     current = now or datetime.now(UTC)
     if abs((current - when).total_seconds()) > window:

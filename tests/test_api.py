@@ -33,6 +33,8 @@ from workers.model import (
 from workers.store import TaskStore
 
 KEYS = "k1:s1,bound:s2:onlyapp"
+#: What the schema fills in for a pane given with only its id, user and source.
+PANE_DEFAULTS = {"segment_type": 0, "images": [], "texts": []}
 GOOD = {"Authorization": "Basic " + base64.b64encode(b"k1:s1").decode()}
 
 
@@ -117,7 +119,7 @@ def test_start_get_list_update_stop(client: FlaskClient, queue: Queue) -> None:
         (task(media_encode=999), "InvalidMediaEncode.Malformed", "MediaEncode"),
         (task(background_color=-1), "InvalidBackgroundColor.Malformed", "BackgroundColor"),
         (task(crop_mode=5), "InvalidParameter", "CropMode"),
-        (task(layout_ids="six"), "InvalidParameter", "layout_ids"),
+        (task(layout_ids="six"), "InvalidLayoutID.Malformed", "layout_ids"),
     ],
 )
 def test_bad_input_is_a_400_with_code_and_field(
@@ -473,8 +475,8 @@ def test_optional_fields_are_stored(fake_client: FlaskClient, fake_store: FakeSt
     assert params.layout_ids == (6,) and params.background_color == 0x00FF00 and params.crop_mode == 1
     assert params.task_profile == "4IN_1080P" and params.media_encode == 20
     assert params.user_panes == (
-        {"pane_id": 0, "user_id": "alice", "source_type": "camera"},
-        {"pane_id": 1, "user_id": "bob", "source_type": "shareScreen"},
+        {**PANE_DEFAULTS, "pane_id": 0, "user_id": "alice", "source_type": "camera"},
+        {**PANE_DEFAULTS, "pane_id": 1, "user_id": "bob", "source_type": "shareScreen"},
     )
 
 
@@ -555,7 +557,7 @@ def test_stream_url_cooling_down_is_409_with_the_seconds(
         (start_body(stream_url="rtmp://host-only"), "InvalidStreamURL.Malformed", "StreamURL"),
         (start_body(layout_ids=[3, 4]), "InvalidLayoutID.Malformed", "LayoutIds"),
         (start_body(layout_ids=[12]), "InvalidLayoutID.Malformed", "LayoutIds"),
-        (start_body(layout_ids=list(range(1, 18))), "InvalidParameter", "layout_ids"),
+        (start_body(layout_ids=list(range(1, 18))), "InvalidLayoutID.Malformed", "layout_ids"),
         (start_body(media_encode=999), "InvalidMediaEncode.Malformed", "MediaEncode"),
         (start_body(task_profile="NOPE"), "InvalidTaskProfile.Malformed", "TaskProfile"),
         (start_body(background_color=-1), "InvalidBackgroundColor.Malformed", "BackgroundColor"),
@@ -579,13 +581,13 @@ def test_stream_url_cooling_down_is_409_with_the_seconds(
         ),
         # wrong JSON types
         (start_body(task_id=5), "InvalidParameter", "task_id"),
-        (start_body(media_encode="27"), "InvalidParameter", "media_encode"),
-        (start_body(media_encode=27.5), "InvalidParameter", "media_encode"),
-        (start_body(media_encode=True), "InvalidParameter", "media_encode"),
-        (start_body(layout_ids="1"), "InvalidParameter", "layout_ids"),
-        (start_body(layout_ids=["1"]), "InvalidParameter", "layout_ids.0"),
+        (start_body(media_encode="27"), "InvalidMediaEncode.Malformed", "media_encode"),
+        (start_body(media_encode=27.5), "InvalidMediaEncode.Malformed", "media_encode"),
+        (start_body(media_encode=True), "InvalidMediaEncode.Malformed", "media_encode"),
+        (start_body(layout_ids="1"), "InvalidLayoutID.Malformed", "layout_ids"),
+        (start_body(layout_ids=["1"]), "InvalidLayoutID.Malformed", "layout_ids.0"),
         (start_body(user_panes={"pane_id": 0}), "InvalidParameter", "user_panes"),
-        (start_body(background_color=None), "InvalidParameter", "background_color"),
+        (start_body(background_color=None), "InvalidBackgroundColor.Malformed", "background_color"),
         (start_body(sub_spec_users="alice"), "InvalidParameter", "sub_spec_users"),
         (start_body(unknown_field=1), "InvalidParameter", "unknown_field"),
         ([1, 2], "InvalidParameter", None),
@@ -725,7 +727,9 @@ def test_patch_layout_changes_the_stored_params(fake_client: FlaskClient, fake_s
     record = fake_store.records[(APP, "t1")]
     assert record.spec_version == 2
     assert record.params.layout_ids == (6,) and record.params.background_color == 255
-    assert record.params.user_panes == ({"pane_id": 2, "user_id": "bob", "source_type": "camera"},)
+    assert record.params.user_panes == (
+        {**PANE_DEFAULTS, "pane_id": 2, "user_id": "bob", "source_type": "camera"},
+    )
     assert record.params.stream_url == URL and record.params.media_encode == 27  # the rest is kept
     response = fake_client.patch(f"/v1/apps/{APP}/tasks/t1/layout", json={"crop_mode": 1}, headers=basic())
     assert response.status_code == 200
@@ -738,11 +742,11 @@ def test_patch_layout_changes_the_stored_params(fake_client: FlaskClient, fake_s
     [
         ({"layout_ids": [3, 4]}, "InvalidLayoutID.Malformed", "LayoutIds"),
         ({"layout_ids": [99]}, "InvalidLayoutID.Malformed", "LayoutIds"),
-        ({"layout_ids": []}, "InvalidParameter", "layout_ids"),
+        ({"layout_ids": []}, "InvalidLayoutID.Malformed", "layout_ids"),
         ({"background_color": -1}, "InvalidBackgroundColor.Malformed", "BackgroundColor"),
         ({"crop_mode": 0}, "InvalidParameter", "CropMode"),
-        ({"layout_ids": "6"}, "InvalidParameter", "layout_ids"),
-        ({"media_encode": 1}, "InvalidParameter", "media_encode"),  # not a layout field
+        ({"layout_ids": "6"}, "InvalidLayoutID.Malformed", "layout_ids"),
+        ({"media_encode": 1}, "InvalidMediaEncode.Malformed", "media_encode"),  # not a layout field
         ({}, "MissingParameter", "layout_ids"),
     ],
 )

@@ -100,6 +100,7 @@ def service(
         "test_killed_worker_is_replaced": 2,
         "test_an_unreachable_rtmp_server_is_retried_and_visible": 3,
         "test_an_empty_channel_stops_the_task_by_itself": 4,
+        "test_old_sdk_client_code_starts_a_real_mix": 5,
     }[request.node.name]
     env = dict(os.environ)
     env.update(
@@ -339,3 +340,57 @@ def test_an_empty_channel_stops_the_task_by_itself(service: Service, nginx_rtmp:
     assert status == 409 and refused["code"] == "StreamURL.CoolingDown", (
         "the lease was released with a cooldown"
     )
+
+
+@pytest.mark.timeout(120)
+def test_old_sdk_client_code_starts_a_real_mix(service: Service, janus: Janus, nginx_rtmp: NginxRtmp) -> None:
+    """The vendor's documented client code, unchanged but for the endpoint and the keys."""
+    import aliyunsdkcore.request
+    from aliyunsdkcore.client import AcsClient
+    from aliyunsdkcore.http import protocol_type
+    from aliyunsdkrtc.request.v20180111.GetMPUTaskStatusRequest import GetMPUTaskStatusRequest
+    from aliyunsdkrtc.request.v20180111.StartMPUTaskRequest import StartMPUTaskRequest
+    from aliyunsdkrtc.request.v20180111.StopMPUTaskRequest import StopMPUTaskRequest
+
+    publishers = publish(janus, "sdk", 2, 60)
+    try:
+        time.sleep(1.5)
+        viewer = Viewer(nginx_rtmp, "sdk-live")
+        viewer.start()
+
+        client = AcsClient(ACCESS_KEY, SECRET, "cn-hangzhou")
+        request = StartMPUTaskRequest()
+        request.set_AppId(APP)
+        request.set_ChannelId("sdk")
+        request.set_TaskId("sdk-task")
+        request.set_MediaEncode(52)
+        request.set_BackgroundColor(0)
+        request.set_LayoutIdss([1, 2])
+        request.set_StreamURL(nginx_rtmp.rtmp_url("sdk-live") + "?auth_key=k")
+        request.add_query_param("TaskProfile", "2IN_720P")
+        request.set_endpoint(f"127.0.0.1:{service.api_port}")
+        aliyunsdkcore.request.set_default_protocol_type(protocol_type.HTTP)
+        response = client.do_action_with_exception(request)
+        assert b"RequestId" in response
+
+        status = GetMPUTaskStatusRequest()
+        status.set_AppId(APP)
+        status.set_TaskId("sdk-task")
+        status.set_endpoint(f"127.0.0.1:{service.api_port}")
+        wait_until(lambda: b'"Status":1' in client.do_action_with_exception(status), 20, "status 1")
+        wait_until(lambda: len(viewer.pictures) >= 20, 30, "the viewer receives the mix")
+        picture = viewer.pictures[-1][1]
+        assert picture.shape[:2] == (360, 640)
+        assert near(colour_at(picture, 0.30, 0.326), COLORS[0]), "layout 2, left pane: user1"
+        assert near(colour_at(picture, 0.80, 0.326), COLORS[1]), "layout 2, right pane: user2"
+
+        stop = StopMPUTaskRequest()
+        stop.set_AppId(APP)
+        stop.set_TaskId("sdk-task")
+        stop.set_endpoint(f"127.0.0.1:{service.api_port}")
+        client.do_action_with_exception(stop)
+        wait_until(lambda: b'"Status":3' in client.do_action_with_exception(status), 15, "status 3")
+        wait_until(lambda: stream_stats(nginx_rtmp, "sdk-live")[0] == 0, 10, "the push ends")
+    finally:
+        publishers.terminate()
+        publishers.wait(timeout=15)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import enum
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from layouts import SpecError
+from layouts import Layout, SpecError, layout_from_dict
 from mixer.spec import TaskSpec, UserPane, build_task_spec
 from mixer.urls import validate_stream_url
 
@@ -41,14 +41,58 @@ class TaskState(enum.StrEnum):
     WORKER_LOST = "worker lost"  # shown, never stored: the worker stopped heartbeating
 
 
+#: TaskParams fields holding lists (tuples in the dataclass, JSON arrays when stored).
+_LIST_FIELDS = (
+    "layout_ids",
+    "user_panes",
+    "backgrounds",
+    "watermarks",
+    "clock_widgets",
+    "sub_spec_users",
+    "sub_spec_audio_users",
+    "sub_spec_camera_users",
+    "sub_spec_share_screen_users",
+    "unsub_spec_audio_users",
+    "unsub_spec_camera_users",
+    "unsub_spec_share_screen_users",
+    "custom_layouts",
+)
+#: Subscription lists (SubSpec*/UnsubSpec*), not applied by the mixer yet (issue #6).
+_SUBSCRIPTION_FIELDS = tuple(name for name in _LIST_FIELDS if "spec_" in name)
+#: Scalar parameters that only take effect once the mixer implements them (issue #6), with the
+#: value that means "off": any other value is accepted and reported by :meth:`TaskParams.ignored`.
+_NOT_YET_APPLIED = {
+    "mix_mode": 1,
+    "stream_type": 0,
+    "source_type": "camera",
+    "payload_type": 0,
+    "report_vad": 0,
+    "vad_interval": None,
+    "rtp_ext_info": 0,
+    "time_stamp_ref": None,
+    "task_type": None,
+    "task_mode": 0,
+}
+
+
 @dataclass(frozen=True)
 class TaskParams:
     """StartMPUTask's parameters in snake_case, JSON-serialisable; :meth:`to_spec` validates them.
 
-    Attributes mirror the wire names: ``channel_id`` (ChannelId), ``stream_url`` (StreamURL),
+    Every field is the snake_case form of the wire parameter of the same name
+    (shared/reference/mpu-api.md): ``channel_id`` (ChannelId), ``stream_url`` (StreamURL),
     ``task_profile`` (TaskProfile), ``media_encode`` (MediaEncode), ``layout_ids`` (LayoutIds),
-    ``user_panes`` (UserPanes: dicts with pane_id, user_id, source_type), ``background_color``
-    (BackgroundColor), ``crop_mode`` (CropMode).
+    ``user_panes`` (UserPanes: dicts with pane_id, user_id, source_type, segment_type, images,
+    texts), ``background_color`` (BackgroundColor, ``R + G*256 + B*65536``), ``crop_mode``
+    (CropMode), ``backgrounds``/``watermarks``/``clock_widgets`` (dicts of the overlay fields,
+    coordinates normalized to the canvas), the SubSpec*/UnsubSpec* user lists, ``mix_mode``,
+    ``stream_type``, ``source_type``, ``payload_type``, ``report_vad``, ``vad_interval``,
+    ``rtp_ext_info``, ``time_stamp_ref``, ``task_type``, ``task_mode`` and ``enhanced_param``
+    (EnhancedParam.*, booleans and BackgroundPath).
+
+    ``custom_layouts`` is not a wire parameter: the custom layouts (:meth:`layouts.Layout.to_dict`)
+    that ``layout_ids`` names, copied when the task starts or its layout changes, so a task runs
+    the same on any worker whatever happens to the stored layout afterwards.
     """
 
     channel_id: str
@@ -59,12 +103,54 @@ class TaskParams:
     user_panes: tuple[dict[str, Any], ...] = ()
     background_color: int = 0
     crop_mode: int = 2
+    backgrounds: tuple[dict[str, Any], ...] = ()
+    watermarks: tuple[dict[str, Any], ...] = ()
+    clock_widgets: tuple[dict[str, Any], ...] = ()
     sub_spec_users: tuple[str, ...] = ()
     sub_spec_audio_users: tuple[str, ...] = ()
+    sub_spec_camera_users: tuple[str, ...] = ()
+    sub_spec_share_screen_users: tuple[str, ...] = ()
+    unsub_spec_audio_users: tuple[str, ...] = ()
+    unsub_spec_camera_users: tuple[str, ...] = ()
+    unsub_spec_share_screen_users: tuple[str, ...] = ()
+    mix_mode: int = 1
+    stream_type: int = 0
+    source_type: str = "camera"
+    payload_type: int = 0
+    report_vad: int = 0
+    vad_interval: int | None = None
+    rtp_ext_info: int = 0
+    time_stamp_ref: int | None = None
+    task_type: int | None = None
+    task_mode: int = 0
+    enhanced_param: dict[str, Any] = field(default_factory=dict)
+    custom_layouts: tuple[dict[str, Any], ...] = ()
 
     def ignored(self) -> list[str]:
-        """The names of parameters given but not applied by the mixer yet (issue #6), for the status."""
-        return [name for name in ("sub_spec_users", "sub_spec_audio_users") if getattr(self, name)]
+        """Parameters given but not applied by the mixer yet (issue #6), as snake_case paths
+        (``user_panes.images``, ``watermarks``, ``mix_mode``, ``enhanced_param.enable_...``), for the
+        task status: a client can see that its request was accepted but is not honoured."""
+        result = []
+        if any(pane.get("images") for pane in self.user_panes):
+            result.append("user_panes.images")
+        if any(pane.get("texts") for pane in self.user_panes):
+            result.append("user_panes.texts")
+        if any(pane.get("segment_type") for pane in self.user_panes):
+            result.append("user_panes.segment_type")
+        result += [name for name in ("backgrounds", "watermarks", "clock_widgets") if getattr(self, name)]
+        result += [name for name in _SUBSCRIPTION_FIELDS if getattr(self, name)]
+        result += [name for name, off in _NOT_YET_APPLIED.items() if getattr(self, name) != off]
+        result += [f"enhanced_param.{name}" for name, value in sorted(self.enhanced_param.items()) if value]
+        return result
+
+    def custom_layout_objects(self) -> dict[int, Layout]:
+        """The copied custom layouts by id.
+
+        Raises:
+            SpecError: a stored copy is not a valid layout (``InvalidLayoutID.Malformed``).
+        """
+        layouts = [layout_from_dict(data) for data in self.custom_layouts]
+        return {layout.id: layout for layout in layouts}
 
     def to_spec(self) -> TaskSpec:
         """Validate into the mixer's :class:`TaskSpec` (and the StreamURL).
@@ -88,32 +174,34 @@ class TaskParams:
             user_panes=panes,
             background_color=self.background_color,
             crop_mode=self.crop_mode,
+            custom_layouts=self.custom_layout_objects(),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
+        """JSON-ready dict (tuples become lists)."""
         data = asdict(self)
-        data["layout_ids"] = list(self.layout_ids)
-        data["user_panes"] = [dict(p) for p in self.user_panes]
-        data["sub_spec_users"] = list(self.sub_spec_users)
-        data["sub_spec_audio_users"] = list(self.sub_spec_audio_users)
+        for name in _LIST_FIELDS:
+            data[name] = [dict(item) if isinstance(item, dict) else item for item in getattr(self, name)]
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TaskParams:
-        """Inverse of :meth:`to_dict`."""
-        return cls(
-            channel_id=data["channel_id"],
-            stream_url=data["stream_url"],
-            media_encode=data.get("media_encode", 27),
-            task_profile=data.get("task_profile"),
-            layout_ids=tuple(data.get("layout_ids") or ()),
-            user_panes=tuple(dict(p) for p in data.get("user_panes") or ()),
-            background_color=data.get("background_color", 0),
-            crop_mode=data.get("crop_mode", 2),
-            sub_spec_users=tuple(data.get("sub_spec_users") or ()),
-            sub_spec_audio_users=tuple(data.get("sub_spec_audio_users") or ()),
-        )
+        """Inverse of :meth:`to_dict`; fields missing from ``data`` (older records) take their defaults.
+
+        Raises:
+            KeyError: ``channel_id`` or ``stream_url`` is missing.
+        """
+        values: dict[str, Any] = {"channel_id": data["channel_id"], "stream_url": data["stream_url"]}
+        for item in fields(cls):
+            if item.name in values or item.name not in data:
+                continue
+            value = data[item.name]
+            if item.name in _LIST_FIELDS:
+                value = tuple(dict(v) if isinstance(v, dict) else v for v in value or ())
+            elif item.name == "enhanced_param":
+                value = dict(value or {})
+            values[item.name] = value
+        return cls(**values)
 
 
 @dataclass

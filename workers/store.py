@@ -23,6 +23,8 @@ unambiguous because a TaskId never contains ``/``):
   each heartbeat, so a dead worker's lease expires by itself.
 - ``{p}:cooldown:<stream key>``: value = the name of the task that stopped; expires after
   ``cooldown_seconds``. A StreamURL is refused while it exists.
+- ``{p}:nonce:<AccessKeyId>:<sha256 of nonce>``: a signed request's nonce, kept for twice the
+  timestamp window (:meth:`TaskStore.use_nonce`).
 - ``{p}:fence``: counter of fencing tokens (one sequence for all tasks, so a token is never reused,
   not even by a later task with the same TaskId).
 
@@ -39,6 +41,7 @@ retried script could, e.g., claim a task twice.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -461,6 +464,22 @@ class TaskStore:
         """
         with _unavailable():
             self.client.ping()
+
+    def use_nonce(self, key_id: str, nonce: str, ttl_seconds: float) -> bool:
+        """Register the nonce of a signed API request (replay protection): ``SET NX`` on
+        ``{p}:nonce:<key_id>:<sha256(nonce)>`` expiring after ``ttl_seconds``.
+
+        Returns:
+            True the first time, False if ``key_id`` used ``nonce`` within ``ttl_seconds``.
+
+        Raises:
+            StoreUnavailableError: Redis cannot be reached.
+        """
+        digest = hashlib.sha256(nonce.encode("utf-8", "surrogatepass")).hexdigest()
+        with _unavailable():
+            return bool(
+                self.client.set(f"{self.prefix}:nonce:{key_id}:{digest}", 1, nx=True, px=_ms(ttl_seconds))
+            )
 
     def start_task(self, record: TaskRecord) -> TaskRecord:
         """Store a new task and take its StreamURL lease, in one atomic step.

@@ -1,0 +1,304 @@
+"""The MPU RPC dialect at ``/``: Alibaba Cloud RTC's MPU actions, so apps written against the official
+SDKs (``aliyun-python-sdk-rtc``, ``alibabacloud-rtc20180111``) or raw signed RPC calls move to us by
+changing the endpoint.
+
+A request is ``GET`` or ``POST /`` with ``Action=<name>`` (or the header ``x-acs-action``) and its
+parameters in the query string and/or a form body (``application/x-www-form-urlencoded``), signed
+with RPC signature v1 or ACS3-HMAC-SHA256 (:mod:`api.signatures`): a timestamp within 15 minutes
+and a nonce used once (kept in Redis). The parameters are parsed by :mod:`api.rpc_params` (both
+encodings of nested lists), validated by the same schemas as the REST API (:mod:`api.schemas`) and
+served by the same :class:`api.service.MixService`. Answers are JSON with a ``RequestId`` (XML with
+``Format=XML``); errors have the vendor's shape ``{"RequestId", "HostId", "Code", "Message"}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from apiflask import APIBlueprint
+from flask import Response, current_app, request
+from marshmallow import Schema, ValidationError
+
+from api.errors import first_problem, request_id
+from api.rpc_format import error_response, render
+from api.rpc_params import RpcParamError, parse_rpc_params, wire_name
+from api.schemas import (
+    CustomLayoutIn,
+    CustomLayoutPatchIn,
+    LayoutIn,
+    TaskIn,
+    TaskUpdateIn,
+)
+from api.service import APP_ID, STATUS_TEXT, LayoutPage, MixService, ServiceError, layout_out, validation_code
+from api.signatures import TIMESTAMP_WINDOW, SignatureError, SignedRequest, verify
+from layouts import Layout
+from mixer.urls import redact_url
+from workers.model import TaskRecord
+
+bp = APIBlueprint("rpc", __name__, enable_openapi=False)
+
+#: The API version the actions belong to.
+VERSION = "2018-01-11"
+#: Longest SignatureNonce accepted, in characters.
+MAX_NONCE_LENGTH = 128
+
+
+@dataclass(frozen=True)
+class Call:
+    """One RPC call being served: the app it acts on and its business parameters (snake_case)."""
+
+    app_id: str
+    params: dict[str, Any]
+
+    def required(self, name: str) -> Any:
+        """A parameter that must be present.
+
+        Raises:
+            ServiceError: MissingParameter.
+        """
+        if name not in self.params or self.params[name] in ("", None):
+            raise ServiceError(400, "MissingParameter", f"{wire_name([name])} is required", (name,))
+        return self.params[name]
+
+    def integer(self, name: str, default: int | None = None) -> int | None:
+        """An integer parameter (None or ``default`` when absent).
+
+        Raises:
+            ServiceError: InvalidParameter when it is not an integer.
+        """
+        value = self.params.get(name, default)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ServiceError(400, "InvalidParameter", f"{wire_name([name])} must be an integer", (name,))
+        return value
+
+    def load(self, schema: Schema, *, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The parameters (less ``exclude``) validated by a REST schema.
+
+        Raises:
+            ServiceError: the first invalid or missing parameter, with its wire name.
+        """
+        data = {k: v for k, v in self.params.items() if k not in exclude}
+        try:
+            loaded: dict[str, Any] = schema.load(data)
+        except ValidationError as exc:
+            path, text = first_problem(exc.messages, [])
+            keys: list[str | int] = [int(p) if isinstance(p, str) and p.isdigit() else p for p in path]
+            if text == "Unknown field.":
+                text = "unknown parameter"
+            raise ServiceError(
+                400, validation_code(keys, text), f"{wire_name(keys)}: {text}", tuple(keys)
+            ) from None
+        return loaded
+
+
+def _service() -> MixService:
+    service: MixService = current_app.extensions["mpu"].service
+    return service
+
+
+def _task_id(call: Call) -> str:
+    task_id = call.required("task_id")
+    if not isinstance(task_id, str):
+        raise ServiceError(400, "InvalidParameter", "TaskId must be a string", ("task_id",))
+    return task_id
+
+
+def _layout_id(call: Call) -> int:
+    call.required("layout_id")
+    layout_id = call.integer("layout_id")
+    assert layout_id is not None
+    return layout_id
+
+
+def _status(record: TaskRecord) -> dict[str, Any]:
+    """GetMPUTaskStatus: the vendor's ``Status`` and, as extensions the SDKs ignore, what we know more."""
+    return {
+        "Status": int(record.status),
+        "TaskId": record.task_id,
+        "ChannelId": record.params.channel_id,
+        "StatusText": STATUS_TEXT[record.status],
+        "State": str(record.state),
+        "Reason": record.reason,
+        "StreamURL": redact_url(record.params.stream_url),
+        "LayoutId": record.layout_id,
+        "Users": record.users,
+        "Restarts": record.restarts,
+        "Ignored": [wire_name(name.split(".")) for name in record.params.ignored()],
+    }
+
+
+def _layout(layout: Layout) -> dict[str, Any]:
+    """A layout as DescribeMPULayoutInfoList shows it (``Panes.Panes[]``)."""
+    data = layout_out(layout)
+    panes = [{wire_name([k]): v for k, v in pane.items()} for pane in data["panes"]]
+    return {
+        "LayoutId": data["layout_id"],
+        "Name": data["name"],
+        "AudioMixCount": data["audio_mix_count"],
+        "Panes": {"Panes": panes},
+    }
+
+
+def _page(page: LayoutPage) -> dict[str, Any]:
+    return {
+        "TotalNum": page.total,
+        "TotalPage": page.total_pages,
+        "Layouts": {"Layout": [_layout(layout) for layout in page.layouts]},
+    }
+
+
+def start_mpu_task(call: Call) -> dict[str, Any]:
+    """StartMPUTask."""
+    _service().start_task(call.app_id, call.load(TaskIn()))
+    return {}
+
+
+def stop_mpu_task(call: Call) -> dict[str, Any]:
+    """StopMPUTask."""
+    _service().stop_task(call.app_id, _task_id(call))
+    return {}
+
+
+def get_mpu_task_status(call: Call) -> dict[str, Any]:
+    """GetMPUTaskStatus."""
+    return _status(_service().get_task(call.app_id, _task_id(call)))
+
+
+def update_mpu_layout(call: Call) -> dict[str, Any]:
+    """UpdateMPULayout (LayoutIds required, as the vendor's)."""
+    task_id = _task_id(call)
+    call.required("layout_ids")
+    _service().update_task(call.app_id, task_id, call.load(LayoutIn(), exclude=("task_id",)))
+    return {}
+
+
+def update_mpu_task(call: Call) -> dict[str, Any]:
+    """UpdateMPUTask."""
+    task_id = _task_id(call)
+    _service().update_task(call.app_id, task_id, call.load(TaskUpdateIn(), exclude=("task_id",)))
+    return {}
+
+
+def create_mpu_layout(call: Call) -> dict[str, Any]:
+    """CreateMPULayout: answers the new ``LayoutId``."""
+    layout = _service().create_layout(call.app_id, call.load(CustomLayoutIn()))
+    return {"LayoutId": layout.id}
+
+
+def modify_mpu_layout(call: Call) -> dict[str, Any]:
+    """ModifyMPULayout."""
+    layout_id = _layout_id(call)
+    _service().modify_layout(call.app_id, layout_id, call.load(CustomLayoutPatchIn(), exclude=("layout_id",)))
+    return {}
+
+
+def delete_mpu_layout(call: Call) -> dict[str, Any]:
+    """DeleteMPULayout."""
+    _service().delete_layout(call.app_id, _layout_id(call))
+    return {}
+
+
+def describe_mpu_layouts(call: Call) -> dict[str, Any]:
+    """DescribeMPULayoutInfoList and DescribeMPULayoutList (filters LayoutId and Name, paging)."""
+    name = call.params.get("name")
+    if name is not None and not isinstance(name, str):
+        raise ServiceError(400, "InvalidParameter", "Name must be a string", ("name",))
+    page = _service().list_layouts(
+        call.app_id,
+        layout_id=call.integer("layout_id"),
+        name=name,
+        page_num=call.integer("page_num", 1) or 1,
+        page_size=call.integer("page_size", 10) or 10,
+    )
+    return _page(page)
+
+
+#: The actions and what serves them.
+ACTIONS: Mapping[str, Callable[[Call], dict[str, Any]]] = {
+    "StartMPUTask": start_mpu_task,
+    "StopMPUTask": stop_mpu_task,
+    "GetMPUTaskStatus": get_mpu_task_status,
+    "UpdateMPULayout": update_mpu_layout,
+    "UpdateMPUTask": update_mpu_task,
+    "CreateMPULayout": create_mpu_layout,
+    "ModifyMPULayout": modify_mpu_layout,
+    "DeleteMPULayout": delete_mpu_layout,
+    "DescribeMPULayoutInfoList": describe_mpu_layouts,
+    "DescribeMPULayoutList": describe_mpu_layouts,
+}
+
+
+def _pairs() -> tuple[list[tuple[str, str]], list[tuple[str, str]], bytes]:
+    """(query and form pairs, query pairs, raw body) of this request."""
+    body = request.get_data(cache=True)
+    query = list(request.args.items(multi=True))
+    form = (
+        list(request.form.items(multi=True))
+        if request.mimetype == "application/x-www-form-urlencoded"
+        else []
+    )
+    return query + form, query, body
+
+
+def _authenticate(pairs: list[tuple[str, str]], query: list[tuple[str, str]], body: bytes) -> str | None:
+    """Verify the signature, the timestamp and the nonce; the AccessKeyId, or None without auth.
+
+    Raises:
+        SignatureError: with the vendor's code.
+        ServiceError: Redis is unavailable for the nonce register (503).
+    """
+    services = current_app.extensions["mpu"]
+    if services.auth_disabled:
+        return None
+    signed = SignedRequest(request.method, request.path, pairs, query, dict(request.headers), body)
+
+    def secret_of(key_id: str) -> str | None:
+        key = services.access_keys.get(key_id)
+        return None if key is None else str(key.secret)
+
+    def use_nonce(key_id: str, nonce: str) -> bool:
+        if len(nonce) > MAX_NONCE_LENGTH:
+            raise SignatureError("InvalidParameter", f"SignatureNonce is longer than {MAX_NONCE_LENGTH}", 400)
+        return bool(services.use_nonce(key_id, nonce, 2 * TIMESTAMP_WINDOW))
+
+    verified = verify(signed, secret_of, use_nonce=use_nonce)
+    return verified.access_key_id
+
+
+@bp.route("/", methods=["GET", "POST"])
+def rpc() -> Response:
+    """Serve one MPU action (see the module docstring)."""
+    rid = request_id()
+    host = request.host
+    xml = False
+    try:
+        pairs, query, body = _pairs()
+        common = dict(pairs)
+        xml = common.get("Format", "").upper() == "XML"
+        key_id = _authenticate(pairs, query, body)
+        action = common.get("Action") or request.headers.get("x-acs-action", "")
+        version = common.get("Version") or request.headers.get("x-acs-version", VERSION)
+        if not action:
+            raise ServiceError(400, "MissingParameter", "Action is required", ("action",))
+        if action not in ACTIONS:
+            raise ServiceError(404, "InvalidAction.NotFound", f"unknown Action {action[:64]!r}")
+        if version != VERSION:
+            raise ServiceError(400, "InvalidVersion", f"Version must be {VERSION}")
+        params = parse_rpc_params(pairs)
+        app_id = params.pop("app_id", None)
+        if not app_id:
+            raise ServiceError(400, "MissingParameter", "AppId is required", ("app_id",))
+        if not isinstance(app_id, str) or not APP_ID.fullmatch(app_id):
+            raise ServiceError(400, "InvalidParameter", "AppId must be 1-64 characters of A-Z a-z 0-9 _ -")
+        if key_id is not None and not current_app.extensions["mpu"].access_keys[key_id].allows(app_id):
+            raise ServiceError(403, "Forbidden", f"this access key may not act on AppId {app_id}")
+        result = ACTIONS[action](Call(app_id, params))
+        return render({"RequestId": rid, **result}, 200, f"{action}Response" if xml else None)
+    except SignatureError as exc:
+        return error_response(exc.http_status, exc.code, exc.message, rid, host, xml)
+    except RpcParamError as exc:
+        return error_response(400, exc.code, exc.message, rid, host, xml)
+    except ServiceError as exc:
+        return error_response(exc.status, exc.code, exc.message, rid, host, xml)

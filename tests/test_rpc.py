@@ -1,0 +1,306 @@
+"""The MPU RPC dialect at ``/`` in process (Flask test client, a real Redis task store): transport
+details the SDK tests do not reach: GET and form bodies, XML, both nested-list encodings, the error
+shape, and a fuzz run of arbitrary parameters that must never give a 5xx."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlencode
+from xml.etree import ElementTree
+
+import pytest
+from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from api.app import create_app
+from api.signatures import rpc_v1_signature
+from stack.redis import Redis
+from workers.store import TaskStore
+
+AK, SECRET = "rpc-key", "rpc-secret"
+URL = "rtmp://cdn.example.com/live/streamkey?auth=zz"
+
+
+class Queue:
+    """A recording enqueue function."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def __call__(self, app_id: str, task_id: str) -> None:
+        self.calls.append((app_id, task_id))
+
+
+@pytest.fixture
+def store(redis_server: Redis) -> Iterator[TaskStore]:
+    prefix = f"rpc{uuid.uuid4().hex[:8]}"
+    store = TaskStore.from_url(redis_server.url, prefix=prefix)
+    yield store
+    keys = list(store.client.scan_iter(match=f"{prefix}:*"))
+    if keys:
+        store.client.delete(*keys)
+    store.close()
+
+
+@pytest.fixture
+def open_client(store: TaskStore) -> FlaskClient:
+    """Authentication off: the transport alone."""
+    return create_app({"MPU_AUTH_DISABLED": True, "STORE": store, "ENQUEUE": Queue()}).test_client()
+
+
+@pytest.fixture
+def signed_client(store: TaskStore) -> FlaskClient:
+    return create_app({"MPU_ACCESS_KEYS": f"{AK}:{SECRET}", "STORE": store, "ENQUEUE": Queue()}).test_client()
+
+
+def start_params(task_id: str = "t1", **extra: str) -> dict[str, str]:
+    params = {
+        "Action": "StartMPUTask",
+        "Version": "2018-01-11",
+        "AppId": "app1",
+        "ChannelId": "ch1",
+        "TaskId": task_id,
+        "StreamURL": URL,
+        "LayoutIds.1": "1",
+        "LayoutIds.2": "2",
+    }
+    params.update(extra)
+    return params
+
+
+def status_of(client: FlaskClient, task_id: str = "t1", fmt: str = "JSON") -> Any:
+    query = {"Action": "GetMPUTaskStatus", "AppId": "app1", "TaskId": task_id, "Format": fmt}
+    return client.get("/?" + urlencode(query))
+
+
+def test_get_query_post_query_and_form_body_are_the_same_call(
+    open_client: FlaskClient, store: TaskStore
+) -> None:
+    answer = open_client.get(
+        "/?" + urlencode(start_params("by-get", StreamURL=URL.replace("streamkey", "a")))
+    )
+    assert answer.status_code == 200 and answer.json is not None and answer.json["RequestId"]
+    answer = open_client.post("/", data=start_params("by-form", StreamURL=URL.replace("streamkey", "b")))
+    assert answer.status_code == 200, answer.json
+    mixed = start_params("by-both", StreamURL=URL.replace("streamkey", "c"))
+    form = {k: mixed.pop(k) for k in ("LayoutIds.1", "LayoutIds.2", "StreamURL")}
+    answer = open_client.post("/?" + urlencode(mixed), data=form)
+    assert answer.status_code == 200, answer.json
+    for task_id in ("by-get", "by-form", "by-both"):
+        assert store.get_task("app1", task_id).params.layout_ids == (1, 2)
+
+
+def test_both_encodings_of_pane_images_and_texts(open_client: FlaskClient, store: TaskStore) -> None:
+    dotted = {
+        "UserPanes.1.PaneId": "0",
+        "UserPanes.1.UserId": "alice",
+        "UserPanes.1.Images.1.Url": "https://example.com/a.png",
+        "UserPanes.1.Images.1.X": "0.25",
+        "UserPanes.1.Images.1.Display": "2",
+        "UserPanes.1.Texts.1.Text": "Alice",
+        "UserPanes.1.Texts.1.FontSize": "20",
+    }
+    old = {  # the old SDK's encoding: no dot between the pane and the item index
+        "UserPanes.1.PaneId": "0",
+        "UserPanes.1.UserId": "alice",
+        "UserPanes.11.Url": "https://example.com/a.png",
+        "UserPanes.12.Url": "https://example.com/a.png",
+        "UserPanes.12.X": "0.25",
+        "UserPanes.12.Display": "2",
+        "UserPanes.11.Text": "Alice",
+        "UserPanes.11.FontSize": "20",
+    }
+    assert open_client.post("/", data=start_params("dotted", **dotted)).status_code == 200
+    other = URL.replace("streamkey", "old")
+    assert open_client.post("/", data=start_params("old", StreamURL=other, **old)).status_code == 200
+    (pane,) = store.get_task("app1", "dotted").params.user_panes
+    (old_pane,) = store.get_task("app1", "old").params.user_panes
+    assert pane["images"][0]["x"] == 0.25 and pane["images"][0]["display"] == 2
+    assert pane["texts"][0] == old_pane["texts"][0]
+    assert old_pane["images"][1] == pane["images"][0]
+    assert old_pane["images"][0]["url"] == "https://example.com/a.png"
+
+
+def test_xml_answers_and_errors(open_client: FlaskClient) -> None:
+    assert open_client.post("/", data=start_params()).status_code == 200
+    answer = status_of(open_client, fmt="XML")
+    assert answer.status_code == 200 and answer.mimetype == "application/xml"
+    root = ElementTree.fromstring(answer.data)
+    assert root.tag == "GetMPUTaskStatusResponse"
+    assert root.findtext("Status") == "0" and root.findtext("RequestId")
+    assert "streamkey" not in answer.get_data(as_text=True)
+    missing = status_of(open_client, "nope", fmt="XML")
+    error = ElementTree.fromstring(missing.data)
+    assert missing.status_code == 404 and error.tag == "Error"
+    assert error.findtext("Code") == "InvalidTask.NotFound" and error.findtext("HostId") == "localhost"
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "code"),
+    [
+        ({"Action": "Nope", "AppId": "a"}, 404, "InvalidAction.NotFound"),
+        ({"AppId": "a"}, 400, "MissingParameter"),
+        ({"Action": "GetMPUTaskStatus", "TaskId": "t"}, 400, "MissingParameter"),
+        ({"Action": "GetMPUTaskStatus", "AppId": "a"}, 400, "MissingParameter"),
+        ({"Action": "GetMPUTaskStatus", "AppId": "a:b", "TaskId": "t"}, 400, "InvalidParameter"),
+        (
+            {"Action": "GetMPUTaskStatus", "AppId": "a", "TaskId": "t", "Version": "2017-01-01"},
+            400,
+            "InvalidVersion",
+        ),
+        ({"Action": "StartMPUTask", "AppId": "a", "TaskId": "t", "ChannelId": "c"}, 400, "MissingParameter"),
+        ({**start_params(), "Unknown": "1"}, 400, "InvalidParameter"),
+        ({**start_params(), "LayoutIds": "1"}, 400, "InvalidParameter"),  # scalar and list at once
+        (
+            {**start_params(), "UserPanes.111.Url": "https://e.com/a.png"},
+            400,
+            "InvalidParameter",
+        ),  # ambiguous
+        (
+            {
+                **start_params(),
+                "UserPanes.1.PaneId": "0",
+                "UserPanes.1.UserId": "u",
+                "UserPanes.1.Images.1.Url": "ftp://e.com/a.png",
+            },
+            400,
+            "InvalidParameter",
+        ),
+        (
+            {
+                **start_params(),
+                "UserPanes.1.PaneId": "0",
+                "UserPanes.1.UserId": "u",
+                "UserPanes.1.Texts.1.Text": "t",
+                "UserPanes.1.Texts.1.FontSize": "73",
+            },
+            400,
+            "InvalidParameter",
+        ),
+        (
+            {**start_params(), "Watermarks.1.Url": "https://e.com/w.png", "Watermarks.1.Alpha": "2"},
+            400,
+            "InvalidParameter",
+        ),
+        ({**start_params(), "MediaEncode": "x"}, 400, "InvalidMediaEncode.Malformed"),
+        ({**start_params(), "LayoutIds.1": "one"}, 400, "InvalidLayoutID.Malformed"),
+        ({**start_params(), "BackgroundColor": "-1"}, 400, "InvalidBackgroundColor.Malformed"),
+        ({**start_params(), "StreamURL": "file:///etc/passwd"}, 400, "InvalidStreamURL.Malformed"),
+        ({"Action": "DeleteMPULayout", "AppId": "a", "LayoutId": "x"}, 400, "InvalidParameter"),
+        ({"Action": "DeleteMPULayout", "AppId": "a", "LayoutId": "5"}, 404, "InvalidLayout.NotFound"),
+        ({"Action": "DescribeMPULayoutInfoList", "AppId": "a", "PageSize": "1000"}, 400, "InvalidParameter"),
+    ],
+)
+def test_errors_have_the_vendor_shape(
+    open_client: FlaskClient, params: dict[str, str], status: int, code: str
+) -> None:
+    answer = open_client.post("/", data=params)
+    body = answer.json
+    assert answer.status_code == status and body is not None, body
+    assert set(body) == {"RequestId", "HostId", "Code", "Message"} and body["Code"] == code, body
+    assert "streamkey" not in answer.get_data(as_text=True)
+
+
+def test_other_methods_and_oversized_bodies_answer_in_the_vendor_shape(open_client: FlaskClient) -> None:
+    answer = open_client.put("/", data=start_params())
+    assert answer.status_code == 405 and answer.json is not None and answer.json["Code"] == "MethodNotAllowed"
+    answer = open_client.post("/", data={"Action": "StartMPUTask", "ChannelId": "x" * 70000})
+    assert answer.status_code == 413 and answer.json is not None and answer.json["Code"] == "RequestTooLarge"
+
+
+def test_unsigned_and_badly_signed_requests_are_refused(signed_client: FlaskClient) -> None:
+    answer = signed_client.post("/", data=start_params())
+    assert answer.status_code == 400 and answer.json is not None and answer.json["Code"] == "MissingParameter"
+    params = {
+        **start_params(),
+        "AccessKeyId": AK,
+        "SignatureMethod": "HMAC-SHA1",
+        "SignatureVersion": "1.0",
+        "SignatureNonce": uuid.uuid4().hex,
+        "Timestamp": "2020-01-01T00:00:00Z",
+    }
+    params["Signature"] = rpc_v1_signature(SECRET, "POST", list(params.items()))
+    answer = signed_client.post("/", data=params)
+    assert answer.json is not None and answer.json["Code"] == "InvalidTimeStamp.Expired"
+    params["TaskId"] = "changed-after-signing"
+    answer = signed_client.post("/", data=params)
+    assert answer.json is not None and answer.json["Code"] == "SignatureDoesNotMatch"
+
+
+NAMES = st.sampled_from(
+    [
+        "Action",
+        "AppId",
+        "TaskId",
+        "ChannelId",
+        "StreamURL",
+        "MediaEncode",
+        "LayoutIds.1",
+        "LayoutIds.17",
+        "LayoutIds",
+        "UserPanes.1.PaneId",
+        "UserPanes.1.UserId",
+        "UserPanes.11.Url",
+        "UserPanes.11.X",
+        "UserPanes.1.Images.1.Url",
+        "UserPanes.1.Texts.1.Text",
+        "UserPanes.99.Text",
+        "Backgrounds.1.Url",
+        "Watermarks.1.Alpha",
+        "ClockWidgets.1.FontSize",
+        "EnhancedParam.EnablePortraitSegmentation",
+        "LayoutId",
+        "Name",
+        "Panes.1.X",
+        "Panes.1.PaneId",
+        "PageNum",
+        "PageSize",
+        "Format",
+        "Version",
+        "SubSpecUsers.1",
+        "CropMode",
+        "BackgroundColor",
+        "TaskProfile",
+        "MixMode",
+        "x.y.z.w.v",
+        "",
+    ]
+)
+VALUES = st.one_of(
+    st.sampled_from(
+        [
+            "0",
+            "1",
+            "-1",
+            "0.5",
+            "1e309",
+            "nan",
+            "abc",
+            "",
+            "StartMPUTask",
+            "app1",
+            "GetMPUTaskStatus",
+            "CreateMPULayout",
+            "DescribeMPULayoutInfoList",
+            "UpdateMPULayout",
+            "rtmp://h/live/s",
+            "XML",
+            "https://e.com/a.png",
+            "99999999999999999999",
+        ]
+    ),
+    st.text(max_size=20),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pairs=st.lists(st.tuples(NAMES | st.text(max_size=12), VALUES), max_size=12))
+def test_fuzz_no_5xx(open_client: FlaskClient, pairs: list[tuple[str, str]]) -> None:
+    answer = open_client.post("/", data=urlencode(pairs), content_type="application/x-www-form-urlencoded")
+    assert answer.status_code < 500, answer.get_data(as_text=True)
+    body = answer.json if answer.mimetype == "application/json" else None
+    if answer.status_code >= 400 and body is not None:
+        assert {"Code", "Message", "RequestId", "HostId"} <= set(body)
