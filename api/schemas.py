@@ -111,17 +111,22 @@ class UserPaneIn(Schema):
     texts = List(Nested(TextIn), load_default=list, validate=Length(max=16))
 
 
-class MixFieldsIn(Schema):
-    """What StartMPUTask and UpdateMPUTask share (no load defaults: an update changes only what it names)."""
+class LayoutFieldsIn(Schema):
+    """What a layout update may change (UpdateMPULayout), besides LayoutIds."""
 
-    media_encode = Integer(strict=True)
-    layout_ids = List(Integer(strict=True), validate=Length(max=16))
     user_panes = List(Nested(UserPaneIn), validate=Length(max=16))
     background_color = Integer(strict=True)
     crop_mode = Integer(strict=True)
     backgrounds = List(Nested(BackgroundIn), validate=Length(max=16))
     watermarks = List(Nested(WatermarkIn), validate=Length(max=16))
     clock_widgets = List(Nested(ClockWidgetIn), validate=Length(max=16))
+
+
+class MixFieldsIn(LayoutFieldsIn):
+    """What StartMPUTask and UpdateMPUTask share (no load defaults: an update changes only what it names)."""
+
+    media_encode = Integer(strict=True)
+    layout_ids = List(Integer(strict=True), validate=Length(max=16))
     sub_spec_users = List(String(validate=NAME), validate=Length(max=64))
     sub_spec_audio_users = List(String(validate=NAME), validate=Length(max=64))
     sub_spec_camera_users = List(String(validate=NAME), validate=Length(max=64))
@@ -160,16 +165,10 @@ class TaskUpdateIn(MixFieldsIn):
     running value (a running stream cannot change its encoding)."""
 
 
-class LayoutIn(Schema):
+class LayoutIn(LayoutFieldsIn):
     """UpdateMPULayout: any of these; the others keep their values."""
 
     layout_ids = List(Integer(strict=True), validate=Length(1, 16))
-    user_panes = List(Nested(UserPaneIn), validate=Length(max=16))
-    background_color = Integer(strict=True)
-    crop_mode = Integer(strict=True)
-    backgrounds = List(Nested(BackgroundIn), validate=Length(max=16))
-    watermarks = List(Nested(WatermarkIn), validate=Length(max=16))
-    clock_widgets = List(Nested(ClockWidgetIn), validate=Length(max=16))
 
 
 class PaneIn(Schema):

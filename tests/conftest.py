@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from stack.nginx_rtmp import NginxRtmp
 from stack.ports import free_port
 from stack.redis import Redis
 from tests.media import COLORS, TONES, write_test_clip
+from workers.store import TaskStore
 
 
 @pytest.fixture(scope="session")
@@ -67,3 +69,15 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redis]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def task_store(redis_server: Redis) -> Iterator[TaskStore]:
+    """A task store on the real Redis under a key prefix of its own, emptied afterwards."""
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    store = TaskStore.from_url(redis_server.url, prefix=prefix)
+    yield store
+    keys = list(store.client.scan_iter(match=f"{prefix}:*"))
+    if keys:
+        store.client.delete(*keys)
+    store.close()

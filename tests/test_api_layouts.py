@@ -4,15 +4,12 @@ Redis store, through the same service as the RPC dialect."""
 from __future__ import annotations
 
 import base64
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 
 from api.app import create_app
-from stack.redis import Redis
 from workers.store import TaskStore
 
 AUTH = {"Authorization": "Basic " + base64.b64encode(b"k1:s1").decode()}
@@ -23,19 +20,8 @@ HALVES = [
 
 
 @pytest.fixture
-def store(redis_server: Redis) -> Iterator[TaskStore]:
-    prefix = f"lay{uuid.uuid4().hex[:8]}"
-    store = TaskStore.from_url(redis_server.url, prefix=prefix)
-    yield store
-    keys = list(store.client.scan_iter(match=f"{prefix}:*"))
-    if keys:
-        store.client.delete(*keys)
-    store.close()
-
-
-@pytest.fixture
-def client(store: TaskStore) -> FlaskClient:
-    app = create_app({"MPU_ACCESS_KEYS": "k1:s1", "STORE": store, "ENQUEUE": lambda a, t: None})
+def client(task_store: TaskStore) -> FlaskClient:
+    app = create_app({"MPU_ACCESS_KEYS": "k1:s1", "STORE": task_store, "ENQUEUE": lambda a, t: None})
     return app.test_client()
 
 
@@ -91,13 +77,13 @@ def test_bad_layouts(client: FlaskClient, body: dict[str, Any], code: str, field
     assert call(client, "GET", "/v1/apps/a1/layouts")[1]["total_num"] == 0
 
 
-def test_a_task_uses_a_copy_and_holds_its_layout(client: FlaskClient, store: TaskStore) -> None:
+def test_a_task_uses_a_copy_and_holds_its_layout(client: FlaskClient, task_store: TaskStore) -> None:
     _, created = call(client, "POST", "/v1/apps/a1/layouts", {"name": "halves", "panes": HALVES})
     layout_id = created["layout_id"]
     task = {"task_id": "t1", "channel_id": "c", "stream_url": "rtmp://h/live/s", "layout_ids": [1, layout_id]}
     status, started = call(client, "POST", "/v1/apps/a1/tasks", task)
     assert status == 201, started
-    copy = store.get_task("a1", "t1").params.custom_layouts
+    copy = task_store.get_task("a1", "t1").params.custom_layouts
     assert [c["id"] for c in copy] == [layout_id] and copy[0]["panes"][1]["x"] == 0.5
 
     status, error = call(client, "DELETE", f"/v1/apps/a1/layouts/{layout_id}")
@@ -110,7 +96,7 @@ def test_a_task_uses_a_copy_and_holds_its_layout(client: FlaskClient, store: Tas
     assert client.delete(f"/v1/apps/a1/layouts/{layout_id}", headers=AUTH).status_code == 204
 
 
-def test_update_task_changes_overlays_and_subscriptions(client: FlaskClient, store: TaskStore) -> None:
+def test_update_task_changes_overlays_and_subscriptions(client: FlaskClient, task_store: TaskStore) -> None:
     task = {"task_id": "t1", "channel_id": "c", "stream_url": "rtmp://h/live/s", "media_encode": 20}
     assert call(client, "POST", "/v1/apps/a1/tasks", task)[0] == 201
     change = {
@@ -121,7 +107,7 @@ def test_update_task_changes_overlays_and_subscriptions(client: FlaskClient, sto
     status, updated = call(client, "PATCH", "/v1/apps/a1/tasks/t1", change)
     assert status == 200, updated
     assert {"sub_spec_users", "watermarks"} <= set(updated["ignored"])
-    params = store.get_task("a1", "t1").params
+    params = task_store.get_task("a1", "t1").params
     assert params.sub_spec_users == ("alice", "bob") and params.watermarks[0]["alpha"] == 0.5
     assert params.watermarks[0]["x"] == 0.0 and params.watermarks[0]["display"] == 1  # defaults filled in
     status, error = call(client, "PATCH", "/v1/apps/a1/tasks/t1", {"media_encode": 27})

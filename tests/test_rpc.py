@@ -5,7 +5,6 @@ shape, and a fuzz run of arbitrary parameters that must never give a 5xx."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 from xml.etree import ElementTree
@@ -17,7 +16,6 @@ from hypothesis import strategies as st
 
 from api.app import create_app
 from api.signatures import rpc_v1_signature
-from stack.redis import Redis
 from workers.store import TaskStore
 
 AK, SECRET = "rpc-key", "rpc-secret"
@@ -35,25 +33,16 @@ class Queue:
 
 
 @pytest.fixture
-def store(redis_server: Redis) -> Iterator[TaskStore]:
-    prefix = f"rpc{uuid.uuid4().hex[:8]}"
-    store = TaskStore.from_url(redis_server.url, prefix=prefix)
-    yield store
-    keys = list(store.client.scan_iter(match=f"{prefix}:*"))
-    if keys:
-        store.client.delete(*keys)
-    store.close()
-
-
-@pytest.fixture
-def open_client(store: TaskStore) -> FlaskClient:
+def open_client(task_store: TaskStore) -> FlaskClient:
     """Authentication off: the transport alone."""
-    return create_app({"MPU_AUTH_DISABLED": True, "STORE": store, "ENQUEUE": Queue()}).test_client()
+    return create_app({"MPU_AUTH_DISABLED": True, "STORE": task_store, "ENQUEUE": Queue()}).test_client()
 
 
 @pytest.fixture
-def signed_client(store: TaskStore) -> FlaskClient:
-    return create_app({"MPU_ACCESS_KEYS": f"{AK}:{SECRET}", "STORE": store, "ENQUEUE": Queue()}).test_client()
+def signed_client(task_store: TaskStore) -> FlaskClient:
+    return create_app(
+        {"MPU_ACCESS_KEYS": f"{AK}:{SECRET}", "STORE": task_store, "ENQUEUE": Queue()}
+    ).test_client()
 
 
 def start_params(task_id: str = "t1", **extra: str) -> dict[str, str]:
@@ -77,7 +66,7 @@ def status_of(client: FlaskClient, task_id: str = "t1", fmt: str = "JSON") -> An
 
 
 def test_get_query_post_query_and_form_body_are_the_same_call(
-    open_client: FlaskClient, store: TaskStore
+    open_client: FlaskClient, task_store: TaskStore
 ) -> None:
     answer = open_client.get(
         "/?" + urlencode(start_params("by-get", StreamURL=URL.replace("streamkey", "a")))
@@ -90,10 +79,10 @@ def test_get_query_post_query_and_form_body_are_the_same_call(
     answer = open_client.post("/?" + urlencode(mixed), data=form)
     assert answer.status_code == 200, answer.json
     for task_id in ("by-get", "by-form", "by-both"):
-        assert store.get_task("app1", task_id).params.layout_ids == (1, 2)
+        assert task_store.get_task("app1", task_id).params.layout_ids == (1, 2)
 
 
-def test_both_encodings_of_pane_images_and_texts(open_client: FlaskClient, store: TaskStore) -> None:
+def test_both_encodings_of_pane_images_and_texts(open_client: FlaskClient, task_store: TaskStore) -> None:
     dotted = {
         "UserPanes.1.PaneId": "0",
         "UserPanes.1.UserId": "alice",
@@ -116,8 +105,8 @@ def test_both_encodings_of_pane_images_and_texts(open_client: FlaskClient, store
     assert open_client.post("/", data=start_params("dotted", **dotted)).status_code == 200
     other = URL.replace("streamkey", "old")
     assert open_client.post("/", data=start_params("old", StreamURL=other, **old)).status_code == 200
-    (pane,) = store.get_task("app1", "dotted").params.user_panes
-    (old_pane,) = store.get_task("app1", "old").params.user_panes
+    (pane,) = task_store.get_task("app1", "dotted").params.user_panes
+    (old_pane,) = task_store.get_task("app1", "old").params.user_panes
     assert pane["images"][0]["x"] == 0.25 and pane["images"][0]["display"] == 2
     assert pane["texts"][0] == old_pane["texts"][0]
     assert old_pane["images"][1] == pane["images"][0]

@@ -33,12 +33,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from layouts import Layout, SpecError, layout_from_dict
 from workers.model import StoreError
-from workers.store import DEFAULT_TIMEOUT, _unavailable
+from workers.store import DEFAULT_TIMEOUT, _unavailable, redis_client
 
 #: The first id given to an app's custom layouts (system layouts are 1..13).
 FIRST_CUSTOM_LAYOUT_ID = 100
@@ -228,14 +226,7 @@ class LayoutStore:
         Raises:
             ValueError: malformed URL, or an empty prefix.
         """
-        client = redis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-            decode_responses=False,
-        )
-        return cls(client, prefix=prefix)
+        return cls(redis_client(url, timeout), prefix=prefix)
 
     def close(self) -> None:
         """Close the client's connections (the store can still be used: it reconnects)."""

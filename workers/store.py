@@ -339,6 +339,23 @@ def _unavailable() -> Iterator[None]:
         raise StoreUnavailableError(f"the task store is unavailable ({exc.__class__.__name__})") from None
 
 
+def redis_client(url: str, timeout: float = DEFAULT_TIMEOUT) -> redis.Redis:
+    """A redis-py client for ``url`` with ``timeout`` seconds as its connect and read timeouts and
+    no automatic retries (a retried script is not idempotent); bytes responses. No connection is
+    made yet.
+
+    Raises:
+        ValueError: malformed URL.
+    """
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        decode_responses=False,
+    )
+
+
 class TaskStore:
     """Mix tasks in Redis (see the module docstring for the keys and the guarantees).
 
@@ -405,15 +422,8 @@ class TaskStore:
         Raises:
             ValueError: malformed URL or settings.
         """
-        client = redis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-            decode_responses=False,
-        )
         return cls(
-            client,
+            redis_client(url, timeout),
             prefix=prefix,
             cooldown_seconds=cooldown_seconds,
             lease_seconds=lease_seconds,
