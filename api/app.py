@@ -23,7 +23,7 @@ from api.auth import AccessKey, parse_access_keys
 from api.layouts import bp as layouts_bp
 from api.rpc import bp as rpc_bp
 from api.schemas import ErrorOut
-from api.service import MixService
+from api.service import APP_ID, MixService
 from api.tasks import bp as tasks_bp
 
 #: Largest request body accepted, in bytes.
@@ -88,6 +88,25 @@ def _celery_enqueue(app_id: str, task_id: str) -> None:
     enqueue_mix(app_id, task_id)
 
 
+def document_guard(spec: dict[Any, Any] | str) -> dict[Any, Any] | str:
+    """The OpenAPI document says what :func:`api.auth.guard_app_request` enforces (the URL rules and
+    APIFlask do not): an ``app_id`` path parameter has the AppId's form, and a request body (a JSON
+    object) is required. (``spec`` is a str only with ``SPEC_FORMAT = "yaml"``, which this app does not
+    use.)"""
+    if isinstance(spec, str):
+        return spec
+    for path_item in spec.get("paths", {}).values():
+        for operation in path_item.values():
+            if not isinstance(operation, dict):
+                continue
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") == "path" and parameter.get("name") == "app_id":
+                    parameter["schema"] = {"type": "string", "pattern": f"^{APP_ID.pattern}$"}
+            if "requestBody" in operation:
+                operation["requestBody"]["required"] = True
+    return spec
+
+
 def _version() -> str:
     try:
         return metadata.version("rtc-mpu")
@@ -113,6 +132,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> APIFlask:
     app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH
     app.config["SPEC_FORMAT"] = "json"
     app.config["DESCRIPTION"] = DESCRIPTION
+    app.spec_processor(document_guard)
     # The OpenAPI document shows the answers the API really gives.
     app.config["VALIDATION_ERROR_STATUS_CODE"] = 400
     app.config["VALIDATION_ERROR_DESCRIPTION"] = "Missing or invalid parameter (MissingParameter, ...)"

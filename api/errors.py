@@ -106,20 +106,28 @@ def register(app: APIFlask) -> None:
     @app.errorhandler(HTTPException)
     def http_exception(error: HTTPException) -> Any:
         status = error.code or 500
+        # The exception's own headers (a 405's Allow, RFC 9110), not the Content-Type of its HTML page.
+        headers = [(name, value) for name, value in error.get_headers() if name.lower() != "content-type"]
         if request.blueprint == "rpc" or request.path == "/":
-            return error_response(
+            response = error_response(
                 status,
                 DEFAULT_CODES.get(status, "Error"),
                 error.description or "",
                 request_id(),
                 request.host,
             )
-        return {
-            "code": DEFAULT_CODES.get(status, "Error"),
-            "message": error.description or "",
-            "field": None,
-            "request_id": request_id(),
-        }, status
+            response.headers.extend(headers)
+            return response
+        return (
+            {
+                "code": DEFAULT_CODES.get(status, "Error"),
+                "message": error.description or "",
+                "field": None,
+                "request_id": request_id(),
+            },
+            status,
+            headers,
+        )
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> Any:

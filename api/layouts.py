@@ -53,7 +53,7 @@ def create_layout(app_id: str, body: dict[str, Any]) -> dict[str, Any]:
 @bp.doc(
     summary="The app's custom layouts, a page at a time (DescribeMPULayoutInfoList)",
     security="BasicAuth",
-    responses={400: "invalid page or filter", **READ_ERRORS},
+    responses={**READ_ERRORS, 400: "Malformed AppId, invalid page or filter"},
 )
 def list_layouts(app_id: str, query: dict[str, Any]) -> dict[str, Any]:
     return page_out(service().list_layouts(app_id, **query))

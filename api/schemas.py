@@ -15,6 +15,8 @@ TASK_ID = Regexp(r"^[A-Za-z0-9_-]{1,55}$", error="must be 1-55 characters of A-Z
 UNIT = Range(0.0, 1.0)
 #: Normalized size, (0, 1].
 SIZE = Range(0.0, 1.0, min_inclusive=False)
+#: What the OpenAPI document says of a SIZE field: apispec writes ``minimum: 0`` and drops the exclusion.
+SIZE_DOC = {"exclusiveMinimum": 0.0}
 #: Colour integer ``R + G*256 + B*65536``.
 COLOR = Range(0, 0xFFFFFF)
 #: ZOrder range (the vendor documents none; 0..100 is what we accept).
@@ -30,8 +32,8 @@ class RectIn(Schema):
 
     x = Float(load_default=0.0, validate=UNIT)
     y = Float(load_default=0.0, validate=UNIT)
-    width = Float(load_default=1.0, validate=SIZE)
-    height = Float(load_default=1.0, validate=SIZE)
+    width = Float(load_default=1.0, validate=SIZE, metadata=SIZE_DOC)
+    height = Float(load_default=1.0, validate=SIZE, metadata=SIZE_DOC)
     z_order = Integer(load_default=0, strict=True, validate=ZORDER)
 
 
@@ -73,7 +75,14 @@ class TextIn(TextStyleIn):
 
 
 class ClockWidgetIn(TextStyleIn):
-    """ClockWidgets.M: a wall clock on the canvas."""
+    """ClockWidgets.M: a wall clock (HH:MM:SS) on the canvas."""
+
+    time_zone = String(
+        validate=Length(1, 64),
+        metadata={
+            "description": "IANA time zone, e.g. Asia/Shanghai (rtc-mpu's extension; default: the worker's)"
+        },
+    )
 
 
 class BackgroundIn(RectIn):
@@ -144,13 +153,20 @@ class TaskIn(MixFieldsIn):
 
     task_id = String(required=True, validate=TASK_ID)
     channel_id = String(required=True, validate=NAME)
-    stream_url = String(required=True, validate=Length(1, 2048))
+    stream_url = String(
+        required=True,
+        validate=Length(1, 2048),
+        metadata={
+            "description": "rtmp://host[:port]/app/stream[?query], or rtmps://",
+            "example": "rtmp://127.0.0.1/live/stream",
+        },
+    )
     task_profile = String(load_default=None, allow_none=True, validate=Length(1, 32))
     payload_type = Integer(
         strict=True, validate=OneOf([0, 1]), metadata={"description": "1: data in H.264 SEI"}
     )
     report_vad = Integer(strict=True, validate=OneOf([0, 1]))
-    vad_interval = Integer(strict=True, validate=Range(0, 60000))
+    vad_interval = Integer(strict=True, validate=Range(100, 60000), metadata={"description": "milliseconds"})
     rtp_ext_info = Integer(strict=True, validate=OneOf([0, 1]))
     time_stamp_ref = Integer(strict=True)
     task_type = Integer(strict=True, validate=Range(0, 100))
@@ -178,8 +194,8 @@ class PaneIn(Schema):
     major_pane = Integer(load_default=0, strict=True, validate=OneOf([0, 1]))
     x = Float(required=True, validate=UNIT)
     y = Float(required=True, validate=UNIT)
-    width = Float(required=True, validate=SIZE)
-    height = Float(required=True, validate=SIZE)
+    width = Float(required=True, validate=SIZE, metadata=SIZE_DOC)
+    height = Float(required=True, validate=SIZE, metadata=SIZE_DOC)
     z_order = Integer(load_default=0, strict=True, validate=ZORDER)
 
 

@@ -17,11 +17,12 @@ from workers.model import TaskRecord
 bp = APIBlueprint("tasks", __name__, url_prefix="/v1", tag="Tasks")
 
 #: Error answers each kind of operation may give besides 403/404 (documented in the OpenAPI document).
-READ_ERRORS = {503: "Redis is unavailable (ServiceUnavailable)"}
+UNAVAILABLE = {503: "Redis is unavailable (ServiceUnavailable)"}
+READ_ERRORS = {400: "Malformed AppId (InvalidParameter, field app_id)", **UNAVAILABLE}
 WRITE_ERRORS = {
+    **READ_ERRORS,
     400: "Missing or invalid parameter (the code names it; field is the parameter)",
     413: "Request body larger than 64 KiB (RequestTooLarge)",
-    **READ_ERRORS,
 }
 START_ERRORS = {
     **WRITE_ERRORS,
@@ -117,7 +118,7 @@ def stop_task(app_id: str, task_id: str) -> dict[str, Any]:
 
 @bp.get("/health")
 @bp.output(HealthOut)
-@bp.doc(summary="Whether the API reaches Redis (no authentication)", responses=READ_ERRORS)
+@bp.doc(summary="Whether the API reaches Redis (no authentication)", responses=UNAVAILABLE)
 def health() -> dict[str, Any]:
     service().ping()
     return {"redis": "ok"}

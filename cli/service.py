@@ -55,7 +55,14 @@ def run_worker(args: argparse.Namespace) -> int:
     """Run a Celery worker (blocks; SIGTERM = warm shutdown: running mixes finish first)."""
     if args.slots is not None:
         os.environ["MPU_MIX_SLOTS"] = str(args.slots)
+    from mixer.text import FontError, check_fonts
     from workers.celery_app import QUEUE, app, settings
+
+    try:
+        check_fonts()  # texts and clocks need them: fail now, not in the middle of a show
+    except FontError as exc:
+        print(f"mpu worker: {exc}", file=sys.stderr)
+        return 1
 
     argv = [
         "worker",

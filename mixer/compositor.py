@@ -18,7 +18,9 @@ from av.video.reformatter import ColorRange, Colorspace, Interpolation, VideoRef
 
 from mixer.color import rgb_to_yuv601
 from mixer.geometry import Placement, Rect, fit
+from mixer.overlay_spec import Layer
 from mixer.spec import CropMode
+from mixer.sprite import Sprite, blend
 
 Plane = npt.NDArray[np.uint8]
 
@@ -38,6 +40,21 @@ class PaneDraw:
     rect: Rect
     zorder: int
     frame: av.VideoFrame | None
+
+
+@dataclass(frozen=True)
+class OverlayDraw:
+    """One overlay picture to draw in a frame.
+
+    Attributes:
+        zorder: drawing order on the same scale as panes' (see :mod:`mixer.overlay_spec`).
+        layer: its kind, which orders it among panes and overlays of equal zorder.
+        sprite: the picture with alpha, already placed on the canvas.
+    """
+
+    zorder: int
+    layer: Layer
+    sprite: Sprite
 
 
 def plane_view(frame: av.VideoFrame, index: int) -> Plane:
@@ -101,11 +118,13 @@ class Compositor:
         self.background_yuv = rgb_to_yuv601(*background_rgb)
         self.crop_mode = crop_mode
 
-    def compose(self, panes: Sequence[PaneDraw]) -> av.VideoFrame:
+    def compose(self, panes: Sequence[PaneDraw], overlays: Sequence[OverlayDraw] = ()) -> av.VideoFrame:
         """Draw one output frame.
 
         Args:
             panes: the panes of the frame, in any order; drawn by ascending zorder (stable).
+            overlays: overlay pictures, blended in the same order: by zorder, then by layer
+                (backgrounds below panes, pane overlays, watermarks and clocks above them).
 
         Returns:
             A new ``width`` x ``height`` yuv420p frame tagged BT.601 limited range, pts unset.
@@ -117,7 +136,15 @@ class Compositor:
         for plane, value in zip(planes, self.background_yuv, strict=True):
             plane.fill(value)
         live_keys = set()
-        for pane in sorted(panes, key=lambda p: p.zorder):
+        items: list[tuple[int, int, int, PaneDraw | OverlayDraw]] = [
+            (pane.zorder, Layer.PANE, index, pane) for index, pane in enumerate(panes)
+        ]
+        items += [(o.zorder, o.layer, index, o) for index, o in enumerate(overlays)]
+        items.sort(key=lambda item: item[:3])
+        for *_, pane in items:
+            if isinstance(pane, OverlayDraw):
+                blend(planes, pane.sprite)
+                continue
             live_keys.add(pane.key)
             if pane.frame is None:
                 self._fill(planes, pane.rect)

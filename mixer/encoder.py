@@ -6,6 +6,12 @@ VBV (``maxrate = bufsize = bitrate``, ``nal-hrd=cbr``), an IDR keyframe exactly 
 AAC-LC at 48 kHz stereo. Video pts are frame indices in ``1/fps`` time_base units; audio pts are
 sample indices in ``1/48000`` units; both start at 0 on the same clock, so they start together.
 
+Voice activity rides in the video as H.264 SEI (user data unregistered, :mod:`mixer.sei`): pass the
+JSON of a :class:`mixer.vad.VadReport` as ``encode_video(..., sei=...)``; the SEI NAL unit goes into
+the access unit of that frame.  libx264 (through FFmpeg, also with ``GLOBAL_HEADER`` for FLV/MP4, where
+SPS/PPS go to the extradata) returns Annex B packets; the NAL unit is inserted in Annex B form and the
+FLV/MP4 muxers convert the whole access unit to length-prefixed AVCC themselves.
+
 Blocking (encodes and network writes): call it from one worker thread, never from the event loop.
 """
 
@@ -23,12 +29,16 @@ from av.video.frame import PictureType
 from av.video.reformatter import ColorRange, Colorspace
 
 from mixer.audio_mixer import BLOCK_SAMPLES, CHANNELS, SAMPLE_RATE
+from mixer.sei import build_sei_nal, insert_sei_nal
 from mixer.sinks import SinkError, SinkTarget, open_sink
 
 #: Keyframe interval (GOP) in seconds (shared/DESIGN.md).
 DEFAULT_GOP_SECONDS = 2
 #: x264 speed preset; "veryfast" is the usual live-streaming trade-off on a CPU.
 DEFAULT_PRESET = "veryfast"
+#: Most SEI NAL units waiting for their frame's packet; older ones are dropped (x264 with zerolatency
+#: and no B-frames returns every frame's packet at once, so at most one ever waits).
+MAX_PENDING_SEI = 64
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,7 @@ class EncoderSettings:
         audio_bitrate: AAC bitrate in bit/s.
         gop_seconds: keyframe interval in seconds.
         preset: x264 preset.
+        audio: whether the output has an audio stream (False: a video-only relay).
     """
 
     width: int
@@ -51,6 +62,7 @@ class EncoderSettings:
     audio_bitrate: int
     gop_seconds: int = DEFAULT_GOP_SECONDS
     preset: str = DEFAULT_PRESET
+    audio: bool = True
 
     @property
     def has_video(self) -> bool:
@@ -93,14 +105,21 @@ class MediaEncoder:
         self.target = target
         self.stats = EncoderStats()
         self._closed = False
+        #: SEI NAL units (Annex B) by the pts (video_time_base units) of the frame they belong to.
+        self._pending_sei: dict[int, bytes] = {}
         #: time_base of video pts; fixed here because the muxer rewrites the stream's (FLV: 1/1000).
         self.video_time_base = Fraction(1, settings.fps) if settings.has_video else Fraction(1, 1)
         self._container: OutputContainer = open_sink(target, open_timeout=open_timeout)
         try:
             self._video = self._add_video() if settings.has_video else None
-            self._audio = self._container.add_stream("aac", rate=SAMPLE_RATE, layout="stereo")
-            self._audio.bit_rate = settings.audio_bitrate
-            self._audio.time_base = Fraction(1, SAMPLE_RATE)
+            self._audio = (
+                self._container.add_stream("aac", rate=SAMPLE_RATE, layout="stereo")
+                if settings.audio
+                else None
+            )
+            if self._audio is not None:
+                self._audio.bit_rate = settings.audio_bitrate
+                self._audio.time_base = Fraction(1, SAMPLE_RATE)
         except BaseException:
             self._container.close()
             raise
@@ -140,10 +159,17 @@ class MediaEncoder:
         ctx.thread_count = 0
         return stream
 
-    def encode_video(self, frame: av.VideoFrame, index: int) -> None:
+    def encode_video(self, frame: av.VideoFrame, index: int, sei: bytes | None = None) -> None:
         """Encode a composited frame at media-clock frame ``index`` (pts = index, in 1/fps units).
 
         A frame whose index is a multiple of the GOP is forced to be an IDR keyframe.
+
+        Args:
+            frame: the composited picture; its ``pts``, ``time_base`` and ``pict_type`` are set here.
+            index: media-clock frame index; pts in video_time_base units.
+            sei: UTF-8 JSON bytes, see mixer.vad.VadReport.to_json; sent as an H.264 SEI user data
+                unregistered message (:data:`mixer.sei.SEI_UUID`) in this frame's access unit, before
+                its first slice (the packet whose pts equals ``index``, whenever the encoder returns it).
 
         Raises:
             SinkError: the sink failed.
@@ -153,11 +179,16 @@ class MediaEncoder:
             raise ValueError("this output has no video stream")
         if index <= self.stats.last_video_pts:
             raise ValueError(f"video pts {index} does not increase (last {self.stats.last_video_pts})")
+        nal = build_sei_nal(sei) if sei is not None else None
         frame.pts = index
         frame.time_base = self.video_time_base
         frame.pict_type = PictureType.I if index % self.settings.gop_frames == 0 else PictureType.NONE
         self.stats.last_video_pts = index
         self.stats.video_frames += 1
+        if nal is not None:
+            self._pending_sei[index] = nal
+            while len(self._pending_sei) > MAX_PENDING_SEI:
+                del self._pending_sei[next(iter(self._pending_sei))]
         self._write(self._video.encode(frame))
 
     def encode_audio(self, frame: av.AudioFrame) -> None:
@@ -168,11 +199,36 @@ class MediaEncoder:
         """
         if frame.samples != BLOCK_SAMPLES or len(frame.layout.channels) != CHANNELS:
             raise ValueError(f"audio blocks must be {BLOCK_SAMPLES} samples x {CHANNELS} channels")
+        if self._audio is None:  # a video-only output: the block is dropped
+            return
         self.stats.audio_frames += 1
         self._write(self._audio.encode(frame))
 
+    def _with_sei(self, packet: Packet[Stream]) -> Packet[Stream]:
+        """``packet``, or a copy with the pending SEI NAL unit of its pts inserted before the first slice.
+
+        The copy keeps pts, dts, duration, time_base, stream, the keyframe flag and the side data.
+        """
+        if packet.pts is None or not self._pending_sei:
+            return packet
+        nal = self._pending_sei.pop(packet.pts, None)
+        if nal is None:
+            return packet
+        data = insert_sei_nal(bytes(packet), nal)
+        out: Packet[Stream] = Packet(len(data))  # av_new_packet: FFmpeg's input padding, zeroed
+        out.update(data)
+        out.stream = packet.stream
+        out.time_base = packet.time_base
+        out.pts, out.dts, out.duration = packet.pts, packet.dts, packet.duration
+        out.is_keyframe = packet.is_keyframe
+        for side_data in packet.iter_sidedata():
+            out.set_sidedata(side_data)
+        return out
+
     def _write(self, packets: Sequence[Packet[Stream]]) -> None:
         for packet in packets:
+            if packet.stream is self._video:
+                packet = self._with_sei(packet)
             if packet.stream is self._video and packet.is_keyframe:
                 self.stats.keyframes += 1
             self.stats.bytes_written += packet.size
@@ -197,7 +253,8 @@ class MediaEncoder:
         try:
             if self._video is not None:
                 self._write(self._video.encode(None))
-            self._write(self._audio.encode(None))
+            if self._audio is not None:
+                self._write(self._audio.encode(None))
         finally:
             try:
                 self._container.close()

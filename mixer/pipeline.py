@@ -16,22 +16,30 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import json
 import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
 import av
 
 from mixer.audio_mixer import BLOCK_SAMPLES, SAMPLE_RATE, AudioMixer
 from mixer.clock import MediaClock
-from mixer.compositor import Compositor, PaneDraw
+from mixer.compositor import Compositor, OverlayDraw, PaneDraw
 from mixer.encoder import EncoderSettings, MediaEncoder
 from mixer.geometry import pane_rect
-from mixer.selection import LayoutChoice, choose_layout
+from mixer.images import FetchLimits, ImageCache, ImageError
+from mixer.overlay_render import OverlayRenderer
+from mixer.overlay_spec import Subscriptions
+from mixer.selection import LayoutChoice, PaneAssignment, choose_layout
 from mixer.sinks import SinkTarget
 from mixer.source import Source, StreamKey
-from mixer.spec import TaskSpec
+from mixer.spec import MixMode, TaskSpec, UserPane
+from mixer.text import check_fonts
+from mixer.vad import VoiceActivityDetector
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +68,10 @@ class PipelineStats:
         layout_changes: how many times the layout or pane assignment changed.
         users: users in the channel in join order.
         mixed_audio_users: users whose audio is in the mix.
+        overlay_problems: overlays that cannot be drawn, by wire name (``Watermarks.1``), with why.
+        vad: the latest voice-activity report (``ReportVad``): ``{"ts", "speaker", "speaking",
+            "levels"}`` as :meth:`mixer.vad.VadReport.to_json` describes, or None.
+        sei_messages: voice-activity SEI messages put into the video (``PayloadType`` 1).
     """
 
     video_ticks: int = 0
@@ -70,6 +82,9 @@ class PipelineStats:
     layout_changes: int = 0
     users: list[str] = field(default_factory=list)
     mixed_audio_users: list[str] = field(default_factory=list)
+    overlay_problems: dict[str, str] = field(default_factory=dict)
+    vad: dict[str, Any] | None = None
+    sei_messages: int = 0
 
 
 class Pipeline:
@@ -84,9 +99,12 @@ class Pipeline:
         duration: seconds of output to produce, or None to run until :meth:`stop` or until the
             source is finished.
         preset: x264 preset.
+        image_limits: how overlay images are fetched (size, time, private addresses). A live mix
+            starts at once and draws each image when it arrives; an offline render waits for them.
 
     Raises:
         ValueError: offline rendering asked of a live source.
+        FontError: the task draws texts or clocks and a font is not installed.
     """
 
     def __init__(
@@ -98,6 +116,7 @@ class Pipeline:
         realtime: bool = True,
         duration: float | None = None,
         preset: str = "veryfast",
+        image_limits: FetchLimits | None = None,
     ) -> None:
         if not realtime and source.live:
             raise ValueError("a live source can only be mixed in real time")
@@ -107,12 +126,13 @@ class Pipeline:
         self.duration = duration
         self.stats = PipelineStats()
         self.settings = EncoderSettings(
-            width=spec.width,
-            height=spec.height,
-            fps=spec.fps,
+            width=spec.width if spec.has_video else 0,
+            height=spec.height if spec.has_video else 0,
+            fps=spec.fps if spec.has_video else 0,
             video_bitrate=spec.video_bitrate,
             audio_bitrate=spec.audio_bitrate,
             preset=preset,
+            audio=spec.has_audio,
         )
         self._clock = MediaClock(realtime)
         self._stop = asyncio.Event()
@@ -127,6 +147,15 @@ class Pipeline:
             if self.settings.has_video
             else None
         )
+        if spec.overlays is not None and (spec.overlays.clocks or any(p.texts for p in spec.overlays.panes)):
+            check_fonts()
+        self._overlay = OverlayRenderer(spec.width, spec.height) if self.settings.has_video else None
+        if self._overlay is not None:
+            self._overlay.set_overlays(spec.overlays)
+        self._images = ImageCache(image_limits or FetchLimits())
+        self._fetches: dict[str, asyncio.Task[None]] = {}
+        self._vad = VoiceActivityDetector(spec.vad_interval)
+        self._sei: bytes | None = None
         self._encoder: MediaEncoder | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._pending: collections.deque[tuple[bool, concurrent.futures.Future[None]]] = collections.deque()
@@ -172,8 +201,15 @@ class Pipeline:
         """
         if spec.media_encode != self.spec.media_encode:
             raise ValueError("MediaEncode cannot change while a task runs")
+        if (spec.has_video, spec.has_audio) != (self.spec.has_video, self.spec.has_audio):
+            raise ValueError("a running task cannot add or remove its audio or video stream")
         self.spec = spec
         self._choice_dirty = True
+        if self._overlay is not None:
+            self._overlay.set_overlays(spec.overlays)
+        if self._vad.interval_seconds != spec.vad_interval:
+            self._vad = VoiceActivityDetector(spec.vad_interval)
+        self._start_fetches()
 
     def stop(self) -> None:
         """Ask the pipeline to finish: it flushes the encoder and closes the sink."""
@@ -194,6 +230,9 @@ class Pipeline:
         """
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mpu-encode")
         try:
+            self._start_fetches()
+            if not self._clock.realtime and self._fetches:
+                await asyncio.gather(*self._fetches.values())
             self._encoder = await asyncio.to_thread(MediaEncoder, self.settings, self.target)
             log.info("pushing to %s", self.target.display)
             await self.source.start(self)
@@ -203,8 +242,34 @@ class Pipeline:
                 await self.source.close()
             await self._drain(0)
         finally:
+            for task in self._fetches.values():
+                task.cancel()
+            await asyncio.gather(*self._fetches.values(), return_exceptions=True)
+            await self._images.close()
             await self._close_encoder()
         return self.stats
+
+    # -- overlays ------------------------------------------------------------------------------
+    def _start_fetches(self) -> None:
+        """Fetch the images of the current overlays that are not fetched or being fetched."""
+        if self._overlay is None or self.spec.overlays is None:
+            return
+        for image in self.spec.overlays.images():
+            if image.url not in self._fetches:
+                self._fetches[image.url] = asyncio.get_running_loop().create_task(self._fetch(image.url))
+
+    async def _fetch(self, url: str) -> None:
+        try:
+            rgba = await self._images.get(url)
+        except ImageError as exc:
+            overlays = self.spec.overlays
+            names = [i.where for i in overlays.images() if i.url == url] if overlays else []
+            for name in names or [url]:
+                self.stats.overlay_problems[name] = exc.reason
+            log.warning("overlay image %s skipped: %s", ", ".join(names), exc.reason)
+            return
+        if self._overlay is not None:
+            self._overlay.set_image(url, rgba)
 
     async def _close_encoder(self) -> None:
         executor, encoder = self._executor, self._encoder
@@ -256,16 +321,57 @@ class Pipeline:
                 block_index += 1
             await self._drain(OFFLINE_QUEUE_DEPTH if not clock.realtime else None)
 
+    def _subscriptions(self) -> Subscriptions:
+        return self.spec.subscriptions or Subscriptions()
+
+    def _ordered_streams(self) -> list[StreamKey]:
+        """Active video streams the task subscribes to, by their users' join order."""
+        wanted = self._subscriptions()
+        order = {user: index for index, user in enumerate(self._users)}
+        streams = [s for s in self._streams if wanted.wants_video(s)]
+        return sorted(streams, key=lambda s: (order.get(s.user_id, len(order)), s))
+
+    def _reserved_pins(self, streams: list[StreamKey]) -> list[UserPane]:
+        """Pins whose user is in the channel without the pinned video, on a pane with a placeholder
+        image: the pane stays theirs and shows the placeholder (a camera that is off)."""
+        overlays = self.spec.overlays
+        if overlays is None:
+            return []
+        present = set(streams)
+        wanted = self._subscriptions()
+        result = []
+        for pin in self.spec.user_panes:
+            content = overlays.for_pane(pin.pane_id)
+            if content is None or not content.has_placeholder:
+                continue
+            key = StreamKey(pin.user_id, pin.source_type)
+            if pin.user_id in self._users and wanted.wants_user(pin.user_id) and key not in present:
+                result.append(pin)
+        return result
+
+    def _relay_user(self) -> str | None:
+        """The user a relay forwards: the first in join order with the relayed kind of stream (or,
+        for an audio relay, the first subscribed user)."""
+        wanted = self._subscriptions()
+        if self.spec.has_video:
+            for stream in self._ordered_streams():
+                if stream.source_type is self.spec.relay_source:
+                    return stream.user_id
+            return None
+        return next((u for u in self._users if wanted.wants_audio(u)), None)
+
     def _current_choice(self) -> LayoutChoice:
         if self._choice is None or self._choice_dirty:
-            streams = sorted(
-                self._streams,
-                key=lambda s: (
-                    self._users.index(s.user_id) if s.user_id in self._users else len(self._users),
-                    s,
-                ),
-            )
-            choice = choose_layout(self.spec.layouts, streams, self.spec.user_panes)
+            streams = self._ordered_streams()
+            if self.spec.mix_mode is MixMode.RELAY:
+                layout = self.spec.layouts[0]
+                user = self._relay_user()
+                stream = StreamKey(user, self.spec.relay_source) if user is not None else None
+                choice = LayoutChoice(layout, (PaneAssignment(layout.panes[0], stream),))
+            else:
+                choice = choose_layout(
+                    self.spec.layouts, streams, self.spec.user_panes, self._reserved_pins(streams)
+                )
             if choice != self._choice:
                 self.stats.layout_changes += 1
                 log.info(
@@ -298,23 +404,52 @@ class Pipeline:
             )
             for a in choice.assignments
         ]
+        renderer = self._overlay
+        panes = {
+            a.pane.id: (a.pane, a.stream is not None and self._streams.get(a.stream) is not None)
+            for a in choice.assignments
+        }
+        now = datetime.now(UTC)
         compositor, encoder = self._compositor, self._encoder
         assert compositor is not None and encoder is not None
         background, crop_mode = spec.background_rgb, spec.crop_mode
+        sei, self._sei = self._sei, None
+        if sei is not None:
+            self.stats.sei_messages += 1
 
         def job() -> None:
+            # Overlay sprites are made here, off the event loop: scaling a large image takes tens of ms.
+            overlays: list[OverlayDraw] = renderer.draws(panes, now) if renderer is not None else []
             compositor.set_style(background, crop_mode)
-            encoder.encode_video(compositor.compose(draws), index)
+            encoder.encode_video(compositor.compose(draws, overlays), index, sei=sei)
 
         self._submit(True, job)
         self.stats.video_frames += 1
+
+    def _audio_users(self) -> list[str]:
+        """Whose audio may be mixed, in join order (a relay: the relayed user only)."""
+        if self.spec.mix_mode is MixMode.RELAY:
+            user = self._relay_user()
+            return [user] if user is not None and self._subscriptions().wants_audio(user) else []
+        wanted = self._subscriptions()
+        return [user for user in self._users if wanted.wants_audio(user)]
 
     def _audio_tick(self, index: int) -> None:
         if self.settings.has_video:
             mix_count = self._current_choice().layout.audio_mix_count
         else:
             mix_count = max(1, len(self._users))
-        block = self._audio.mix_block(mix_count, list(self._users))
+        audio_users = self._audio_users()
+        block = self._audio.mix_block(mix_count, audio_users)
+        if self.spec.report_vad or self.spec.sei:
+            levels = self._audio.levels()
+            report = self._vad.update(
+                index * BLOCK_SAMPLES / SAMPLE_RATE, {u: levels[u] for u in audio_users if u in levels}
+            )
+            if report is not None:
+                self.stats.vad = json.loads(report.to_json())
+                if self.spec.sei and self.settings.has_video:
+                    self._sei = report.to_json()
         frame = AudioMixer.make_frame(block, index * BLOCK_SAMPLES)
         encoder = self._encoder
         assert encoder is not None

@@ -6,7 +6,10 @@ Rules (issue #2, following the vendor's documented behaviour):
 - the layout whose pane count equals that number is used; if none does, the smallest layout with
   more panes; with more streams than the largest layout has panes, the largest;
 - pinned UserPanes win their pane when the pinned stream is present; the other panes, in pane-id
-  order, take the remaining streams in join order (so with too many users the earliest are shown).
+  order, take the remaining streams in join order (so with too many users the earliest are shown);
+- a *reserved* pin (its user is in the channel without the pinned video, and the pane has a
+  placeholder image) keeps its pane empty, so the placeholder shows there, and counts as a stream
+  for the layout choice.
 """
 
 from __future__ import annotations
@@ -67,7 +70,10 @@ def pick_layout(layouts: Sequence[Layout], stream_count: int) -> Layout:
 
 
 def choose_layout(
-    layouts: Sequence[Layout], streams: Sequence[StreamKey], user_panes: Sequence[UserPane]
+    layouts: Sequence[Layout],
+    streams: Sequence[StreamKey],
+    user_panes: Sequence[UserPane],
+    reserved: Sequence[UserPane] = (),
 ) -> LayoutChoice:
     """Choose the layout and fill its panes.
 
@@ -75,12 +81,13 @@ def choose_layout(
         layouts: the task's layouts (distinct pane counts).
         streams: the active video streams, ordered by the join order of their users.
         user_panes: the task's pinned panes.
+        reserved: pins whose panes stay empty (see the module rules).
 
     Raises:
         ValueError: if ``layouts`` is empty.
     """
     candidates = eligible_streams(streams, user_panes)
-    layout = pick_layout(layouts, len(candidates))
+    layout = pick_layout(layouts, len(candidates) + len(reserved))
     pane_ids = {pane.id for pane in layout.panes}
     present = set(candidates)
     chosen: dict[int, StreamKey] = {}
@@ -88,12 +95,13 @@ def choose_layout(
         key = StreamKey(pin.user_id, pin.source_type)
         if pin.pane_id in pane_ids and key in present:
             chosen[pin.pane_id] = key
+    kept_empty = {pin.pane_id for pin in reserved if pin.pane_id not in chosen}
     placed = set(chosen.values())
     waiting = iter(s for s in candidates if s not in placed and s.source_type is SourceType.CAMERA)
     assignments = []
     for pane in layout.panes:
         stream = chosen.get(pane.id)
-        if stream is None:
+        if stream is None and pane.id not in kept_empty:
             stream = next(waiting, None)
         assignments.append(PaneAssignment(pane, stream))
     return LayoutChoice(layout, tuple(assignments))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from layouts import (
     Layout,
@@ -32,6 +33,26 @@ MAX_USER_ID_LENGTH = 64
 DEFAULT_LAYOUT_IDS = (1, 2, 5, 6, 7, 8, 9, 10, 11)
 #: BackgroundColor is R + G*256 + B*65536; its largest value is white.
 MAX_BACKGROUND_COLOR = 0xFFFFFF
+#: VadInterval bounds in milliseconds (the vendor documents no unit; we read milliseconds).
+MIN_VAD_INTERVAL_MS, MAX_VAD_INTERVAL_MS = 100, 60000
+
+if TYPE_CHECKING:  # runtime imports would be circular: these modules use SourceType
+    from mixer.overlay_spec import Overlays, Subscriptions
+
+
+class MixMode(enum.IntEnum):
+    """``MixMode``: relay one user's stream, or mix the channel."""
+
+    RELAY = 0
+    MIX = 1
+
+
+class StreamType(enum.IntEnum):
+    """``StreamType`` of a relay: which media of the relayed user go out."""
+
+    AUDIO_AND_VIDEO = 0
+    AUDIO = 1
+    VIDEO = 2
 
 
 class CropMode(enum.IntEnum):
@@ -76,6 +97,14 @@ class TaskSpec:
         user_panes: pinned panes (``UserPanes``).
         background_color: ``R + G*256 + B*65536`` (``BackgroundColor``).
         crop_mode: crop or pad (``CropMode``).
+        overlays: images, texts and clocks (:mod:`mixer.overlay_spec`); None: none.
+        subscriptions: whose streams are mixed (SubSpec*/UnsubSpec*); None: everyone's.
+        mix_mode: mix the channel, or relay one user (``MixMode``).
+        stream_type: what a relay sends (``StreamType``).
+        relay_source: which stream of the relayed user (task-level ``SourceType``).
+        report_vad: report voice activity in the status (``ReportVad``).
+        vad_interval: seconds between voice-activity reports (``VadInterval``, given in ms).
+        sei: carry voice activity in H.264 SEI (``PayloadType`` 1).
     """
 
     layouts: tuple[Layout, ...]
@@ -84,6 +113,25 @@ class TaskSpec:
     user_panes: tuple[UserPane, ...] = field(default=())
     background_color: int = 0
     crop_mode: CropMode = CropMode.PAD
+    overlays: Overlays | None = None
+    subscriptions: Subscriptions | None = None
+    mix_mode: MixMode = MixMode.MIX
+    stream_type: StreamType = StreamType.AUDIO_AND_VIDEO
+    relay_source: SourceType = SourceType.CAMERA
+    report_vad: bool = False
+    vad_interval: float = 1.0
+    sei: bool = False
+
+    @property
+    def has_video(self) -> bool:
+        """Whether the output has a video stream (not audio-only encodings, not audio relays)."""
+        relay_audio = self.mix_mode is MixMode.RELAY and self.stream_type is StreamType.AUDIO
+        return not self.media_encode.audio_only and not relay_audio
+
+    @property
+    def has_audio(self) -> bool:
+        """Whether the output has an audio stream (not video-only relays)."""
+        return not (self.mix_mode is MixMode.RELAY and self.stream_type is StreamType.VIDEO)
 
     @property
     def width(self) -> int:
@@ -192,6 +240,14 @@ def build_task_spec(
     background_color: int = 0,
     crop_mode: int = CropMode.PAD,
     custom_layouts: Mapping[int, Layout] | None = None,
+    overlays: Overlays | None = None,
+    subscriptions: Subscriptions | None = None,
+    mix_mode: int = MixMode.MIX,
+    stream_type: int = StreamType.AUDIO_AND_VIDEO,
+    relay_source: str = SourceType.CAMERA,
+    report_vad: bool = False,
+    vad_interval_ms: int | None = None,
+    payload_type: int = 0,
 ) -> TaskSpec:
     """Validate StartMPUTask-like parameters into a :class:`TaskSpec`.
 
@@ -204,6 +260,13 @@ def build_task_spec(
         background_color: ``BackgroundColor``, ``R + G*256 + B*65536`` in 0..0xFFFFFF.
         crop_mode: ``CropMode``, 1 (crop) or 2 (pad).
         custom_layouts: custom layouts by id (from the store); they shadow no system layout.
+        overlays, subscriptions: validated by :mod:`mixer.overlay_spec`.
+        mix_mode: ``MixMode`` 0 (relay) or 1 (mix); a relay draws one stream over the whole canvas.
+        stream_type: ``StreamType`` of a relay: 0 audio and video, 1 audio, 2 video.
+        relay_source: ``SourceType`` of the relayed stream (camera or shareScreen).
+        report_vad: ``ReportVad``.
+        vad_interval_ms: ``VadInterval`` in milliseconds (100..60000; None: 1000).
+        payload_type: ``PayloadType``: 1 carries voice activity in H.264 SEI (needs video).
 
     Raises:
         SpecError: with code ``InvalidLayoutID.Malformed`` (unknown id, duplicate pane counts, more
@@ -249,6 +312,11 @@ def build_task_spec(
         raise SpecError(
             "InvalidParameter", f"CropMode {crop_mode!r} must be 1 (crop) or 2 (pad)", "CropMode"
         ) from None
+    mode_, stream_type_, relay_source_, vad_interval, sei = _mix_options(
+        mix_mode, stream_type, relay_source, vad_interval_ms, payload_type
+    )
+    if mode_ is MixMode.RELAY and not encode.audio_only:
+        chosen = (system_layout(1),)  # one stream over the whole canvas
     return TaskSpec(
         layouts=chosen,
         media_encode=encode,
@@ -256,4 +324,55 @@ def build_task_spec(
         user_panes=_user_panes(user_panes),
         background_color=background_color,
         crop_mode=mode,
+        overlays=overlays,
+        subscriptions=subscriptions,
+        report_vad=bool(report_vad),
+        mix_mode=mode_,
+        stream_type=stream_type_,
+        relay_source=relay_source_,
+        vad_interval=vad_interval,
+        sei=sei,
     )
+
+
+def _mix_options(
+    mix_mode: int, stream_type: int, relay_source: str, vad_interval_ms: int | None, payload_type: int
+) -> tuple[MixMode, StreamType, SourceType, float, bool]:
+    """Validate MixMode, StreamType, SourceType, VadInterval (ms) and PayloadType into the mode, the
+    stream type, the relayed source, the VAD interval in seconds and whether SEI is carried.
+
+    Raises:
+        SpecError: InvalidParameter naming the parameter.
+    """
+    try:
+        mode = MixMode(mix_mode)
+    except ValueError:
+        raise SpecError(
+            "InvalidParameter", f"MixMode {mix_mode!r} must be 0 (relay) or 1 (mix)", "MixMode"
+        ) from None
+    try:
+        kind = StreamType(stream_type)
+    except ValueError:
+        raise SpecError(
+            "InvalidParameter", f"StreamType {stream_type!r} must be 0, 1 or 2", "StreamType"
+        ) from None
+    try:
+        source = SourceType(relay_source)
+    except ValueError:
+        raise SpecError(
+            "InvalidParameter", f"SourceType {relay_source!r} must be camera or shareScreen", "SourceType"
+        ) from None
+    interval = 1000 if vad_interval_ms is None else vad_interval_ms
+    if (
+        isinstance(interval, bool)
+        or not isinstance(interval, int)
+        or not MIN_VAD_INTERVAL_MS <= interval <= MAX_VAD_INTERVAL_MS
+    ):
+        raise SpecError(
+            "InvalidParameter",
+            f"VadInterval must be {MIN_VAD_INTERVAL_MS}..{MAX_VAD_INTERVAL_MS} milliseconds",
+            "VadInterval",
+        )
+    if payload_type not in (0, 1):
+        raise SpecError("InvalidParameter", "PayloadType must be 0 or 1", "PayloadType")
+    return mode, kind, source, interval / 1000, payload_type == 1

@@ -2,7 +2,8 @@
 # Install the Debian/Ubuntu packages rtc-mpu needs, if any is missing.
 # Usage: scripts/install-system-deps.sh [test|stack|bench]
 #   test  : what the integration tests start: Redis, Janus, nginx with the RTMP module, the browser
-#           page's scripts (janus.js, webrtc-adapter), and Chromium (a real browser publishes in a test)
+#           page's scripts (janus.js, webrtc-adapter), Chromium (a real browser publishes in a test),
+#           and the CJK fonts of text and clock overlays (mixer/text.py FONT_FILES)
 #   stack : the local stack (`mpu stack up`, `make demo`): the test set plus the ffmpeg CLI (ffplay)
 #   bench : the test set plus the ffmpeg CLI (the baseline in bench/)
 # As root it runs apt-get; otherwise it prints the exact command and fails.
@@ -10,9 +11,11 @@ set -euo pipefail
 what="${1:-test}"
 
 packages=(redis-server janus nginx libnginx-mod-rtmp libjs-janus-gateway libjs-webrtc-adapter)
+fonts=(fonts-wqy-microhei fonts-wqy-zenhei fonts-arphic-ukai fonts-arphic-uming)
 case "$what" in
-  test) packages+=(chromium) ;;
-  stack | bench) packages+=(ffmpeg) ;;
+  test) packages+=(chromium "${fonts[@]}") ;;
+  stack) packages+=(ffmpeg "${fonts[@]}") ;;
+  bench) packages+=(ffmpeg) ;;
   *) echo "usage: $0 [test|stack|bench]" >&2; exit 2 ;;
 esac
 

@@ -480,11 +480,20 @@ def test_optional_fields_are_stored(fake_client: FlaskClient, fake_store: FakeSt
     )
 
 
-def test_sub_spec_users_are_accepted_and_reported_as_not_applied(fake_client: FlaskClient) -> None:
-    status, task = post_task(fake_client, start_body(sub_spec_users=["alice"], sub_spec_audio_users=["bob"]))
+def test_unsupported_parameters_are_accepted_and_reported_as_not_applied(fake_client: FlaskClient) -> None:
+    body = start_body(
+        sub_spec_users=["alice"],
+        task_mode=1,
+        user_panes=[{"pane_id": 0, "user_id": "alice", "segment_type": 1}],
+        enhanced_param={"enable_virtual_conference": True, "enable_voice_changer": False},
+    )
+    status, task = post_task(fake_client, body)
     assert status == 201, task
-    ignored = json.dumps(task["ignored"])
-    assert "sub_spec_users" in ignored and "sub_spec_audio_users" in ignored
+    assert task["ignored"] == [
+        "user_panes.segment_type",
+        "task_mode",
+        "enhanced_param.enable_virtual_conference",
+    ]
     status, plain = post_task(fake_client, start_body(task_id="t2", stream_url="rtmp://h/live/other"))
     assert status == 201 and plain["ignored"] == []
 

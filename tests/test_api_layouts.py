@@ -106,7 +106,7 @@ def test_update_task_changes_overlays_and_subscriptions(client: FlaskClient, tas
     }
     status, updated = call(client, "PATCH", "/v1/apps/a1/tasks/t1", change)
     assert status == 200, updated
-    assert {"sub_spec_users", "watermarks"} <= set(updated["ignored"])
+    assert updated["ignored"] == []  # subscriptions and watermarks are applied
     params = task_store.get_task("a1", "t1").params
     assert params.sub_spec_users == ("alice", "bob") and params.watermarks[0]["alpha"] == 0.5
     assert params.watermarks[0]["x"] == 0.0 and params.watermarks[0]["display"] == 1  # defaults filled in

@@ -196,6 +196,7 @@ def test_errors_have_the_vendor_shape(
 def test_other_methods_and_oversized_bodies_answer_in_the_vendor_shape(open_client: FlaskClient) -> None:
     answer = open_client.put("/", data=start_params())
     assert answer.status_code == 405 and answer.json is not None and answer.json["Code"] == "MethodNotAllowed"
+    assert {"GET", "POST"} <= set(answer.headers["Allow"].split(", "))  # RFC 9110
     answer = open_client.post("/", data={"Action": "StartMPUTask", "ChannelId": "x" * 70000})
     assert answer.status_code == 413 and answer.json is not None and answer.json["Code"] == "RequestTooLarge"
 

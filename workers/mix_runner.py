@@ -132,7 +132,7 @@ class MixRunner:
         record = self.store.get_task(self.app_id, self.task_id)
         self._last = record
         try:
-            spec = record.params.to_spec()
+            spec = record.params.to_spec(self.settings.clock_time_zone)
             target = sink_target(record.params.stream_url)
         except SpecError as exc:
             invalid = Outcome(TaskStatus.STOPPED, f"invalid parameters: {exc.code}: {exc.message}")
@@ -154,7 +154,9 @@ class MixRunner:
         )
         while outcome is None:
             source = JanusSource(channel)
-            pipeline = Pipeline(spec, source, target, realtime=True)
+            pipeline = Pipeline(
+                spec, source, target, realtime=True, image_limits=self.settings.image_limits()
+            )
             mix = asyncio.create_task(pipeline.run())
             pushing_since = time.monotonic()
             while not mix.done():
@@ -180,6 +182,9 @@ class MixRunner:
                         "audio_blocks": stats.audio_blocks,
                         "layout_changes": stats.layout_changes,
                         "mixed_audio_users": list(stats.mixed_audio_users),
+                        "overlay_problems": dict(stats.overlay_problems),
+                        "vad": stats.vad,
+                        "sei_messages": stats.sei_messages,
                     },
                 )
                 if fresh is None:
@@ -199,7 +204,7 @@ class MixRunner:
                     pipeline.stop()
                 elif fresh.spec_version != version:
                     try:
-                        pipeline.update_spec(fresh.params.to_spec())
+                        pipeline.update_spec(fresh.params.to_spec(self.settings.clock_time_zone))
                         version = fresh.spec_version
                         log.info(
                             "task %s/%s: layout updated (version %d)", self.app_id, self.task_id, version

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from layouts import Layout, SpecError, layout_from_dict
+from mixer.overlay_spec import build_overlays, build_subscriptions
 from mixer.spec import TaskSpec, UserPane, build_task_spec
 from mixer.urls import validate_stream_url
 
@@ -57,17 +58,11 @@ _LIST_FIELDS = (
     "unsub_spec_share_screen_users",
     "custom_layouts",
 )
-#: Subscription lists (SubSpec*/UnsubSpec*), not applied by the mixer yet (issue #6).
+#: Subscription lists (SubSpec*/UnsubSpec*).
 _SUBSCRIPTION_FIELDS = tuple(name for name in _LIST_FIELDS if "spec_" in name)
-#: Scalar parameters that only take effect once the mixer implements them (issue #6), with the
-#: value that means "off": any other value is accepted and reported by :meth:`TaskParams.ignored`.
-_NOT_YET_APPLIED = {
-    "mix_mode": 1,
-    "stream_type": 0,
-    "source_type": "camera",
-    "payload_type": 0,
-    "report_vad": 0,
-    "vad_interval": None,
+#: Scalar parameters accepted but not applied by the mixer, with the value that means "off": any
+#: other value is reported by :meth:`TaskParams.ignored`.
+_NOT_APPLIED = {
     "rtp_ext_info": 0,
     "time_stamp_ref": None,
     "task_type": None,
@@ -127,19 +122,14 @@ class TaskParams:
     custom_layouts: tuple[dict[str, Any], ...] = ()
 
     def ignored(self) -> list[str]:
-        """Parameters given but not applied by the mixer yet (issue #6), as snake_case paths
-        (``user_panes.images``, ``watermarks``, ``mix_mode``, ``enhanced_param.enable_...``), for the
+        """Parameters given but not applied by the mixer, as snake_case paths (portrait
+        segmentation ``user_panes.segment_type``, virtual background ``task_mode``,
+        ``enhanced_param.enable_...``, ``rtp_ext_info``, ``time_stamp_ref``, ``task_type``), for the
         task status: a client can see that its request was accepted but is not honoured."""
         result = []
-        if any(pane.get("images") for pane in self.user_panes):
-            result.append("user_panes.images")
-        if any(pane.get("texts") for pane in self.user_panes):
-            result.append("user_panes.texts")
         if any(pane.get("segment_type") for pane in self.user_panes):
             result.append("user_panes.segment_type")
-        result += [name for name in ("backgrounds", "watermarks", "clock_widgets") if getattr(self, name)]
-        result += [name for name in _SUBSCRIPTION_FIELDS if getattr(self, name)]
-        result += [name for name, off in _NOT_YET_APPLIED.items() if getattr(self, name) != off]
+        result += [name for name, off in _NOT_APPLIED.items() if getattr(self, name) != off]
         result += [f"enhanced_param.{name}" for name, value in sorted(self.enhanced_param.items()) if value]
         return result
 
@@ -152,8 +142,11 @@ class TaskParams:
         layouts = [layout_from_dict(data) for data in self.custom_layouts]
         return {layout.id: layout for layout in layouts}
 
-    def to_spec(self) -> TaskSpec:
+    def to_spec(self, clock_time_zone: str | None = None) -> TaskSpec:
         """Validate into the mixer's :class:`TaskSpec` (and the StreamURL).
+
+        Args:
+            clock_time_zone: time zone of clocks that name none (the worker's setting).
 
         Raises:
             SpecError: with the vendor-compatible code of the first invalid parameter.
@@ -167,6 +160,14 @@ class TaskParams:
                 )
             except (KeyError, TypeError, ValueError):
                 raise SpecError("InvalidParameter", f"malformed UserPane {pane!r}", "UserPanes") from None
+        overlays = build_overlays(
+            backgrounds=self.backgrounds,
+            watermarks=self.watermarks,
+            clock_widgets=self.clock_widgets,
+            user_panes=self.user_panes,
+            clock_time_zone=clock_time_zone,
+        )
+        subscriptions = build_subscriptions(**{name: getattr(self, name) for name in _SUBSCRIPTION_FIELDS})
         return build_task_spec(
             layout_ids=list(self.layout_ids) or None,
             media_encode_id=self.media_encode,
@@ -175,6 +176,14 @@ class TaskParams:
             background_color=self.background_color,
             crop_mode=self.crop_mode,
             custom_layouts=self.custom_layout_objects(),
+            overlays=None if overlays.empty else overlays,
+            subscriptions=None if subscriptions.everyone else subscriptions,
+            mix_mode=self.mix_mode,
+            stream_type=self.stream_type,
+            relay_source=self.source_type,
+            report_vad=bool(self.report_vad),
+            vad_interval_ms=self.vad_interval,
+            payload_type=self.payload_type,
         )
 
     def to_dict(self) -> dict[str, Any]:

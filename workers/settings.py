@@ -6,6 +6,8 @@ import os
 import socket
 from dataclasses import dataclass
 
+from mixer.images import FetchLimits
+
 
 def _float(name: str, default: float) -> float:
     value = os.environ.get(name)
@@ -44,6 +46,13 @@ class WorkerSettings:
         retry_initial, retry_max: RTMP reconnect backoff bounds in seconds.
         give_up_after: seconds of continuous push failure before the task stops (``MPU_GIVE_UP_AFTER``).
         max_restarts: restarts after worker deaths before a task is marked failed.
+        image_allow_private: overlay images may come from private and loopback addresses
+            (``MPU_IMAGE_ALLOW_PRIVATE=1``; off by default: a task's image URLs must not reach the
+            worker's own network).
+        image_max_bytes: largest overlay image in bytes (``MPU_IMAGE_MAX_BYTES``, 5 MiB).
+        image_timeout: seconds to fetch one overlay image (``MPU_IMAGE_TIMEOUT``, 5).
+        clock_time_zone: IANA time zone of ClockWidgets that name none (``MPU_CLOCK_TIME_ZONE``;
+            empty: the worker's local time).
     """
 
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -58,6 +67,10 @@ class WorkerSettings:
     retry_max: float = 15.0
     give_up_after: float = 300.0
     max_restarts: int = 5
+    image_allow_private: bool = False
+    image_max_bytes: int = 5 * 1024 * 1024
+    image_timeout: float = 5.0
+    clock_time_zone: str | None = None
 
     @classmethod
     def from_env(cls) -> WorkerSettings:
@@ -77,6 +90,16 @@ class WorkerSettings:
             cooldown_seconds=_float("MPU_COOLDOWN", cls.cooldown_seconds),
             give_up_after=_float("MPU_GIVE_UP_AFTER", cls.give_up_after),
             max_restarts=_int("MPU_MAX_RESTARTS", cls.max_restarts),
+            image_allow_private=os.environ.get("MPU_IMAGE_ALLOW_PRIVATE", "") in ("1", "true", "yes"),
+            image_max_bytes=_int("MPU_IMAGE_MAX_BYTES", cls.image_max_bytes),
+            image_timeout=_float("MPU_IMAGE_TIMEOUT", cls.image_timeout),
+            clock_time_zone=os.environ.get("MPU_CLOCK_TIME_ZONE") or None,
+        )
+
+    def image_limits(self) -> FetchLimits:
+        """How overlay images are fetched."""
+        return FetchLimits(
+            max_bytes=self.image_max_bytes, timeout=self.image_timeout, allow_private=self.image_allow_private
         )
 
 
