@@ -38,6 +38,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	scripts/install-system-deps.sh bench
 	$(BIN)/python -m bench.mix_cpu
+	$(BIN)/python -m bench.overlay_cost
 
 clean:
 	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache .pytest_cache

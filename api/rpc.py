@@ -126,6 +126,23 @@ def _status(record: TaskRecord) -> dict[str, Any]:
         "Users": record.users,
         "Restarts": record.restarts,
         "Ignored": [wire_name(name.split(".")) for name in record.params.ignored()],
+        "OverlayProblems": [
+            {"Name": name, "Reason": reason}
+            for name, reason in record.stats.get("overlay_problems", {}).items()
+        ],
+        "Vad": _vad(record.stats.get("vad")),
+    }
+
+
+def _vad(report: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A voice-activity report in wire names, user ids as values (never as XML element names)."""
+    if not report:
+        return None
+    return {
+        "Ts": report.get("ts"),
+        "Speaker": report.get("speaker"),
+        "Speaking": list(report.get("speaking", [])),
+        "Levels": [{"UserId": user, "Level": level} for user, level in report.get("levels", {}).items()],
     }
 
 

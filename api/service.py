@@ -321,6 +321,14 @@ class MixService:
                 "MediaEncode",
             )
         params = self._with_layouts(app_id, _params_from(changes, record.params))
+        before, after = self.call_store(record.params.to_spec), self.call_store(params.to_spec)
+        if (before.has_video, before.has_audio) != (after.has_video, after.has_audio):
+            raise ServiceError(
+                400,
+                "InvalidParameter",
+                "MixMode/StreamType cannot add or remove the audio or video stream of a running task",
+                ("stream_type",),
+            )
         updated: TaskRecord = self.call_store(self.store.update_params, app_id, task_id, params)
         return updated
 

@@ -5,7 +5,7 @@
 #           page's scripts (janus.js, webrtc-adapter), Chromium (a real browser publishes in a test),
 #           and the CJK fonts of text and clock overlays (mixer/text.py FONT_FILES)
 #   stack : the local stack (`mpu stack up`, `make demo`): the test set plus the ffmpeg CLI (ffplay)
-#   bench : the test set plus the ffmpeg CLI (the baseline in bench/)
+#   bench : the services, the fonts and the ffmpeg CLI (the baseline in bench/)
 # As root it runs apt-get; otherwise it prints the exact command and fails.
 set -euo pipefail
 what="${1:-test}"
@@ -15,7 +15,7 @@ fonts=(fonts-wqy-microhei fonts-wqy-zenhei fonts-arphic-ukai fonts-arphic-uming)
 case "$what" in
   test) packages+=(chromium "${fonts[@]}") ;;
   stack) packages+=(ffmpeg "${fonts[@]}") ;;
-  bench) packages+=(ffmpeg) ;;
+  bench) packages+=(ffmpeg "${fonts[@]}") ;;
   *) echo "usage: $0 [test|stack|bench]" >&2; exit 2 ;;
 esac
 
