@@ -325,3 +325,27 @@ def test_relay_one_user(tmp_path: Path, stream_type: int, video: bool, audio: bo
         samples, rate = decode_audio(out)
         tail = samples[:, -rate:]
         assert tone_level_db(tail, rate, TONES[1]) > -20 and tone_level_db(tail, rate, TONES[0]) < -50
+
+
+@pytest.mark.timeout(60)
+def test_background_image_under_the_panes_and_private_addresses_refused(
+    tmp_path: Path, clips: list[Path], image_server: str
+) -> None:
+    out = tmp_path / "background.flv"
+    task = params(
+        layout_ids=(2,),  # side by side: the panes leave the top and bottom quarters to the background
+        backgrounds=({"url": f"{image_server}/red.png", "x": 0, "y": 0, "width": 1, "height": 1},),
+    )
+    run(task, FileSource([str(clips[0]), str(clips[1])], ["u0", "u1"]), out, False, 0.5)
+    picture = rgb(decode_video(out)[-1])
+    assert near(mean(picture, Rect(0, 0, WIDTH, 80)), RED), "the background image above the panes"
+    left = pane_rect(system_layout(2).panes[0], WIDTH, HEIGHT)
+    assert near(mean(picture, Rect(left.x + 20, left.y + 40, 100, 60)), COLORS[0]), "the pane covers it"
+    # By default a worker refuses image URLs on loopback or private addresses; the mix still runs.
+    pipeline = Pipeline(
+        task.to_spec(), FileSource([str(clips[0])], ["u0"]), sink_target(str(tmp_path / "b.flv")),
+        realtime=False, duration=0.3,
+    )  # fmt: skip
+    stats = asyncio.run(pipeline.run())
+    assert stats.video_frames > 0
+    assert stats.overlay_problems == {"Backgrounds.1": "address 127.0.0.1 is private or loopback"}
