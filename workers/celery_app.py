@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 #: The Celery queue of mix tasks.
 QUEUE = "mixes"
 #: Seconds between reconciler passes.
-RECONCILE_INTERVAL = 5.0
+RECONCILE_INTERVAL = 2.0
 
 settings = WorkerSettings.from_env()
 app = Celery("rtc_mpu", broker=settings.redis_url)

@@ -24,15 +24,17 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from layouts import SpecError
 from mixer.janus_source import ChannelConfig, ChannelStatus, JanusSource
 from mixer.pipeline import Pipeline
 from mixer.sinks import SinkError, sink_target
 from mixer.urls import redact_url
-from workers.model import TaskRecord, TaskState, TaskStatus
+from workers.capacity import params_cost, requeue_delay
+from workers.model import Claim, ClaimResult, TaskNotFoundError, TaskRecord, TaskState, TaskStatus
 from workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,26 @@ class MixStore(Protocol):
     ) -> TaskRecord | None: ...
 
 
+@runtime_checkable
+class CapacityStore(MixStore, Protocol):
+    """A store that also claims within a node's capacity (:meth:`workers.store.TaskStore.claim_on`)."""
+
+    def claim_on(
+        self,
+        app_id: str,
+        task_id: str,
+        worker: str,
+        *,
+        node: str | None = None,
+        cost: float = 0.0,
+        capacity: float | None = None,
+    ) -> Claim: ...
+
+
+#: ``(app_id, task_id, countdown_seconds) -> None``: queue a task again, to be delivered after the countdown.
+Requeue = Callable[[str, str, float], None]
+
+
 @dataclass
 class Outcome:
     """How a run ended: the final status and reason, or ``fenced`` (another worker took over)."""
@@ -88,25 +110,50 @@ class MixRunner:
         store: the task store.
         app_id, task_id: the task.
         worker: this worker's name for the record.
-        settings: timings and where Janus is.
+        settings: timings, where Janus is, and the node's capacity (``settings.capacity``, units).
+        node: the worker node this process belongs to (Celery's node name): the claim then checks
+            and takes ``settings.capacity`` of that node, and the store must be a
+            :class:`CapacityStore`. None: no capacity accounting (tools, tests).
+        requeue: with ``node``, how a task that does not fit is queued again (``(app_id, task_id,
+            countdown seconds)``); None: it is not (the reconciler rescues it later).
     """
 
-    def __init__(self, store: MixStore, app_id: str, task_id: str, worker: str, settings: WorkerSettings):
+    def __init__(
+        self,
+        store: MixStore,
+        app_id: str,
+        task_id: str,
+        worker: str,
+        settings: WorkerSettings,
+        *,
+        node: str | None = None,
+        requeue: Requeue | None = None,
+    ):
         self.store = store
         self.app_id = app_id
         self.task_id = task_id
         self.worker = worker
         self.settings = settings
+        self.node = node
+        self.requeue = requeue
+        #: The last claim refused the task for lack of capacity (and it was queued again if it could).
+        self.no_capacity = False
         self.token: int | None = None
         self._last: TaskRecord | None = None
+        #: When the lease was last renewed (monotonic seconds); the claim renews it.
+        self._renewed_at = time.monotonic()
+        #: The store stayed unreachable until the lease may have expired: the push was stopped.
+        self.lease_lost = False
 
     def run(self) -> Outcome | None:
-        """Claim and run the task to its end (blocking). None when the task could not be claimed.
+        """Claim and run the task to its end (blocking). None when the task could not be claimed:
+        running elsewhere, stopped or ended, or (with a node) it does not fit the node's capacity,
+        in which case ``no_capacity`` is set and it was queued again (see :meth:`claim`).
 
         Raises:
             StoreUnavailableError: the store failed before the task was claimed.
         """
-        token = self.store.claim(self.app_id, self.task_id, self.worker)
+        token = self.claim()
         if token is None:
             log.info(
                 "task %s/%s is not claimable (running elsewhere, stopped or ended)", self.app_id, self.task_id
@@ -121,12 +168,88 @@ class MixRunner:
             self.store.finish(self.app_id, self.task_id, token, TaskStatus.STOPPED, reason)
             return Outcome(TaskStatus.STOPPED, reason)
 
-    def _beat(self, token: int, **fields: Any) -> TaskRecord | None:
+    def claim(self) -> int | None:
+        """Claim the task; its fencing token, or None.
+
+        Without a node: :meth:`MixStore.claim`. With one: the task's cost
+        (:func:`workers.capacity.params_cost` of its stored parameters) is claimed within the node's
+        capacity in one atomic step (:meth:`workers.store.TaskStore.claim_on`). A never-claimed task
+        that does not fit keeps state QUEUED with the reason "queued: no worker has capacity for it
+        (cost X.X units)" and is handed to ``requeue`` with a countdown of about 2 s (jittered), so
+        another node, or this one later, takes it; a failing ``requeue`` is logged, and the
+        reconciler rescues the task once its record has been idle for a while
+        (:meth:`workers.store.TaskStore.rescue_queued`). A restart (its worker died) that does not
+        fit is left to the reconciler, which re-enqueues stale tasks at every pass. Either way the
+        claim's fencing token decides who runs it: a task never runs twice.
+
+        Raises:
+            StoreUnavailableError: the store failed.
+            TypeError: a node is given but the store cannot claim within a capacity.
+        """
+        self.no_capacity = False
+        if self.node is None:
+            return self.store.claim(self.app_id, self.task_id, self.worker)
+        store = self.store
+        if not isinstance(store, CapacityStore):
+            raise TypeError("claiming within a node's capacity needs a store with claim_on")
         try:
-            return self.store.heartbeat(self.app_id, self.task_id, token, **fields)
+            record = store.get_task(self.app_id, self.task_id)
+        except TaskNotFoundError:
+            return None
+        if not record.active:
+            return None
+        cost = params_cost(record.params)
+        capacity = self.settings.capacity if self.settings.capacity > 0 else None
+        claim = store.claim_on(
+            self.app_id, self.task_id, self.worker, node=self.node, cost=cost, capacity=capacity
+        )
+        if claim.result is not ClaimResult.NO_CAPACITY:
+            return claim.token
+        self.no_capacity = True
+        name = f"{self.app_id}/{self.task_id}"
+        if claim.restart or self.requeue is None:
+            log.info("task %s (cost %.2f) does not fit node %s; reconciler retries", name, cost, self.node)
+            return None
+        delay = requeue_delay()
+        log.info(
+            "task %s (cost %.2f) does not fit node %s (load %.2f of %.2f); queued again in %.1f s",
+            name,
+            cost,
+            self.node,
+            claim.load,
+            self.settings.capacity,
+            delay,
+        )
+        try:
+            self.requeue(self.app_id, self.task_id, delay)
+        except Exception as exc:  # the broker is down: the reconciler rescues the idle task later
+            log.error("task %s: cannot queue it again (%s); the reconciler will", name, exc)
+        return None
+
+    async def _beat_off_loop(self, token: int, **fields: Any) -> TaskRecord | None:
+        """:meth:`_beat` in a thread: a store that hangs (Redis paused, a network partition) must not
+        stall the event loop that receives the channel's media and runs the media clock."""
+        return await asyncio.to_thread(self._beat, token, **fields)
+
+    def _beat(self, token: int, **fields: Any) -> TaskRecord | None:
+        """Heartbeat; the fresh record, or None when this worker must stop pushing: fenced out by a
+        newer claim, or unable to renew its lease for so long that it may have expired (the store is
+        unreachable for ``lease_seconds`` minus two heartbeats: after that another worker could take
+        the task over, and the URL must never be pushed twice). A shorter store outage is ridden out:
+        the mix goes on and the next heartbeat catches up."""
+        try:
+            fresh = self.store.heartbeat(self.app_id, self.task_id, token, **fields)
         except Exception as exc:  # the store is down: keep mixing, try again at the next beat
+            silent = time.monotonic() - self._renewed_at
+            if silent >= self.settings.lease_seconds - 2 * self.settings.heartbeat_interval:
+                log.error("lease not renewed for %.1f s (%s); stopping the push", silent, exc)
+                self.lease_lost = True
+                return None
             log.warning("heartbeat failed (%s); the mix goes on", exc)
             return self._last
+        if fresh is not None:
+            self._renewed_at = time.monotonic()
+        return fresh
 
     async def _run(self, token: int) -> Outcome:
         record = self.store.get_task(self.app_id, self.task_id)
@@ -169,7 +292,7 @@ class MixRunner:
                     and time.monotonic() - pushing_since > 2 * self.settings.heartbeat_interval
                 ):
                     failing_since, backoff = None, self.settings.retry_initial  # the push works again
-                fresh = self._beat(
+                fresh = await self._beat_off_loop(
                     token,
                     status=TaskStatus.RUNNING if stats.users else TaskStatus.WAITING,
                     state=TaskState.RUNNING,
@@ -188,9 +311,8 @@ class MixRunner:
                     },
                 )
                 if fresh is None:
-                    log.warning(
-                        "task %s/%s: fenced out by a newer claim; stopping", self.app_id, self.task_id
-                    )
+                    why = "its lease may have expired" if self.lease_lost else "fenced out by a newer claim"
+                    log.warning("task %s/%s: %s; stopping the push", self.app_id, self.task_id, why)
                     outcome = Outcome(fenced=True)
                     pipeline.stop()
                 elif fresh.stop_requested:
@@ -239,7 +361,7 @@ class MixRunner:
         """Sleep ``delay`` seconds before a reconnect, heartbeating; an Outcome if the task must end."""
         deadline = time.monotonic() + delay
         while True:
-            fresh = self._beat(token, status=status, state=TaskState.RETRYING, reason=reason)
+            fresh = await self._beat_off_loop(token, status=status, state=TaskState.RETRYING, reason=reason)
             if fresh is None:
                 return Outcome(fenced=True)
             if fresh.stop_requested:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mixer.images import FetchLimits
+from workers.capacity import default_capacity
 
 
 def _float(name: str, default: float) -> float:
@@ -17,6 +18,19 @@ def _float(name: str, default: float) -> float:
         return float(value)
     except ValueError:
         raise ValueError(f"{name} must be a number of seconds, got {value!r}") from None
+
+
+def _capacity() -> float:
+    value = os.environ.get("MPU_WORKER_CAPACITY")
+    if not value:
+        return default_capacity()
+    try:
+        capacity = float(value)
+    except ValueError:
+        capacity = -1.0
+    if not (capacity >= 0 and capacity != float("inf")):
+        raise ValueError(f"MPU_WORKER_CAPACITY must be a number of units >= 0, got {value!r}")
+    return capacity
 
 
 def _int(name: str, default: int) -> int:
@@ -38,6 +52,10 @@ class WorkerSettings:
         janus_url: the channels' Janus HTTP API (``MPU_JANUS_URL``).
         janus_api_secret: Janus' api_secret (``MPU_JANUS_API_SECRET``), if any.
         mix_slots: mixes one worker runs at once (``MPU_MIX_SLOTS``, Celery concurrency).
+        capacity: what one worker node (a Celery worker with ``mix_slots`` processes) takes, in units
+            of :mod:`workers.capacity` (1.0 = one 1280x720 30 fps mix of 4 inputs); a task that does
+            not fit waits in the queue (``MPU_WORKER_CAPACITY``, default 1.0 per CPU core; 0 =
+            unlimited).
         empty_timeout: seconds an empty channel is mixed before the task stops by itself with
             status 4 (``MPU_EMPTY_TIMEOUT``, default 30).
         heartbeat_interval: seconds between heartbeats/lease renewals (``MPU_HEARTBEAT_INTERVAL``).
@@ -59,9 +77,10 @@ class WorkerSettings:
     janus_url: str = "http://127.0.0.1:8088/janus"
     janus_api_secret: str | None = None
     mix_slots: int = 2
+    capacity: float = field(default_factory=default_capacity)
     empty_timeout: float = 30.0
     heartbeat_interval: float = 1.0
-    lease_seconds: float = 10.0
+    lease_seconds: float = 8.0
     cooldown_seconds: float = 10.0
     retry_initial: float = 1.0
     retry_max: float = 15.0
@@ -84,6 +103,7 @@ class WorkerSettings:
             janus_url=os.environ.get("MPU_JANUS_URL", cls.janus_url),
             janus_api_secret=os.environ.get("MPU_JANUS_API_SECRET") or None,
             mix_slots=_int("MPU_MIX_SLOTS", cls.mix_slots),
+            capacity=_capacity(),
             empty_timeout=_float("MPU_EMPTY_TIMEOUT", cls.empty_timeout),
             heartbeat_interval=_float("MPU_HEARTBEAT_INTERVAL", cls.heartbeat_interval),
             lease_seconds=_float("MPU_LEASE_SECONDS", cls.lease_seconds),
