@@ -7,6 +7,13 @@ Configuration (keys of ``config``, else environment variables):
 - ``LAYOUT_STORE``: a custom layout store (tests); default: one on the task store's Redis.
 - ``ENQUEUE``: ``(app_id, task_id) -> None`` that queues a mix; default: the Celery task.
 - ``MPU_AUTH_DISABLED``: True switches authentication off (tests only; never from the environment).
+- ``MPU_RATE_LIMIT``, ``MPU_RATE_BURST``: requests per second per access key (20) and the burst (40);
+  0 switches the limit off (:mod:`api.ratelimit`).
+
+Request size limits: bodies up to :data:`MAX_CONTENT_LENGTH` (413 ``RequestTooLarge``), query strings
+up to :data:`MAX_QUERY_LENGTH` (414 ``RequestURITooLong``), in both dialects; RPC calls up to
+:data:`api.rpc_params.MAX_PARAMS` parameters, REST JSON bodies up to :data:`api.auth.MAX_JSON_VALUES`
+values nested at most :data:`api.auth.MAX_JSON_DEPTH` deep (400 ``InvalidParameter``).
 """
 
 from __future__ import annotations
@@ -16,11 +23,15 @@ from collections.abc import Callable, Mapping
 from importlib import metadata
 from typing import Any
 
+import redis
 from apiflask import APIFlask
+from flask import request
+from werkzeug.exceptions import RequestURITooLarge
 
 from api import errors
 from api.auth import AccessKey, parse_access_keys
 from api.layouts import bp as layouts_bp
+from api.ratelimit import RateLimit, RateLimiter
 from api.rpc import bp as rpc_bp
 from api.schemas import ErrorOut
 from api.service import APP_ID, MixService
@@ -28,6 +39,8 @@ from api.tasks import bp as tasks_bp
 
 #: Largest request body accepted, in bytes.
 MAX_CONTENT_LENGTH = 64 * 1024
+#: Longest query string accepted (as sent, percent-encoded), in bytes.
+MAX_QUERY_LENGTH = 32 * 1024
 #: The OpenAPI document's description.
 DESCRIPTION = """Mix tasks of RTC channels pushed to RTMP, compatible with Alibaba Cloud RTC's MPU API
 (StartMPUTask, GetMPUTaskStatus, UpdateMPULayout, UpdateMPUTask, StopMPUTask, CreateMPULayout,
@@ -42,19 +55,32 @@ at `/` by the same service; see the README ("MPU RPC compatibility").
 credentials, or an AppId the key may not touch), `InvalidAccessKeyId.NotFound` or
 `SignatureDoesNotMatch`.
 
+**Rate limits**: each access key may send `MPU_RATE_LIMIT` requests per second (20) with bursts of
+`MPU_RATE_BURST` (40), shared by all API processes; over that the answer is 429 `Throttling.User`
+with a `Retry-After` header (seconds).
+
+**Limits**: request bodies up to 64 KiB (413 `RequestTooLarge`), query strings up to 32 KiB (414
+`RequestURITooLong`), JSON bodies of at most 2000 values nested at most 8 deep (400 `InvalidParameter`).
+
 **Errors** all have one shape: `{"code", "message", "field", "request_id"}` (field: the request
 parameter at fault, or null)."""
 
 
 class Services:
-    """What the views use: access keys, the service layer, and the nonce register of signed calls."""
+    """What the views use: access keys, the service layer, the nonce register of signed calls and
+    the rate limiter (None: no limit)."""
 
     def __init__(
-        self, access_keys: dict[str, AccessKey], service: MixService, auth_disabled: bool = False
+        self,
+        access_keys: dict[str, AccessKey],
+        service: MixService,
+        auth_disabled: bool = False,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.access_keys = access_keys
         self.auth_disabled = auth_disabled
         self.service = service
+        self.limiter = limiter
 
     def use_nonce(self, key_id: str, nonce: str, ttl_seconds: float) -> bool:
         """Register a signed request's nonce; False if this key used it within ``ttl_seconds``.
@@ -80,6 +106,33 @@ def _task_store_factory(redis_url: str) -> Callable[[], Any]:
         )
 
     return make
+
+
+def _redis_of(service: MixService) -> Callable[[], tuple[redis.Redis, str] | None]:
+    """The task store's Redis client and key prefix, for the rate limiter (None for a store without)."""
+
+    def target() -> tuple[redis.Redis, str] | None:
+        store: Any = service.store
+        client, prefix = getattr(store, "client", None), getattr(store, "prefix", None)
+        if isinstance(client, redis.Redis) and isinstance(prefix, str):
+            return client, prefix
+        return None
+
+    return target
+
+
+def _limit_query_length() -> None:
+    """``before_request`` of the whole app: refuse a query string longer than MAX_QUERY_LENGTH.
+
+    Raises:
+        RequestURITooLarge: 414, rendered in the dialect of the path (:mod:`api.errors`).
+    """
+    length = len(request.query_string)
+    if length > MAX_QUERY_LENGTH:
+        raise RequestURITooLarge(
+            f"the query string has {length} bytes, more than {MAX_QUERY_LENGTH}: send the parameters in "
+            "the body"
+        )
 
 
 def _celery_enqueue(app_id: str, task_id: str) -> None:
@@ -118,7 +171,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> APIFlask:
     """Build the API.
 
     Raises:
-        ValueError: no access keys configured (and ``MPU_AUTH_DISABLED`` not set), or malformed keys.
+        ValueError: no access keys configured (and ``MPU_AUTH_DISABLED`` not set), malformed keys, or
+            a malformed ``MPU_RATE_LIMIT`` / ``MPU_RATE_BURST``.
     """
     settings = dict(config or {})
     keys_text = settings.get("MPU_ACCESS_KEYS", os.environ.get("MPU_ACCESS_KEYS", ""))
@@ -126,6 +180,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> APIFlask:
     auth_disabled = settings.get("MPU_AUTH_DISABLED") is True
     if not keys and not auth_disabled:
         raise ValueError('no access keys: set MPU_ACCESS_KEYS="AK:SECRET" (see README)')
+    rate_limit = RateLimit.from_settings(settings, os.environ)
     app = APIFlask(
         __name__, title="rtc-mpu", version=_version(), spec_path="/openapi.json", docs_path="/docs"
     )
@@ -155,7 +210,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> APIFlask:
         (lambda: layouts) if layouts is not None else None,
         settings.get("ENQUEUE") or _celery_enqueue,
     )
-    app.extensions["mpu"] = Services(keys, service, auth_disabled)
+    limiter = RateLimiter(rate_limit, _redis_of(service)) if rate_limit.enabled else None
+    app.extensions["mpu"] = Services(keys, service, auth_disabled, limiter)
+    app.before_request(_limit_query_length)
     errors.register(app)
     app.register_blueprint(tasks_bp)
     app.register_blueprint(layouts_bp)

@@ -29,7 +29,9 @@ DEFAULT_CODES = {
     405: "MethodNotAllowed",
     409: "Conflict",
     413: "RequestTooLarge",
+    414: "RequestURITooLong",
     415: "InvalidParameter",
+    429: "Throttling.User",
     500: "InternalError",
     503: "ServiceUnavailable",
 }

@@ -9,6 +9,11 @@ and a nonce used once (kept in Redis). The parameters are parsed by :mod:`api.rp
 encodings of nested lists), validated by the same schemas as the REST API (:mod:`api.schemas`) and
 served by the same :class:`api.service.MixService`. Answers are JSON with a ``RequestId`` (XML with
 ``Format=XML``); errors have the vendor's shape ``{"RequestId", "HostId", "Code", "Message"}``.
+
+After the signature, each call counts against its access key's rate limit (:mod:`api.ratelimit`):
+over it, HTTP 429 ``Throttling.User`` with ``Retry-After`` (seconds) and ``x-acs-retry-after``
+(milliseconds, read by the newer SDK). A call has at most :data:`api.rpc_params.MAX_PARAMS`
+parameters (400 ``InvalidParameter``) and a query string of at most 32 KiB (414, :mod:`api.app`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from flask import Response, current_app, request
 from marshmallow import Schema, ValidationError
 
 from api.errors import first_problem, request_id
+from api.ratelimit import THROTTLING_CODE
 from api.rpc_format import error_response, render
 from api.rpc_params import RpcParamError, parse_rpc_params, wire_name
 from api.schemas import (
@@ -295,6 +301,14 @@ def rpc() -> Response:
         common = dict(pairs)
         xml = common.get("Format", "").upper() == "XML"
         key_id = _authenticate(pairs, query, body)
+        limiter = current_app.extensions["mpu"].limiter
+        if key_id is not None and limiter is not None:
+            decision = limiter.hit(key_id)
+            if not decision.allowed:
+                response = error_response(429, THROTTLING_CODE, limiter.message(decision), rid, host, xml)
+                response.headers["Retry-After"] = str(decision.retry_after_seconds)
+                response.headers["x-acs-retry-after"] = str(max(1, round(decision.retry_after * 1000)))
+                return response
         action = common.get("Action") or request.headers.get("x-acs-action", "")
         version = common.get("Version") or request.headers.get("x-acs-version", VERSION)
         if not action:

@@ -18,10 +18,16 @@ bp = APIBlueprint("tasks", __name__, url_prefix="/v1", tag="Tasks")
 
 #: Error answers each kind of operation may give besides 403/404 (documented in the OpenAPI document).
 UNAVAILABLE = {503: "Redis is unavailable (ServiceUnavailable)"}
-READ_ERRORS = {400: "Malformed AppId (InvalidParameter, field app_id)", **UNAVAILABLE}
+#: Answers of the request limits (api.ratelimit, api.app), possible for every authenticated call.
+LIMIT_ERRORS = {
+    414: "Query string longer than 32 KiB (RequestURITooLong)",
+    429: "Too many requests for this access key (Throttling.User); Retry-After gives the seconds to wait",
+}
+READ_ERRORS = {400: "Malformed AppId (InvalidParameter, field app_id)", **UNAVAILABLE, **LIMIT_ERRORS}
 WRITE_ERRORS = {
     **READ_ERRORS,
-    400: "Missing or invalid parameter (the code names it; field is the parameter)",
+    400: "Missing or invalid parameter (the code names it; field is the parameter), or a JSON body of "
+    "more than 2000 values or nested deeper than 8 (InvalidParameter)",
     413: "Request body larger than 64 KiB (RequestTooLarge)",
 }
 START_ERRORS = {

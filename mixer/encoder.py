@@ -6,6 +6,11 @@ VBV (``maxrate = bufsize = bitrate``, ``nal-hrd=cbr``), an IDR keyframe exactly 
 AAC-LC at 48 kHz stereo. Video pts are frame indices in ``1/fps`` time_base units; audio pts are
 sample indices in ``1/48000`` units; both start at 0 on the same clock, so they start together.
 
+An encoder may also start mid-clock (the pipeline reconnects a failed push with a new encoder): its
+first frame then has pts ``index`` > 0 and is forced to be an IDR keyframe, so a player can start
+decoding at once; FFmpeg's FLV muxer writes such timestamps as they are (it only shifts negative ones),
+so the RTMP timestamps of a reconnected push continue the media clock across the gap.
+
 Voice activity rides in the video as H.264 SEI (user data unregistered, :mod:`mixer.sei`): pass the
 JSON of a :class:`mixer.vad.VadReport` as ``encode_video(..., sei=...)``; the SEI NAL unit goes into
 the access unit of that frame.  libx264 (through FFmpeg, also with ``GLOBAL_HEADER`` for FLV/MP4, where
@@ -17,9 +22,11 @@ Blocking (encodes and network writes): call it from one worker thread, never fro
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Protocol
 
 import av
 from av.container import OutputContainer
@@ -30,7 +37,7 @@ from av.video.reformatter import ColorRange, Colorspace
 
 from mixer.audio_mixer import BLOCK_SAMPLES, CHANNELS, SAMPLE_RATE
 from mixer.sei import build_sei_nal, insert_sei_nal
-from mixer.sinks import SinkError, SinkTarget, open_sink
+from mixer.sinks import SinkError, SinkTarget, open_sink, start_sink
 
 #: Keyframe interval (GOP) in seconds (shared/DESIGN.md).
 DEFAULT_GOP_SECONDS = 2
@@ -92,15 +99,43 @@ class EncoderStats:
     last_video_pts: int = field(default=-1)
 
 
+class Encoder(Protocol):
+    """What the pipeline needs of an encoder: :class:`MediaEncoder`, or a stand-in in tests.
+
+    Every method blocks (encoding, network writes) and raises :class:`mixer.sinks.SinkError` when the
+    endpoint fails; all of them run on one worker thread, never on the event loop.
+    """
+
+    def encode_video(self, frame: av.VideoFrame, index: int, sei: bytes | None = None) -> None:
+        """Encode and write the frame at clock frame ``index`` (see :meth:`MediaEncoder.encode_video`)."""
+
+    def encode_audio(self, frame: av.AudioFrame) -> None:
+        """Encode and write one mixed audio block (see :meth:`MediaEncoder.encode_audio`)."""
+
+    def close(self) -> None:
+        """Flush, write the trailer and close the sink."""
+
+    def abort(self) -> None:
+        """Close the sink without flushing, ignoring errors (the endpoint already failed)."""
+
+
+#: Makes and opens an encoder (connects to the sink); blocking. :class:`MediaEncoder` itself is one.
+EncoderFactory = Callable[[EncoderSettings, SinkTarget], Encoder]
+
+
 class MediaEncoder:
     """Encodes composited video frames and mixed audio blocks and writes them to a sink.
+
+    The constructor opens the sink: it connects to the RTMP server (or creates the file) and writes
+    the container header, so a refused or unreachable endpoint fails here, not at the first frame.
+    Blocking, without a timeout of its own (see :mod:`mixer.sinks`): construct it off the event loop.
 
     Raises:
         SinkError: from the constructor (cannot connect / create) and from every write (the
             endpoint failed mid-stream).
     """
 
-    def __init__(self, settings: EncoderSettings, target: SinkTarget, open_timeout: float = 5.0) -> None:
+    def __init__(self, settings: EncoderSettings, target: SinkTarget) -> None:
         self.settings = settings
         self.target = target
         self.stats = EncoderStats()
@@ -109,7 +144,7 @@ class MediaEncoder:
         self._pending_sei: dict[int, bytes] = {}
         #: time_base of video pts; fixed here because the muxer rewrites the stream's (FLV: 1/1000).
         self.video_time_base = Fraction(1, settings.fps) if settings.has_video else Fraction(1, 1)
-        self._container: OutputContainer = open_sink(target, open_timeout=open_timeout)
+        self._container: OutputContainer = open_sink(target)
         try:
             self._video = self._add_video() if settings.has_video else None
             self._audio = (
@@ -120,8 +155,11 @@ class MediaEncoder:
             if self._audio is not None:
                 self._audio.bit_rate = settings.audio_bitrate
                 self._audio.time_base = Fraction(1, SAMPLE_RATE)
+            # Both encoders are open here, so their extradata (SPS/PPS, AudioSpecificConfig) is known.
+            start_sink(self._container, target)
         except BaseException:
-            self._container.close()
+            with contextlib.suppress(av.error.FFmpegError, OSError):
+                self._container.close()
             raise
 
     def _add_video(self) -> av.VideoStream:
@@ -162,7 +200,8 @@ class MediaEncoder:
     def encode_video(self, frame: av.VideoFrame, index: int, sei: bytes | None = None) -> None:
         """Encode a composited frame at media-clock frame ``index`` (pts = index, in 1/fps units).
 
-        A frame whose index is a multiple of the GOP is forced to be an IDR keyframe.
+        A frame whose index is a multiple of the GOP is forced to be an IDR keyframe, and so is this
+        encoder's first frame whatever its index (a push reconnected mid-clock starts with an IDR).
 
         Args:
             frame: the composited picture; its ``pts``, ``time_base`` and ``pict_type`` are set here.
@@ -182,7 +221,8 @@ class MediaEncoder:
         nal = build_sei_nal(sei) if sei is not None else None
         frame.pts = index
         frame.time_base = self.video_time_base
-        frame.pict_type = PictureType.I if index % self.settings.gop_frames == 0 else PictureType.NONE
+        keyframe = index % self.settings.gop_frames == 0 or self.stats.video_frames == 0
+        frame.pict_type = PictureType.I if keyframe else PictureType.NONE
         self.stats.last_video_pts = index
         self.stats.video_frames += 1
         if nal is not None:
@@ -240,6 +280,15 @@ class MediaEncoder:
                     self.target.display,
                     push_url_problem=False,
                 ) from None
+
+    def abort(self) -> None:
+        """Close the sink without flushing the encoders or caring whether the trailer is written,
+        ignoring every error: for an endpoint that already failed. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(av.error.FFmpegError, OSError):
+            self._container.close()
 
     def close(self) -> None:
         """Flush both encoders (``encode(None)``), write the trailer and close the sink. Idempotent.

@@ -9,6 +9,21 @@ Jobs run in clock order, so pts are strictly increasing.
 If the worker thread falls behind a live clock by more than :data:`MAX_PENDING_SECONDS`, video ticks
 are dropped (counted in the stats) rather than delaying audio or the RTP receiver; pts keep following
 the clock, so a player sees a frame held, never a time shift.
+
+Reconnecting (a live push, ``realtime`` to an RTMP target, with ``give_up_after`` not 0): when a
+write fails, a job stays blocked for more than ``write_timeout`` (the server stopped reading), or the
+sink cannot be opened, ``run()`` does not end. The broken connection is aborted on its own thread
+(never waited for), and while there is no connection the clock, the source and the audio mixer go on:
+every video tick and audio block that cannot be delivered is dropped and counted
+(``stats.dropped_video_frames``, ``stats.dropped_audio_blocks``). A new :class:`MediaEncoder` is
+opened on a new thread after an exponential backoff with *equal jitter* (:func:`reconnect_wait`); an
+open that takes more than ``open_timeout`` counts as failed and its thread is abandoned. Once open,
+encoding goes on from the current tick: video pts stay the clock's frame index and audio pts the
+clock's sample index, and the new connection starts with an IDR keyframe, so a player sees the
+picture freeze for the outage and go on at the right time, never a rewind. :attr:`Pipeline.sink`
+shows the state (for task status 5/6); after ``give_up_after`` seconds of continuous failure the
+source is closed and ``run()`` raises the last :class:`SinkError`. Nothing of this blocks the event
+loop: opens, writes and closes all run on worker threads.
 """
 
 from __future__ import annotations
@@ -19,23 +34,27 @@ import concurrent.futures
 import json
 import logging
 import math
+import queue
+import random
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import av
 
 from mixer.audio_mixer import BLOCK_SAMPLES, SAMPLE_RATE, AudioMixer
 from mixer.clock import MediaClock
 from mixer.compositor import Compositor, OverlayDraw, PaneDraw
-from mixer.encoder import EncoderSettings, MediaEncoder
+from mixer.encoder import Encoder, EncoderFactory, EncoderSettings, MediaEncoder
 from mixer.geometry import pane_rect
 from mixer.images import FetchLimits, ImageCache, ImageError
 from mixer.overlay_render import OverlayRenderer
 from mixer.overlay_spec import Subscriptions
 from mixer.selection import LayoutChoice, PaneAssignment, choose_layout
-from mixer.sinks import SinkTarget
+from mixer.sinks import DEFAULT_OPEN_TIMEOUT, DEFAULT_WRITE_TIMEOUT, SinkError, SinkTarget
 from mixer.source import Source, StreamKey
 from mixer.spec import MixMode, TaskSpec, UserPane
 from mixer.text import check_fonts
@@ -53,6 +72,37 @@ MAX_VIDEO_LATENESS = 0.5
 LIVE_AUDIO_PREFILL = 2 * BLOCK_SAMPLES
 #: Most audio buffered per user before the oldest is dropped, in samples (200 ms).
 LIVE_AUDIO_MAX = 9600
+#: Seconds a new connection must carry the push before its outage counts as over: a server that
+#: accepts and then drops us again at once keeps the give-up timer running and the backoff growing.
+STABLE_CONNECTION_SECONDS = 5.0
+#: Largest exponent of the reconnect backoff (the delay is capped at ``retry_max`` long before).
+_MAX_BACKOFF_EXPONENT = 32
+
+_T = TypeVar("_T")
+
+
+def reconnect_wait(
+    attempt: int,
+    initial: float,
+    maximum: float,
+    uniform: Callable[[float, float], float] = random.uniform,
+) -> float:
+    """Seconds to wait before reconnection attempt ``attempt`` (0 for the first) of an outage.
+
+    Exponential backoff with *equal jitter*: the ceiling ``min(maximum, initial * 2**attempt)``
+    doubles at each attempt, and the wait is drawn uniformly from ``[ceiling / 2, ceiling]``. Half the
+    ceiling is a floor, so a refusing server is never hammered (full jitter, ``[0, ceiling]``, can
+    retry at once several times in a row), and the random half spreads the reconnects of the many
+    pushes that one CDN or server restart breaks at the same moment.
+
+    Args:
+        attempt: reconnection attempts already made in this outage.
+        initial: ceiling of the first wait, in seconds.
+        maximum: largest ceiling, in seconds.
+        uniform: ``random.uniform`` or a stand-in (tests).
+    """
+    ceiling = min(maximum, initial * 2.0 ** min(attempt, _MAX_BACKOFF_EXPONENT))
+    return uniform(ceiling / 2, ceiling)
 
 
 @dataclass
@@ -62,8 +112,10 @@ class PipelineStats:
     Attributes:
         video_ticks: video ticks of the clock so far (frames due).
         video_frames: frames handed to the encoder.
-        dropped_video_frames: ticks skipped because encoding lagged or the clock was late.
+        dropped_video_frames: ticks skipped because encoding lagged, the clock was late, or the sink
+            was disconnected (reconnecting).
         audio_blocks: audio blocks encoded (BLOCK_SAMPLES samples each).
+        dropped_audio_blocks: audio blocks mixed but not delivered because the sink was disconnected.
         layout_id: the layout in use (None before the first frame or for audio only).
         layout_changes: how many times the layout or pane assignment changed.
         users: users in the channel in join order.
@@ -78,6 +130,7 @@ class PipelineStats:
     video_frames: int = 0
     dropped_video_frames: int = 0
     audio_blocks: int = 0
+    dropped_audio_blocks: int = 0
     layout_id: int | None = None
     layout_changes: int = 0
     users: list[str] = field(default_factory=list)
@@ -85,6 +138,86 @@ class PipelineStats:
     overlay_problems: dict[str, str] = field(default_factory=dict)
     vad: dict[str, Any] | None = None
     sei_messages: int = 0
+
+
+@dataclass
+class SinkStatus:
+    """The push's connection state, for task status and tests (owned and updated by the pipeline).
+
+    Attributes:
+        connected: an encoder is open and the push is being written.
+        failing_since: ``time.monotonic()`` seconds when the current outage began (the first failure
+            since the push last stayed up :data:`STABLE_CONNECTION_SECONDS`); None while connected.
+        last_error: the latest failure, redacted (a :class:`SinkError` message names the redacted
+            target), or None if the sink never failed.
+        push_url_problem: the latest failure was a refusal by the server (status 6) rather than a
+            network problem (status 5).
+        reconnects: reconnections that succeeded.
+        attempts: reconnection attempts that failed in the current outage (the next one is number
+            ``attempts + 1``); 0 while no outage is going on.
+    """
+
+    connected: bool = False
+    failing_since: float | None = None
+    last_error: str | None = None
+    push_url_problem: bool = False
+    reconnects: int = 0
+    attempts: int = 0
+
+
+class _JobThread:
+    """One daemon thread running submitted callables in order: the jobs of one encoder (connection).
+
+    A ``ThreadPoolExecutor``'s threads are joined by ``shutdown(wait=True)`` and at interpreter exit,
+    but a write to a server that stopped reading blocks for good (:mod:`mixer.sinks`). This thread can
+    be abandoned instead: :meth:`shutdown` only asks it to exit once the jobs already queued are done,
+    and as a daemon it never holds up the process's exit.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[tuple[concurrent.futures.Future[Any], Callable[[], Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        #: ``time.monotonic()`` seconds when the running job started; None while idle.
+        self.busy_since: float | None = None
+        #: Done when the thread has exited.
+        self.exited: concurrent.futures.Future[None] = concurrent.futures.Future()
+        threading.Thread(target=self._work, name=name, daemon=True).start()
+
+    def submit(self, job: Callable[[], _T]) -> concurrent.futures.Future[_T]:
+        """Queue ``job``; its future can be cancelled until it starts."""
+        future: concurrent.futures.Future[_T] = concurrent.futures.Future()
+        self._jobs.put((future, job))
+        return future
+
+    def shutdown(self) -> concurrent.futures.Future[None]:
+        """Let the thread exit after the jobs queued so far (cancelled ones are skipped); no waiting."""
+        self._jobs.put(None)
+        return self.exited
+
+    def _work(self) -> None:
+        try:
+            while (item := self._jobs.get()) is not None:
+                future, job = item
+                if not future.set_running_or_notify_cancel():
+                    continue
+                self.busy_since = time.monotonic()
+                try:
+                    result = job()
+                except BaseException as exc:  # handed to whoever waits for the job, like an executor
+                    future.set_exception(exc)
+                else:
+                    future.set_result(result)
+                finally:
+                    self.busy_since = None
+        finally:
+            self.exited.set_result(None)
+
+
+def _abort_opened(opening: concurrent.futures.Future[Encoder]) -> None:
+    """Abort the encoder ``opening`` made, if it made one (an open given up on, run after it ends)."""
+    if opening.done() and not opening.cancelled() and opening.exception() is None:
+        opening.result().abort()
 
 
 class Pipeline:
@@ -101,9 +234,20 @@ class Pipeline:
         preset: x264 preset.
         image_limits: how overlay images are fetched (size, time, private addresses). A live mix
             starts at once and draws each image when it arrives; an offline render waits for them.
+        retry_initial: ceiling of the first reconnect wait, in seconds (:func:`reconnect_wait`).
+        retry_max: largest reconnect wait ceiling, in seconds.
+        give_up_after: seconds of continuous sink failure after which ``run()`` raises the last
+            :class:`SinkError`; None never gives up; 0 (the default, as ``mpu render`` and ``mpu mix``
+            want) raises at the first failure without reconnecting. Only a real-time push to a
+            network target reconnects: a file is never reopened (that would truncate it).
+        open_timeout: seconds one connection attempt may take (TCP, RTMP handshake, publish) before
+            it counts as failed; network targets only.
+        write_timeout: seconds one encode-and-write job may block before the push counts as failed
+            (the server stopped reading); network targets only.
+        encoder_factory: makes and opens the encoder; :class:`MediaEncoder` unless a test says otherwise.
 
     Raises:
-        ValueError: offline rendering asked of a live source.
+        ValueError: offline rendering asked of a live source, or negative retry times.
         FontError: the task draws texts or clocks and a font is not installed.
     """
 
@@ -117,9 +261,17 @@ class Pipeline:
         duration: float | None = None,
         preset: str = "veryfast",
         image_limits: FetchLimits | None = None,
+        retry_initial: float = 0.5,
+        retry_max: float = 5.0,
+        give_up_after: float | None = 0.0,
+        open_timeout: float = DEFAULT_OPEN_TIMEOUT,
+        write_timeout: float = DEFAULT_WRITE_TIMEOUT,
+        encoder_factory: EncoderFactory = MediaEncoder,
     ) -> None:
         if not realtime and source.live:
             raise ValueError("a live source can only be mixed in real time")
+        if min(retry_initial, retry_max, open_timeout, write_timeout) <= 0 or (give_up_after or 0) < 0:
+            raise ValueError("retry, open and write times must be positive and give_up_after >= 0")
         self.spec = spec
         self.source = source
         self.target = target
@@ -156,9 +308,32 @@ class Pipeline:
         self._fetches: dict[str, asyncio.Task[None]] = {}
         self._vad = VoiceActivityDetector(spec.vad_interval)
         self._sei: bytes | None = None
-        self._encoder: MediaEncoder | None = None
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self.give_up_after = give_up_after
+        self.open_timeout = open_timeout
+        self.write_timeout = write_timeout
+        self._encoder_factory = encoder_factory
+        #: The push's connection state (see :class:`SinkStatus`).
+        self.sink = SinkStatus()
+        #: Whether a failed sink is reopened (else the first failure ends ``run()``).
+        self._reconnecting = realtime and target.is_network and give_up_after != 0
+        self._encoder: Encoder | None = None
+        #: The thread of the open encoder: its writes, then its close.
+        self._thread: _JobThread | None = None
+        #: Threads of closed or abandoned encoders, until they exit.
+        self._retired: list[_JobThread] = []
         self._pending: collections.deque[tuple[bool, concurrent.futures.Future[None]]] = collections.deque()
+        #: ``time.monotonic()`` when the current outage began (kept through short-lived connections).
+        self._outage_since: float | None = None
+        self._connected_at: float | None = None
+        self._last_error: SinkError | None = None
+        self._reconnect_task: asyncio.Task[None] | None = None
+        #: An unexpected error of the reconnect task, raised by the clock loop.
+        self._fatal: Exception | None = None
+        self._finishing = False
+        #: Held while composing: the compositor and overlay renderer are used by one thread at a time.
+        self._compose_lock = threading.Lock()
 
     # -- FrameReceiver -------------------------------------------------------------------------
     def on_user(self, user_id: str, present: bool) -> None:
@@ -224,30 +399,198 @@ class Pipeline:
     async def run(self) -> PipelineStats:
         """Open the sink, start the source and produce output until done; always closes both.
 
+        A push that reconnects (see the module docstring) starts the source and the clock even when
+        the first open fails, and ends only by :meth:`stop`, the duration, or giving up.
+
         Raises:
-            SinkError: the sink could not be opened or failed while pushing.
+            SinkError: the sink could not be opened or failed while pushing (without reconnecting), or
+                it kept failing for ``give_up_after`` seconds (the source is closed first).
             SourceError: the source could not start.
         """
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mpu-encode")
         try:
             self._start_fetches()
             if not self._clock.realtime and self._fetches:
                 await asyncio.gather(*self._fetches.values())
-            self._encoder = await asyncio.to_thread(MediaEncoder, self.settings, self.target)
-            log.info("pushing to %s", self.target.display)
+            await self._connect_first()
             await self.source.start(self)
             try:
                 await self._run_clock()
             finally:
                 await self.source.close()
+            self._finishing = True
             await self._drain(0)
         finally:
+            self._finishing = True
             for task in self._fetches.values():
                 task.cancel()
             await asyncio.gather(*self._fetches.values(), return_exceptions=True)
             await self._images.close()
-            await self._close_encoder()
+            if self._reconnect_task is not None:
+                self._reconnect_task.cancel()
+                await asyncio.gather(self._reconnect_task, return_exceptions=True)
+            try:
+                await self._close_encoder()
+            finally:
+                await self._wait_retired()
         return self.stats
+
+    # -- the sink's connection -------------------------------------------------------------------
+    def _job_timeout(self, seconds: float) -> float | None:
+        """How long to wait for a job that may block on the network (None: as long as it takes)."""
+        return seconds if self.target.is_network else None
+
+    async def _open(self) -> tuple[Encoder, _JobThread]:
+        """Make and open an encoder on a new thread (which then runs its jobs), within ``open_timeout``.
+
+        Raises:
+            SinkError: the open failed or timed out (the thread is abandoned and closes what it opens).
+        """
+        thread = _JobThread("mpu-encode")
+        future = thread.submit(lambda: self._encoder_factory(self.settings, self.target))
+        try:
+            encoder = await asyncio.wait_for(
+                asyncio.wrap_future(future), self._job_timeout(self.open_timeout)
+            )
+        except BaseException as exc:
+            thread.submit(lambda: _abort_opened(future))
+            self._retire(thread)
+            if isinstance(exc, TimeoutError):
+                raise SinkError(
+                    f"connecting timed out after {self.open_timeout:g} s",
+                    self.target.display,
+                    push_url_problem=False,
+                ) from None
+            raise
+        return encoder, thread
+
+    async def _connect_first(self) -> None:
+        try:
+            encoder, thread = await self._open()
+        except SinkError as exc:
+            self._sink_failed(exc)  # raises unless reconnecting
+            return
+        self._connected(encoder, thread)
+        log.info("pushing to %s", self.target.display)
+
+    def _connected(self, encoder: Encoder, thread: _JobThread) -> None:
+        self._encoder, self._thread = encoder, thread
+        self._connected_at = time.monotonic()
+        self.sink.connected = True
+        self.sink.failing_since = None
+
+    def _retire(self, thread: _JobThread) -> None:
+        thread.shutdown()
+        self._retired = [t for t in self._retired if not t.exited.done()]
+        self._retired.append(thread)
+
+    def _note_error(self, exc: SinkError) -> None:
+        self._last_error = exc
+        self.sink.last_error = str(exc)
+        self.sink.push_url_problem = exc.push_url_problem
+
+    def _sink_failed(self, exc: SinkError) -> None:
+        """The open encoder (if any) failed: abort it without waiting, then reconnect or raise.
+
+        Raises:
+            SinkError: ``exc``, when this pipeline does not reconnect.
+        """
+        now = time.monotonic()
+        encoder, thread = self._encoder, self._thread
+        self._encoder = self._thread = None
+        for _, future in self._pending:
+            future.cancel()
+        self._pending.clear()
+        if thread is not None:
+            if encoder is not None:
+                thread.submit(encoder.abort)
+            self._retire(thread)
+        stable = self._connected_at is not None and now - self._connected_at >= STABLE_CONNECTION_SECONDS
+        if self._outage_since is None or stable:
+            self._outage_since = now
+            self.sink.attempts = 0
+        elif self._connected_at is not None:  # a reconnection that did not hold: back off further
+            self.sink.attempts += 1
+        self._connected_at = None
+        self.sink.connected = False
+        self.sink.failing_since = self._outage_since
+        self._note_error(exc)
+        if not self._reconnecting:
+            raise exc
+        if self._finishing:
+            log.warning("push failed while finishing: %s", exc)
+            return
+        log.warning("push failed: %s; reconnecting", exc)
+        if self._reconnect_task is None or self._reconnect_task.done():
+            self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        """Reopen the sink with backoff until it is open (cancelled when the pipeline ends). An
+        unexpected error (a bug, not a :class:`SinkError`) is kept for :meth:`_check_sink` to raise."""
+        while self._encoder is None:
+            wait = reconnect_wait(self.sink.attempts, self.retry_initial, self.retry_max)
+            await asyncio.sleep(wait)
+            try:
+                encoder, thread = await self._open()
+            except Exception as exc:
+                if not isinstance(exc, SinkError):
+                    self._fatal = exc
+                    return
+                self.sink.attempts += 1
+                self._note_error(exc)
+                log.info(
+                    "reconnecting to %s failed (attempt %d): %s", self.target.display, self.sink.attempts, exc
+                )
+                continue
+            outage = time.monotonic() - (self._outage_since or time.monotonic())
+            self.sink.reconnects += 1
+            log.info(
+                "push reconnected to %s after %.1f s (%d failed attempts)",
+                self.target.display,
+                outage,
+                self.sink.attempts,
+            )
+            self._connected(encoder, thread)
+
+    def _check_sink(self) -> None:
+        """Once per clock step: end a stable connection's outage, catch a blocked write, give up.
+
+        Raises:
+            SinkError: the last failure, once the sink has failed for ``give_up_after`` seconds.
+            Exception: what made reopening the sink fail unexpectedly (not a SinkError).
+        """
+        if self._fatal is not None:
+            raise self._fatal
+        now = time.monotonic()
+        if self._encoder is not None:
+            if (
+                self._outage_since is not None
+                and now - (self._connected_at or now) >= STABLE_CONNECTION_SECONDS
+            ):
+                self._outage_since = None
+                self.sink.attempts = 0
+            thread = self._thread
+            busy = thread.busy_since if thread is not None else None
+            if self.target.is_network and busy is not None and now - busy > self.write_timeout:
+                self._sink_failed(self._write_timed_out())
+        if (
+            self._encoder is None
+            and self.give_up_after is not None
+            and self._outage_since is not None
+            and self._last_error is not None
+            and now - self._outage_since >= self.give_up_after
+        ):
+            log.warning(
+                "giving up on %s after %.1f s of failures: %s",
+                self.target.display,
+                now - self._outage_since,
+                self._last_error,
+            )
+            raise self._last_error
+
+    def _write_timed_out(self) -> SinkError:
+        return SinkError(
+            f"write timed out after {self.write_timeout:g} s", self.target.display, push_url_problem=False
+        )
 
     # -- overlays ------------------------------------------------------------------------------
     def _start_fetches(self) -> None:
@@ -272,20 +615,42 @@ class Pipeline:
             self._overlay.set_image(url, rgba)
 
     async def _close_encoder(self) -> None:
-        executor, encoder = self._executor, self._encoder
+        """Flush and close the open encoder after its running job (queued ones are cancelled).
+
+        Raises:
+            SinkError: the final writes failed, and this pipeline does not reconnect (a reconnecting
+                one only logs it: it was finishing anyway).
+        """
+        encoder, thread = self._encoder, self._thread
+        self._encoder = self._thread = None
+        for _, future in self._pending:
+            future.cancel()
+        self._pending.clear()
+        if thread is None or encoder is None:
+            return
+        closing = thread.submit(encoder.close)
+        self._retire(thread)
+        timeout = self._job_timeout(2 * self.write_timeout)
         try:
-            if executor is not None:
-                for _, future in self._pending:
-                    future.cancel()
-                await asyncio.gather(
-                    *(asyncio.wrap_future(f) for _, f in self._pending), return_exceptions=True
-                )
-                self._pending.clear()
-                if encoder is not None:
-                    await asyncio.wrap_future(executor.submit(encoder.close))
-        finally:
-            if executor is not None:
-                executor.shutdown(wait=True)
+            await asyncio.wait_for(asyncio.wrap_future(closing), timeout)
+        except TimeoutError:
+            log.warning("closing %s timed out after %g s; abandoned", self.target.display, timeout)
+        except SinkError as exc:
+            self._note_error(exc)
+            if not self._reconnecting:
+                raise
+            log.warning("closing the push failed: %s", exc)
+
+    async def _wait_retired(self) -> None:
+        """Give the threads of closed or abandoned encoders a moment to exit (never forever)."""
+        waiting = [asyncio.wrap_future(t.exited) for t in self._retired if not t.exited.done()]
+        if waiting:
+            await asyncio.wait(waiting, timeout=self._job_timeout(self.write_timeout))
+        self._retired = [t for t in self._retired if not t.exited.done()]
+        if self._retired:
+            log.warning(
+                "%d encoder thread(s) still blocked on %s; abandoned", len(self._retired), self.target.display
+            )
 
     def _frame_budget(self) -> tuple[int | None, int | None]:
         if self.duration is None:
@@ -320,6 +685,7 @@ class Pipeline:
                 self._audio_tick(block_index)
                 block_index += 1
             await self._drain(OFFLINE_QUEUE_DEPTH if not clock.realtime else None)
+            self._check_sink()
 
     def _subscriptions(self) -> Subscriptions:
         return self.spec.subscriptions or Subscriptions()
@@ -390,7 +756,11 @@ class Pipeline:
     def _video_tick(self, index: int, late: bool) -> None:
         self.stats.video_ticks += 1
         pending_video = sum(1 for is_video, _ in self._pending if is_video)
-        if late or (self._clock.realtime and pending_video > MAX_PENDING_SECONDS * self.settings.fps):
+        if (
+            late
+            or self._encoder is None
+            or (self._clock.realtime and pending_video > MAX_PENDING_SECONDS * self.settings.fps)
+        ):
             self.stats.dropped_video_frames += 1
             return
         choice = self._current_choice()
@@ -417,11 +787,16 @@ class Pipeline:
         if sei is not None:
             self.stats.sei_messages += 1
 
+        lock = self._compose_lock
+
         def job() -> None:
             # Overlay sprites are made here, off the event loop: scaling a large image takes tens of ms.
-            overlays: list[OverlayDraw] = renderer.draws(panes, now) if renderer is not None else []
-            compositor.set_style(background, crop_mode)
-            encoder.encode_video(compositor.compose(draws, overlays), index, sei=sei)
+            # The lock: a job of an aborted connection may still be composing on its old thread.
+            with lock:
+                overlays: list[OverlayDraw] = renderer.draws(panes, now) if renderer is not None else []
+                compositor.set_style(background, crop_mode)
+                picture = compositor.compose(draws, overlays)
+            encoder.encode_video(picture, index, sei=sei)
 
         self._submit(True, job)
         self.stats.video_frames += 1
@@ -450,24 +825,39 @@ class Pipeline:
                 self.stats.vad = json.loads(report.to_json())
                 if self.spec.sei and self.settings.has_video:
                     self._sei = report.to_json()
-        frame = AudioMixer.make_frame(block, index * BLOCK_SAMPLES)
-        encoder = self._encoder
-        assert encoder is not None
-        self._submit(False, lambda: encoder.encode_audio(frame))
-        self.stats.audio_blocks += 1
         self.stats.users = list(self._users)
         self.stats.mixed_audio_users = self._audio.mixed_users()
+        encoder = self._encoder
+        if encoder is None:  # reconnecting: the block is mixed (buffers drained, VAD goes on), not sent
+            self.stats.dropped_audio_blocks += 1
+            return
+        frame = AudioMixer.make_frame(block, index * BLOCK_SAMPLES)
+        self._submit(False, lambda: encoder.encode_audio(frame))
+        self.stats.audio_blocks += 1
 
     def _submit(self, is_video: bool, job: Callable[[], None]) -> None:
-        assert self._executor is not None
-        self._pending.append((is_video, self._executor.submit(job)))
+        assert self._thread is not None
+        self._pending.append((is_video, self._thread.submit(job)))
 
     async def _drain(self, keep: int | None) -> None:
-        """Collect finished jobs (raising their errors); wait until at most ``keep`` are pending."""
+        """Collect finished jobs; wait until at most ``keep`` are pending. A :class:`SinkError` of a
+        job (or a job of a network push blocked for ``write_timeout``) goes to :meth:`_sink_failed`.
+
+        Raises:
+            SinkError: the sink failed and this pipeline does not reconnect.
+        """
         pending = self._pending
         while pending and (pending[0][1].done() or (keep is not None and len(pending) > keep)):
             _, future = pending.popleft()
-            if future.done():
-                future.result()  # no asyncio future (nor a loop iteration) for a job already done
-            else:
-                await asyncio.wrap_future(future)
+            try:
+                if future.done():
+                    future.result()  # no asyncio future (nor a loop iteration) for a job already done
+                else:
+                    timeout = self._job_timeout(self.write_timeout)
+                    try:
+                        await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+                    except TimeoutError:
+                        raise self._write_timed_out() from None
+            except SinkError as exc:
+                self._sink_failed(exc)
+                return

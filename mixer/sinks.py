@@ -2,6 +2,17 @@
 
 Only ``rtmp://`` and ``rtmps://`` URLs or plain file paths with a known container extension ever
 reach FFmpeg; anything else (``file:``, ``concat:``, ``tcp:``, ``http:``...) is refused first.
+
+Opening is two steps: :func:`open_sink` allocates the container (no I/O), the caller adds its
+streams, then :func:`start_sink` writes the header, which is when FFmpeg connects to the RTMP server
+(``avio_open`` runs in PyAV's ``start_encoding``, not in ``av.open``).
+
+Timeouts: PyAV applies ``av.open(timeout=...)`` to inputs only, and opens an output's AVIO without
+options, so neither an interrupt callback nor ``rw_timeout`` reaches an RTMP *output*. Only the TCP
+connect has FFmpeg's own default timeout; the RTMP handshake and every later write wait as long as
+the server keeps the connection open without answering or reading. Bound them from outside: run
+the blocking calls on a thread that may be abandoned (``mixer.pipeline`` does, with
+:data:`DEFAULT_OPEN_TIMEOUT` and :data:`DEFAULT_WRITE_TIMEOUT`).
 """
 
 from __future__ import annotations
@@ -18,9 +29,10 @@ from mixer.urls import redact_url, validate_stream_url
 
 #: Container format by file extension for file sinks.
 FILE_FORMATS = {".flv": "flv", ".mp4": "mp4", ".mkv": "matroska", ".ts": "mpegts", ".mov": "mov"}
-#: Seconds allowed to connect to an RTMP server before the push fails.
+#: Seconds allowed to connect to an RTMP server (TCP, RTMP handshake, connect and publish commands)
+#: before the attempt counts as failed (enforced by the caller, see the module docstring).
 DEFAULT_OPEN_TIMEOUT = 5.0
-#: Seconds a single write to the RTMP server may block before the push fails.
+#: Seconds a single encode-and-write may block before the push counts as failed (enforced by the caller).
 DEFAULT_WRITE_TIMEOUT = 5.0
 
 
@@ -79,42 +91,48 @@ def sink_target(target: str) -> SinkTarget:
     return SinkTarget(absolute, FILE_FORMATS[suffix], target, False)
 
 
-def open_sink(
-    target: SinkTarget,
-    open_timeout: float = DEFAULT_OPEN_TIMEOUT,
-    write_timeout: float = DEFAULT_WRITE_TIMEOUT,
-) -> OutputContainer:
-    """Open the output container (connects to the RTMP server). Blocking: call it off the event loop.
+def open_sink(target: SinkTarget) -> OutputContainer:
+    """Allocate the output container; nothing is connected or created yet (see :func:`start_sink`).
 
     Raises:
-        SinkError: the server could not be reached or refused the stream; the file could not be created.
+        SinkError: FFmpeg refused the target (no I/O happens here, so this is rare).
     """
     options: dict[str, str] = {}
     if target.container_format == "flv":
         options["flvflags"] = "no_duration_filesize"
-    if target.is_network:
-        options["rw_timeout"] = str(int(write_timeout * 1_000_000))
     try:
-        return av.open(
-            target.url,
-            mode="w",
-            format=target.container_format,
-            container_options=options,
-            timeout=(open_timeout, write_timeout),
-        )
-    except av.error.ConnectionRefusedError as exc:
-        raise SinkError(
-            f"connection refused: {exc.strerror}", target.display, push_url_problem=False
-        ) from None
-    except (av.error.TimeoutError, av.error.ConnectionResetError, av.error.ExitError) as exc:
-        raise SinkError(f"network error: {exc.strerror}", target.display, push_url_problem=False) from None
-    except av.error.FFmpegError as exc:
-        raise SinkError(
-            f"the endpoint refused the stream: {exc.strerror}",
-            target.display,
-            push_url_problem=target.is_network,
-        ) from None
-    except OSError as exc:
-        raise SinkError(
-            f"cannot open output: {exc.strerror}", target.display, push_url_problem=False
-        ) from None
+        return av.open(target.url, mode="w", format=target.container_format, container_options=options)
+    except (av.error.FFmpegError, OSError) as exc:
+        raise sink_error(exc, target, "cannot open output") from None
+
+
+def start_sink(container: OutputContainer, target: SinkTarget) -> None:
+    """Open the container's streams and write its header: connects to the RTMP server (TCP, RTMP
+    handshake, ``connect`` and ``publish``) or creates the file. Blocking: call it off the event loop;
+    it has no timeout of its own beyond FFmpeg's TCP connect timeout (see the module docstring).
+
+    Raises:
+        SinkError: the server could not be reached or refused the stream; the file could not be created.
+    """
+    try:
+        container.start_encoding()
+    except (av.error.FFmpegError, OSError) as exc:
+        raise sink_error(exc, target, "cannot open output") from None
+
+
+def sink_error(exc: BaseException, target: SinkTarget, action: str) -> SinkError:
+    """The :class:`SinkError` for an FFmpeg/OS error ``exc`` raised while opening ``target``.
+
+    Refused connections, timeouts, resets and broken pipes are network problems (status 5). FFmpeg
+    reports any other failure of a network target as a plain I/O error: the RTMP server answered but
+    refused (unknown application, publish refused, bad key), or the host name does not resolve;
+    both mean the push URL is wrong (status 6). ``action`` prefixes errors of file targets.
+    """
+    reason = getattr(exc, "strerror", None) or str(exc)
+    if isinstance(exc, ConnectionRefusedError):  # av.error's classes derive from the builtin ones
+        return SinkError(f"connection refused: {reason}", target.display, push_url_problem=False)
+    if isinstance(exc, TimeoutError | ConnectionError | av.error.ExitError):
+        return SinkError(f"network error: {reason}", target.display, push_url_problem=False)
+    if target.is_network and isinstance(exc, av.error.FFmpegError):
+        return SinkError(f"the endpoint refused the stream: {reason}", target.display, push_url_problem=True)
+    return SinkError(f"{action}: {reason}", target.display, push_url_problem=False)

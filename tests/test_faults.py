@@ -263,3 +263,43 @@ def test_killed_worker_resumes_on_another_and_never_two_pushes(
     finally:
         publishers.terminate()
         publishers.wait(timeout=15)
+
+
+@pytest.mark.timeout(150)
+def test_sigterm_hands_the_show_over_to_another_worker(stack: FaultStack, nginx_rtmp: NginxRtmp) -> None:
+    service = stack.service
+    publishers = publish(stack.janus, "term-fault", 1, 90)
+    try:
+        time.sleep(1.0)
+        start_task(service, "h", "term-fault", nginx_rtmp.rtmp_url("term-fault"), [1])
+        service.wait_task(APP, "h", lambda t: t["status"] == 1, 30)  # on "worker", the only one
+        service.start_worker("standby")
+        time.sleep(3.0)
+        counter = PublisherCounter(nginx_rtmp, "term-fault")
+        counter.start()
+        terminated = time.monotonic()
+        os.killpg(service.processes["worker"].pid, signal.SIGTERM)  # as systemd stops a service
+        wait_until(lambda: stream_stats(nginx_rtmp, "term-fault")[0] == 0, 10, "the old push stops")
+        stopped = time.monotonic() - terminated
+        wait_until(lambda: stream_stats(nginx_rtmp, "term-fault") == (1, True), 30, "the new push")
+        back = time.monotonic() - terminated
+        service.processes["worker"].wait(timeout=30)
+        exited = time.monotonic() - terminated
+        resumed = service.wait_task(APP, "h", lambda t: t["status"] == 1, 20)
+        viewer = Viewer(nginx_rtmp, "term-fault")
+        viewer.start()
+        wait_until(lambda: bool(viewer.pictures), 20, "a viewer sees the stream")
+        counter.done.set()
+        counter.join()
+        print(
+            f"SIGTERM: the old worker stopped pushing {stopped:.1f} s later and exited after {exited:.1f} s; "
+            f"the show was pushed again {back:.1f} s after the signal by {resumed['worker']} "
+            f"(restarts {resumed['restarts']}); most publishers at once {counter.most}"
+        )
+        assert counter.most == 1
+        assert back < 10 and resumed["restarts"] == 1
+        assert "worker" not in service.processes or service.processes["worker"].returncode is not None
+        service.call("DELETE", f"/v1/apps/{APP}/tasks/h")
+    finally:
+        publishers.terminate()
+        publishers.wait(timeout=15)

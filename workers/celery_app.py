@@ -4,25 +4,41 @@ Delivery policy (shared/DESIGN.md "A task's life"):
 - **Ack early** (``task_acks_late = False``): a message is acknowledged when a worker starts it, so
   a mix running for hours is never redelivered by the broker's visibility timeout. Crash recovery
   is ours, not the broker's: the reconciler re-enqueues tasks whose heartbeat stopped.
-- **Prefetch 1** (``worker_prefetch_multiplier = 1``, ``-O fair``): a worker reserves no more messages
-  than it has free mix slots, so nothing waits behind an hours-long mix on a busy worker.
+- **Prefetch 1** (``worker_prefetch_multiplier = 1``, ``-O fair``) and ``worker_disable_prefetch``: a
+  worker fetches a message only while it has a free mix slot (with early acks, prefetch alone would let
+  a worker whose slots all run mixes reserve more messages, which would wait behind hours-long mixes).
+- **Capacity**: each worker node (a Celery worker, its ``-n`` name) takes tasks up to its capacity
+  (``MPU_WORKER_CAPACITY`` units, :mod:`workers.capacity`), checked atomically by the claim. A task that
+  does not fit is sent back with a countdown of about 2 s (:func:`requeue_mix`) and keeps state QUEUED,
+  so another node, or this one later, takes it.
 - **Concurrency = mix slots** (``MPU_MIX_SLOTS``, prefork: each mix in its own process, no GIL sharing).
 - **Visibility timeout** 1 hour for the few reserved-but-unstarted messages; a duplicate delivery is
   harmless because running a mix starts by claiming it in Redis with a fencing token.
 - **Control** (stop, layout updates) goes through the task record in Redis, read at every heartbeat
   (1 s), never ``revoke(terminate=True)``.
+- **Shutdown hands over**: SIGTERM (to the worker, or to its pool processes as systemd's default
+  KillMode does) makes each running mix stop pushing within a heartbeat, give its task back
+  (:meth:`workers.store.TaskStore.release`) and queue it again at once, so another worker resumes it
+  with the same TaskId and StreamURL after a gap of about a second or two; then the worker exits
+  (Celery's warm shutdown). A second SIGTERM or SIGQUIT is Celery's cold shutdown (the mixes die; the
+  lease expires and the reconciler restarts them elsewhere).
 - **Reconciler**: each worker process checks every few seconds for tasks whose worker died (heartbeat
-  older than the lease) and re-enqueues them; the restart keeps TaskId and StreamURL.
+  older than the lease) and re-enqueues them; the restart keeps TaskId and StreamURL. It also
+  re-enqueues a never-claimed task whose record nobody touched for :data:`RESCUE_QUEUED_AFTER` seconds
+  (its message may have died with a worker that had acknowledged it); a duplicate message is harmless.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import signal
+import socket
 import threading
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import worker_ready, worker_shutting_down
 
 from workers.settings import WorkerSettings, worker_id
 
@@ -30,6 +46,8 @@ log = logging.getLogger(__name__)
 
 #: The Celery queue of mix tasks.
 QUEUE = "mixes"
+#: Seconds a never-claimed task's record may stay untouched before the reconciler enqueues it again.
+RESCUE_QUEUED_AFTER = 60.0
 #: Seconds between reconciler passes.
 RECONCILE_INTERVAL = 2.0
 
@@ -38,6 +56,7 @@ app = Celery("rtc_mpu", broker=settings.redis_url)
 app.conf.update(
     task_acks_late=False,
     worker_prefetch_multiplier=1,
+    worker_disable_prefetch=True,
     worker_concurrency=settings.mix_slots,
     task_default_queue=QUEUE,
     task_ignore_result=True,
@@ -49,6 +68,15 @@ app.conf.update(
 )
 
 
+#: Set when this worker shuts down; created before the pool forks, so its processes share it.
+shutting_down = multiprocessing.Event()
+
+
+@worker_shutting_down.connect
+def _hand_over_on_shutdown(**_: Any) -> None:
+    shutting_down.set()
+
+
 def _store() -> Any:
     from workers.store import TaskStore
 
@@ -57,15 +85,43 @@ def _store() -> Any:
     )
 
 
-@app.task(name="rtc_mpu.run_mix", ignore_result=True)
-def run_mix(app_id: str, task_id: str) -> str:
-    """Run one mix task to its end in this worker process; returns how it ended (for Flower)."""
+@app.task(name="rtc_mpu.run_mix", bind=True, ignore_result=True)
+def run_mix(self: Any, app_id: str, task_id: str) -> str:
+    """Run one mix task to its end in this worker process, within the capacity of this worker node
+    (Celery's node name); returns how it ended (for Flower)."""
     from workers.mix_runner import MixRunner
 
-    outcome = MixRunner(_store(), app_id, task_id, worker_id(), settings).run()
+    if shutting_down.is_set():  # a message fetched while shutting down: give it to another worker
+        requeue_mix(app_id, task_id, 0.0)
+        return "queued again: this worker is shutting down"
+    node = self.request.hostname or socket.gethostname()
+    runner = MixRunner(
+        _store(),
+        app_id,
+        task_id,
+        worker_id(),
+        settings,
+        node=node,
+        requeue=requeue_mix,
+        draining=shutting_down.is_set,
+    )
+    # A SIGTERM sent to this pool process itself (systemd signals the whole group) also hands over.
+    previous = signal.signal(signal.SIGTERM, lambda *_: shutting_down.set())
+    try:
+        outcome = runner.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if outcome is None:
+        if runner.no_capacity:
+            return f"queued again: node {node} has no capacity for it"
         return "not claimed (running elsewhere or ended)"
-    return "handed over" if outcome.fenced else f"{outcome.status.name}: {outcome.reason}"
+    if outcome.handed_over:
+        return "handed over: this worker is shutting down"
+    return (
+        "fenced out: another worker took over"
+        if outcome.fenced
+        else f"{outcome.status.name}: {outcome.reason}"
+    )
 
 
 def enqueue_mix(app_id: str, task_id: str) -> None:
@@ -77,8 +133,19 @@ def enqueue_mix(app_id: str, task_id: str) -> None:
     run_mix.apply_async(args=[app_id, task_id], queue=QUEUE, retry=False)
 
 
+def requeue_mix(app_id: str, task_id: str, countdown: float) -> None:
+    """Queue a mix task again, to be delivered ``countdown`` seconds from now (a worker node had no
+    capacity for it).
+
+    Raises:
+        kombu / redis errors: the broker is unreachable.
+    """
+    run_mix.apply_async(args=[app_id, task_id], queue=QUEUE, countdown=countdown, retry=False)
+
+
 def reconcile_once(store: Any) -> list[str]:
-    """Re-enqueue every task whose worker died; fail those restarted too often. Returns their ids."""
+    """Re-enqueue every task whose worker died; fail those restarted too often; re-enqueue the
+    never-claimed tasks idle for :data:`RESCUE_QUEUED_AFTER` seconds. Returns their names."""
     from workers.model import TaskStatus
 
     handled = []
@@ -97,6 +164,15 @@ def reconcile_once(store: Any) -> list[str]:
             log.warning("task %s: worker %s stopped heartbeating; restarting it", name, record.worker)
             enqueue_mix(record.app_id, record.task_id)
         handled.append(name)
+    for app_id, task_id in store.rescue_queued(RESCUE_QUEUED_AFTER):
+        log.warning(
+            "task %s/%s: queued for %g s without a worker trying it; enqueuing it again",
+            app_id,
+            task_id,
+            RESCUE_QUEUED_AFTER,
+        )
+        enqueue_mix(app_id, task_id)
+        handled.append(f"{app_id}/{task_id}")
     return handled
 
 

@@ -4,7 +4,9 @@ Celery-free (the Celery task in :mod:`workers.celery_app` only calls :meth:`MixR
 can be driven by tests and tools directly. One call runs one task in this process:
 
 1. **Claim** the task in the store, getting a fencing token. A second delivery of the same message,
-   or a task whose worker is alive, gets no token and returns at once.
+   or a task whose worker is alive, gets no token and returns at once. Given a worker node, the claim
+   also books the task's cost within the node's capacity; a task that does not fit is queued again
+   (:meth:`MixRunner.claim`).
 2. **Mix**: a :class:`mixer.janus_source.JanusSource` for the channel feeds a
    :class:`mixer.pipeline.Pipeline` pushing to the StreamURL in real time.
 3. **Supervise**, every ``heartbeat_interval`` seconds: heartbeat with the status (0 while the channel
@@ -12,9 +14,11 @@ can be driven by tests and tools directly. One call runs one task in this proces
    lease. A heartbeat refused (another worker holds a newer token) stops the push at once: the URL is
    never pushed twice. A stop request ends the task (status 3); a new ``spec_version`` is applied at
    the next frame; a channel empty for ``empty_timeout`` seconds ends it (status 4).
-4. **Push failures** (the RTMP server refuses or drops us) are retried with exponential backoff and
-   jitter, status 6 (push URL refused) or 5 (network) meanwhile; after ``give_up_after`` seconds of
-   failing, the task stops (status 2) with the reason.
+4. **Push failures** (the RTMP server refuses or drops us, or restarts) are handled inside the
+   pipeline, which reconnects with exponential backoff and jitter while the channel subscription and
+   the media clock go on (see :mod:`mixer.pipeline`). Each heartbeat reads ``pipeline.sink``: status
+   6 (push URL refused) or 5 (network) with state ``retrying`` while it fails, 1 (or 0) again once
+   pushing; after ``give_up_after`` seconds of failing, the task stops (status 2) with the reason.
 5. **Finish**: release the lease, set the URL cooldown, final status and reason.
 """
 
@@ -22,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +33,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from layouts import SpecError
 from mixer.janus_source import ChannelConfig, ChannelStatus, JanusSource
-from mixer.pipeline import Pipeline
+from mixer.pipeline import Pipeline, SinkStatus
 from mixer.sinks import SinkError, sink_target
 from mixer.urls import redact_url
 from workers.capacity import params_cost, requeue_delay
@@ -93,6 +96,8 @@ class Outcome:
     status: TaskStatus = TaskStatus.STOPPED
     reason: str = "stopped"
     fenced: bool = False
+    #: The worker is shutting down and gave the task back (it resumes on another worker).
+    handed_over: bool = False
 
 
 def waiting_reason(source: JanusSource) -> str:
@@ -101,6 +106,20 @@ def waiting_reason(source: JanusSource) -> str:
         return "waiting for the channel to have a publisher"
     detail = f": {source.last_error}" if source.last_error else ""
     return f"waiting for the channel ({source.status.value}{detail})"
+
+
+def push_failing_reason(sink: SinkStatus, now: float) -> str:
+    """The status reason while the push fails: since when, the (redacted) error, the attempt number.
+
+    Args:
+        sink: the pipeline's sink state (not connected).
+        now: ``time.monotonic()`` seconds.
+    """
+    since = now - sink.failing_since if sink.failing_since is not None else 0.0
+    return (
+        f"push failing since {since:.0f} s: {sink.last_error or 'not connected yet'}; "
+        f"reconnecting (attempt {sink.attempts + 1})"
+    )
 
 
 class MixRunner:
@@ -116,6 +135,9 @@ class MixRunner:
             :class:`CapacityStore`. None: no capacity accounting (tools, tests).
         requeue: with ``node``, how a task that does not fit is queued again (``(app_id, task_id,
             countdown seconds)``); None: it is not (the reconciler rescues it later).
+        draining: tells whether this worker is shutting down (SIGTERM): the runner then hands the
+            task over (stops pushing, :meth:`workers.store.TaskStore.release`, queues it again
+            through ``requeue`` at once) instead of ending it; None: never.
     """
 
     def __init__(
@@ -128,6 +150,7 @@ class MixRunner:
         *,
         node: str | None = None,
         requeue: Requeue | None = None,
+        draining: Callable[[], bool] | None = None,
     ):
         self.store = store
         self.app_id = app_id
@@ -136,6 +159,7 @@ class MixRunner:
         self.settings = settings
         self.node = node
         self.requeue = requeue
+        self.draining = draining or (lambda: False)
         #: The last claim refused the task for lack of capacity (and it was queued again if it could).
         self.no_capacity = False
         self.token: int | None = None
@@ -251,6 +275,21 @@ class MixRunner:
             self._renewed_at = time.monotonic()
         return fresh
 
+    def _hand_over(self, token: int) -> None:
+        """Give the task back (the push has stopped) and queue it again for another worker."""
+        reason = f"handed over: worker {self.worker} is shutting down; resuming on another worker"
+        release = getattr(self.store, "release", None)
+        try:
+            released = release(self.app_id, self.task_id, token, reason) if release else None
+        except Exception as exc:  # the store is down: the lease expires and the reconciler restarts it
+            log.error("task %s/%s: cannot hand over (%s); it restarts later", self.app_id, self.task_id, exc)
+            return
+        if released is not None and self.requeue is not None:
+            try:
+                self.requeue(self.app_id, self.task_id, 0.0)
+            except Exception as exc:  # the reconciler finds it (heartbeat 0 = stale) within seconds
+                log.error("task %s/%s: cannot queue it again (%s)", self.app_id, self.task_id, exc)
+
     async def _run(self, token: int) -> Outcome:
         record = self.store.get_task(self.app_id, self.task_id)
         self._last = record
@@ -268,8 +307,6 @@ class MixRunner:
             record.params.channel_id,
             api_secret=self.settings.janus_api_secret,
         )
-        failing_since: float | None = None
-        backoff = self.settings.retry_initial
         empty_since = time.monotonic()
         outcome: Outcome | None = None
         log.info(
@@ -278,31 +315,46 @@ class MixRunner:
         while outcome is None:
             source = JanusSource(channel)
             pipeline = Pipeline(
-                spec, source, target, realtime=True, image_limits=self.settings.image_limits()
+                spec,
+                source,
+                target,
+                realtime=True,
+                image_limits=self.settings.image_limits(),
+                retry_initial=self.settings.retry_initial,
+                retry_max=self.settings.retry_max,
+                give_up_after=self.settings.give_up_after,
             )
             mix = asyncio.create_task(pipeline.run())
-            pushing_since = time.monotonic()
             while not mix.done():
                 await asyncio.wait({mix}, timeout=self.settings.heartbeat_interval)
                 stats = pipeline.stats
+                sink = pipeline.sink
+                now = time.monotonic()
                 if stats.users:
-                    empty_since = time.monotonic()
-                if (
-                    failing_since is not None
-                    and time.monotonic() - pushing_since > 2 * self.settings.heartbeat_interval
-                ):
-                    failing_since, backoff = None, self.settings.retry_initial  # the push works again
+                    empty_since = now
+                if sink.connected or sink.last_error is None:  # pushing, or still opening the first time
+                    status = TaskStatus.RUNNING if stats.users else TaskStatus.WAITING
+                    state = TaskState.RUNNING
+                    reason = "pushing" if stats.users else waiting_reason(source)
+                else:
+                    status = (
+                        TaskStatus.PUSH_URL_PROBLEM if sink.push_url_problem else TaskStatus.NETWORK_PROBLEM
+                    )
+                    state = TaskState.RETRYING
+                    reason = push_failing_reason(sink, now)
                 fresh = await self._beat_off_loop(
                     token,
-                    status=TaskStatus.RUNNING if stats.users else TaskStatus.WAITING,
-                    state=TaskState.RUNNING,
-                    reason="pushing" if stats.users else waiting_reason(source),
+                    status=status,
+                    state=state,
+                    reason=reason,
                     layout_id=stats.layout_id,
                     users=list(stats.users),
                     stats={
                         "video_frames": stats.video_frames,
                         "dropped_video_frames": stats.dropped_video_frames,
                         "audio_blocks": stats.audio_blocks,
+                        "dropped_audio_blocks": stats.dropped_audio_blocks,
+                        "sink_reconnects": sink.reconnects,
                         "layout_changes": stats.layout_changes,
                         "mixed_audio_users": list(stats.mixed_audio_users),
                         "overlay_problems": dict(stats.overlay_problems),
@@ -315,10 +367,14 @@ class MixRunner:
                     log.warning("task %s/%s: %s; stopping the push", self.app_id, self.task_id, why)
                     outcome = Outcome(fenced=True)
                     pipeline.stop()
+                elif self.draining():
+                    log.warning("task %s/%s: this worker shuts down; handing over", self.app_id, self.task_id)
+                    outcome = Outcome(handed_over=True)
+                    pipeline.stop()
                 elif fresh.stop_requested:
                     outcome = Outcome(TaskStatus.STOPPED_BY_USER, "stopped by the user")
                     pipeline.stop()
-                elif time.monotonic() - empty_since >= self.settings.empty_timeout:
+                elif now - empty_since >= self.settings.empty_timeout:
                     outcome = Outcome(
                         TaskStatus.CHANNEL_ENDED,
                         f"the channel was empty for {self.settings.empty_timeout:g} s",
@@ -337,36 +393,14 @@ class MixRunner:
                 self._last = fresh
             try:
                 await mix
-            except SinkError as exc:
-                if outcome is not None:
-                    break
-                now = time.monotonic()
-                failing_since = failing_since or now
-                status = TaskStatus.PUSH_URL_PROBLEM if exc.push_url_problem else TaskStatus.NETWORK_PROBLEM
-                if now - failing_since >= self.settings.give_up_after:
-                    outcome = Outcome(TaskStatus.STOPPED, f"gave up after {now - failing_since:.0f} s: {exc}")
-                    break
-                delay = backoff * random.uniform(0.8, 1.2)
-                backoff = min(backoff * 2, self.settings.retry_max)
-                log.warning(
-                    "task %s/%s: push failed (%s); retrying in %.1f s", self.app_id, self.task_id, exc, delay
-                )
-                outcome = await self._wait_retry(token, status, f"push failed, retrying: {exc}", delay)
-        if not outcome.fenced:
+            except SinkError as exc:  # the pipeline gave up reconnecting (give_up_after)
+                if outcome is None:
+                    failing_since = pipeline.sink.failing_since
+                    failed_for = time.monotonic() - failing_since if failing_since is not None else 0.0
+                    outcome = Outcome(TaskStatus.STOPPED, f"gave up after {failed_for:.0f} s: {exc}")
+        if outcome.handed_over:
+            await asyncio.to_thread(self._hand_over, token)
+        elif not outcome.fenced:
             self.store.finish(self.app_id, self.task_id, token, outcome.status, outcome.reason)
         log.info("task %s/%s ended: %s (%s)", self.app_id, self.task_id, outcome.status.name, outcome.reason)
         return outcome
-
-    async def _wait_retry(self, token: int, status: TaskStatus, reason: str, delay: float) -> Outcome | None:
-        """Sleep ``delay`` seconds before a reconnect, heartbeating; an Outcome if the task must end."""
-        deadline = time.monotonic() + delay
-        while True:
-            fresh = await self._beat_off_loop(token, status=status, state=TaskState.RETRYING, reason=reason)
-            if fresh is None:
-                return Outcome(fenced=True)
-            if fresh.stop_requested:
-                return Outcome(TaskStatus.STOPPED_BY_USER, "stopped by the user")
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            await asyncio.sleep(min(left, self.settings.heartbeat_interval))

@@ -223,6 +223,8 @@ class TaskRecord:
         status, state, reason: see :class:`TaskStatus` and :class:`TaskState`; reason is for people.
         stream_key: the normalized StreamURL (:func:`mixer.urls.stream_url_key`), the lease's name.
         worker: the worker running it (hostname/pid), if claimed.
+        node: the worker node (Celery node name, ``-n``) whose capacity it uses, if claimed by one.
+        cost: what it costs that node, in units (:mod:`workers.capacity`; 0.0 until claimed).
         fence: the fencing token of the current claim (0: never claimed).
         restarts: how many times it was claimed again after a worker died.
         stop_requested: a stop was asked for; the worker finishes at its next check.
@@ -240,6 +242,8 @@ class TaskRecord:
     state: TaskState = TaskState.QUEUED
     reason: str = "queued: waiting for a worker"
     worker: str | None = None
+    node: str | None = None
+    cost: float = 0.0
     fence: int = 0
     restarts: int = 0
     stop_requested: bool = False
@@ -288,6 +292,41 @@ class TaskRecord:
         data["status"] = TaskStatus(data["status"])
         data["state"] = TaskState(data["state"])
         return cls(**data)
+
+
+class ClaimResult(enum.Enum):
+    """How a claim (:meth:`workers.store.TaskStore.claim_on`) went."""
+
+    CLAIMED = "ok"  # this worker has the task now, with a new fencing token
+    GONE = "gone"  # no such task, or it has ended
+    HELD = "held"  # a live worker has it (e.g. a second delivery of the same message)
+    STOPPED = "stopped"  # a stop was requested while it had no worker: now ended (status 3)
+    URL_TAKEN = "url_taken"  # another task took its StreamURL while it had no worker: now ended (status 2)
+    NO_CAPACITY = "no_capacity"  # the node's load plus the task's cost exceeds the node's capacity
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The answer to a claim.
+
+    Attributes:
+        result: what happened.
+        token: the fencing token when CLAIMED, else None.
+        load: the node's load besides this task, in units, when CLAIMED or NO_CAPACITY (0.0 without
+            capacity accounting).
+        restart: the task had been claimed before (its worker died): a NO_CAPACITY restart is left to
+            the reconciler, which re-enqueues stale tasks by itself.
+    """
+
+    result: ClaimResult
+    token: int | None = None
+    load: float = 0.0
+    restart: bool = False
+
+
+def no_capacity_reason(cost: float) -> str:
+    """The reason of a task refused by every node so far (``cost`` in units)."""
+    return f"queued: no worker has capacity for it (cost {cost:.1f} units)"
 
 
 class StoreError(RuntimeError):

@@ -83,7 +83,7 @@ class WorkerSettings:
     lease_seconds: float = 8.0
     cooldown_seconds: float = 10.0
     retry_initial: float = 1.0
-    retry_max: float = 15.0
+    retry_max: float = 5.0
     give_up_after: float = 300.0
     max_restarts: int = 5
     image_allow_private: bool = False

@@ -27,6 +27,12 @@ unambiguous because a TaskId never contains ``/``):
   timestamp window (:meth:`TaskStore.use_nonce`).
 - ``{p}:fence``: counter of fencing tokens (one sequence for all tasks, so a token is never reused,
   not even by a later task with the same TaskId).
+- ``{p}:load:<node>``: hash, the load of a worker node (a Celery worker, ``-n`` name): task name ->
+  its cost in units (:mod:`workers.capacity`). A claim with a node (:meth:`TaskStore.claim_on`) checks
+  and adds the task's cost in the same atomic step, and takes the entry off the task's previous
+  node; ending a task removes it; a heartbeat re-asserts it. A claim drops the entries of tasks that
+  are no longer live on that node (ended, moved, or heartbeat older than ``lease_seconds``), so a
+  dead worker's load is released by the next claim on its node; no TTL.
 
 The scripts compute the lease and cooldown key names from the record's ``stream_key``, so this store
 works on a single Redis server (or a primary with replicas), not on Redis Cluster. It needs Redis 5 or
@@ -56,6 +62,8 @@ from redis.retry import Retry
 
 from mixer.urls import redact_url, stream_url_key
 from workers.model import (
+    Claim,
+    ClaimResult,
     StoreError,
     StoreUnavailableError,
     StreamURLCoolingDownError,
@@ -66,6 +74,7 @@ from workers.model import (
     TaskRecord,
     TaskState,
     TaskStatus,
+    no_capacity_reason,
 )
 
 log = logging.getLogger(__name__)
@@ -88,6 +97,14 @@ local function now()
     tonumber(t[1]) + usec / 1000000
 end
 
+-- The task's entry in the load of the node it was claimed by, if any (ARGV[1] prefix).
+local function release_load(rec, name)
+  local node = redis.call('HGET', rec, 'node')
+  if node and node ~= 'null' then
+    redis.call('HDEL', ARGV[1] .. ':load:' .. cjson.decode(node), name)
+  end
+end
+
 -- KEYS[1] record, KEYS[2] app index, KEYS[3] active set; ARGV[1] prefix, ARGV[2] name, ARGV[3] task id.
 local function end_task(stream_key, status, reason_json, cooldown_ms, ttl_ms, now_text, now_ms)
   local rec, name = KEYS[1], ARGV[2]
@@ -102,6 +119,7 @@ local function end_task(stream_key, status, reason_json, cooldown_ms, ttl_ms, no
     redis.call('SET', ARGV[1] .. ':cooldown:' .. stream_key, name, 'PX', cooldown_ms)
   end
   redis.call('SREM', KEYS[3], name)
+  release_load(rec, name)
   redis.call('PEXPIRE', rec, ttl_ms)
   redis.call('ZADD', KEYS[2], now_ms + ttl_ms, ARGV[3])
   if redis.call('ZCOUNT', KEYS[2], '+inf', '+inf') == 0 then
@@ -147,13 +165,14 @@ return {'ok', redis.call('HGETALL', KEYS[1])}
 """
 )
 
-# KEYS: record, app index, active set, fence counter.
-# ARGV: prefix, name, task id, worker (JSON), lease ms, cooldown ms, ended ttl ms.
+# KEYS: record, app index, active set, fence counter[, the node's load].
+# ARGV: prefix, name, task id, worker (JSON), lease ms, cooldown ms, ended ttl ms, node (JSON, null
+# without a node), cost (units, JSON number), capacity (units; '' = unlimited), reason when refused (JSON).
 _CLAIM = (
     _PRELUDE
     + """
 local f = redis.call('HMGET', KEYS[1], 'state', 'stop_requested', 'fence', 'heartbeat_at', 'stream_key',
-  'restarts')
+  'restarts', 'node')
 if not f[1] or f[1] == '"ended"' then
   return {'gone'}
 end
@@ -174,6 +193,34 @@ if holder and holder ~= ARGV[2] then
   end_task(stream_key, '2', url_taken_reason(holder), 0, ttl_ms, now_text, now_ms)
   return {'url_taken', holder}
 end
+local load = 0
+if KEYS[5] then
+  -- The node's load: its live tasks' costs. Entries of tasks that ended, moved to another node or
+  -- whose heartbeat is stale (the worker died or hangs) are dropped here, so a dead worker's load
+  -- never blocks its node for good.
+  local others = 0
+  local entries = redis.call('HGETALL', KEYS[5])
+  for i = 1, #entries, 2 do
+    local other = entries[i]
+    if other ~= ARGV[2] then
+      local o = redis.call('HMGET', ARGV[1] .. ':task:' .. other, 'state', 'fence', 'heartbeat_at', 'node')
+      if not o[1] or o[1] == '"ended"' or tonumber(o[2]) == 0 or o[4] ~= ARGV[8]
+          or (now_s - tonumber(o[3])) * 1000 >= lease_ms then
+        redis.call('HDEL', KEYS[5], other)
+      else
+        load = load + tonumber(entries[i + 1])
+        others = others + 1
+      end
+    end
+  end
+  -- A task bigger than the whole capacity still runs on an idle node (else it never would).
+  if ARGV[10] ~= '' and others > 0 and load + tonumber(ARGV[9]) > tonumber(ARGV[10]) + 1e-9 then
+    if fence == 0 then
+      redis.call('HSET', KEYS[1], 'reason', ARGV[11], 'updated_at', now_text)
+    end
+    return {'no_capacity', tostring(load), tostring(fence)}
+  end
+end
 local token = redis.call('INCR', KEYS[4])
 local restarts = tonumber(f[6])
 local reason = '"starting"'
@@ -181,10 +228,17 @@ if fence > 0 then
   restarts = restarts + 1
   reason = '"restarting: the previous worker stopped heartbeating"'
 end
+if f[7] and f[7] ~= 'null' and f[7] ~= ARGV[8] then
+  redis.call('HDEL', ARGV[1] .. ':load:' .. cjson.decode(f[7]), ARGV[2])
+end
+if KEYS[5] then
+  redis.call('HSET', KEYS[5], ARGV[2], ARGV[9])
+end
 redis.call('HSET', KEYS[1], 'fence', token, 'worker', ARGV[4], 'state', '"starting"', 'status', '0',
-  'reason', reason, 'heartbeat_at', now_text, 'updated_at', now_text, 'restarts', restarts)
+  'reason', reason, 'heartbeat_at', now_text, 'updated_at', now_text, 'restarts', restarts,
+  'node', ARGV[8], 'cost', ARGV[9])
 redis.call('SET', lease, ARGV[2], 'PX', lease_ms)
-return {'ok', token}
+return {'ok', token, tostring(load)}
 """
 )
 
@@ -210,6 +264,11 @@ if holder and holder ~= ARGV[2] then
   return {'url_taken', holder}
 end
 redis.call('SET', lease, ARGV[2], 'PX', ARGV[5])
+local node = redis.call('HMGET', KEYS[1], 'node', 'cost')
+if node[1] and node[1] ~= 'null' then
+  -- Back in the node's load if a claim dropped it as stale while this worker could not heartbeat.
+  redis.call('HSET', ARGV[1] .. ':load:' .. cjson.decode(node[1]), ARGV[2], node[2] or '0')
+end
 if #ARGV > 6 then
   redis.call('HSET', KEYS[1], unpack(ARGV, 7))
 end
@@ -237,6 +296,26 @@ elseif fence == 0 or fence ~= tonumber(ARGV[4]) then
 end
 local now_text, now_ms = now()
 end_task(cjson.decode(f[3]), ARGV[5], ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), now_text, now_ms)
+return {'ok', redis.call('HGETALL', KEYS[1])}
+"""
+)
+
+# KEYS: record. ARGV: prefix, name, token, reason (JSON).
+_RELEASE = (
+    _PRELUDE
+    + """
+local f = redis.call('HMGET', KEYS[1], 'state', 'fence', 'stream_key')
+if not f[1] or f[1] == '"ended"' or tonumber(f[2]) ~= tonumber(ARGV[3]) then
+  return {'fenced'}
+end
+local now_text = now()
+release_load(KEYS[1], ARGV[2])
+redis.call('HSET', KEYS[1], 'state', '"queued"', 'status', '0', 'reason', ARGV[4], 'worker', 'null',
+  'heartbeat_at', '0', 'updated_at', now_text)
+local lease = ARGV[1] .. ':lease:' .. cjson.decode(f[3])
+if redis.call('GET', lease) == ARGV[2] then
+  redis.call('PERSIST', lease)
+end
 return {'ok', redis.call('HGETALL', KEYS[1])}
 """
 )
@@ -291,6 +370,25 @@ for _, task_id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
 end
 return out
 """
+
+# KEYS: active set. ARGV: record key prefix ('{p}:task:'), idle ms. Names of the never-claimed tasks
+# whose record nobody touched for idle ms; their updated_at is set to now (one rescue per idle time).
+_RESCUE_QUEUED = (
+    _PRELUDE
+    + """
+local now_text, now_ms, now_s = now()
+local out = {}
+for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local rec = ARGV[1] .. name
+  local f = redis.call('HMGET', rec, 'state', 'fence', 'updated_at')
+  if f[1] == '"queued"' and tonumber(f[2]) == 0 and (now_s - tonumber(f[3])) * 1000 >= tonumber(ARGV[2]) then
+    redis.call('HSET', rec, 'updated_at', now_text)
+    out[#out + 1] = name
+  end
+end
+return out
+"""
+)
 
 # KEYS: active set. ARGV: record key prefix ('{p}:task:'). Records of all active tasks.
 _LIST_ACTIVE = """
@@ -398,10 +496,12 @@ class TaskStore:
         self._claim = client.register_script(_CLAIM)
         self._heartbeat = client.register_script(_HEARTBEAT)
         self._finish = client.register_script(_FINISH)
+        self._release = client.register_script(_RELEASE)
         self._request_stop = client.register_script(_REQUEST_STOP)
         self._update_params = client.register_script(_UPDATE_PARAMS)
         self._list_app = client.register_script(_LIST_APP)
         self._list_active = client.register_script(_LIST_ACTIVE)
+        self._rescue_queued = client.register_script(_RESCUE_QUEUED)
 
     @classmethod
     def from_url(
@@ -447,6 +547,10 @@ class TaskStore:
     def cooldown_key(self, stream_key: str) -> str:
         """The StreamURL cooldown's key for a normalized StreamURL."""
         return f"{self.prefix}:cooldown:{stream_key}"
+
+    def load_key(self, node: str) -> str:
+        """The key of a worker node's load (hash: task name -> cost in units)."""
+        return f"{self.prefix}:load:{node}"
 
     def _index_key(self, app_id: str) -> str:
         return f"{self.prefix}:app:{app_id}:tasks"
@@ -653,24 +757,72 @@ class TaskStore:
         return _record(reply[1])
 
     def claim(self, app_id: str, task_id: str, worker: str) -> int | None:
-        """Claim a task for ``worker``, atomically; returns the fencing token, or None.
+        """Claim a task for ``worker`` without capacity accounting: :meth:`claim_on` without a node.
 
-        Succeeds if the task is active, no stop was requested, and it was never claimed or its last
-        heartbeat is at least ``lease_seconds`` old (its worker died). Then: a new token from the
-        global counter (tokens increase and are never reused), ``fence`` = token, ``worker``, state
-        STARTING, status WAITING, ``heartbeat_at`` = now, ``restarts`` + 1 if it had been claimed
-        before, and the StreamURL lease is (re)set with a TTL of ``lease_seconds``.
-
-        None when the task is missing or ended, claimed by a live worker (e.g. a second delivery of
-        the same message), or cannot run any more, in which case it is ended: a stop was requested
-        while it had no worker (status 3, cooldown set), or another task took its StreamURL while its
-        lease had expired (status 2).
+        Returns:
+            The fencing token, or None when the claim did not succeed (see :meth:`claim_on`).
 
         Raises:
             StoreUnavailableError: Redis failed.
         """
+        return self.claim_on(app_id, task_id, worker).token
+
+    def claim_on(
+        self,
+        app_id: str,
+        task_id: str,
+        worker: str,
+        *,
+        node: str | None = None,
+        cost: float = 0.0,
+        capacity: float | None = None,
+    ) -> Claim:
+        """Claim a task for ``worker`` on worker node ``node``, atomically with the node's capacity.
+
+        Succeeds if the task is active, no stop was requested, it was never claimed or its last
+        heartbeat is at least ``lease_seconds`` old (its worker died), and it fits the node: the
+        costs of the node's live tasks plus ``cost`` are at most ``capacity``, or the node runs no
+        other task (a task that costs more than a whole node still runs, on an idle one). Then: a
+        new token from the global counter (tokens increase and are never reused), ``fence`` =
+        token, ``worker``, ``node``, ``cost``, state STARTING, status WAITING, ``heartbeat_at`` = now,
+        ``restarts`` + 1 if it had been claimed before; the StreamURL lease is (re)set with a TTL of
+        ``lease_seconds``; ``{p}:load:<node>`` gets the entry name -> cost, and the entry the task
+        had on its previous node is removed.
+
+        The node's load is the sum of the entries of its hash whose task is active, still claimed by
+        this node and heartbeating (younger than ``lease_seconds``); the other entries are dropped by
+        this claim. Entries are also removed whenever a task ends (:meth:`finish`, a stop, a lost
+        StreamURL) and re-added by :meth:`heartbeat`, so a worker that could not reach Redis for a
+        while counts again.
+
+        Results other than CLAIMED: GONE (missing or ended), HELD (a live worker has it, e.g. a
+        second delivery of the same message), STOPPED and URL_TAKEN (it cannot run any more and is
+        now ended: a stop was requested while it had no worker, status 3 with the cooldown set; or
+        another task took its StreamURL while its lease had expired, status 2), NO_CAPACITY (it does
+        not fit; a never-claimed task keeps state QUEUED and gets the reason "queued: no worker has
+        capacity for it (cost X.X units)").
+
+        Args:
+            app_id, task_id: the task.
+            worker: this worker's name for the record (``<hostname>:<pid>``).
+            node: the worker node whose capacity the task uses (Celery's node name); None: no
+                capacity accounting (``cost`` and ``capacity`` are ignored).
+            cost: the task's cost in units (:func:`workers.capacity.task_cost`), >= 0.
+            capacity: the node's capacity in units, > 0; None: unlimited (the load is still kept).
+
+        Raises:
+            ValueError: a negative or non-finite cost, a capacity <= 0, an empty node name.
+            StoreUnavailableError: Redis failed.
+        """
+        if not math.isfinite(cost) or cost < 0:
+            raise ValueError(f"a task's cost must be a finite number >= 0, got {cost!r}")
+        if capacity is not None and not (math.isfinite(capacity) and capacity > 0):
+            raise ValueError(f"a node's capacity must be > 0 (or None: unlimited), got {capacity!r}")
+        if node == "":
+            raise ValueError("the node name must not be empty")
         if not self._valid(app_id, task_id):
-            return None
+            return Claim(ClaimResult.GONE)
+        cost = round(cost, 3)
         args: list[str | int] = [
             self.prefix,
             f"{app_id}/{task_id}",
@@ -679,10 +831,55 @@ class TaskStore:
             self._lease_ms,
             self._cooldown_ms,
             self._ttl_ms,
+            _dump(node),
+            _dump(cost if node is not None else 0.0),
+            "" if capacity is None else repr(float(capacity)),
+            _dump(no_capacity_reason(cost)),
         ]
+        keys = [*self._keys(app_id, task_id), f"{self.prefix}:fence"]
+        if node is not None:
+            keys.append(self.load_key(node))
         with _unavailable():
-            reply = self._claim(keys=[*self._keys(app_id, task_id), f"{self.prefix}:fence"], args=args)
-        return int(reply[1]) if _text(reply[0]) == "ok" else None
+            reply = self._claim(keys=keys, args=args)
+        result = ClaimResult(_text(reply[0]))
+        if result is ClaimResult.CLAIMED:
+            return Claim(result, int(reply[1]), float(_text(reply[2])))
+        if result is ClaimResult.NO_CAPACITY:
+            return Claim(result, load=float(_text(reply[1])), restart=int(float(_text(reply[2]))) > 0)
+        return Claim(result)
+
+    def node_load(self, node: str) -> dict[str, float]:
+        """The entries of a node's load as stored: task name (``<app_id>/<task_id>``) -> cost in
+        units. Entries of dead tasks stay until the node's next claim drops them (see
+        :meth:`claim_on`).
+
+        Raises:
+            StoreUnavailableError: Redis failed.
+        """
+        with _unavailable():
+            flat = self.client.hgetall(self.load_key(node))
+        return {_text(name): float(_text(cost)) for name, cost in flat.items()}
+
+    def rescue_queued(self, idle_seconds: float) -> list[tuple[str, str]]:
+        """Never-claimed tasks (state QUEUED) whose record nobody touched for ``idle_seconds``: their
+        Celery message may be lost (a worker killed while holding it), so the caller enqueues them
+        again. Each one's ``updated_at`` is set to now in the same atomic step, so that concurrent
+        callers (every worker's reconciler) rescue a task at most once per ``idle_seconds``. A task
+        refused for lack of capacity is touched at every refusal, so it is not rescued while its
+        message goes round.
+
+        Returns:
+            (app_id, task_id) of each task to enqueue again.
+
+        Raises:
+            StoreUnavailableError: Redis failed.
+        """
+        with _unavailable():
+            reply = self._rescue_queued(
+                keys=[f"{self.prefix}:active"], args=[f"{self.prefix}:task:", _ms(idle_seconds)]
+            )
+        names = [_text(name).split("/", 1) for name in reply]
+        return [(name[0], name[1]) for name in names if len(name) == 2]
 
     def heartbeat(
         self,
@@ -701,7 +898,8 @@ class TaskStore:
 
         Atomically, when the task is active and its ``fence`` equals ``token``: set the given fields
         (None = unchanged), ``heartbeat_at`` and ``updated_at`` = now, and the lease's TTL to
-        ``lease_seconds`` (re-creating the lease if it had expired and no other task took the URL).
+        ``lease_seconds`` (re-creating the lease if it had expired and no other task took the URL),
+        and the task's entry in its node's load (:meth:`claim_on`).
 
         Returns:
             The fresh record (read ``stop_requested`` and ``spec_version`` from it), or None: the
@@ -742,6 +940,26 @@ class TaskStore:
             reply = self._heartbeat(keys=self._keys(app_id, task_id), args=args)
         return _record(reply[1]) if _text(reply[0]) == "ok" else None
 
+    def release(self, app_id: str, task_id: str, token: int, reason: str) -> TaskRecord | None:
+        """Hand a running task back, atomically, if ``token`` holds it (its worker is shutting down):
+        state QUEUED, status WAITING, ``reason``, no worker, ``heartbeat_at`` 0 (so any worker may
+        claim it at once), its entry removed from its node's load; the StreamURL lease stays the
+        task's, without a TTL, until the next claim renews it (no cooldown: the task resumes itself).
+        The caller enqueues the task again. The next claim counts it in ``restarts``.
+
+        Returns:
+            The released record, or None when the token no longer holds the task (or it ended).
+
+        Raises:
+            StoreUnavailableError: Redis failed.
+        """
+        if not self._valid(app_id, task_id):
+            return None
+        args: list[str | int] = [self.prefix, f"{app_id}/{task_id}", token, _dump(reason)]
+        with _unavailable():
+            reply = self._release(keys=[self.task_key(app_id, task_id)], args=args)
+        return _record(reply[1]) if _text(reply[0]) == "ok" else None
+
     def finish(
         self, app_id: str, task_id: str, token: int | None, status: TaskStatus, reason: str
     ) -> TaskRecord | None:
@@ -749,8 +967,8 @@ class TaskStore:
 
         Sets state ENDED, ``status``, ``reason`` and ``ended_at``; deletes the StreamURL lease if it
         still names this task; sets the URL's cooldown (``cooldown_seconds``) unless another task
-        holds the URL; removes the task from the active set; the record expires
-        ``ended_ttl_seconds`` later.
+        holds the URL; removes the task from the active set and from its node's load; the record
+        expires ``ended_ttl_seconds`` later.
 
         Returns:
             The ended record, or None (nothing changed): the task is missing or already ended, or
