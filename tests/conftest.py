@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,13 +72,32 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redis]:
         server.stop()
 
 
+#: Makes task stores (keyword arguments of :meth:`TaskStore.from_url`).
+StoreFactory = Callable[..., TaskStore]
+
+
 @pytest.fixture
-def task_store(redis_server: Redis) -> Iterator[TaskStore]:
-    """A task store on the real Redis under a key prefix of its own, emptied afterwards."""
-    prefix = f"t{uuid.uuid4().hex[:12]}"
-    store = TaskStore.from_url(redis_server.url, prefix=prefix)
-    yield store
-    keys = list(store.client.scan_iter(match=f"{prefix}:*"))
+def make_store(redis_server: Redis) -> Iterator[StoreFactory]:
+    """Task stores on the real Redis, on their own clients, all under one key prefix unique to the
+    test; the prefix's keys are deleted afterwards."""
+    prefix = f"t{uuid.uuid4().hex}"
+    stores: list[TaskStore] = []
+
+    def make(**kwargs: Any) -> TaskStore:
+        store = TaskStore.from_url(redis_server.url, prefix=prefix, **kwargs)
+        stores.append(store)
+        return store
+
+    yield make
+    cleanup = stores[0] if stores else make()
+    keys = list(cleanup.client.scan_iter(match=f"{prefix}:*"))
     if keys:
-        store.client.delete(*keys)
-    store.close()
+        cleanup.client.delete(*keys)
+    for store in stores:
+        store.close()
+
+
+@pytest.fixture
+def task_store(make_store: StoreFactory) -> TaskStore:
+    """A task store on the real Redis under a key prefix of its own, emptied afterwards."""
+    return make_store()

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -16,35 +14,13 @@ from api.app import create_app
 from layouts import SpecError
 from mixer.spec import build_task_spec
 from mixer.urls import stream_url_key
-from stack.redis import Redis
+from tests.conftest import StoreFactory
 from workers import capacity
 from workers.capacity import AUDIO_ONLY_COST, UNIT_CPU, default_capacity, params_cost, task_cost
 from workers.mix_runner import MixRunner
 from workers.model import ClaimResult, TaskParams, TaskRecord, TaskState, TaskStatus, no_capacity_reason
 from workers.settings import WorkerSettings
 from workers.store import TaskStore
-
-StoreFactory = Callable[..., TaskStore]
-
-
-@pytest.fixture
-def make_store(redis_server: Redis) -> Iterator[StoreFactory]:
-    """Stores on their own clients, all under one prefix unique to the test."""
-    prefix = f"c{uuid.uuid4().hex}"
-    stores: list[TaskStore] = []
-
-    def make(**kwargs: Any) -> TaskStore:
-        store = TaskStore.from_url(redis_server.url, prefix=prefix, **kwargs)
-        stores.append(store)
-        return store
-
-    yield make
-    cleanup = stores[0] if stores else make()
-    keys = list(cleanup.client.scan_iter(match=f"{prefix}:*"))
-    if keys:
-        cleanup.client.delete(*keys)
-    for store in stores:
-        store.close()
 
 
 @pytest.fixture

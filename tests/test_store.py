@@ -6,16 +6,15 @@ from __future__ import annotations
 import socket
 import threading
 import time
-import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from mixer.urls import stream_url_key
 from stack.ports import free_port
-from stack.redis import Redis
+from tests.conftest import StoreFactory
 from workers.model import (
     StoreUnavailableError,
     StreamURLCoolingDownError,
@@ -32,28 +31,6 @@ from workers.store import TaskStore
 SECRET = "S3cr3tAuth"
 URL = f"rtmp://example.com/live/stream?auth={SECRET}"
 KEY = stream_url_key(URL)
-
-StoreFactory = Callable[..., TaskStore]
-
-
-@pytest.fixture
-def make_store(redis_server: Redis) -> Iterator[StoreFactory]:
-    """Stores on their own clients, all under one prefix unique to the test."""
-    prefix = f"t{uuid.uuid4().hex}"
-    stores: list[TaskStore] = []
-
-    def make(**kwargs: Any) -> TaskStore:
-        store = TaskStore.from_url(redis_server.url, prefix=prefix, **kwargs)
-        stores.append(store)
-        return store
-
-    yield make
-    cleanup = stores[0] if stores else make()
-    keys = list(cleanup.client.scan_iter(match=f"{prefix}:*"))
-    if keys:
-        cleanup.client.delete(*keys)
-    for store in stores:
-        store.close()
 
 
 @pytest.fixture
