@@ -349,3 +349,31 @@ def test_background_image_under_the_panes_and_private_addresses_refused(
     stats = asyncio.run(pipeline.run())
     assert stats.video_frames > 0
     assert stats.overlay_problems == {"Backgrounds.1": "address 127.0.0.1 is private or loopback"}
+
+
+@pytest.mark.timeout(60)
+def test_subscriptions_change_on_a_running_mix(tmp_path: Path) -> None:
+    """UpdateMPUTask's path: a new spec with other subscription lists takes effect at the next frame."""
+    out = tmp_path / "update.flv"
+    first = params(layout_ids=(1,), sub_spec_camera_users=("bob",), sub_spec_audio_users=("bob",))
+    second = params(layout_ids=(1,), sub_spec_camera_users=("alice",), sub_spec_audio_users=("alice",))
+    source = ScriptedSource(
+        [ScriptedUser("alice", COLORS[0], TONES[0]), ScriptedUser("bob", COLORS[1], TONES[1])]
+    )
+    pipeline = Pipeline(first.to_spec(), source, sink_target(str(out)), realtime=True, duration=3.0)
+
+    async def run_and_update() -> None:
+        task = asyncio.create_task(pipeline.run())
+        await asyncio.sleep(1.5)
+        pipeline.update_spec(second.to_spec())
+        await task
+
+    asyncio.run(run_and_update())
+    frames = [rgb(f) for f in decode_video(out)]
+    inner = Rect(160, 90, 320, 180)
+    assert near(mean(frames[int(1.0 * FPS)], inner), COLORS[1]), "bob only, at first"
+    assert near(mean(frames[int(2.7 * FPS)], inner), COLORS[0]), "alice only, after the update"
+    samples, rate = decode_audio(out)
+    early, late = samples[:, int(0.4 * rate) : int(1.3 * rate)], samples[:, int(2.0 * rate) : int(2.9 * rate)]
+    assert tone_level_db(early, rate, TONES[1]) > -20 and tone_level_db(early, rate, TONES[0]) < -50
+    assert tone_level_db(late, rate, TONES[0]) > -20 and tone_level_db(late, rate, TONES[1]) < -50
