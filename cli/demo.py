@@ -200,6 +200,8 @@ async def _demo(
                 "stream_url": url,
                 "layout_ids": [1, 2],
                 "media_encode": args.media_encode,
+                # A wall clock in the top right corner: the overlays are drawn by the mixer.
+                "clock_widgets": [{"x": 0.84, "y": 0.03, "font_size": 32, "box": 1, "box_border_width": 6}],
             },
         )
         if status != 201:
