@@ -84,6 +84,16 @@ class TaskStoreLike(Protocol):
     def get_task(self, app_id: str, task_id: str) -> TaskRecord: ...
     def list_tasks(self, app_id: str) -> list[TaskRecord]: ...
     def request_stop(self, app_id: str, task_id: str) -> TaskRecord: ...
+    def finish(
+        self,
+        app_id: str,
+        task_id: str,
+        token: int | None,
+        status: TaskStatus,
+        reason: str,
+        *,
+        cooldown: bool = True,
+    ) -> TaskRecord | None: ...
     def update_params(self, app_id: str, task_id: str, params: TaskParams) -> TaskRecord: ...
     def ping(self) -> None: ...
 
@@ -263,7 +273,16 @@ class MixService:
             self.enqueue(app_id, stored.task_id)
         except Exception as exc:
             log.error("cannot enqueue %s/%s: %s", app_id, stored.task_id, exc.__class__.__name__)
-            self.call_store(self.store.request_stop, app_id, stored.task_id)  # never a half-started task
+            # Never a half-started task; it never pushed, so its StreamURL gets no cooldown.
+            self.call_store(
+                self.store.finish,
+                app_id,
+                stored.task_id,
+                None,
+                TaskStatus.STOPPED,
+                "the task queue was unavailable; nothing was started",
+                cooldown=False,
+            )
             raise ServiceError(
                 503, "ServiceUnavailable", "the task queue is unavailable; nothing was started"
             ) from None

@@ -188,7 +188,11 @@ def test_a_queue_failure_leaves_no_half_started_task(store: TaskStore) -> None:
     client = make_client(store, Queue(fail=True))
     response = client.post("/v1/apps/a1/tasks", json=task(), headers=GOOD)
     assert response.status_code == 503
-    assert store.get_task("a1", "t1").state.value == "ended"
+    ended = store.get_task("a1", "t1")
+    assert ended.state.value == "ended" and "nothing was started" in ended.reason
+    # It never pushed: the StreamURL has no cooldown, and a retry once the queue is back starts at once.
+    retry = make_client(store, Queue()).post("/v1/apps/a1/tasks", json=task(), headers=GOOD)
+    assert retry.status_code == 201, retry.json
 
 
 def test_openapi_docs_and_health(client: FlaskClient) -> None:
@@ -285,6 +289,27 @@ class FakeStore:
             self.cooldowns[record.stream_key] = 10
         else:
             record = replace(record, stop_requested=True, state=TaskState.STOPPING, reason="stop requested")
+        self.records[(app_id, task_id)] = record
+        return record
+
+    def finish(
+        self,
+        app_id: str,
+        task_id: str,
+        token: int | None,
+        status: TaskStatus,
+        reason: str,
+        *,
+        cooldown: bool = True,
+    ) -> TaskRecord | None:
+        self._check("finish")
+        record = self.records.get((app_id, task_id))
+        if record is None or not record.active or (token is None and record.fence):
+            return None
+        record = replace(record, state=TaskState.ENDED, status=status, reason=reason, ended_at=time.time())
+        self.leases.pop(record.stream_key, None)
+        if cooldown:
+            self.cooldowns[record.stream_key] = 10
         self.records[(app_id, task_id)] = record
         return record
 
@@ -833,7 +858,7 @@ def test_enqueue_failure_is_503_and_ends_the_task(
     assert enqueue.calls == [(APP, "t1")]
     record = fake_store.records[(APP, "t1")]
     assert not record.active, "no half-started task is left behind"
-    assert fake_store.calls.count("request_stop") == 1
+    assert fake_store.calls.count("finish") == 1 and record.stream_key not in fake_store.cooldowns
     assert "brokerpassword" not in caplog.text and STREAM_KEY not in caplog.text
 
 

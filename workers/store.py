@@ -961,9 +961,19 @@ class TaskStore:
         return _record(reply[1]) if _text(reply[0]) == "ok" else None
 
     def finish(
-        self, app_id: str, task_id: str, token: int | None, status: TaskStatus, reason: str
+        self,
+        app_id: str,
+        task_id: str,
+        token: int | None,
+        status: TaskStatus,
+        reason: str,
+        *,
+        cooldown: bool = True,
     ) -> TaskRecord | None:
         """End a task, atomically, if ``token`` holds it (or ``token`` is None and it was never claimed).
+
+        ``cooldown`` False ends it without the URL cooldown: for a task that never pushed (the API
+        could not queue it), so that the client may retry at once.
 
         Sets state ENDED, ``status``, ``reason`` and ``ended_at``; deletes the StreamURL lease if it
         still names this task; sets the URL's cooldown (``cooldown_seconds``) unless another task
@@ -989,7 +999,7 @@ class TaskStore:
             "" if token is None else token,
             int(status),
             _dump(reason),
-            self._cooldown_ms,
+            self._cooldown_ms if cooldown else 0,
             self._ttl_ms,
         ]
         with _unavailable():
