@@ -31,6 +31,7 @@ from werkzeug.exceptions import RequestURITooLarge
 from api import errors
 from api.auth import AccessKey, parse_access_keys
 from api.layouts import bp as layouts_bp
+from api.metrics import bp as metrics_bp
 from api.ratelimit import RateLimit, RateLimiter
 from api.rpc import bp as rpc_bp
 from api.schemas import ErrorOut
@@ -217,4 +218,5 @@ def create_app(config: Mapping[str, Any] | None = None) -> APIFlask:
     app.register_blueprint(tasks_bp)
     app.register_blueprint(layouts_bp)
     app.register_blueprint(rpc_bp)
+    app.register_blueprint(metrics_bp)
     return app

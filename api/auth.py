@@ -71,6 +71,18 @@ def authenticate(keys: dict[str, AccessKey], app_id: str) -> AccessKey:
     Raises:
         HTTPError: 403 with the code of the failure.
     """
+    key = authenticate_any(keys)
+    if not key.allows(app_id):
+        raise api_error(403, "Forbidden", f"this access key may not act on app {app_id}")
+    return key
+
+
+def authenticate_any(keys: dict[str, AccessKey]) -> AccessKey:
+    """Check this request's credentials: any configured access key (for operators' endpoints).
+
+    Raises:
+        HTTPError: 403 with the code of the failure.
+    """
     credentials = request.authorization
     if credentials is None or credentials.type != "basic" or not credentials.username:
         raise api_error(
@@ -84,8 +96,6 @@ def authenticate(keys: dict[str, AccessKey], app_id: str) -> AccessKey:
         raise api_error(403, "InvalidAccessKeyId.NotFound", "unknown access key")
     if not hmac.compare_digest(key.secret.encode(), (credentials.password or "").encode()):
         raise api_error(403, "SignatureDoesNotMatch", "the secret does not match the access key")
-    if not key.allows(app_id):
-        raise api_error(403, "Forbidden", f"this access key may not act on app {app_id}")
     return key
 
 
