@@ -29,7 +29,8 @@ import stack.nginx_rtmp as nginx_rtmp_module
 from mixer.audio_mixer import BLOCK_SAMPLES, AudioMixer
 from mixer.encoder import EncoderSettings, MediaEncoder
 from mixer.janus_source import ChannelStatus
-from mixer.pipeline import Pipeline, reconnect_wait
+from mixer.pipeline import Pipeline
+from mixer.sink_link import reconnect_wait
 from mixer.sinks import SinkError, SinkTarget, sink_target
 from mixer.source import FrameReceiver
 from mixer.spec import build_task_spec

@@ -33,7 +33,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from layouts import SpecError
 from mixer.janus_source import ChannelConfig, ChannelStatus, JanusSource
-from mixer.pipeline import Pipeline, SinkStatus
+from mixer.pipeline import Pipeline
+from mixer.sink_link import SinkStatus
 from mixer.sinks import SinkError, sink_target
 from mixer.urls import redact_url
 from workers.capacity import params_cost, requeue_delay
