@@ -23,7 +23,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     api.set_defaults(func=run_api)
     worker = subparsers.add_parser("worker", help="run a Celery worker that runs mix tasks")
     worker.add_argument("--slots", type=int, default=None, help="mixes at once (default MPU_MIX_SLOTS or 2)")
-    worker.add_argument("--name", default=None, help="Celery node name (default mix@<hostname>)")
+    worker.add_argument(
+        "--name",
+        default="mix@%h",
+        help="Celery node name, also the unit of MPU_WORKER_CAPACITY (default mix@<hostname>: one worker "
+        "per host; give each worker of one host its own name to give each its own capacity)",
+    )
     worker.set_defaults(func=run_worker)
     flower = subparsers.add_parser("flower", help="run Flower, Celery's monitor")
     flower.add_argument("--host", default="127.0.0.1")
@@ -76,8 +81,7 @@ def run_worker(args: argparse.Namespace) -> int:
         "--loglevel",
         os.environ.get("MPU_LOG_LEVEL", "INFO"),
     ]
-    if args.name:
-        argv += ["-n", args.name]
+    argv += ["-n", args.name]
     app.worker_main(argv)
     return 0
 
