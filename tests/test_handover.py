@@ -3,6 +3,8 @@ runner's drain."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from mixer.urls import stream_url_key
@@ -37,3 +39,12 @@ def test_release_lets_another_worker_claim_at_once(task_store: TaskStore) -> Non
 @pytest.mark.parametrize("task_id", ["missing", "bad/id"])
 def test_release_of_unknown_tasks_changes_nothing(task_store: TaskStore, task_id: str) -> None:
     assert task_store.release("app1", task_id, 1, "x") is None
+
+
+def test_one_restart_message_per_period(task_store: TaskStore) -> None:
+    """The reconcilers of every worker pass every 2 s; a stale task gets one restart message per period."""
+    assert task_store.note_restart("app1", "t1", 0.3) is True
+    assert task_store.note_restart("app1", "t1", 0.3) is False
+    assert task_store.note_restart("app1", "t2", 0.3) is True  # per task
+    time.sleep(0.35)
+    assert task_store.note_restart("app1", "t1", 0.3) is True

@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 QUEUE = "mixes"
 #: Seconds a never-claimed task's record may stay untouched before the reconciler enqueues it again.
 RESCUE_QUEUED_AFTER = 60.0
+#: At most one restart message per stale task per this many seconds (all workers' reconcilers pass
+#: every RECONCILE_INTERVAL; a restart that found no free slot is queued again after this).
+RESTART_MESSAGE_EVERY = 10.0
 #: Seconds between reconciler passes.
 RECONCILE_INTERVAL = 2.0
 
@@ -160,9 +163,11 @@ def reconcile_once(store: Any) -> list[str]:
                 f"its worker died {record.restarts + 1} times; giving up",
             )
             log.error("task %s: gave up after %d restarts", name, record.restarts)
-        else:
+        elif store.note_restart(record.app_id, record.task_id, RESTART_MESSAGE_EVERY):
             log.warning("task %s: worker %s stopped heartbeating; restarting it", name, record.worker)
             enqueue_mix(record.app_id, record.task_id)
+        else:
+            continue  # a restart message was queued less than RESTART_MESSAGE_EVERY seconds ago
         handled.append(name)
     for app_id, task_id in store.rescue_queued(RESCUE_QUEUED_AFTER):
         log.warning(

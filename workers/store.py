@@ -25,6 +25,8 @@ unambiguous because a TaskId never contains ``/``):
   ``cooldown_seconds``. A StreamURL is refused while it exists.
 - ``{p}:nonce:<AccessKeyId>:<sha256 of nonce>``: a signed request's nonce, kept for twice the
   timestamp window (:meth:`TaskStore.use_nonce`).
+- ``{p}:restarting:<app_id>/<task_id>``: a restart of the stale task was queued; expires after the
+  reconciler's dedupe period (:meth:`TaskStore.note_restart`).
 - ``{p}:fence``: counter of fencing tokens (one sequence for all tasks, so a token is never reused,
   not even by a later task with the same TaskId).
 - ``{p}:load:<node>``: hash, the load of a worker node (a Celery worker, ``-n`` name): task name ->
@@ -939,6 +941,18 @@ class TaskStore:
         with _unavailable():
             reply = self._heartbeat(keys=self._keys(app_id, task_id), args=args)
         return _record(reply[1]) if _text(reply[0]) == "ok" else None
+
+    def note_restart(self, app_id: str, task_id: str, seconds: float) -> bool:
+        """Whether to enqueue a restart of a stale task now: True at most once per ``seconds`` per task
+        (``SET NX`` on ``{p}:restarting:<app_id>/<task_id>`` with that TTL), so the reconcilers of
+        all workers, passing every few seconds, queue one message per period instead of one per pass.
+
+        Raises:
+            StoreUnavailableError: Redis failed.
+        """
+        with _unavailable():
+            key = f"{self.prefix}:restarting:{app_id}/{task_id}"
+            return bool(self.client.set(key, 1, nx=True, px=_ms(seconds)))
 
     def release(self, app_id: str, task_id: str, token: int, reason: str) -> TaskRecord | None:
         """Hand a running task back, atomically, if ``token`` holds it (its worker is shutting down):
