@@ -9,6 +9,11 @@ Configuration (keys of ``config``, else environment variables):
 - ``MPU_AUTH_DISABLED``: True switches authentication off (tests only; never from the environment).
 - ``MPU_RATE_LIMIT``, ``MPU_RATE_BURST``: requests per second per access key (20) and the burst (40);
   0 switches the limit off (:mod:`api.ratelimit`).
+- ``MPU_AUTH_FAILURE_LIMIT``, ``MPU_AUTH_FAILURE_WINDOW_SECONDS``: failed authentication attempts answered
+  per source address and per access key (10) in a window of that many seconds (60); later attempts get
+  429 ``Throttling.Authentication``; 0 switches the throttle off (:mod:`api.ratelimit`).
+- ``MPU_TRUSTED_PROXIES``: comma-separated IP addresses / CIDR networks of reverse proxies whose
+  ``X-Forwarded-For`` gives the source address (default none: the peer address).
 
 Request size limits: bodies up to :data:`MAX_CONTENT_LENGTH` (413 ``RequestTooLarge``), query strings
 up to :data:`MAX_QUERY_LENGTH` (414 ``RequestURITooLong``), in both dialects; RPC calls up to
@@ -32,8 +37,9 @@ from api import errors
 from api.auth import AccessKey, parse_access_keys
 from api.layouts import bp as layouts_bp
 from api.metrics import bp as metrics_bp
-from api.ratelimit import RateLimit, RateLimiter
+from api.ratelimit import AuthFailureLimit, AuthFailureThrottle, RateLimit, RateLimiter
 from api.rpc import bp as rpc_bp
+from api.rpc_format import JSONProvider
 from api.schemas import ErrorOut
 from api.service import APP_ID, MixService
 from api.tasks import bp as tasks_bp
@@ -58,7 +64,10 @@ credentials, or an AppId the key may not touch), `InvalidAccessKeyId.NotFound` o
 
 **Rate limits**: each access key may send `MPU_RATE_LIMIT` requests per second (20) with bursts of
 `MPU_RATE_BURST` (40), shared by all API processes; over that the answer is 429 `Throttling.User`
-with a `Retry-After` header (seconds).
+with a `Retry-After` header (seconds). After `MPU_AUTH_FAILURE_LIMIT` (10) failed authentication
+attempts in `MPU_AUTH_FAILURE_WINDOW_SECONDS` (60) from one address, or for one access key from the
+addresses that failed for it, further attempts are answered 429 `Throttling.Authentication` with
+`Retry-After` for the rest of the window.
 
 **Limits**: request bodies up to 64 KiB (413 `RequestTooLarge`), query strings up to 32 KiB (414
 `RequestURITooLong`), JSON bodies of at most 2000 values nested at most 8 deep (400 `InvalidParameter`).
@@ -68,8 +77,8 @@ parameter at fault, or null)."""
 
 
 class Services:
-    """What the views use: access keys, the service layer, the nonce register of signed calls and
-    the rate limiter (None: no limit)."""
+    """What the views use: access keys, the service layer, the nonce register of signed calls, the
+    rate limiter (None: no limit) and the throttle of failed authentication (None: no throttle)."""
 
     def __init__(
         self,
@@ -77,11 +86,13 @@ class Services:
         service: MixService,
         auth_disabled: bool = False,
         limiter: RateLimiter | None = None,
+        auth_throttle: AuthFailureThrottle | None = None,
     ) -> None:
         self.access_keys = access_keys
         self.auth_disabled = auth_disabled
         self.service = service
         self.limiter = limiter
+        self.auth_throttle = auth_throttle
 
     def use_nonce(self, key_id: str, nonce: str, ttl_seconds: float) -> bool:
         """Register a signed request's nonce; False if this key used it within ``ttl_seconds``.
@@ -110,7 +121,8 @@ def _task_store_factory(redis_url: str) -> Callable[[], Any]:
 
 
 def _redis_of(service: MixService) -> Callable[[], tuple[redis.Redis, str] | None]:
-    """The task store's Redis client and key prefix, for the rate limiter (None for a store without)."""
+    """The task store's Redis client and key prefix, for the rate limiter and the authentication
+    throttle (None for a store without)."""
 
     def target() -> tuple[redis.Redis, str] | None:
         store: Any = service.store
@@ -173,7 +185,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> APIFlask:
 
     Raises:
         ValueError: no access keys configured (and ``MPU_AUTH_DISABLED`` not set), malformed keys, or
-            a malformed ``MPU_RATE_LIMIT`` / ``MPU_RATE_BURST``.
+            a malformed ``MPU_RATE_LIMIT`` / ``MPU_RATE_BURST`` / ``MPU_AUTH_FAILURE_LIMIT`` /
+            ``MPU_AUTH_FAILURE_WINDOW_SECONDS`` / ``MPU_TRUSTED_PROXIES``.
     """
     settings = dict(config or {})
     keys_text = settings.get("MPU_ACCESS_KEYS", os.environ.get("MPU_ACCESS_KEYS", ""))
@@ -182,9 +195,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> APIFlask:
     if not keys and not auth_disabled:
         raise ValueError('no access keys: set MPU_ACCESS_KEYS="AK:SECRET" (see README)')
     rate_limit = RateLimit.from_settings(settings, os.environ)
+    auth_failure_limit = AuthFailureLimit.from_settings(settings, os.environ)
     app = APIFlask(
         __name__, title="rtc-mpu", version=_version(), spec_path="/openapi.json", docs_path="/docs"
     )
+    app.json = JSONProvider(app)  # answers stay valid Unicode whatever is stored
     app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH
     app.config["SPEC_FORMAT"] = "json"
     app.config["DESCRIPTION"] = DESCRIPTION
@@ -212,7 +227,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> APIFlask:
         settings.get("ENQUEUE") or _celery_enqueue,
     )
     limiter = RateLimiter(rate_limit, _redis_of(service)) if rate_limit.enabled else None
-    app.extensions["mpu"] = Services(keys, service, auth_disabled, limiter)
+    auth_throttle = (
+        AuthFailureThrottle(auth_failure_limit, _redis_of(service))
+        if auth_failure_limit.enabled and not auth_disabled
+        else None
+    )
+    app.extensions["mpu"] = Services(keys, service, auth_disabled, limiter, auth_throttle)
     app.before_request(_limit_query_length)
     errors.register(app)
     app.register_blueprint(tasks_bp)

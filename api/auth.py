@@ -7,10 +7,17 @@ those AppIds. Secrets are compared in constant time. Failures are 403 with code
 ``Forbidden`` (no credentials), ``InvalidAccessKeyId.NotFound`` (unknown key),
 ``SignatureDoesNotMatch`` (wrong secret) or ``Forbidden`` (AppId not allowed for this key); the
 answer to a request without credentials carries ``WWW-Authenticate: Basic realm="rtc-mpu"``.
-Credentials are checked before anything else of the request (its body is not even parsed), then
-the access key's rate limit (:mod:`api.ratelimit`: 429 ``Throttling.User`` with ``Retry-After``),
-then the AppId, then the JSON body's size (:data:`MAX_JSON_VALUES` values, :data:`MAX_JSON_DEPTH`
-levels). Only tests may switch authentication off, with the app config ``MPU_AUTH_DISABLED=True``.
+Failed attempts are throttled per source address and per access key (:mod:`api.ratelimit`, "Failed
+authentication": after ``MPU_AUTH_FAILURE_LIMIT`` (10) failures in ``MPU_AUTH_FAILURE_WINDOW_SECONDS``
+(60) from one address, or for one key from addresses that failed for it, further attempts get 429
+``Throttling.Authentication`` with ``Retry-After`` for the rest of the window). The order: that throttle
+first (before the credentials are looked at), then the credentials (a failure is counted: no
+credentials, unknown key, wrong secret), before anything else of the request (its body is not even
+parsed), then the access key's rate limit (429 ``Throttling.User`` with ``Retry-After``), then the AppId
+(a valid key's 403 for another AppId is not a failed attempt), then the JSON body's size
+(:data:`MAX_JSON_VALUES` values, :data:`MAX_JSON_DEPTH` levels). :func:`admit_attempt` and
+:func:`count_failure` serve the RPC dialect's signatures too. Only tests may switch authentication off,
+with the app config ``MPU_AUTH_DISABLED=True``.
 """
 
 from __future__ import annotations
@@ -19,10 +26,12 @@ import hmac
 from dataclasses import dataclass
 from typing import Any
 
+from apiflask import HTTPError
 from flask import current_app, request
+from werkzeug.datastructures import Authorization
 
 from api.errors import api_error
-from api.ratelimit import THROTTLING_CODE
+from api.ratelimit import AUTH_THROTTLING_CODE, THROTTLING_CODE, AuthThrottledError
 from api.service import APP_ID
 
 #: The ``WWW-Authenticate`` challenge sent when credentials are missing.
@@ -77,13 +86,78 @@ def authenticate(keys: dict[str, AccessKey], app_id: str) -> AccessKey:
     return key
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """An authentication attempt: its source address and the configured access key it names (None: it
+    names none, or a key that is not configured)."""
+
+    source: str
+    key_id: str | None
+
+
+def admit_attempt(keys: dict[str, AccessKey], claimed_key_id: str | None) -> Attempt | None:
+    """Check this request against the throttle of failed authentication, before its credentials are.
+
+    Args:
+        keys: the configured access keys.
+        claimed_key_id: the AccessKeyId the request names, not verified (None: none).
+
+    Returns:
+        The attempt, to give :func:`count_failure` if the credentials fail; None without a throttle.
+
+    Raises:
+        AuthThrottledError: this source address, or this key from this address, failed too often.
+    """
+    throttle = current_app.extensions["mpu"].auth_throttle
+    if throttle is None:
+        return None
+    source = throttle.source(request.remote_addr, request.headers.get("X-Forwarded-For"))
+    attempt = Attempt(source, claimed_key_id if claimed_key_id in keys else None)
+    decision = throttle.check(attempt.source, attempt.key_id)
+    if not decision.allowed:
+        raise AuthThrottledError(decision, throttle.message(decision))
+    return attempt
+
+
+def count_failure(attempt: Attempt | None) -> None:
+    """Count a failed authentication attempt (nothing without a throttle). Never raises for Redis."""
+    throttle = current_app.extensions["mpu"].auth_throttle
+    if throttle is not None and attempt is not None:
+        throttle.record_failure(attempt.source, attempt.key_id)
+
+
 def authenticate_any(keys: dict[str, AccessKey]) -> AccessKey:
-    """Check this request's credentials: any configured access key (for operators' endpoints).
+    """Check this request's credentials: any configured access key (for operators' endpoints), after
+    the throttle of failed attempts; a failure is counted.
+
+    Raises:
+        HTTPError: 429 ``Throttling.Authentication`` with ``Retry-After`` (seconds) for a throttled
+            source address or key (the credentials not checked); 403 with the code of the failure.
+    """
+    credentials = request.authorization
+    claimed = credentials.username if credentials is not None and credentials.type == "basic" else None
+    try:
+        attempt = admit_attempt(keys, claimed)
+    except AuthThrottledError as exc:
+        raise api_error(
+            429,
+            AUTH_THROTTLING_CODE,
+            exc.message,
+            headers={"Retry-After": str(exc.decision.retry_after_seconds)},
+        ) from None
+    try:
+        return _check_credentials(keys, credentials)
+    except HTTPError:
+        count_failure(attempt)
+        raise
+
+
+def _check_credentials(keys: dict[str, AccessKey], credentials: Authorization | None) -> AccessKey:
+    """The access key of HTTP Basic ``credentials``.
 
     Raises:
         HTTPError: 403 with the code of the failure.
     """
-    credentials = request.authorization
     if credentials is None or credentials.type != "basic" or not credentials.username:
         raise api_error(
             403,

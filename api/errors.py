@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from api.rpc_format import error_response
 from api.service import ServiceError, validation_code
+from cli.logs import Verbatim
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def register(app: APIFlask) -> None:
         rid = request_id()
         # The frames, not the exception's message: that might quote a StreamURL or a secret.
         frames = "".join(traceback.format_tb(error.__traceback__))
-        log.error("request %s failed: %s\n%s", rid, error.__class__.__name__, frames)
+        log.error("request %s failed: %s\n%s", rid, error.__class__.__name__, Verbatim(frames))
         if request.blueprint == "rpc" or request.path == "/":
             return error_response(500, "InternalError", "internal error", rid, request.host)
         return {"code": "InternalError", "message": "internal error", "field": None, "request_id": rid}, 500

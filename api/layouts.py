@@ -5,12 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from apiflask import APIBlueprint, Schema
-from apiflask.fields import Integer, String
-from apiflask.validators import Length, Range
+from apiflask import APIBlueprint
 
 from api.auth import guard_app_request
-from api.schemas import CustomLayoutIn, CustomLayoutOut, CustomLayoutPatchIn, LayoutListOut
+from api.schemas import CustomLayoutIn, CustomLayoutOut, CustomLayoutPatchIn, LayoutListOut, LayoutQuery
 from api.service import LayoutPage, layout_out
 from api.tasks import READ_ERRORS, WRITE_ERRORS, service
 
@@ -19,15 +17,6 @@ bp.before_request(guard_app_request)
 
 #: Errors of a layout deletion besides 403/404.
 DELETE_ERRORS = {**READ_ERRORS, 409: "an active task lists the layout (InvalidLayout.InUse)"}
-
-
-class LayoutQuery(Schema):
-    """Filters and page of the listing."""
-
-    layout_id = Integer(validate=Range(1, 2**31))
-    name = String(validate=Length(1, 64))
-    page_num = Integer(load_default=1, validate=Range(1, 100000))
-    page_size = Integer(load_default=10, validate=Range(1, 100))
 
 
 def page_out(page: LayoutPage) -> dict[str, Any]:

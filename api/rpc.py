@@ -10,9 +10,19 @@ encodings of nested lists), validated by the same schemas as the REST API (:mod:
 served by the same :class:`api.service.MixService`. Answers are JSON with a ``RequestId`` (XML with
 ``Format=XML``); errors have the vendor's shape ``{"RequestId", "HostId", "Code", "Message"}``.
 
-After the signature, each call counts against its access key's rate limit (:mod:`api.ratelimit`):
-over it, HTTP 429 ``Throttling.User`` with ``Retry-After`` (seconds) and ``x-acs-retry-after``
-(milliseconds, read by the newer SDK). A call has at most :data:`api.rpc_params.MAX_PARAMS`
+Only signed inputs give a call its meaning (issue #11): ``Action`` and ``Version`` come from the
+parameters, or from the headers ``x-acs-action`` / ``x-acs-version`` under ACS3 (which must sign every
+``x-acs-*`` header, :mod:`api.signatures`); a parameter and its header that disagree are refused (400
+``InvalidParameter``), and so are ``Action``, ``Version`` or ``Format`` given twice with different
+values. RPC signature v1 signs no header, so there the header may only repeat the signed parameter
+(as the older SDK sends it): otherwise 400 ``IncompleteSignature``.
+
+Before the signature is checked, the throttle of failed authentication (:mod:`api.ratelimit`, "Failed
+authentication") may refuse the call: 429 ``Throttling.Authentication`` with ``Retry-After`` (seconds)
+and ``x-acs-retry-after`` (milliseconds); a call whose signature check fails counts as a failure, for
+its source address and the AccessKeyId it names. After the signature, each call counts against its
+access key's rate limit: over it, HTTP 429 ``Throttling.User`` with the same headers (the newer SDK
+reads ``x-acs-retry-after``). A call has at most :data:`api.rpc_params.MAX_PARAMS`
 parameters (400 ``InvalidParameter``) and a query string of at most 32 KiB (414, :mod:`api.app`).
 """
 
@@ -26,19 +36,32 @@ from apiflask import APIBlueprint
 from flask import Response, current_app, request
 from marshmallow import Schema, ValidationError
 
+from api.auth import admit_attempt, count_failure
 from api.errors import first_problem, request_id
-from api.ratelimit import THROTTLING_CODE
+from api.ratelimit import AUTH_THROTTLING_CODE, THROTTLING_CODE, AuthThrottledError, Decision
 from api.rpc_format import error_response, render
 from api.rpc_params import RpcParamError, parse_rpc_params, wire_name
 from api.schemas import (
+    TASK_ID,
     CustomLayoutIn,
     CustomLayoutPatchIn,
     LayoutIn,
     TaskIn,
     TaskUpdateIn,
+    first_character_problem,
+    is_task_id,
 )
 from api.service import APP_ID, STATUS_TEXT, LayoutPage, MixService, ServiceError, layout_out, validation_code
-from api.signatures import TIMESTAMP_WINDOW, SignatureError, SignedRequest, verify
+from api.signatures import (
+    RPC_V1,
+    TIMESTAMP_WINDOW,
+    SignatureError,
+    SignedRequest,
+    Verified,
+    claimed_access_key_id,
+    first_conflict,
+    verify,
+)
 from layouts import Layout
 from mixer.urls import redact_url
 from workers.model import TaskRecord
@@ -105,10 +128,31 @@ def _service() -> MixService:
 
 
 def _task_id(call: Call) -> str:
+    """The TaskId.
+
+    Raises:
+        ServiceError: MissingParameter, or InvalidParameter when it is not a TaskId's form.
+    """
     task_id = call.required("task_id")
     if not isinstance(task_id, str):
         raise ServiceError(400, "InvalidParameter", "TaskId must be a string", ("task_id",))
+    if not is_task_id(task_id):
+        raise ServiceError(400, "InvalidParameter", f"TaskId {TASK_ID.error}", ("task_id",))
     return task_id
+
+
+def _check_characters(params: dict[str, Any]) -> None:
+    """Refuse a request whose strings (or names) hold a character :mod:`layouts.text_rules` refuses,
+    whatever the action does with them, before it does anything.
+
+    Raises:
+        ServiceError: InvalidParameter (InvalidStreamURL.Malformed for the StreamURL) naming the
+            parameter.
+    """
+    found = first_character_problem(params)
+    if found is not None:
+        path, problem = found
+        raise ServiceError(400, validation_code(path, problem), f"{wire_name(path)}: {problem}", path)
 
 
 def _layout_id(call: Call) -> int:
@@ -265,10 +309,13 @@ def _pairs() -> tuple[list[tuple[str, str]], list[tuple[str, str]], bytes]:
     return query + form, query, body
 
 
-def _authenticate(pairs: list[tuple[str, str]], query: list[tuple[str, str]], body: bytes) -> str | None:
-    """Verify the signature, the timestamp and the nonce; the AccessKeyId, or None without auth.
+def _authenticate(pairs: list[tuple[str, str]], query: list[tuple[str, str]], body: bytes) -> Verified | None:
+    """After the throttle of failed attempts, verify the signature, the timestamp and the nonce (a
+    failure is counted); what was verified, or None without auth.
 
     Raises:
+        AuthThrottledError: this source address, or the named key from it, failed too often (nothing
+            was verified).
         SignatureError: with the vendor's code.
         ServiceError: Redis is unavailable for the nonce register (503).
     """
@@ -276,6 +323,7 @@ def _authenticate(pairs: list[tuple[str, str]], query: list[tuple[str, str]], bo
     if services.auth_disabled:
         return None
     signed = SignedRequest(request.method, request.path, pairs, query, dict(request.headers), body)
+    attempt = admit_attempt(services.access_keys, claimed_access_key_id(signed))
 
     def secret_of(key_id: str) -> str | None:
         key = services.access_keys.get(key_id)
@@ -286,8 +334,54 @@ def _authenticate(pairs: list[tuple[str, str]], query: list[tuple[str, str]], bo
             raise SignatureError("InvalidParameter", f"SignatureNonce is longer than {MAX_NONCE_LENGTH}", 400)
         return bool(services.use_nonce(key_id, nonce, 2 * TIMESTAMP_WINDOW))
 
-    verified = verify(signed, secret_of, use_nonce=use_nonce)
-    return verified.access_key_id
+    try:
+        return verify(signed, secret_of, use_nonce=use_nonce)
+    except SignatureError:
+        count_failure(attempt)
+        raise
+
+
+#: The common parameters that headers may carry too: (parameter, header, default).
+_HEADER_PARAMS = (("Action", "x-acs-action", ""), ("Version", "x-acs-version", VERSION))
+
+
+def _action_and_version(pairs: list[tuple[str, str]], scheme: str | None) -> tuple[str, str]:
+    """The call's Action and Version from signed inputs only (module docstring); ``scheme`` is the
+    verified signature's (None: authentication off, when either source goes).
+
+    Raises:
+        ServiceError: InvalidParameter: Action, Version or Format given twice with different values, or
+            a parameter and its header that disagree.
+        SignatureError: IncompleteSignature: an RPC v1 call's ``x-acs-action`` / ``x-acs-version`` that
+            is not its signed parameter.
+    """
+    conflict = first_conflict(pairs, ("Action", "Version", "Format"))
+    if conflict is not None:
+        raise ServiceError(400, "InvalidParameter", f"{conflict} is given twice with different values")
+    common = dict(pairs)
+    chosen: list[str] = []
+    for name, header, default in _HEADER_PARAMS:
+        param = common.get(name) or None
+        sent = (request.headers.get(header) or "").strip() or None
+        if sent is not None and sent != param:
+            if scheme == RPC_V1:
+                raise SignatureError(
+                    "IncompleteSignature",
+                    f"the header {header} is not covered by RPC signature v1 and is not the signed {name}",
+                    400,
+                )
+            if param is not None:
+                raise ServiceError(400, "InvalidParameter", f"{name} and the header {header} differ")
+        chosen.append(param or sent or default)
+    return chosen[0], chosen[1]
+
+
+def _throttled(code: str, message: str, decision: Decision, rid: str, host: str, xml: bool) -> Response:
+    """A 429 in the vendor's shape with ``Retry-After`` (seconds) and ``x-acs-retry-after`` (ms)."""
+    response = error_response(429, code, message, rid, host, xml)
+    response.headers["Retry-After"] = str(decision.retry_after_seconds)
+    response.headers["x-acs-retry-after"] = str(max(1, round(decision.retry_after * 1000)))
+    return response
 
 
 @bp.route("/", methods=["GET", "POST"])
@@ -300,17 +394,14 @@ def rpc() -> Response:
         pairs, query, body = _pairs()
         common = dict(pairs)
         xml = common.get("Format", "").upper() == "XML"
-        key_id = _authenticate(pairs, query, body)
+        verified = _authenticate(pairs, query, body)
+        key_id = None if verified is None else verified.access_key_id
         limiter = current_app.extensions["mpu"].limiter
         if key_id is not None and limiter is not None:
             decision = limiter.hit(key_id)
             if not decision.allowed:
-                response = error_response(429, THROTTLING_CODE, limiter.message(decision), rid, host, xml)
-                response.headers["Retry-After"] = str(decision.retry_after_seconds)
-                response.headers["x-acs-retry-after"] = str(max(1, round(decision.retry_after * 1000)))
-                return response
-        action = common.get("Action") or request.headers.get("x-acs-action", "")
-        version = common.get("Version") or request.headers.get("x-acs-version", VERSION)
+                return _throttled(THROTTLING_CODE, limiter.message(decision), decision, rid, host, xml)
+        action, version = _action_and_version(pairs, None if verified is None else verified.scheme)
         if not action:
             raise ServiceError(400, "MissingParameter", "Action is required", ("action",))
         if action not in ACTIONS:
@@ -318,6 +409,7 @@ def rpc() -> Response:
         if version != VERSION:
             raise ServiceError(400, "InvalidVersion", f"Version must be {VERSION}")
         params = parse_rpc_params(pairs)
+        _check_characters(params)
         app_id = params.pop("app_id", None)
         if not app_id:
             raise ServiceError(400, "MissingParameter", "AppId is required", ("app_id",))
@@ -327,6 +419,8 @@ def rpc() -> Response:
             raise ServiceError(403, "Forbidden", f"this access key may not act on AppId {app_id}")
         result = ACTIONS[action](Call(app_id, params))
         return render({"RequestId": rid, **result}, 200, f"{action}Response" if xml else None)
+    except AuthThrottledError as exc:
+        return _throttled(AUTH_THROTTLING_CODE, exc.message, exc.decision, rid, host, xml)
     except SignatureError as exc:
         return error_response(exc.http_status, exc.code, exc.message, rid, host, xml)
     except RpcParamError as exc:

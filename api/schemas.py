@@ -1,14 +1,167 @@
 """Request and response schemas of the REST API (marshmallow, through APIFlask; they make the
-OpenAPI document). Field names are StartMPUTask's in snake_case."""
+OpenAPI document). Field names are StartMPUTask's in snake_case. The RPC dialect validates its
+parameters with the same request schemas (:mod:`api.rpc`).
+
+Every request schema derives from :class:`InputSchema`, which checks the characters of every string
+it is given before any other validation (:mod:`layouts.text_rules`): a field's rule is
+``metadata[CHAR_RULE]`` (:attr:`~layouts.text_rules.CharRule.NAME` when absent, so a new field is
+checked too; only overlay texts are :attr:`~layouts.text_rules.CharRule.TEXT`)."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+from typing import Any
+
 from apiflask import Schema
-from apiflask.fields import Boolean, Dict, Float, Integer, List, Nested, String
+from apiflask.fields import Boolean, Dict, Field, Float, Integer, List, Nested, String
 from apiflask.validators import URL, Length, OneOf, Range, Regexp
+from marshmallow import ValidationError, pre_load
+
+from api.service import MAX_PAGE_NUM, MAX_PAGE_SIZE
+from layouts.text_rules import CharRule, char_problem, escape_for_log
+
+#: Field metadata naming the field's :class:`~layouts.text_rules.CharRule` (NAME when absent).
+CHAR_RULE = "char_rule"
+
+
+class FullMatch(Regexp):
+    """A :class:`Regexp` that must match the whole value: marshmallow's uses ``re.match``, and a
+    pattern's ``$`` also matches before a trailing newline (``"t1\\n"``). The pattern keeps its
+    ``^...$`` so that the OpenAPI document shows it."""
+
+    def __init__(self, regex: str, *, error: str) -> None:
+        super().__init__(regex, error=error)
+        self.pattern: re.Pattern[str] = re.compile(regex)
+
+    def __call__(self, value: Any) -> Any:
+        """``value`` if the whole of it matches.
+
+        Raises:
+            ValidationError: it does not (or is not a string).
+        """
+        if not isinstance(value, str) or self.pattern.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
+
 
 #: TaskId: ``[A-Za-z0-9_-]``, at most 55 bytes (shared/reference/mpu-api.md).
-TASK_ID = Regexp(r"^[A-Za-z0-9_-]{1,55}$", error="must be 1-55 characters of A-Z a-z 0-9 _ -")
+TASK_ID = FullMatch(r"^[A-Za-z0-9_-]{1,55}$", error="must be 1-55 characters of A-Z a-z 0-9 _ -")
+
+
+def is_task_id(value: object) -> bool:
+    """Whether ``value`` is a TaskId (:data:`TASK_ID`, the whole string)."""
+    try:
+        TASK_ID(value)
+    except ValidationError:
+        return False
+    return True
+
+
+def _rule_of(field: Field[Any] | None) -> CharRule:
+    rule = field.metadata.get(CHAR_RULE) if field is not None else None
+    return CharRule(rule) if rule is not None else CharRule.NAME
+
+
+def character_errors(value: Any, field: Field[Any] | None) -> Any:
+    """marshmallow error messages for the refused characters in ``value`` (a field's raw input),
+    shaped like the value (``["msg"]``, ``{0: ["msg"]}``, ``{"key": ...}``), or None when it has none.
+
+    Strings follow ``field``'s rule (a list's items its inner field's); nested schemas are left to
+    their own check; any other structure (an unknown field's) is walked with the NAME rule, mapping
+    keys included.
+    """
+    if isinstance(value, str):
+        problem = char_problem(value, _rule_of(field))
+        return [problem] if problem is not None else None
+    if isinstance(field, Nested) or (isinstance(field, List) and isinstance(field.inner, Nested)):
+        return None  # the nested schema (an InputSchema) checks its own strings
+    if isinstance(value, list):
+        inner = field.inner if isinstance(field, List) else None
+        found = {i: e for i, item in enumerate(value) if (e := character_errors(item, inner)) is not None}
+        return found or None
+    if isinstance(value, Mapping):
+        return _mapping_errors(value, {})
+    return None
+
+
+def _mapping_errors(data: Mapping[Any, Any], fields: Mapping[str, Field[Any]]) -> dict[str, Any] | None:
+    errors: dict[str, Any] = {}
+    for key, value in data.items():
+        name = str(key)
+        problem = char_problem(name)
+        if problem is not None:
+            errors[escape_for_log(name)] = [f"the parameter name {problem}"]
+        elif (found := character_errors(value, fields.get(name))) is not None:
+            errors[name] = found
+    return errors or None
+
+
+def _subclasses(cls: type[Schema]) -> list[type[Schema]]:
+    return [cls, *(sub for child in cls.__subclasses__() for sub in _subclasses(child))]
+
+
+def text_fields() -> frozenset[str]:
+    """Names of the fields of the request schemas whose rule is TEXT (free text: ``text``)."""
+    return frozenset(
+        name
+        for schema in _subclasses(InputSchema)
+        for name, field in schema._declared_fields.items()
+        if _rule_of(field) is CharRule.TEXT
+    )
+
+
+def first_character_problem(data: Any) -> tuple[tuple[str | int, ...], str] | None:
+    """The first string (or mapping key) with a refused character in ``data`` (the RPC dialect's
+    parameters: dicts with snake_case keys, lists, strings, numbers), as (its path of keys and 0-based
+    list positions, what is wrong), or None. A string follows the rule of its field name (the
+    nearest key above it): TEXT for :func:`text_fields`, NAME for every other."""
+    return _first_problem(data, (), text_fields())
+
+
+def _first_problem(
+    data: Any, path: tuple[str | int, ...], texts: frozenset[str]
+) -> tuple[tuple[str | int, ...], str] | None:
+    if isinstance(data, str):
+        keys = [key for key in path if isinstance(key, str)]
+        problem = char_problem(data, CharRule.TEXT if keys and keys[-1] in texts else CharRule.NAME)
+        return (path, problem) if problem is not None else None
+    items: list[tuple[str | int, Any]]
+    if isinstance(data, Mapping):
+        items = []
+        for key, value in data.items():
+            problem = char_problem(str(key))
+            if problem is not None:
+                return (*path, escape_for_log(str(key))), f"the parameter name {problem}"
+            items.append((str(key), value))
+    elif isinstance(data, list | tuple):
+        items = list(enumerate(data))
+    else:
+        return None
+    for key, value in items:
+        found = _first_problem(value, (*path, key), texts)
+        if found is not None:
+            return found
+    return None
+
+
+class InputSchema(Schema):
+    """Base of every request schema: before anything else, the characters of each string of the
+    input (and of each key) are checked (module docstring), so no field can hold a control
+    character, a lone surrogate, ... whatever validators it has."""
+
+    @pre_load
+    def refuse_characters(self, data: Any, **_: Any) -> Any:
+        """``data`` unchanged.
+
+        Raises:
+            ValidationError: at the path of each string with a refused character.
+        """
+        if isinstance(data, Mapping):
+            errors = _mapping_errors(data, self.fields)
+            if errors:
+                raise ValidationError(errors)
+        return data
 
 
 #: Normalized coordinate (fraction of the canvas or pane), 0..1.
@@ -27,7 +180,7 @@ IMAGE_URL = [Length(1, 2048), URL(schemes={"http", "https"}, require_tld=False)]
 NAME = Length(1, 64)
 
 
-class RectIn(Schema):
+class RectIn(InputSchema):
     """A normalized rectangle: X, Y (top-left corner), Width, Height, and a ZOrder."""
 
     x = Float(load_default=0.0, validate=UNIT)
@@ -49,7 +202,7 @@ class ImageIn(RectIn):
     )
 
 
-class TextStyleIn(Schema):
+class TextStyleIn(InputSchema):
     """Font and box style shared by texts and clock widgets."""
 
     x = Float(load_default=0.0, validate=UNIT)
@@ -71,7 +224,14 @@ class TextStyleIn(Schema):
 class TextIn(TextStyleIn):
     """UserPanes.N.Texts.M: a text in a pane (coordinates normalized to the pane)."""
 
-    text = String(required=True, validate=Length(1, 256))
+    text = String(
+        required=True,
+        validate=Length(1, 256),
+        metadata={
+            CHAR_RULE: CharRule.TEXT,
+            "description": "free text; \\n starts a new line (no other control characters)",
+        },
+    )
 
 
 class ClockWidgetIn(TextStyleIn):
@@ -98,7 +258,7 @@ class WatermarkIn(BackgroundIn):
     alpha = Float(load_default=1.0, validate=UNIT, metadata={"description": "0 transparent .. 1 opaque"})
 
 
-class EnhancedParamIn(Schema):
+class EnhancedParamIn(InputSchema):
     """EnhancedParam: the vendor's AI effects (accepted, reported as ignored)."""
 
     enable_portrait_segmentation = Boolean()
@@ -109,7 +269,7 @@ class EnhancedParamIn(Schema):
     background_path = String(validate=Length(max=2048))
 
 
-class UserPaneIn(Schema):
+class UserPaneIn(InputSchema):
     """UserPanes.N: pin a user's stream to a pane, with the pane's images and texts."""
 
     pane_id = Integer(required=True, strict=True, validate=Range(0, 15))
@@ -120,7 +280,7 @@ class UserPaneIn(Schema):
     texts = List(Nested(TextIn), load_default=list, validate=Length(max=16))
 
 
-class LayoutFieldsIn(Schema):
+class LayoutFieldsIn(InputSchema):
     """What a layout update may change (UpdateMPULayout), besides LayoutIds."""
 
     user_panes = List(Nested(UserPaneIn), validate=Length(max=16))
@@ -187,7 +347,7 @@ class LayoutIn(LayoutFieldsIn):
     layout_ids = List(Integer(strict=True), validate=Length(1, 16))
 
 
-class PaneIn(Schema):
+class PaneIn(InputSchema):
     """Panes.N of a custom layout (coordinates normalized to the canvas)."""
 
     pane_id = Integer(required=True, strict=True, validate=Range(0, 15))
@@ -199,7 +359,7 @@ class PaneIn(Schema):
     z_order = Integer(load_default=0, strict=True, validate=ZORDER)
 
 
-class CustomLayoutIn(Schema):
+class CustomLayoutIn(InputSchema):
     """CreateMPULayout."""
 
     name = String(required=True, validate=NAME)
@@ -207,12 +367,21 @@ class CustomLayoutIn(Schema):
     panes = List(Nested(PaneIn), required=True, validate=Length(1, 16))
 
 
-class CustomLayoutPatchIn(Schema):
+class CustomLayoutPatchIn(InputSchema):
     """ModifyMPULayout: any of these; panes replace all panes."""
 
     name = String(validate=NAME)
     audio_mix_count = Integer(strict=True, validate=Range(1, 16))
     panes = List(Nested(PaneIn), validate=Length(1, 16))
+
+
+class LayoutQuery(InputSchema):
+    """Filters and page of a layout listing (DescribeMPULayoutInfoList)."""
+
+    layout_id = Integer(validate=Range(1, 2**31))
+    name = String(validate=Length(1, 64))
+    page_num = Integer(load_default=1, validate=Range(1, MAX_PAGE_NUM))
+    page_size = Integer(load_default=10, validate=Range(1, MAX_PAGE_SIZE))
 
 
 class PaneOut(Schema):

@@ -16,8 +16,17 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from layouts import Layout, SpecError, system_layout
-from mixer.urls import stream_url_key
-from workers.model import StoreError, StreamURLInUseError, TaskParams, TaskRecord, TaskStatus
+from mixer import urls
+from mixer.urls import Resolver, stream_url_key
+from workers.model import (
+    StoreError,
+    StreamURLInUseError,
+    TaskParams,
+    TaskRecord,
+    TaskState,
+    TaskStatus,
+    TaskStoppingError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +40,10 @@ MALFORMED_CODES = {
     "layout_ids": "InvalidLayoutID.Malformed",
     "media_encode": "InvalidMediaEncode.Malformed",
     "background_color": "InvalidBackgroundColor.Malformed",
+    "stream_url": "InvalidStreamURL.Malformed",
 }
+#: Highest PageNum and largest PageSize of a layout listing (both dialects).
+MAX_PAGE_NUM, MAX_PAGE_SIZE = 100000, 100
 #: What the status codes mean, for people.
 STATUS_TEXT = {
     TaskStatus.WAITING: "waiting for the channel",
@@ -185,6 +197,8 @@ class MixService:
         layouts_factory: makes the :class:`workers.layout_store.LayoutStore` on first use; None: one
             on the task store's Redis client and key prefix.
         enqueue: ``(app_id, task_id) -> None``, queues the mix on a worker.
+        resolve: how a StreamURL's host name is resolved when a task starts (tests inject one);
+            None: :func:`mixer.urls.system_resolve`, bounded by :data:`mixer.urls.RESOLVE_TIMEOUT`.
     """
 
     def __init__(
@@ -192,12 +206,14 @@ class MixService:
         store_factory: Callable[[], TaskStoreLike],
         layouts_factory: Callable[[], Any] | None,
         enqueue: Callable[[str, str], None],
+        resolve: Resolver | None = None,
     ) -> None:
         self._store_factory = store_factory
         self._layouts_factory = layouts_factory
         self._store: TaskStoreLike | None = None
         self._layouts: Any = None
         self.enqueue = enqueue
+        self.resolve = resolve
 
     # -- plumbing --------------------------------------------------------------------------------
     @property
@@ -230,7 +246,7 @@ class MixService:
                 exc.http_status, exc.code, "the StreamURL is in use by another active task"
             ) from None
         except StoreError as exc:
-            raise ServiceError(exc.http_status, exc.code, exc.message) from None
+            raise ServiceError(exc.http_status, exc.code, exc.message, exc.field) from None
         except SpecError as exc:
             raise ServiceError(400, exc.code, exc.message, exc.field) from None
 
@@ -260,14 +276,22 @@ class MixService:
         Args:
             body: TaskIn as loaded (snake_case; task_id, channel_id, stream_url required).
 
+        The StreamURL's host name is resolved here (at most :data:`mixer.urls.RESOLVE_TIMEOUT`
+        seconds) and the task takes a lease on each of its destinations (:func:`mixer.urls.lease_keys`).
+
         Raises:
-            ServiceError: invalid parameters (400), TaskExisted / StreamURL.InUse /
+            ServiceError: invalid parameters (400), InvalidStreamURL.Unresolvable (400: the host
+                name does not resolve in time), TaskExisted / StreamURL.InUse /
                 StreamURL.CoolingDown (409), ServiceUnavailable (503: Redis or the queue; nothing
                 is left started).
         """
         base = TaskParams(channel_id=body["channel_id"], stream_url=body["stream_url"])
         params = self._with_layouts(app_id, _params_from(body, base))
-        record = TaskRecord(app_id, body["task_id"], params, stream_url_key(params.stream_url))
+        stream_key = self.call_store(stream_url_key, params.stream_url)
+        # The default resolver is looked up when used, so that tests can swap it.
+        resolve = self.resolve if self.resolve is not None else urls.system_resolve
+        lease_keys = self.call_store(urls.lease_keys, params.stream_url, resolve)
+        record = TaskRecord(app_id, body["task_id"], params, stream_key, lease_keys=lease_keys)
         stored: TaskRecord = self.call_store(self.store.start_task, record)
         try:
             self.enqueue(app_id, stored.task_id)
@@ -307,7 +331,9 @@ class MixService:
         return [r.as_seen(lease) for r in self.call_store(self.store.list_tasks, app_id)]
 
     def stop_task(self, app_id: str, task_id: str) -> TaskRecord:
-        """StopMPUTask (idempotent: stopping an ended task answers its record).
+        """StopMPUTask (idempotent: stopping a stopping or ended task answers its record as it is).
+        A task with a live worker answers state ``stopping`` (its status unchanged) until the push
+        has ended; one without ends at once (status 3).
 
         Raises:
             ServiceError: InvalidTask.NotFound (404), ServiceUnavailable (503).
@@ -325,6 +351,7 @@ class MixService:
         Raises:
             ServiceError: MissingParameter (nothing to change), InvalidParameter (MediaEncode differs
                 from the running one), invalid values (400), InvalidTask.NotFound (404),
+                InvalidTask.Stopping (409: a stop was requested, or it is ending by itself),
                 ServiceUnavailable (503).
         """
         if not changes:
@@ -332,6 +359,10 @@ class MixService:
                 400, "MissingParameter", "give at least one parameter to change", ("layout_ids",)
             )
         record: TaskRecord = self.call_store(self.store.get_task, app_id, task_id)
+        if record.active and (record.stop_requested or record.state is TaskState.STOPPING):
+            # Checked again atomically by the store's update (a stop may come in between).
+            stopping = TaskStoppingError(f"task {task_id} is stopping; it takes no updates")
+            raise ServiceError(stopping.http_status, stopping.code, stopping.message)
         if "media_encode" in changes and changes["media_encode"] != record.params.media_encode:
             raise ServiceError(
                 400,
@@ -432,11 +463,13 @@ class MixService:
         """DescribeMPULayoutInfoList / DescribeMPULayoutList: the app's custom layouts, a page at a time.
 
         Raises:
-            ServiceError: a page outside PageNum >= 1, PageSize 1..100 (400), ServiceUnavailable (503).
+            ServiceError: a page outside PageNum 1..100000, PageSize 1..100 (400), ServiceUnavailable (503).
         """
-        if page_num < 1 or not 1 <= page_size <= 100:
+        if not 1 <= page_num <= MAX_PAGE_NUM:
+            raise ServiceError(400, "InvalidParameter", f"PageNum must be 1..{MAX_PAGE_NUM}", ("page_num",))
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ServiceError(
-                400, "InvalidParameter", "PageNum must be >= 1 and PageSize 1..100", ("page_size",)
+                400, "InvalidParameter", f"PageSize must be 1..{MAX_PAGE_SIZE}", ("page_size",)
             )
         total, layouts = self.call_store(
             self.layouts.list, app_id, layout_id=layout_id, name=name, page_num=page_num, page_size=page_size

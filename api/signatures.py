@@ -18,6 +18,17 @@ Two schemes (shared/reference/mpu-api.md, "Wire formats of the official Python S
 
 ``enc`` is RFC 3986 percent-encoding (space ``%20``, ``*`` ``%2A``, ``~`` kept). Both schemes also get
 a timestamp window and a single-use nonce, checked by :func:`verify`.
+
+Nothing that gives a request its meaning may escape the signature (issue #11). RPC v1 signs every
+parameter, and its protocol parameters (``AccessKeyId``, ``Signature``, ``SignatureNonce``, ...) may not
+be given twice with different values. ACS3 requires ``x-acs-date``, ``x-acs-signature-nonce`` and
+``x-acs-content-sha256``, and its ``SignedHeaders`` must cover ``host``, *every* ``x-acs-*`` header
+sent (``x-acs-action``, ``x-acs-version``, the date, the nonce, the content hash, ...) and, when there
+is a body, ``content-type`` (which decides whether the body is read as form parameters): otherwise 400
+``IncompleteSignature`` naming the unsigned headers, before the key is even looked up. Query names are
+percent-encoded in the canonical query like the values (the SDK's names need no encoding), so that
+``a=b&c`` as one name cannot pass for two parameters. Which headers the RPC dialect itself believes
+(``x-acs-action``, ``x-acs-version``) is :mod:`api.rpc`'s rule.
 """
 
 from __future__ import annotations
@@ -34,6 +45,17 @@ from urllib.parse import quote
 TIMESTAMP_WINDOW = 900.0
 RPC_V1 = "HMAC-SHA1"
 ACS3 = "ACS3-HMAC-SHA256"
+#: The RPC v1 parameters of the signature itself: each at most once (or repeated with the same value).
+RPC_V1_PROTOCOL_PARAMS = (
+    "AccessKeyId",
+    "Signature",
+    "SignatureMethod",
+    "SignatureVersion",
+    "SignatureNonce",
+    "Timestamp",
+)
+#: The headers an ACS3 request must send, all signed.
+ACS3_REQUIRED_HEADERS = ("host", "x-acs-date", "x-acs-signature-nonce", "x-acs-content-sha256")
 
 
 class SignatureError(Exception):
@@ -103,9 +125,10 @@ def rpc_v1_signature(secret: str, method: str, params: Sequence[tuple[str, str]]
 
 
 def acs3_canonical_request(request: SignedRequest, signed_headers: Sequence[str], payload_hash: str) -> str:
-    """The ACS3 canonical request over the given (lower-case) signed headers."""
+    """The ACS3 canonical request over the given (lower-case) signed headers (query names and values
+    percent-encoded)."""
     headers = {k.lower(): v for k, v in request.headers.items()}
-    query = "&".join(f"{k}={enc(v)}" for k, v in sorted(request.query))
+    query = "&".join(f"{enc(k)}={enc(v)}" for k, v in sorted(request.query))
     canonical_headers = "".join(
         f"{name}:{headers.get(name, '').strip()}\n" for name in sorted(signed_headers)
     )
@@ -152,6 +175,39 @@ def _parse_authorization(value: str) -> tuple[str, list[str], str]:
         raise SignatureError("IncompleteSignature", f"Authorization lacks {exc.args[0]}", 400) from None
 
 
+def first_conflict(pairs: Sequence[tuple[str, str]], names: Sequence[str]) -> str | None:
+    """The first of ``names`` that ``pairs`` give twice with different values, or None."""
+    seen: dict[str, str] = {}
+    for name, value in pairs:
+        if name in names and seen.setdefault(name, value) != value:
+            return name
+    return None
+
+
+def unsigned_headers(headers: Mapping[str, str], signed_headers: Sequence[str], body: bytes) -> list[str]:
+    """The headers an ACS3 signature must cover but does not: ``host``, every ``x-acs-*`` header sent,
+    and ``content-type`` when there is a body; sorted, lower case."""
+    names = {name.lower() for name in headers}
+    required = {"host"} | {name for name in names if name.startswith("x-acs-")}
+    if body:
+        required.add("content-type")
+    return sorted(required - set(signed_headers))
+
+
+def claimed_access_key_id(request: SignedRequest) -> str | None:
+    """The AccessKeyId a request names (the ACS3 ``Credential``, else the ``AccessKeyId`` parameter),
+    *not verified*, or None: for counting failed attempts per key."""
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    authorization = headers.get("authorization", "")
+    if authorization.startswith("ACS3-"):
+        try:
+            return _parse_authorization(authorization)[0] or None
+        except SignatureError:
+            return None
+    key_ids = [v for k, v in request.params if k == "AccessKeyId"]
+    return key_ids[-1] if key_ids else None
+
+
 def verify(
     request: SignedRequest,
     secret_of: Callable[[str], str | None],
@@ -171,15 +227,29 @@ def verify(
             was already used (replay); None skips the check.
 
     Raises:
-        SignatureError: with the vendor's code.
+        SignatureError: with the vendor's code: ``IncompleteSignature`` (400) for an ACS3 signature that
+            leaves ``host``, an ``x-acs-*`` header or (with a body) ``content-type`` unsigned,
+            ``MissingParameter`` (400) for a missing nonce, timestamp or required header,
+            ``InvalidParameter`` (400) for an RPC v1 protocol parameter given twice with different
+            values, ``SignatureDoesNotMatch``, ``InvalidAccessKeyId.NotFound``,
+            ``InvalidTimeStamp.Format`` / ``.Expired``, ``SignatureNonceUsed``.
     """
     headers = {k.lower(): v for k, v in request.headers.items()}
     authorization = headers.get("authorization", "")
     if authorization.startswith("ACS3-"):
         key_id, signed_headers, given = _parse_authorization(authorization)
-        scheme, nonce, stamp = ACS3, headers.get("x-acs-signature-nonce", ""), headers.get("x-acs-date", "")
-        if "host" not in signed_headers or "x-acs-date" not in signed_headers:
-            raise SignatureError("IncompleteSignature", "host and x-acs-date must be signed", 400)
+        absent = [name for name in ACS3_REQUIRED_HEADERS if not headers.get(name, "").strip()]
+        if absent:
+            raise SignatureError("MissingParameter", f"missing header(s) {', '.join(absent)}", 400)
+        unsigned = unsigned_headers(headers, signed_headers, request.body)
+        if unsigned:
+            raise SignatureError(
+                "IncompleteSignature",
+                f"SignedHeaders must cover host, every x-acs-* header sent and, with a body, content-type; "
+                f"not signed: {', '.join(unsigned)}",
+                400,
+            )
+        scheme, nonce, stamp = ACS3, headers["x-acs-signature-nonce"], headers["x-acs-date"]
         payload = hashlib.sha256(request.body).hexdigest()
         if headers.get("x-acs-content-sha256", payload) != payload:
             raise SignatureError("SignatureDoesNotMatch", "x-acs-content-sha256 does not match the body")
@@ -189,6 +259,9 @@ def verify(
         signed_text = acs3_canonical_request(request, signed_headers, payload)
         expected = acs3_signature(secret, signed_text)
     else:
+        conflict = first_conflict(request.params, RPC_V1_PROTOCOL_PARAMS)
+        if conflict is not None:
+            raise SignatureError("InvalidParameter", f"{conflict} is given twice with different values", 400)
         params = dict(request.params)
         missing = [
             k for k in ("AccessKeyId", "Signature", "SignatureNonce", "Timestamp") if not params.get(k)

@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from apiflask import APIBlueprint
-from flask import current_app
+from flask import current_app, request
 
 from api.auth import guard_app_request
-from api.schemas import HealthOut, LayoutIn, TaskIn, TaskListOut, TaskOut, TaskUpdateIn
+from api.errors import api_error
+from api.schemas import TASK_ID, HealthOut, LayoutIn, TaskIn, TaskListOut, TaskOut, TaskUpdateIn, is_task_id
 from api.service import STATUS_TEXT, MixService
 from mixer.urls import redact_url
 from workers.model import TaskRecord
@@ -23,7 +24,11 @@ LIMIT_ERRORS = {
     414: "Query string longer than 32 KiB (RequestURITooLong)",
     429: "Too many requests for this access key (Throttling.User); Retry-After gives the seconds to wait",
 }
-READ_ERRORS = {400: "Malformed AppId (InvalidParameter, field app_id)", **UNAVAILABLE, **LIMIT_ERRORS}
+READ_ERRORS = {
+    400: "Malformed AppId or TaskId (InvalidParameter, field app_id or task_id)",
+    **UNAVAILABLE,
+    **LIMIT_ERRORS,
+}
 WRITE_ERRORS = {
     **READ_ERRORS,
     400: "Missing or invalid parameter (the code names it; field is the parameter), or a JSON body of "
@@ -34,9 +39,23 @@ START_ERRORS = {
     **WRITE_ERRORS,
     409: "TaskExisted, StreamURL.InUse or StreamURL.CoolingDown (the message gives the seconds left)",
 }
+UPDATE_ERRORS = {**WRITE_ERRORS, 409: "The task is stopping (InvalidTask.Stopping)"}
+
+
+def guard_task_id() -> None:
+    """``before_request``, after :func:`api.auth.guard_app_request`: a TaskId in the path has the
+    TaskId's form (the same rule as ``task_id`` in a body; no control characters, no trailing newline).
+
+    Raises:
+        HTTPError: 400 InvalidParameter, field ``task_id``.
+    """
+    task_id = (request.view_args or {}).get("task_id")
+    if task_id is not None and not is_task_id(task_id):
+        raise api_error(400, "InvalidParameter", f"task_id {TASK_ID.error}", "task_id")
 
 
 bp.before_request(guard_app_request)
+bp.before_request(guard_task_id)
 
 
 def service() -> MixService:
@@ -97,7 +116,7 @@ def get_task(app_id: str, task_id: str) -> dict[str, Any]:
 @bp.doc(
     summary="Change the layout of a running task (UpdateMPULayout)",
     security="BasicAuth",
-    responses=WRITE_ERRORS,
+    responses=UPDATE_ERRORS,
 )
 def update_layout(app_id: str, task_id: str, body: dict[str, Any]) -> dict[str, Any]:
     return task_out(service().update_task(app_id, task_id, body))
@@ -109,7 +128,7 @@ def update_layout(app_id: str, task_id: str, body: dict[str, Any]) -> dict[str, 
 @bp.doc(
     summary="Change a running task's layouts, panes, overlays or subscriptions (UpdateMPUTask)",
     security="BasicAuth",
-    responses=WRITE_ERRORS,
+    responses=UPDATE_ERRORS,
 )
 def update_task(app_id: str, task_id: str, body: dict[str, Any]) -> dict[str, Any]:
     return task_out(service().update_task(app_id, task_id, body))

@@ -12,6 +12,8 @@ import logging
 import os
 import sys
 
+from cli.logs import configure_logging
+
 #: Subcommand → (module defining ``add_parser``, one-line help).
 COMMANDS: dict[str, tuple[str, str]] = {
     "render": ("cli.render", "mix local files (one per user, in join order) into a file or an RTMP push"),
@@ -55,9 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else argv
     command = _requested(arguments)
     args = build_parser(command if command is not None else next(iter(COMMANDS))).parse_args(arguments)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level)  # one line per record: logged values have their controls escaped
     # aioice logs every ICE connectivity check at INFO; keep it to warnings unless debugging.
     if logging.getLogger().level > logging.DEBUG:
         logging.getLogger("aioice").setLevel(logging.WARNING)

@@ -2,7 +2,9 @@
 
 - ``mpu api [--host 127.0.0.1] [--port 8080]``: the HTTP API (waitress WSGI server), configured by
   ``MPU_ACCESS_KEYS`` and ``MPU_REDIS_URL``.
-- ``mpu worker [--slots N]``: a Celery worker running up to N mixes at once (``MPU_MIX_SLOTS``).
+- ``mpu worker [--slots N] [--mixes-per-process M]``: a Celery worker running up to N mixes at once
+  (``MPU_MIX_SLOTS``), each pool process replaced by a fresh one after M mixes (``MPU_MIXES_PER_PROCESS``,
+  default 1; 0 = never).
 - ``mpu flower [--port 5555]``: Flower, Celery's monitor, for operators watching the queue.
 """
 
@@ -23,6 +25,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     api.set_defaults(func=run_api)
     worker = subparsers.add_parser("worker", help="run a Celery worker that runs mix tasks")
     worker.add_argument("--slots", type=int, default=None, help="mixes at once (default MPU_MIX_SLOTS or 2)")
+    worker.add_argument(
+        "--mixes-per-process",
+        type=int,
+        default=None,
+        help="mixes a pool process runs before a fresh one replaces it, which returns their memory "
+        "(default MPU_MIXES_PER_PROCESS or 1; 0 = reuse processes forever)",
+    )
     worker.add_argument(
         "--name",
         default="mix@%h",
@@ -60,8 +69,15 @@ def run_worker(args: argparse.Namespace) -> int:
     """Run a Celery worker (blocks; SIGTERM = warm shutdown: running mixes finish first)."""
     if args.slots is not None:
         os.environ["MPU_MIX_SLOTS"] = str(args.slots)
+    if args.mixes_per_process is not None:
+        os.environ["MPU_MIXES_PER_PROCESS"] = str(args.mixes_per_process)
     from mixer.text import FontError, check_fonts
-    from workers.celery_app import QUEUE, app, settings
+
+    try:
+        from workers.celery_app import QUEUE, app, settings
+    except ValueError as exc:  # a malformed MPU_* variable (the message names it)
+        print(f"mpu worker: {exc}", file=sys.stderr)
+        return 2
 
     try:
         check_fonts()  # texts and clocks need them: fail now, not in the middle of a show

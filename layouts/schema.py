@@ -121,11 +121,12 @@ def make_pane(data: Mapping[str, Any], where: str) -> Pane:
     return Pane(id=pane_id, x=x, y=y, width=width, height=height, zorder=zorder)
 
 
-def layout_from_dict(data: Mapping[str, Any]) -> Layout:
+def layout_from_dict(data: Mapping[str, Any], *, where: str | None = None) -> Layout:
     """Validate a layout mapping in the shipped JSON schema into a :class:`Layout`.
 
     Schema: ``{"id": int, "name": str, "audio_mix_count": int, "major_pane": int | null,
-    "panes": [{"id", "x", "y", "width", "height", "zorder"}, ...]}``.
+    "panes": [{"id", "x", "y", "width", "height", "zorder"}, ...]}``. Error messages name the layout
+    as ``where`` (default ``layout <id>``; a layout not stored yet has no id of its own).
 
     Raises:
         SpecError: ``InvalidLayoutID.Malformed`` for any schema violation: no panes, more than
@@ -133,7 +134,7 @@ def layout_from_dict(data: Mapping[str, Any]) -> Layout:
             exist, an AudioMixCount outside 1..16.
     """
     layout_id = _integer(data.get("id"), "layout id", "LayoutId")
-    where = f"layout {layout_id}"
+    where = f"layout {layout_id}" if where is None else where
     name = data.get("name", "")
     if not isinstance(name, str):
         raise SpecError(_CODE, f"{where} name must be a string", "Name")

@@ -119,7 +119,8 @@ def task_profiles() -> dict[str, TaskProfile]:
     return profiles
 
 
-_PROFILE_RE = re.compile(r"^(\d+)IN_(\d+)P$", re.IGNORECASE)
+#: ASCII digits only (``\d`` would take any script's digits), matched with ``fullmatch``.
+_PROFILE_RE = re.compile(r"([0-9]+)IN_([0-9]+)P", re.IGNORECASE)
 
 
 def task_profile(name: str) -> TaskProfile:
@@ -133,7 +134,7 @@ def task_profile(name: str) -> TaskProfile:
         key = name.strip()
         if key.lower() == "mixed_audio":
             return profiles["Mixed_Audio"]
-        match = _PROFILE_RE.match(key)
+        match = _PROFILE_RE.fullmatch(key)
         if match:
             canonical = f"{int(match.group(1))}IN_{match.group(2)}P"
             if canonical in profiles:

@@ -18,6 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from layouts import SpecError
+from layouts.text_rules import CharRule, char_problem
 from mixer.source import StreamKey
 from mixer.spec import SourceType
 from mixer.text import TextStyle
@@ -261,11 +262,15 @@ def text_overlay(
     """Validate a text dict (text, x, y, z_order and the style fields) or a clock dict (no text).
 
     Raises:
-        SpecError: InvalidParameter naming ``where`` (also an unknown time zone).
+        SpecError: InvalidParameter naming ``where`` (also an unknown time zone, or a character
+            :mod:`layouts.text_rules` refuses in texts).
     """
     text = data.get("text", "")
     if not isinstance(text, str) or len(text) > 256 or (layer is not Layer.CLOCK and not text):
         raise SpecError("InvalidParameter", f"{where}: Text must be 1..256 characters", where)
+    problem = char_problem(text, CharRule.TEXT)
+    if problem is not None:
+        raise SpecError("InvalidParameter", f"{where}: Text {problem}", where)
     if time_zone is not None:
         try:
             ZoneInfo(time_zone)
@@ -354,7 +359,8 @@ def build_subscriptions(**lists: Iterable[str]) -> Subscriptions:
     ``unsub_spec_camera_users``, ``unsub_spec_share_screen_users``).
 
     Raises:
-        SpecError: an unknown list name or a value that is not a string.
+        SpecError: an unknown list name, a value that is not a string, or a user id with a character
+            :mod:`layouts.text_rules` refuses.
     """
     names = {
         "sub_spec_users": "users",
@@ -372,5 +378,9 @@ def build_subscriptions(**lists: Iterable[str]) -> Subscriptions:
         users = list(users)
         if not all(isinstance(u, str) and u for u in users):
             raise SpecError("InvalidParameter", f"{name}: user ids must be non-empty strings", name)
+        for user in users:
+            problem = char_problem(user)
+            if problem is not None:
+                raise SpecError("InvalidParameter", f"{name}: a user id {problem}", name)
         values[names[name]] = frozenset(users)
     return Subscriptions(**values)

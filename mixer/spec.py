@@ -21,6 +21,7 @@ from layouts import (
     system_layout,
     task_profile,
 )
+from layouts.text_rules import char_problem
 
 #: Most LayoutIds a task may list (LayoutIds.N, N = 1..16).
 MAX_LAYOUT_IDS = 16
@@ -210,6 +211,9 @@ def _user_panes(user_panes: Sequence[UserPane]) -> tuple[UserPane, ...]:
                 f"UserPanes UserId {pane.user_id!r} must be 1..64 characters",
                 "UserPanes.UserId",
             )
+        problem = char_problem(pane.user_id)
+        if problem is not None:
+            raise SpecError("InvalidParameter", f"UserPanes UserId {problem}", "UserPanes.UserId")
         try:
             source = SourceType(pane.source_type)
         except ValueError:
@@ -273,7 +277,8 @@ def build_task_spec(
             panes than the profile allows), ``InvalidMediaEncode.Malformed`` (unknown id, above the
             TaskProfile, video with Mixed_Audio), ``InvalidTaskProfile.Malformed``,
             ``InvalidBackgroundColor.Malformed`` (not an integer in 0..0xFFFFFF) or
-            ``InvalidParameter`` (CropMode, UserPanes), before anything starts.
+            ``InvalidParameter`` (CropMode, UserPanes: also a UserId with a character that
+            :mod:`layouts.text_rules` refuses), before anything starts.
     """
     encode = media_encode(media_encode_id)
     if encode.audio_only:

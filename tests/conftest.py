@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -9,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from mixer import urls
 from stack.janus import Janus
 from stack.nginx_rtmp import NginxRtmp
 from stack.ports import free_port
@@ -101,3 +105,32 @@ def make_store(redis_server: Redis) -> Iterator[StoreFactory]:
 def task_store(make_store: StoreFactory) -> TaskStore:
     """A task store on the real Redis under a key prefix of its own, emptied afterwards."""
     return make_store()
+
+
+class FakeDNS:
+    """The resolver of StreamURL host names in in-process tests (no network): ``names`` answers
+    first; else ``localhost`` is 127.0.0.1 and ::1, a name ending in ``.invalid`` does not resolve,
+    and any other name has one address of its own in 198.18.0.0/15 (from a hash of the name)."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, list[str]] = {"localhost": ["127.0.0.1", "::1"]}
+        self.asked: list[str] = []
+
+    def __call__(self, host: str, port: int) -> list[str]:
+        self.asked.append(host)
+        if host in self.names:
+            return list(self.names[host])
+        if host.endswith(".invalid"):
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        number = int.from_bytes(hashlib.sha256(host.encode()).digest()[:4], "big") % (1 << 17)
+        return [str(ipaddress.IPv4Address("198.18.0.0") + number)]
+
+
+@pytest.fixture(autouse=True)
+def fake_dns(monkeypatch: pytest.MonkeyPatch) -> FakeDNS:
+    """Every test resolves StreamURL host names with a :class:`FakeDNS` (the service's default
+    resolver, :func:`mixer.urls.system_resolve`, is swapped); tests of real resolution call the
+    function they imported."""
+    resolver = FakeDNS()
+    monkeypatch.setattr(urls, "system_resolve", resolver)
+    return resolver

@@ -908,3 +908,140 @@ def test_openapi_document(fake_client: FlaskClient) -> None:
 
 def test_docs_page(fake_client: FlaskClient) -> None:
     assert fake_client.get("/docs").status_code == 200
+
+
+# -- issue 11 on the real store: malformed URLs (D4), destinations (D8), stopping (D9) ---------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "rtmp://[::1/live/x",  # the reproduction: was a 500
+        "rtmp://[::1/live/x?auth=zz",
+        "rtmp://h:99999/live/x",
+        "rtmp://h:abc/live/x",
+        "rtmp://h:/live/x",
+        "rtmp://:1935/live/x",
+        "rtmp://[fe80::1%25eth0]/live/x",
+        "rtmp://256.1.1.1/live/x",
+        "rtmp://h\u00a0/live/x",
+        "rtmp://h/live/x\u202e",
+        "rtmp://h/live/\u2028x",
+    ],
+)
+def test_a_malformed_stream_url_is_400_never_500(client: FlaskClient, queue: Queue, url: str) -> None:
+    response = client.post("/v1/apps/a1/tasks", json=task(stream_url=url), headers=GOOD)
+    assert response.status_code == 400, response.json
+    assert response.json is not None and response.json["code"] == "InvalidStreamURL.Malformed"
+    assert response.json["field"] == "StreamURL" or response.json["field"] == "stream_url"
+    assert queue.calls == []
+
+
+ALIASES = [
+    "rtmp://localhost:1935/live/x",  # the reproduction
+    "rtmp://LocalHost.:1935/live/x/",
+    "rtmp://2130706433/live/x",
+    "rtmp://0x7f000001:1935/live/x",
+    "rtmp://0177.0.0.1/live/x?auth=other",
+    "rtmp://127.1/live/x",
+    "rtmp://[::ffff:127.0.0.1]:1935/live/x",
+]
+
+
+def test_one_active_task_per_destination_however_spelled(client: FlaskClient, store: TaskStore) -> None:
+    assert (
+        client.post("/v1/apps/a1/tasks", json=task("t0", stream_url=ALIASES[0]), headers=GOOD).status_code
+        == 201
+    )
+    assert client.delete("/v1/apps/a1/tasks/t0", headers=GOOD).status_code == 200
+    time.sleep(5.1)  # the fixture's cooldown (5 s) of localhost's destinations
+    first = client.post(
+        "/v1/apps/a1/tasks", json=task("t1", stream_url="rtmp://127.0.0.1:1935/live/x"), headers=GOOD
+    )
+    assert first.status_code == 201, first.json
+    for index, alias in enumerate(ALIASES, start=2):
+        answer = client.post("/v1/apps/a1/tasks", json=task(f"t{index}", stream_url=alias), headers=GOOD)
+        assert answer.status_code == 409 and answer.json is not None, (alias, answer.json)
+        assert answer.json["code"] == "StreamURL.InUse", alias
+    token = store.claim("a1", "t1", "w1")  # pushing
+    assert token is not None
+    for alias in ALIASES:
+        answer = client.post("/v1/apps/a1/tasks", json=task("t9", stream_url=alias), headers=GOOD)
+        assert (
+            answer.status_code == 409 and answer.json is not None and answer.json["code"] == "StreamURL.InUse"
+        )
+    store.finish("a1", "t1", token, TaskStatus.STOPPED_BY_USER, "stopped by the user")
+    for alias in ALIASES:  # and during its cooldown
+        answer = client.post("/v1/apps/a1/tasks", json=task("t9", stream_url=alias), headers=GOOD)
+        assert answer.status_code == 409 and answer.json is not None
+        assert answer.json["code"] == "StreamURL.CoolingDown", alias
+    # Another stream, port or scheme is another destination.
+    for other in ("rtmp://localhost/live/y", "rtmp://127.0.0.1:1936/live/x", "rtmps://127.0.0.1:1935/live/x"):
+        assert (
+            client.post(
+                "/v1/apps/a1/tasks", json=task(f"o{len(other)}", stream_url=other), headers=GOOD
+            ).status_code
+            == 201
+        )
+
+
+def test_a_host_that_does_not_resolve_is_400_unresolvable(
+    app_with_resolver: tuple[FlaskClient, list[str]], queue: Queue
+) -> None:
+    client, asked = app_with_resolver
+    response = client.post(
+        "/v1/apps/a1/tasks", json=task(stream_url="rtmp://push.invalid/live/k?auth=zz"), headers=GOOD
+    )
+    assert response.status_code == 400 and response.json is not None
+    assert (response.json["code"], response.json["field"]) == ("InvalidStreamURL.Unresolvable", "StreamURL")
+    assert "push.invalid" in response.json["message"] and "zz" not in response.get_data(as_text=True)
+    assert asked == ["push.invalid"] and queue.calls == []
+    ok = client.post(
+        "/v1/apps/a1/tasks", json=task(stream_url="rtmp://push.example.com/live/k"), headers=GOOD
+    )
+    assert ok.status_code == 201, ok.json
+
+
+@pytest.fixture
+def app_with_resolver(store: TaskStore, queue: Queue) -> tuple[FlaskClient, list[str]]:
+    """The API with a resolver of its own (MixService's ``resolve``): push.example.com is 10.9.9.9."""
+    asked: list[str] = []
+
+    def resolve(host: str, port: int) -> list[str]:
+        asked.append(host)
+        if host == "push.example.com":
+            return ["10.9.9.9"]
+        raise OSError("Name or service not known")
+
+    app = create_app({"MPU_ACCESS_KEYS": KEYS, "STORE": store, "ENQUEUE": queue})
+    app.extensions["mpu"].service.resolve = resolve
+    return app.test_client(), asked
+
+
+def test_stop_answers_stopping_until_the_push_ended(client: FlaskClient, store: TaskStore) -> None:
+    assert client.post("/v1/apps/a1/tasks", json=task(layout_ids=[1, 2]), headers=GOOD).status_code == 201
+    token = store.claim("a1", "t1", "w1")
+    assert token is not None
+    store.heartbeat("a1", "t1", token, status=TaskStatus.RUNNING, state=TaskState.RUNNING, reason="pushing")
+    stopped = client.delete("/v1/apps/a1/tasks/t1", headers=GOOD)
+    assert stopped.status_code == 200 and stopped.json is not None
+    assert (stopped.json["state"], stopped.json["status"]) == ("stopping", 1)
+    assert stopped.json["reason"].startswith("stopping")
+    got = client.get("/v1/apps/a1/tasks/t1", headers=GOOD).json
+    assert got is not None and got["state"] == "stopping"
+    store.heartbeat("a1", "t1", token, status=TaskStatus.RUNNING, state=TaskState.RUNNING, reason="pushing")
+    for path, body in (
+        ("/v1/apps/a1/tasks/t1/layout", {"layout_ids": [6]}),
+        ("/v1/apps/a1/tasks/t1", {"crop_mode": 1}),
+    ):
+        refused = client.patch(path, json=body, headers=GOOD)
+        assert refused.status_code == 409 and refused.json is not None
+        assert (refused.json["code"], refused.json["field"]) == ("InvalidTask.Stopping", None)
+    before = client.get("/v1/apps/a1/tasks/t1", headers=GOOD).json
+    again = client.delete("/v1/apps/a1/tasks/t1", headers=GOOD)
+    assert again.status_code == 200 and again.json is not None
+    assert again.json["state"] == "stopping" and again.json == before  # the task as it is
+    assert store.get_task("a1", "t1").params.layout_ids == (1, 2)
+    store.finish("a1", "t1", token, TaskStatus.STOPPED_BY_USER, "stopped by the user")
+    ended = client.get("/v1/apps/a1/tasks/t1", headers=GOOD).json
+    assert ended is not None and (ended["state"], ended["status"]) == ("ended", 3)

@@ -5,14 +5,17 @@ the task store), the per-app limit, and a Redis that is down."""
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import pytest
 
+from api.service import MixService, ServiceError
 from layouts import Layout, Pane, SpecError
 from layouts.schema import MAX_AUDIO_MIX_COUNT
 from mixer.urls import stream_url_key
@@ -27,6 +30,7 @@ from workers.layout_store import (
     LayoutStore,
 )
 from workers.model import StoreError, StoreUnavailableError, TaskParams, TaskRecord, TaskState, TaskStatus
+from workers.store import FIRST_CUSTOM_LAYOUT_ID as STORE_FIRST_CUSTOM_LAYOUT_ID
 from workers.store import TaskStore
 
 StoreFactory = Callable[[], LayoutStore]
@@ -378,6 +382,7 @@ def test_delete_refused_while_an_active_task_lists_the_layout(store: LayoutStore
 def test_other_apps_tasks_never_block_a_delete(store: LayoutStore, tasks: TaskStore) -> None:
     store.create("app1", name="mine", panes=one_pane())
     store.create("app2", name="theirs", panes=one_pane())
+    store.create("app10", name="theirs too", panes=one_pane())  # a task may only name its app's own
     start(tasks, "t1", (100,), app_id="app2")
     start(tasks, "t9", (100,), app_id="app10")
     store.delete("app1", 100)
@@ -434,3 +439,157 @@ def test_redis_down_is_store_unavailable_quickly() -> None:
         assert caught.value.http_status == 503
         assert "127.0.0.1" not in caught.value.message  # no internal address in what clients see
     store.close()
+
+
+# -- issue 11, D7: deleting a layout while a task that names it starts or switches to it -------------
+
+
+def service_on(tasks: TaskStore, layouts: Any) -> MixService:
+    return MixService(lambda: tasks, lambda: layouts, lambda app_id, task_id: None)
+
+
+class DeleteInTheWindow:
+    """A layout store whose ``get_many`` lets a delete of the layouts it read land right after (the
+    losing interleaving of the race, made certain); ``deleted`` says whether the delete succeeded."""
+
+    def __init__(self, layouts: LayoutStore, other: LayoutStore) -> None:
+        self.layouts, self.other = layouts, other
+        self.deleted: bool | None = None
+
+    def get_many(self, app_id: str, layout_ids: list[int]) -> dict[int, Layout]:
+        found = self.layouts.get_many(app_id, layout_ids)
+        try:
+            for layout_id in found:
+                self.other.delete(app_id, layout_id)
+            self.deleted = True
+        except LayoutInUseError:
+            self.deleted = False
+        return found
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.layouts, name)
+
+
+def task_body(task_id: str, layout_ids: list[int]) -> dict[str, Any]:
+    return {
+        "task_id": task_id,
+        "channel_id": "ch1",
+        "stream_url": f"rtmp://127.0.0.1/live/{task_id}",
+        "layout_ids": layout_ids,
+    }
+
+
+def test_a_delete_between_the_layout_check_and_the_start_refuses_the_start(
+    make_store: StoreFactory, tasks: TaskStore
+) -> None:
+    layouts = make_store()
+    layouts.create("app1", name="soon gone", panes=one_pane())
+    window = DeleteInTheWindow(layouts, make_store())
+    with pytest.raises(ServiceError) as caught:
+        service_on(tasks, window).start_task("app1", task_body("t1", [100]))
+    assert window.deleted is True
+    assert (caught.value.status, caught.value.code, caught.value.field) == (
+        400,
+        "InvalidLayoutID.Malformed",
+        "LayoutIds",
+    )
+    assert tasks.active_tasks() == [] and layouts.list("app1") == (0, [])
+    assert not list(tasks.client.scan_iter(match=f"{tasks.prefix}:lease:*"))
+
+
+def test_a_delete_between_the_layout_check_and_an_update_refuses_the_update(
+    make_store: StoreFactory, tasks: TaskStore
+) -> None:
+    layouts = make_store()
+    layouts.create("app1", name="soon gone", panes=one_pane())
+    stored = layouts.client.hget(layouts.layouts_key("app1"), "100")
+    assert stored is not None
+    service_on(tasks, layouts).start_task("app1", task_body("t1", [1]))
+    window = DeleteInTheWindow(layouts, make_store())
+    for update in ({"layout_ids": [100]}, {"layout_ids": [1, 100], "crop_mode": 1}):
+        layouts.client.hset(layouts.layouts_key("app1"), "100", stored)
+        with pytest.raises(ServiceError) as caught:
+            service_on(tasks, window).update_task("app1", "t1", update)
+        assert window.deleted is True
+        assert (caught.value.status, caught.value.code) == (400, "InvalidLayoutID.Malformed")
+        record = tasks.get_task("app1", "t1")
+        assert record.params.layout_ids == (1,) and record.spec_version == 1
+
+
+def test_the_task_store_checks_the_layout_store_key(make_store: StoreFactory, tasks: TaskStore) -> None:
+    assert tasks.layouts_key("app1") == make_store().layouts_key("app1")
+    assert STORE_FIRST_CUSTOM_LAYOUT_ID == FIRST_CUSTOM_LAYOUT_ID
+
+
+def race_round(task_side: Callable[[], object], delete_side: Callable[[], object]) -> tuple[bool, bool]:
+    """Run both sides at once (the delete after a random 0-4 ms, so that either may win); whether
+    each succeeded."""
+    barrier = threading.Barrier(2)
+    result: dict[str, bool] = {}
+
+    def run(name: str, side: Callable[[], object], delay: float) -> None:
+        barrier.wait()
+        time.sleep(delay)
+        try:
+            side()
+            result[name] = True
+        except ServiceError as exc:
+            expected = "InvalidLayoutID.Malformed" if name == "task" else "InvalidLayout.InUse"
+            assert exc.code == expected, exc.code
+            result[name] = False
+
+    threads = [
+        threading.Thread(target=run, args=("task", task_side, 0.0)),
+        threading.Thread(target=run, args=("delete", delete_side, random.uniform(0, 0.004))),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return result["task"], result["delete"]
+
+
+@pytest.mark.parametrize("kind", ["start", "update"])
+def test_concurrent_task_and_delete_never_both_succeed(
+    make_store: StoreFactory, redis_server: Redis, prefix: str, kind: str
+) -> None:
+    """The issue's reproduction, with threads on their own clients: 25 rounds of a StartMPUTask (or an
+    UpdateMPULayout switching to the layout) against a DeleteMPULayout of that layout."""
+    stores = [TaskStore.from_url(redis_server.url, prefix=prefix) for _ in range(2)]
+    layouts = [make_store() for _ in range(2)]
+    for task_store in stores:
+        task_store.ping()
+    for layout_store in layouts:
+        layout_store.client.ping()
+    tasking, deleting = service_on(stores[0], layouts[0]), service_on(stores[1], layouts[1])
+    outcomes: list[tuple[bool, bool]] = []
+    try:
+        for round_ in range(25):
+            layout_id = layouts[0].create("app1", name=f"r{round_}", panes=one_pane()).id
+            if kind == "start":
+                body = task_body(f"s{round_}", [layout_id])
+                outcomes.append(
+                    race_round(
+                        partial(tasking.start_task, "app1", body),
+                        partial(deleting.delete_layout, "app1", layout_id),
+                    )
+                )
+            else:
+                tasking.start_task("app1", task_body(f"u{round_}", [1]))
+                change = {"layout_ids": [layout_id]}
+                outcomes.append(
+                    race_round(
+                        partial(tasking.update_task, "app1", f"u{round_}", change),
+                        partial(deleting.delete_layout, "app1", layout_id),
+                    )
+                )
+            # Whatever won, no active task names a layout that is gone.
+            for record in stores[0].active_tasks():
+                custom = [i for i in record.params.layout_ids if i >= FIRST_CUSTOM_LAYOUT_ID]
+                assert set(layouts[0].get_many("app1", custom)) == set(custom), (round_, record.task_id)
+    finally:
+        for task_store in stores:
+            task_store.close()
+    counts = {outcome: outcomes.count(outcome) for outcome in set(outcomes)}
+    print(f"{kind} vs delete, (task ok, delete ok): {counts}")
+    assert all(task != delete for task, delete in outcomes), counts  # exactly one of the two, every round

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
 from tests.conftest import StoreFactory
-from workers.model import TaskStatus
+from workers.model import TaskState, TaskStatus
 
 AUTH = {"Authorization": "Basic " + base64.b64encode(b"k1:s1").decode()}
 STREAM_KEY = "sk-metrics-9d8e7f"
@@ -54,3 +54,20 @@ def test_metrics_count_tasks_and_show_no_stream_key(make_store: StoreFactory) ->
     assert got[("mpu_task_dropped_video_frames", ())] == 7
     assert got[("mpu_node_load", (("node", "node-a"),))] == 0.75
     assert ("mpu_queue_length", ()) in got
+
+
+def test_a_stopping_task_is_counted_as_stopping(make_store: StoreFactory) -> None:
+    store = make_store(lease_seconds=30)
+    client: FlaskClient = create_app(
+        {"MPU_ACCESS_KEYS": "k1:s1", "STORE": store, "ENQUEUE": lambda a, t: None}
+    ).test_client()
+    body = {"task_id": "t1", "channel_id": "c", "stream_url": f"rtmp://127.0.0.1/live/{STREAM_KEY}"}
+    assert client.post("/v1/apps/a1/tasks", json=body, headers=AUTH).status_code == 201
+    token = store.claim("a1", "t1", "host:1")
+    assert token is not None
+    store.heartbeat("a1", "t1", token, status=TaskStatus.RUNNING, state=TaskState.RUNNING)
+    assert client.delete("/v1/apps/a1/tasks/t1", headers=AUTH).get_json()["state"] == "stopping"
+    got = values(client.get("/metrics", headers=AUTH).get_data(as_text=True))
+    assert got[("mpu_tasks", (("state", "stopping"),))] == 1
+    assert got[("mpu_tasks", (("state", "running"),))] == 0
+    assert got[("mpu_tasks_by_status", (("status", "1"),))] == 1  # still pushing

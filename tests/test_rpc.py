@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from api.app import create_app
 from api.signatures import rpc_v1_signature
+from workers.model import TaskState, TaskStatus
 from workers.store import TaskStore
 
 AK, SECRET = "rpc-key", "rpc-secret"
@@ -294,3 +295,74 @@ def test_fuzz_no_5xx(open_client: FlaskClient, pairs: list[tuple[str, str]]) -> 
     body = answer.json if answer.mimetype == "application/json" else None
     if answer.status_code >= 400 and body is not None:
         assert {"Code", "Message", "RequestId", "HostId"} <= set(body)
+
+
+# -- issue 11: malformed URLs (D4), destinations (D8), stopping (D9) in the vendor's shape ---------
+
+
+def call(client: FlaskClient, action: str, fmt: str = "JSON", **params: str) -> Any:
+    return client.post("/", data={"Action": action, "AppId": "app1", "Format": fmt, **params})
+
+
+@pytest.mark.parametrize("url", ["rtmp://[::1/live/x", "rtmp://h:99999/live/x", "rtmp://h/live/x\u202e"])
+@pytest.mark.parametrize("fmt", ["JSON", "XML"])
+def test_a_malformed_stream_url_is_400_in_the_vendor_shape(
+    open_client: FlaskClient, url: str, fmt: str
+) -> None:
+    answer = open_client.post("/", data={**start_params(StreamURL=url), "Format": fmt})
+    assert answer.status_code == 400, answer.get_data(as_text=True)
+    if fmt == "XML":
+        assert ElementTree.fromstring(answer.data).findtext("Code") == "InvalidStreamURL.Malformed"
+    else:
+        assert answer.json is not None and answer.json["Code"] == "InvalidStreamURL.Malformed"
+
+
+def test_an_alias_of_a_pushing_url_is_in_use_and_an_unknown_host_unresolvable(
+    open_client: FlaskClient, task_store: TaskStore
+) -> None:
+    assert (
+        open_client.post("/", data=start_params("t1", StreamURL="rtmp://127.0.0.1/live/x")).status_code == 200
+    )
+    for alias in (
+        "rtmp://localhost:1935/live/x",
+        "rtmp://0x7f000001/live/x",
+        "rtmp://[::ffff:7f00:1]/live/x",
+    ):
+        answer = open_client.post("/", data=start_params("t2", StreamURL=alias))
+        assert answer.status_code == 409 and answer.json is not None
+        assert answer.json["Code"] == "StreamURL.InUse", alias
+    answer = open_client.post("/", data=start_params("t3", StreamURL="rtmp://push.invalid/live/x?auth=zz"))
+    assert answer.status_code == 400 and answer.json is not None
+    assert answer.json["Code"] == "InvalidStreamURL.Unresolvable" and "zz" not in answer.get_data(
+        as_text=True
+    )
+
+
+def test_stop_shows_stopping_and_refuses_updates_in_the_vendor_shape(
+    open_client: FlaskClient, task_store: TaskStore
+) -> None:
+    assert open_client.post("/", data=start_params()).status_code == 200
+    token = task_store.claim("app1", "t1", "w1")
+    assert token is not None
+    task_store.heartbeat("app1", "t1", token, status=TaskStatus.RUNNING, state=TaskState.RUNNING)
+    assert call(open_client, "StopMPUTask", TaskId="t1").status_code == 200
+    status = status_of(open_client).json
+    assert status is not None and (status["Status"], status["State"]) == (1, "stopping")
+    for action, params in (
+        ("UpdateMPULayout", {"LayoutIds.1": "6"}),
+        ("UpdateMPUTask", {"CropMode": "1"}),
+    ):
+        answer = call(open_client, action, TaskId="t1", **params)
+        assert answer.status_code == 409 and answer.json is not None
+        assert set(answer.json) == {"RequestId", "HostId", "Code", "Message"}
+        assert answer.json["Code"] == "InvalidTask.Stopping"
+        xml = call(open_client, action, fmt="XML", TaskId="t1", **params)
+        assert (
+            xml.status_code == 409
+            and ElementTree.fromstring(xml.data).findtext("Code") == "InvalidTask.Stopping"
+        )
+    again = call(open_client, "StopMPUTask", TaskId="t1")
+    assert again.status_code == 200 and status_of(open_client).json["State"] == "stopping"
+    task_store.finish("app1", "t1", token, TaskStatus.STOPPED_BY_USER, "stopped by the user")
+    ended = status_of(open_client).json
+    assert ended is not None and (ended["Status"], ended["State"]) == (3, "ended")

@@ -8,14 +8,16 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from mixer.urls import stream_url_key
+from mixer.urls import parse_stream_url, stream_url_key
 from stack.ports import free_port
 from tests.conftest import StoreFactory
 from workers.model import (
+    CustomLayoutMissingError,
     StoreUnavailableError,
     StreamURLCoolingDownError,
     StreamURLInUseError,
@@ -25,8 +27,9 @@ from workers.model import (
     TaskRecord,
     TaskState,
     TaskStatus,
+    TaskStoppingError,
 )
-from workers.store import TaskStore
+from workers.store import STOPPING_REASON, TaskStore, _text
 
 SECRET = "S3cr3tAuth"
 URL = f"rtmp://example.com/live/stream?auth={SECRET}"
@@ -480,3 +483,209 @@ def test_redis_not_answering_times_out() -> None:
         with pytest.raises(StoreUnavailableError):
             store.get_task("app1", "t1")
         assert time.monotonic() - started < 2.0
+
+
+# -- issue 11, D8: a lease per destination, a set of them all or none ---------------------------
+
+
+def with_leases(record: TaskRecord, *hosts: str) -> TaskRecord:
+    """``record`` leasing its StreamURL's destination at ``hosts`` too (as resolved addresses)."""
+    destination = parse_stream_url(record.stream_key)
+    return replace(record, lease_keys=[destination.key(host) for host in hosts])
+
+
+def test_a_lease_set_is_taken_all_or_none_each_with_its_cooldown(make_store: StoreFactory) -> None:
+    store = make_store(cooldown_seconds=10.0)
+    url = "rtmp://push.example.com/live/x"
+    first = store.start_task(with_leases(new_task("t1", url), "10.0.0.1", "10.0.0.2"))
+    assert first.lease_keys == sorted(
+        [
+            "rtmp://10.0.0.1:1935/live/x",
+            "rtmp://10.0.0.2:1935/live/x",
+            "rtmp://push.example.com:1935/live/x",
+        ]
+    )
+    for key in first.lease_keys:
+        assert lease_holder(store, key) == "app1/t1"
+    # Another name for one of those addresses: refused, and it took none of its leases.
+    with pytest.raises(StreamURLInUseError) as caught:
+        store.start_task(
+            with_leases(new_task("t2", "rtmp://other.example.com/live/x"), "10.0.0.9", "10.0.0.2")
+        )
+    assert "app1/t1" in caught.value.message and "10.0.0.2" in caught.value.message
+    for host in ("other.example.com", "10.0.0.9"):
+        assert lease_holder(store, f"rtmp://{host}:1935/live/x") is None
+    with pytest.raises(StreamURLInUseError):
+        store.start_task(new_task("t3", "rtmp://10.0.0.1/live/x"))
+
+    token = store.claim("app1", "t1", "w1")
+    assert token is not None
+    for key in first.lease_keys:
+        assert 0 < store.client.pttl(store.lease_key(key)) <= 15000  # every lease gets the TTL
+    assert store.heartbeat("app1", "t1", token) is not None
+    store.finish("app1", "t1", token, TaskStatus.STOPPED_BY_USER, "stopped by the user")
+    for key in first.lease_keys:
+        assert lease_holder(store, key) is None
+        assert 9000 < store.client.pttl(store.cooldown_key(key)) <= 10000  # each its own cooldown
+    with pytest.raises(StreamURLCoolingDownError):
+        store.start_task(new_task("t4", "rtmp://10.0.0.2:1935/live/x"))
+    store.client.delete(store.cooldown_key("rtmp://10.0.0.1:1935/live/x"))
+    with pytest.raises(StreamURLCoolingDownError):  # the others still cool down
+        store.start_task(with_leases(new_task("t4", url), "10.0.0.1", "10.0.0.2"))
+    assert store.start_task(new_task("t5", "rtmp://10.0.0.1/live/x")).active
+
+
+def test_cooldown_reports_the_longest_rest(make_store: StoreFactory) -> None:
+    store = make_store(cooldown_seconds=10.0)
+    store.client.set(store.cooldown_key("rtmp://10.0.0.1:1935/live/x"), "app1/old", px=2000)
+    store.client.set(store.cooldown_key("rtmp://10.0.0.2:1935/live/x"), "app1/old", px=7000)
+    with pytest.raises(StreamURLCoolingDownError) as caught:
+        store.start_task(with_leases(new_task("t1", "rtmp://h.example.com/live/x"), "10.0.0.1", "10.0.0.2"))
+    assert caught.value.seconds_left == 7
+
+
+def test_a_lease_key_must_be_the_same_destination(store: TaskStore) -> None:
+    record = new_task("t1", "rtmp://h.example.com/live/x")
+    for wrong in (
+        "rtmp://10.0.0.1:1935/live/y",
+        "rtmps://10.0.0.1:1935/live/x",
+        "rtmp://10.0.0.1:1936/live/x",
+        "rtmp://10.0.0.1/live/x",  # not canonical (no port)
+        "file:///etc/passwd",
+    ):
+        with pytest.raises(ValueError):
+            store.start_task(replace(record, lease_keys=[wrong]))
+    assert store.active_tasks() == []
+
+
+def test_concurrent_starts_of_overlapping_lease_sets_exactly_one_wins(make_store: StoreFactory) -> None:
+    records = [
+        with_leases(new_task(f"t{i}", f"rtmp://name{i}.example.com/live/x"), f"10.0.0.{i % 3}", "10.0.0.9")
+        for i in range(30)
+    ]
+    outcomes = _race(make_store, records)
+    assert outcomes == {"ok": 1, "StreamURLInUseError": 29}
+    store = make_store()
+    [winner] = store.active_tasks()
+    leases = sorted(_text(k) for k in store.client.scan_iter(match=f"{store.prefix}:lease:*"))
+    assert leases == sorted(store.lease_key(k) for k in winner.lease_keys)
+
+
+def test_a_record_of_an_older_version_still_renews_releases_and_ends(make_store: StoreFactory) -> None:
+    """Records written before lease_keys existed have one lease, on their stream_key."""
+    store = make_store(lease_seconds=0.5, cooldown_seconds=10.0)
+    store.start_task(new_task("t1"))
+    store.client.hdel(store.task_key("app1", "t1"), "lease_keys")
+    old = store.get_task("app1", "t1")
+    assert old.lease_keys == [] and lease_holder(store) == "app1/t1"
+    token = store.claim("app1", "t1", "w1")
+    assert token is not None and 0 < store.client.pttl(store.lease_key(KEY)) <= 500
+    time.sleep(0.3)
+    assert store.heartbeat("app1", "t1", token, status=TaskStatus.RUNNING) is not None
+    assert store.client.pttl(store.lease_key(KEY)) > 300  # renewed
+    released = store.release("app1", "t1", token, "handed over")
+    assert released is not None and store.client.pttl(store.lease_key(KEY)) == -1
+    token = store.claim("app1", "t1", "w2")
+    assert token is not None
+    assert store.update_params("app1", "t1", TaskParams("ch1", URL, layout_ids=(6,))).spec_version == 2
+    with pytest.raises(StreamURLInUseError):
+        store.start_task(new_task("t2"))
+    assert store.finish("app1", "t1", token, TaskStatus.STOPPED_BY_USER, "stopped by the user") is not None
+    assert lease_holder(store) is None and store.client.exists(store.cooldown_key(KEY)) == 1
+
+
+# -- issue 11, D9: stopping ------------------------------------------------------------------------
+
+
+def test_a_stop_of_a_pushing_task_shows_stopping_until_the_push_ended(store: TaskStore) -> None:
+    store.start_task(new_task("t1"))
+    token = store.claim("app1", "t1", "w1")
+    assert token is not None
+    store.heartbeat("app1", "t1", token, status=TaskStatus.RUNNING, state=TaskState.RUNNING, reason="pushing")
+    asked = store.request_stop("app1", "t1")
+    assert (asked.state, asked.status, asked.reason) == (
+        TaskState.STOPPING,
+        TaskStatus.RUNNING,
+        STOPPING_REASON,
+    )
+    assert asked.stop_requested and asked.active and lease_holder(store) == "app1/t1"
+    # A worker reporting "running" does not undo it; its other fields still update.
+    beat = store.heartbeat(
+        "app1", "t1", token, status=TaskStatus.RUNNING, state=TaskState.RUNNING, reason="pushing", users=["u"]
+    )
+    assert beat is not None and (beat.state, beat.reason, beat.users) == (
+        TaskState.STOPPING,
+        STOPPING_REASON,
+        ["u"],
+    )
+    # A second stop answers the task as it is.
+    again = store.request_stop("app1", "t1")
+    assert again == store.get_task("app1", "t1") and again.state is TaskState.STOPPING
+    with pytest.raises(TaskStoppingError) as caught:
+        store.update_params("app1", "t1", TaskParams("ch1", URL, layout_ids=(6,)))
+    assert (caught.value.code, caught.value.http_status) == ("InvalidTask.Stopping", 409)
+    assert store.get_task("app1", "t1").spec_version == 1
+    ended = store.finish("app1", "t1", token, TaskStatus.STOPPED_BY_USER, "stopped by the user")
+    assert ended is not None and (ended.state, ended.status) == (TaskState.ENDED, TaskStatus.STOPPED_BY_USER)
+    assert lease_holder(store) is None and store.client.exists(store.cooldown_key(KEY)) == 1
+
+
+def test_a_task_ending_by_itself_is_stopping_and_takes_no_updates(store: TaskStore) -> None:
+    store.start_task(new_task("t1"))
+    token = store.claim("app1", "t1", "w1")
+    assert token is not None
+    beat = store.heartbeat(
+        "app1", "t1", token, state=TaskState.STOPPING, reason="stopping: the channel was empty"
+    )
+    assert beat is not None and beat.state is TaskState.STOPPING and not beat.stop_requested
+    with pytest.raises(TaskStoppingError):
+        store.update_params("app1", "t1", TaskParams("ch1", URL, layout_ids=(6,)))
+
+
+def test_a_stopping_task_whose_worker_died_is_ended_by_the_next_stop(
+    make_store: StoreFactory,
+) -> None:
+    store = make_store(lease_seconds=0.5, cooldown_seconds=10.0)
+    store.start_task(new_task("t1"))
+    token = store.claim("app1", "t1", "w1")
+    assert token is not None and store.request_stop("app1", "t1").state is TaskState.STOPPING
+    time.sleep(0.6)
+    assert [r.task_id for r in store.stale_tasks()] == ["t1"]
+    ended = store.request_stop("app1", "t1")
+    assert (ended.state, ended.status) == (TaskState.ENDED, TaskStatus.STOPPED_BY_USER)
+    assert lease_holder(store) is None and store.client.exists(store.cooldown_key(KEY)) == 1
+
+
+def test_a_stopping_task_is_not_handed_over(store: TaskStore) -> None:
+    store.start_task(new_task("t1"))
+    token = store.claim("app1", "t1", "w1")
+    assert token is not None
+    store.request_stop("app1", "t1")
+    released = store.release("app1", "t1", token, "handed over: worker w1 is shutting down")
+    assert released is not None and (released.state, released.status) == (
+        TaskState.ENDED,
+        TaskStatus.STOPPED_BY_USER,
+    )
+    assert lease_holder(store) is None and store.client.exists(store.cooldown_key(KEY)) == 1
+    assert store.claim("app1", "t1", "w2") is None
+
+
+# -- issue 11, D7: a task never names a custom layout that does not exist ---------------------------
+
+
+def test_a_start_or_update_naming_a_missing_custom_layout_is_refused(store: TaskStore) -> None:
+    with pytest.raises(CustomLayoutMissingError) as caught:
+        store.start_task(new_task("t1", layout_ids=(1, 100)))
+    assert (caught.value.code, caught.value.http_status, caught.value.field) == (
+        "InvalidLayoutID.Malformed",
+        400,
+        "LayoutIds",
+    )
+    assert store.active_tasks() == [] and lease_holder(store) is None
+    store.client.hset(store.layouts_key("app1"), "100", "{}")
+    store.start_task(new_task("t1", layout_ids=(1, 100)))
+    with pytest.raises(CustomLayoutMissingError):
+        store.update_params("app1", "t1", TaskParams("ch1", URL, layout_ids=(101,)))
+    assert store.update_params("app1", "t1", TaskParams("ch1", URL, layout_ids=(100, 6))).spec_version == 2
+    with pytest.raises(CustomLayoutMissingError):  # another app's layout 100 is not this app's
+        store.start_task(new_task("t1", "rtmp://example.com/live/app2", app_id="app2", layout_ids=(100,)))

@@ -15,6 +15,11 @@ see the app's tasks):
 - read only: ``{p}:app:<app_id>:tasks`` and ``{p}:task:<app_id>/<task_id>`` of
   :mod:`workers.store`, to refuse deleting a layout that an active task lists in its LayoutIds.
 
+Deleting a layout cannot race with a task that names it: the delete script refuses while an active
+task lists the layout, and the task store's start and update scripts refuse a task naming a custom
+layout that is not in ``{p}:app:<app_id>:layouts`` (:meth:`workers.store.TaskStore.layouts_key`),
+each check atomic with its own write. Whichever runs first wins; the other is refused.
+
 Every change is one Lua script: create (limit check, id, write), modify (existence check, write)
 and delete (in-use check, delete) are atomic on the server. The delete script reads task records
 whose names it computes, so, like the task store, this store works on a single Redis server (or a
@@ -35,6 +40,7 @@ from typing import Any
 import redis
 
 from layouts import Layout, SpecError, layout_from_dict
+from layouts.text_rules import char_problem
 from workers.model import StoreError
 from workers.store import DEFAULT_TIMEOUT, _unavailable, redis_client
 
@@ -164,24 +170,35 @@ def _check_name(name: object) -> str:
         raise SpecError(
             "InvalidParameter", f"Name has {len(name)} characters; at most {MAX_NAME_LENGTH}", "Name"
         )
+    problem = char_problem(name)  # the NAME rule: names are shown in RPC XML answers and in logs
+    if problem is not None:
+        raise SpecError("InvalidParameter", f"Name {problem}", "Name")
     return name
 
 
 def _build(
-    layout_id: int,
+    layout_id: int | None,
     name: object,
     panes: object,
     audio_mix_count: object,
     major_pane: object,
 ) -> Layout:
-    """Validate a whole layout (name, then the schema) into a :class:`Layout`."""
-    _check_name(name)
+    """Validate a whole layout (name, then the schema) into a :class:`Layout`; errors name the layout
+    by ``layout_id``, or by its name when ``layout_id`` is None (a new layout: stored with id 100
+    until the store gives it its own)."""
+    checked = _check_name(name)
     if isinstance(panes, (str, bytes)) or not isinstance(panes, Sequence):
         raise SpecError("InvalidLayoutID.Malformed", "Panes must be a list of panes", "Panes")
-    data: dict[str, Any] = {"id": layout_id, "name": name, "panes": list(panes), "major_pane": major_pane}
+    data: dict[str, Any] = {
+        "id": FIRST_CUSTOM_LAYOUT_ID if layout_id is None else layout_id,
+        "name": checked,
+        "panes": list(panes),
+        "major_pane": major_pane,
+    }
     if audio_mix_count is not None:
         data["audio_mix_count"] = audio_mix_count
-    return layout_from_dict(data)
+    where = f'the new layout "{checked}"' if layout_id is None else None
+    return layout_from_dict(data, where=where)
 
 
 def _parse(raw: bytes | str, app_id: str) -> Layout:
@@ -276,15 +293,16 @@ class LayoutStore:
             The stored layout, with its new id.
 
         Raises:
-            SpecError: ``InvalidParameter`` (field ``AppId`` or ``Name``) for a bad AppId or name,
-                or ``InvalidLayoutID.Malformed`` from :func:`layouts.layout_from_dict`; nothing is
+            SpecError: ``InvalidParameter`` (field ``AppId`` or ``Name``) for a bad AppId or name
+                (too long, or a character :mod:`layouts.text_rules` refuses in names), or
+                ``InvalidLayoutID.Malformed`` from :func:`layouts.layout_from_dict`; nothing is
                 written then.
             LayoutLimitError: the app already has ``MAX_LAYOUTS_PER_APP`` layouts.
             StoreUnavailableError: Redis failed.
         """
         if not _valid_app_id(app_id):
             raise SpecError("InvalidParameter", f"invalid AppId {app_id!r}", "AppId")
-        layout = _build(FIRST_CUSTOM_LAYOUT_ID, name, panes, audio_mix_count, major_pane)
+        layout = _build(None, name, panes, audio_mix_count, major_pane)
         body = layout.to_dict()
         del body["id"]
         with _unavailable():
@@ -340,7 +358,9 @@ class LayoutStore:
 
     def delete(self, app_id: str, layout_id: int) -> None:
         """Delete a custom layout, unless an active task of the same AppId lists it in its LayoutIds
-        (checked and deleted in one atomic step). Its id is not given again.
+        (checked and deleted in one atomic step; a task starting or updated at the same moment is
+        either seen here or refused by the task store, see the module docstring). Its id is not
+        given again.
 
         Raises:
             LayoutNotFoundError: no such custom layout for the AppId (also for an invalid AppId or

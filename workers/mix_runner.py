@@ -13,13 +13,18 @@ can be driven by tests and tools directly. One call runs one task in this proces
    has nobody, 1 while pushing users), layout, users and output statistics; this renews the URL
    lease. A heartbeat refused (another worker holds a newer token) stops the push at once: the URL is
    never pushed twice. A stop request ends the task (status 3); a new ``spec_version`` is applied at
-   the next frame; a channel empty for ``empty_timeout`` seconds ends it (status 4).
+   the next frame; a channel empty for ``empty_timeout`` seconds ends it (status 4). From the moment
+   the task is ending until the push has ended, it reports state ``stopping`` (the store keeps a
+   stop-requested task ``stopping`` whatever a heartbeat says).
 4. **Push failures** (the RTMP server refuses or drops us, or restarts) are handled inside the
    pipeline, which reconnects with exponential backoff and jitter while the channel subscription and
    the media clock go on (see :mod:`mixer.pipeline`). Each heartbeat reads ``pipeline.sink``: status
    6 (push URL refused) or 5 (network) with state ``retrying`` while it fails, 1 (or 0) again once
    pushing; after ``give_up_after`` seconds of failing, the task stops (status 2) with the reason.
-5. **Finish**: release the lease, set the URL cooldown, final status and reason.
+   A task taken over from another worker (a restart) whose first pushes are refused shows status 0,
+   state ``starting`` and a reason saying it is being taken over, not 6, for up to
+   :data:`TAKEOVER_GRACE_SECONDS`: the server may still hold the previous worker's connection.
+5. **Finish**: release the leases, set the URL cooldowns, final status and reason.
 """
 
 from __future__ import annotations
@@ -42,6 +47,12 @@ from workers.model import Claim, ClaimResult, TaskNotFoundError, TaskRecord, Tas
 from workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
+
+#: Seconds after a takeover (a restart on this worker) during which the RTMP server refusing the push
+#: is shown as the takeover going on (status 0) rather than a push URL problem (status 6): a server
+#: keeps the previous worker's connection, and refuses a second publisher of the stream, until it
+#: notices that connection is gone (at once for a closed socket, up to its timeout for a lost host).
+TAKEOVER_GRACE_SECONDS = 60.0
 
 
 class MixStore(Protocol):
@@ -100,6 +111,11 @@ class Outcome:
     #: The worker is shutting down and gave the task back (it resumes on another worker).
     handed_over: bool = False
 
+    @property
+    def ends(self) -> bool:
+        """The task ends here (neither fenced out nor handed over): it is *stopping* meanwhile."""
+        return not (self.fenced or self.handed_over)
+
 
 def waiting_reason(source: JanusSource) -> str:
     """Why a task has nobody to mix: the channel is empty, does not exist yet, or Janus fails."""
@@ -121,6 +137,50 @@ def push_failing_reason(sink: SinkStatus, now: float) -> str:
         f"push failing since {since:.0f} s: {sink.last_error or 'not connected yet'}; "
         f"reconnecting (attempt {sink.attempts + 1})"
     )
+
+
+def takeover_reason(sink: SinkStatus) -> str:
+    """The status reason while a taken-over task's pushes are refused (see :func:`push_report`)."""
+    return (
+        "restarting: taking over from the previous worker; the RTMP server still refuses the push "
+        f"(it may still hold the previous connection): {sink.last_error or 'not connected yet'}; "
+        f"retrying (attempt {sink.attempts + 1})"
+    )
+
+
+def push_report(
+    sink: SinkStatus,
+    users: bool,
+    waiting: str,
+    now: float,
+    *,
+    takeover_until: float | None = None,
+    ending: str | None = None,
+) -> tuple[TaskStatus, TaskState, str]:
+    """The (status, state, reason) a heartbeat reports.
+
+    Args:
+        sink: the pipeline's sink state.
+        users: the mix has somebody to show.
+        waiting: the reason while nobody is there (:func:`waiting_reason`).
+        now: ``time.monotonic()`` seconds.
+        takeover_until: for a task taken over from another worker that has not pushed yet, the
+            monotonic time until which a refused push is shown as the takeover (status 0, state
+            ``starting``); None otherwise.
+        ending: why the task is ending, once it is (state ``stopping`` with that reason, the status
+            as the push is); None while it runs.
+    """
+    if sink.connected or sink.last_error is None:  # pushing, or still opening the first time
+        status = TaskStatus.RUNNING if users else TaskStatus.WAITING
+        state, reason = TaskState.RUNNING, "pushing" if users else waiting
+    elif sink.push_url_problem and takeover_until is not None and now < takeover_until:
+        status, state, reason = TaskStatus.WAITING, TaskState.STARTING, takeover_reason(sink)
+    else:
+        status = TaskStatus.PUSH_URL_PROBLEM if sink.push_url_problem else TaskStatus.NETWORK_PROBLEM
+        state, reason = TaskState.RETRYING, push_failing_reason(sink, now)
+    if ending is not None:
+        return status, TaskState.STOPPING, f"stopping: {ending}"
+    return status, state, reason
 
 
 class MixRunner:
@@ -285,7 +345,7 @@ class MixRunner:
         except Exception as exc:  # the store is down: the lease expires and the reconciler restarts it
             log.error("task %s/%s: cannot hand over (%s); it restarts later", self.app_id, self.task_id, exc)
             return
-        if released is not None and self.requeue is not None:
+        if released is not None and released.active and self.requeue is not None:
             try:
                 self.requeue(self.app_id, self.task_id, 0.0)
             except Exception as exc:  # the reconciler finds it (heartbeat 0 = stale) within seconds
@@ -310,6 +370,8 @@ class MixRunner:
         )
         empty_since = time.monotonic()
         outcome: Outcome | None = None
+        # A restart: the previous worker's push may still be held by the server for a while.
+        takeover_until = empty_since + TAKEOVER_GRACE_SECONDS if record.restarts > 0 else None
         log.info(
             "task %s/%s: mixing %s into %s", self.app_id, self.task_id, channel.room, redact_url(target.url)
         )
@@ -333,16 +395,16 @@ class MixRunner:
                 now = time.monotonic()
                 if stats.users:
                     empty_since = now
-                if sink.connected or sink.last_error is None:  # pushing, or still opening the first time
-                    status = TaskStatus.RUNNING if stats.users else TaskStatus.WAITING
-                    state = TaskState.RUNNING
-                    reason = "pushing" if stats.users else waiting_reason(source)
-                else:
-                    status = (
-                        TaskStatus.PUSH_URL_PROBLEM if sink.push_url_problem else TaskStatus.NETWORK_PROBLEM
-                    )
-                    state = TaskState.RETRYING
-                    reason = push_failing_reason(sink, now)
+                if sink.connected:
+                    takeover_until = None  # pushing: the takeover is over
+                status, state, reason = push_report(
+                    sink,
+                    bool(stats.users),
+                    waiting_reason(source),
+                    now,
+                    takeover_until=takeover_until,
+                    ending=outcome.reason if outcome is not None and outcome.ends else None,
+                )
                 fresh = await self._beat_off_loop(
                     token,
                     status=status,
@@ -368,12 +430,14 @@ class MixRunner:
                     log.warning("task %s/%s: %s; stopping the push", self.app_id, self.task_id, why)
                     outcome = Outcome(fenced=True)
                     pipeline.stop()
+                elif outcome is not None:
+                    pass  # already ending: the push is being stopped
+                elif fresh.stop_requested:  # before draining: a stopped task is not handed over
+                    outcome = Outcome(TaskStatus.STOPPED_BY_USER, "stopped by the user")
+                    pipeline.stop()
                 elif self.draining():
                     log.warning("task %s/%s: this worker shuts down; handing over", self.app_id, self.task_id)
                     outcome = Outcome(handed_over=True)
-                    pipeline.stop()
-                elif fresh.stop_requested:
-                    outcome = Outcome(TaskStatus.STOPPED_BY_USER, "stopped by the user")
                     pipeline.stop()
                 elif now - empty_since >= self.settings.empty_timeout:
                     outcome = Outcome(

@@ -221,7 +221,8 @@ class TaskRecord:
         app_id, task_id: identity (TaskId unique per AppId among active tasks).
         params: the task's parameters (layout updates replace them and bump ``spec_version``).
         status, state, reason: see :class:`TaskStatus` and :class:`TaskState`; reason is for people.
-        stream_key: the normalized StreamURL (:func:`mixer.urls.stream_url_key`), the lease's name.
+        stream_key: the canonical StreamURL (:func:`mixer.urls.stream_url_key`), its destination as
+            spelled.
         worker: the worker running it (hostname/pid), if claimed.
         node: the worker node (Celery node name, ``-n``) whose capacity it uses, if claimed by one.
         cost: what it costs that node, in units (:mod:`workers.capacity`; 0.0 until claimed).
@@ -232,6 +233,9 @@ class TaskRecord:
         created_at, updated_at, heartbeat_at, ended_at: Unix times in seconds (0: never).
         layout_id, users: the layout in use and the channel's users (join order), from the worker.
         stats: output statistics from the worker (frames, dropped frames, bytes...).
+        lease_keys: the names of its StreamURL leases and cooldowns (:func:`mixer.urls.lease_keys`:
+            ``stream_key`` and the addresses its host resolved to when it started), all taken and
+            released together; empty in records of older versions, where ``stream_key`` is the only one.
     """
 
     app_id: str
@@ -255,6 +259,7 @@ class TaskRecord:
     layout_id: int | None = None
     users: list[str] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
+    lease_keys: list[str] = field(default_factory=list)
 
     @property
     def active(self) -> bool:
@@ -335,10 +340,12 @@ class StoreError(RuntimeError):
     Attributes:
         code: the error code returned to clients.
         http_status: the HTTP status for it.
+        field: the request parameter at fault (its wire name), or None.
     """
 
     code = "InternalError"
     http_status = 500
+    field: str | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -357,8 +364,20 @@ class TaskNotFoundError(StoreError):
     code, http_status = "InvalidTask.NotFound", 404
 
 
+class TaskStoppingError(StoreError):
+    """The task is stopping (a stop was requested, or it is ending by itself): it takes no updates."""
+
+    code, http_status = "InvalidTask.Stopping", 409
+
+
+class CustomLayoutMissingError(StoreError):
+    """A custom layout the task names does not exist (any more) for the AppId."""
+
+    code, http_status, field = "InvalidLayoutID.Malformed", 400, "LayoutIds"
+
+
 class StreamURLInUseError(StoreError):
-    """Another active task pushes to the same (normalized) StreamURL."""
+    """Another active task pushes to the same destination (one of its lease keys)."""
 
     code, http_status = "StreamURL.InUse", 409
 

@@ -43,6 +43,14 @@ def _int(name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {value!r}") from None
 
 
+def _count(name: str, default: int) -> int:
+    """An integer >= 0 from the environment."""
+    value = _int(name, default)
+    if value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value}")
+    return value
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
     """How workers run mixes.
@@ -52,6 +60,11 @@ class WorkerSettings:
         janus_url: the channels' Janus HTTP API (``MPU_JANUS_URL``).
         janus_api_secret: Janus' api_secret (``MPU_JANUS_API_SECRET``), if any.
         mix_slots: mixes one worker runs at once (``MPU_MIX_SLOTS``, Celery concurrency).
+        mixes_per_process: Celery tasks (mixes, and deliveries refused for capacity) a pool process
+            runs before it exits and a fresh one is forked (``MPU_MIXES_PER_PROCESS``, Celery's
+            ``worker_max_tasks_per_child``). Default 1: every mix starts in a fresh process, so what
+            a mix allocated (and the allocator's fragmentation) goes back to the system when it ends
+            and a pool process's memory is bounded by one mix's. 0: processes are reused forever.
         capacity: what one worker node (a Celery worker with ``mix_slots`` processes) takes, in units
             of :mod:`workers.capacity` (1.0 = one 1280x720 30 fps mix of 4 inputs); a task that does
             not fit waits in the queue (``MPU_WORKER_CAPACITY``, default 1.0 per CPU core; 0 =
@@ -77,6 +90,7 @@ class WorkerSettings:
     janus_url: str = "http://127.0.0.1:8088/janus"
     janus_api_secret: str | None = None
     mix_slots: int = 2
+    mixes_per_process: int = 1
     capacity: float = field(default_factory=default_capacity)
     empty_timeout: float = 30.0
     heartbeat_interval: float = 1.0
@@ -103,6 +117,7 @@ class WorkerSettings:
             janus_url=os.environ.get("MPU_JANUS_URL", cls.janus_url),
             janus_api_secret=os.environ.get("MPU_JANUS_API_SECRET") or None,
             mix_slots=_int("MPU_MIX_SLOTS", cls.mix_slots),
+            mixes_per_process=_count("MPU_MIXES_PER_PROCESS", cls.mixes_per_process),
             capacity=_capacity(),
             empty_timeout=_float("MPU_EMPTY_TIMEOUT", cls.empty_timeout),
             heartbeat_interval=_float("MPU_HEARTBEAT_INTERVAL", cls.heartbeat_interval),

@@ -17,12 +17,18 @@ unambiguous because a TaskId never contains ``/``):
 - ``{p}:app:<app_id>:tasks``: sorted set of the app's TaskIds; score = when the record expires, in
   milliseconds of server time (``+inf`` while active). Expired members are pruned at the next start.
 - ``{p}:active``: set of the names of all active tasks.
-- ``{p}:lease:<stream key>``: the StreamURL lease, value = the holder's name. The stream key is the
-  normalized StreamURL (:func:`mixer.urls.stream_url_key`: no query string, so no auth key). No TTL
-  while the task is queued (nobody renews it yet); ``lease_seconds`` from the claim on, renewed by
-  each heartbeat, so a dead worker's lease expires by itself.
+- ``{p}:lease:<stream key>``: a StreamURL lease, value = the holder's name. A task has one lease per
+  stream key in its record's ``lease_keys`` (:func:`mixer.urls.lease_keys`: its canonical StreamURL,
+  :func:`mixer.urls.stream_url_key`, and the same at each address its host resolved to when it
+  started; no query string, so no auth key), all taken together or none; a record of an older
+  version without ``lease_keys`` has one, on its ``stream_key``, and every script falls back to it.
+  No TTL while the task is queued (nobody renews it yet); ``lease_seconds`` from the claim on,
+  renewed by each heartbeat, so a dead worker's leases expire by themselves.
 - ``{p}:cooldown:<stream key>``: value = the name of the task that stopped; expires after
-  ``cooldown_seconds``. A StreamURL is refused while it exists.
+  ``cooldown_seconds``, set for each of the task's stream keys when it ends. A StreamURL is refused
+  while one of its stream keys has one.
+- read only: ``{p}:app:<app_id>:layouts`` of :mod:`workers.layout_store`: a start or an update checks
+  that the custom layouts it names exist, in the same script as its write.
 - ``{p}:nonce:<AccessKeyId>:<sha256 of nonce>``: a signed request's nonce, kept for twice the
   timestamp window (:meth:`TaskStore.use_nonce`).
 - ``{p}:restarting:<app_id>/<task_id>``: a restart of the stale task was queued; expires after the
@@ -36,7 +42,7 @@ unambiguous because a TaskId never contains ``/``):
   are no longer live on that node (ended, moved, or heartbeat older than ``lease_seconds``), so a
   dead worker's load is released by the next claim on its node; no TTL.
 
-The scripts compute the lease and cooldown key names from the record's ``stream_key``, so this store
+The scripts compute the lease and cooldown key names from the record's stream keys, so this store
 works on a single Redis server (or a primary with replicas), not on Redis Cluster. It needs Redis 5 or
 newer (scripts that call ``TIME`` before writing).
 
@@ -49,6 +55,7 @@ retried script could, e.g., claim a task twice.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -62,10 +69,11 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from mixer.urls import redact_url, stream_url_key
+from mixer.urls import parse_stream_url, redact_url, stream_url_key
 from workers.model import (
     Claim,
     ClaimResult,
+    CustomLayoutMissingError,
     StoreError,
     StoreUnavailableError,
     StreamURLCoolingDownError,
@@ -76,6 +84,7 @@ from workers.model import (
     TaskRecord,
     TaskState,
     TaskStatus,
+    TaskStoppingError,
     no_capacity_reason,
 )
 
@@ -83,6 +92,10 @@ log = logging.getLogger(__name__)
 
 #: A TaskId (shared/reference/mpu-api.md): ``[A-Za-z0-9_-]``, at most 55 bytes.
 TASK_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,55}")
+#: The first id of custom layouts (:mod:`workers.layout_store`); smaller LayoutIds are system layouts.
+FIRST_CUSTOM_LAYOUT_ID = 100
+#: The reason of a task whose stop was requested while its worker pushes.
+STOPPING_REASON = "stopping: stop requested; ending the push"
 #: Default socket timeouts (connect and read) of :meth:`TaskStore.from_url`, in seconds.
 DEFAULT_TIMEOUT = 2.0
 #: Fields the scripts stamp with the server's time when a task is created.
@@ -107,18 +120,56 @@ local function release_load(rec, name)
   end
 end
 
+-- The task's stream keys (the names of its leases and cooldowns): the record's lease_keys, or its
+-- stream_key alone for a record written before lease_keys existed.
+local function stream_keys(rec)
+  local f = redis.call('HMGET', rec, 'lease_keys', 'stream_key')
+  if f[1] then
+    local keys = cjson.decode(f[1])
+    if type(keys) == 'table' and #keys > 0 then
+      return keys
+    end
+  end
+  return {cjson.decode(f[2])}
+end
+
+-- Another task holding one of the leases of keys, and that key; nil if none (ARGV[1] prefix).
+local function lease_taken(keys, name)
+  for _, key in ipairs(keys) do
+    local holder = redis.call('GET', ARGV[1] .. ':lease:' .. key)
+    if holder and holder ~= name then
+      return holder, key
+    end
+  end
+  return nil
+end
+
+-- Every lease of keys to name, with a TTL of ttl_ms, or none when ttl_ms is nil (ARGV[1] prefix).
+local function set_leases(keys, name, ttl_ms)
+  for _, key in ipairs(keys) do
+    if ttl_ms then
+      redis.call('SET', ARGV[1] .. ':lease:' .. key, name, 'PX', ttl_ms)
+    else
+      redis.call('SET', ARGV[1] .. ':lease:' .. key, name)
+    end
+  end
+end
+
 -- KEYS[1] record, KEYS[2] app index, KEYS[3] active set; ARGV[1] prefix, ARGV[2] name, ARGV[3] task id.
-local function end_task(stream_key, status, reason_json, cooldown_ms, ttl_ms, now_text, now_ms)
+-- Each lease of keys that names the task is deleted, and gets its own cooldown unless another task holds it.
+local function end_task(keys, status, reason_json, cooldown_ms, ttl_ms, now_text, now_ms)
   local rec, name = KEYS[1], ARGV[2]
   redis.call('HSET', rec, 'state', '"ended"', 'status', status, 'reason', reason_json,
     'ended_at', now_text, 'updated_at', now_text)
-  local lease = ARGV[1] .. ':lease:' .. stream_key
-  local holder = redis.call('GET', lease)
-  if holder == name then
-    redis.call('DEL', lease)
-  end
-  if cooldown_ms > 0 and (not holder or holder == name) then
-    redis.call('SET', ARGV[1] .. ':cooldown:' .. stream_key, name, 'PX', cooldown_ms)
+  for _, key in ipairs(keys) do
+    local lease = ARGV[1] .. ':lease:' .. key
+    local holder = redis.call('GET', lease)
+    if holder == name then
+      redis.call('DEL', lease)
+    end
+    if cooldown_ms > 0 and (not holder or holder == name) then
+      redis.call('SET', ARGV[1] .. ':cooldown:' .. key, name, 'PX', cooldown_ms)
+    end
   end
   redis.call('SREM', KEYS[3], name)
   release_load(rec, name)
@@ -134,8 +185,10 @@ local function url_taken_reason(holder)
 end
 """
 
-# KEYS: record, app index, active set, lease, cooldown.
-# ARGV: prefix, name, task id, then field/value pairs of the record.
+# KEYS: record, app index, active set, the app's custom layouts (hash, workers.layout_store).
+# ARGV: prefix, name, task id, stream keys to lease (JSON array), custom layout ids the task names
+# (JSON array of strings), then field/value pairs of the record.
+# All the leases or none: each key must be free (or held by an ended task) and not cooling down.
 _START = (
     _PRELUDE
     + """
@@ -143,22 +196,38 @@ local state = redis.call('HGET', KEYS[1], 'state')
 if state and state ~= '"ended"' then
   return {'exists'}
 end
-local holder = redis.call('GET', KEYS[4])
-if holder then
-  local holder_state = redis.call('HGET', ARGV[1] .. ':task:' .. holder, 'state')
-  if holder_state and holder_state ~= '"ended"' then
-    return {'in_use', holder}
+local keys = cjson.decode(ARGV[4])
+for _, key in ipairs(keys) do
+  local holder = redis.call('GET', ARGV[1] .. ':lease:' .. key)
+  if holder then
+    local holder_state = redis.call('HGET', ARGV[1] .. ':task:' .. holder, 'state')
+    if holder_state and holder_state ~= '"ended"' then
+      return {'in_use', holder, key}
+    end
   end
 end
-local pttl = redis.call('PTTL', KEYS[5])
-if pttl ~= -2 then
-  return {'cooling', pttl}
+local cooling = nil
+for _, key in ipairs(keys) do
+  local pttl = redis.call('PTTL', ARGV[1] .. ':cooldown:' .. key)
+  if pttl ~= -2 and (cooling == nil or pttl > cooling) then
+    cooling = pttl
+  end
+end
+if cooling ~= nil then
+  return {'cooling', cooling}
+end
+-- The custom layouts it names must still exist: checked here, atomically with the delete script's
+-- check for active tasks that list a layout, so a layout is never deleted under a starting task.
+for _, id in ipairs(cjson.decode(ARGV[5])) do
+  if redis.call('HEXISTS', KEYS[4], id) == 0 then
+    return {'no_layout', id}
+  end
 end
 local now_text, now_ms = now()
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 redis.call('HSET', KEYS[1], 'created_at', now_text, 'updated_at', now_text)
-redis.call('SET', KEYS[4], ARGV[2])
+set_leases(keys, ARGV[2], nil)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms)
 redis.call('ZADD', KEYS[2], '+inf', ARGV[3])
 redis.call('PERSIST', KEYS[2])
@@ -184,15 +253,14 @@ local fence = tonumber(f[3])
 if fence > 0 and (now_s - tonumber(f[4])) * 1000 < lease_ms then
   return {'held'}
 end
-local stream_key = cjson.decode(f[5])
+local keys = stream_keys(KEYS[1])
 if f[2] == 'true' then
-  end_task(stream_key, '3', '"stopped by the user"', cooldown_ms, ttl_ms, now_text, now_ms)
+  end_task(keys, '3', '"stopped by the user"', cooldown_ms, ttl_ms, now_text, now_ms)
   return {'stopped'}
 end
-local lease = ARGV[1] .. ':lease:' .. stream_key
-local holder = redis.call('GET', lease)
-if holder and holder ~= ARGV[2] then
-  end_task(stream_key, '2', url_taken_reason(holder), 0, ttl_ms, now_text, now_ms)
+local holder = lease_taken(keys, ARGV[2])
+if holder then
+  end_task(keys, '2', url_taken_reason(holder), 0, ttl_ms, now_text, now_ms)
   return {'url_taken', holder}
 end
 local load = 0
@@ -228,7 +296,11 @@ local restarts = tonumber(f[6])
 local reason = '"starting"'
 if fence > 0 then
   restarts = restarts + 1
-  reason = '"restarting: the previous worker stopped heartbeating"'
+  if tonumber(f[4]) == 0 then
+    reason = '"restarting: taking over from the previous worker, which handed the task over"'
+  else
+    reason = '"restarting: taking over from the previous worker, which stopped heartbeating"'
+  end
 end
 if f[7] and f[7] ~= 'null' and f[7] ~= ARGV[8] then
   redis.call('HDEL', ARGV[1] .. ':load:' .. cjson.decode(f[7]), ARGV[2])
@@ -239,7 +311,7 @@ end
 redis.call('HSET', KEYS[1], 'fence', token, 'worker', ARGV[4], 'state', '"starting"', 'status', '0',
   'reason', reason, 'heartbeat_at', now_text, 'updated_at', now_text, 'restarts', restarts,
   'node', ARGV[8], 'cost', ARGV[9])
-redis.call('SET', lease, ARGV[2], 'PX', lease_ms)
+set_leases(keys, ARGV[2], lease_ms)
 return {'ok', token, tostring(load)}
 """
 )
@@ -249,7 +321,7 @@ return {'ok', token, tostring(load)}
 _HEARTBEAT = (
     _PRELUDE
     + """
-local f = redis.call('HMGET', KEYS[1], 'state', 'fence', 'stream_key')
+local f = redis.call('HMGET', KEYS[1], 'state', 'fence', 'stop_requested')
 if not f[1] or f[1] == '"ended"' then
   return {'gone'}
 end
@@ -258,20 +330,27 @@ if fence == 0 or fence ~= tonumber(ARGV[4]) then
   return {'fenced'}
 end
 local now_text, now_ms = now()
-local stream_key = cjson.decode(f[3])
-local lease = ARGV[1] .. ':lease:' .. stream_key
-local holder = redis.call('GET', lease)
-if holder and holder ~= ARGV[2] then
-  end_task(stream_key, '2', url_taken_reason(holder), 0, tonumber(ARGV[6]), now_text, now_ms)
+local keys = stream_keys(KEYS[1])
+local holder = lease_taken(keys, ARGV[2])
+if holder then
+  end_task(keys, '2', url_taken_reason(holder), 0, tonumber(ARGV[6]), now_text, now_ms)
   return {'url_taken', holder}
 end
-redis.call('SET', lease, ARGV[2], 'PX', ARGV[5])
+set_leases(keys, ARGV[2], tonumber(ARGV[5]))
 local node = redis.call('HMGET', KEYS[1], 'node', 'cost')
 if node[1] and node[1] ~= 'null' then
   -- Back in the node's load if a claim dropped it as stale while this worker could not heartbeat.
   redis.call('HSET', ARGV[1] .. ':load:' .. cjson.decode(node[1]), ARGV[2], node[2] or '0')
 end
-if #ARGV > 6 then
+if f[3] == 'true' then
+  -- A stop was requested: the task stays 'stopping', with the stop's reason, until it ends.
+  for i = 7, #ARGV, 2 do
+    if ARGV[i] ~= 'state' and ARGV[i] ~= 'reason' then
+      redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+    end
+  end
+  redis.call('HSET', KEYS[1], 'state', '"stopping"')
+elseif #ARGV > 6 then
   redis.call('HSET', KEYS[1], unpack(ARGV, 7))
 end
 redis.call('HSET', KEYS[1], 'heartbeat_at', now_text, 'updated_at', now_text)
@@ -284,7 +363,7 @@ return {'ok', redis.call('HGETALL', KEYS[1])}
 _FINISH = (
     _PRELUDE
     + """
-local f = redis.call('HMGET', KEYS[1], 'state', 'fence', 'stream_key')
+local f = redis.call('HMGET', KEYS[1], 'state', 'fence')
 if not f[1] or f[1] == '"ended"' then
   return {'gone'}
 end
@@ -297,62 +376,86 @@ elseif fence == 0 or fence ~= tonumber(ARGV[4]) then
   return {'fenced'}
 end
 local now_text, now_ms = now()
-end_task(cjson.decode(f[3]), ARGV[5], ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), now_text, now_ms)
-return {'ok', redis.call('HGETALL', KEYS[1])}
-"""
-)
-
-# KEYS: record. ARGV: prefix, name, token, reason (JSON).
-_RELEASE = (
-    _PRELUDE
-    + """
-local f = redis.call('HMGET', KEYS[1], 'state', 'fence', 'stream_key')
-if not f[1] or f[1] == '"ended"' or tonumber(f[2]) ~= tonumber(ARGV[3]) then
-  return {'fenced'}
-end
-local now_text = now()
-release_load(KEYS[1], ARGV[2])
-redis.call('HSET', KEYS[1], 'state', '"queued"', 'status', '0', 'reason', ARGV[4], 'worker', 'null',
-  'heartbeat_at', '0', 'updated_at', now_text)
-local lease = ARGV[1] .. ':lease:' .. cjson.decode(f[3])
-if redis.call('GET', lease) == ARGV[2] then
-  redis.call('PERSIST', lease)
-end
+end_task(stream_keys(KEYS[1]), ARGV[5], ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), now_text, now_ms)
 return {'ok', redis.call('HGETALL', KEYS[1])}
 """
 )
 
 # KEYS: record, app index, active set.
-# ARGV: prefix, name, task id, lease ms, cooldown ms, ended ttl ms.
-_REQUEST_STOP = (
+# ARGV: prefix, name, task id, token, reason (JSON), cooldown ms, ended ttl ms.
+# A task whose stop was requested is not handed over: it ends (status 3, cooldown), as the user asked.
+_RELEASE = (
     _PRELUDE
     + """
-local f = redis.call('HMGET', KEYS[1], 'state', 'fence', 'heartbeat_at', 'stream_key')
-if not f[1] then
-  return {'missing'}
+local f = redis.call('HMGET', KEYS[1], 'state', 'fence', 'stop_requested')
+if not f[1] or f[1] == '"ended"' or tonumber(f[2]) ~= tonumber(ARGV[4]) then
+  return {'fenced'}
 end
-if f[1] ~= '"ended"' then
-  local now_text, now_ms, now_s = now()
-  redis.call('HSET', KEYS[1], 'stop_requested', 'true', 'updated_at', now_text)
-  if tonumber(f[2]) == 0 or (now_s - tonumber(f[3])) * 1000 >= tonumber(ARGV[4]) then
-    end_task(cjson.decode(f[4]), '3', '"stopped by the user"', tonumber(ARGV[5]), tonumber(ARGV[6]),
-      now_text, now_ms)
+local now_text, now_ms = now()
+local keys = stream_keys(KEYS[1])
+if f[3] == 'true' then
+  end_task(keys, '3', '"stopped by the user"', tonumber(ARGV[6]), tonumber(ARGV[7]), now_text, now_ms)
+  return {'ok', redis.call('HGETALL', KEYS[1])}
+end
+release_load(KEYS[1], ARGV[2])
+redis.call('HSET', KEYS[1], 'state', '"queued"', 'status', '0', 'reason', ARGV[5], 'worker', 'null',
+  'heartbeat_at', '0', 'updated_at', now_text)
+for _, key in ipairs(keys) do
+  local lease = ARGV[1] .. ':lease:' .. key
+  if redis.call('GET', lease) == ARGV[2] then
+    redis.call('PERSIST', lease)
   end
 end
 return {'ok', redis.call('HGETALL', KEYS[1])}
 """
 )
 
-# KEYS: record. ARGV: params (JSON), stream key (JSON).
+# KEYS: record, app index, active set.
+# ARGV: prefix, name, task id, lease ms, cooldown ms, ended ttl ms, reason while stopping (JSON).
+# Without a live worker the task ends at once; with one it is 'stopping' (its status unchanged) until
+# the worker has ended the push; a task already stopping is left as it is.
+_REQUEST_STOP = (
+    _PRELUDE
+    + """
+local f = redis.call('HMGET', KEYS[1], 'state', 'fence', 'heartbeat_at', 'stop_requested')
+if not f[1] then
+  return {'missing'}
+end
+if f[1] ~= '"ended"' then
+  local now_text, now_ms, now_s = now()
+  if tonumber(f[2]) == 0 or (now_s - tonumber(f[3])) * 1000 >= tonumber(ARGV[4]) then
+    redis.call('HSET', KEYS[1], 'stop_requested', 'true')
+    end_task(stream_keys(KEYS[1]), '3', '"stopped by the user"', tonumber(ARGV[5]), tonumber(ARGV[6]),
+      now_text, now_ms)
+  elseif f[4] ~= 'true' then
+    redis.call('HSET', KEYS[1], 'stop_requested', 'true', 'state', '"stopping"', 'reason', ARGV[7],
+      'updated_at', now_text)
+  end
+end
+return {'ok', redis.call('HGETALL', KEYS[1])}
+"""
+)
+
+# KEYS: record, the app's custom layouts (hash). ARGV: params (JSON), the record's stream key as read
+# (JSON), custom layout ids the params name (JSON array of strings).
 _UPDATE_PARAMS = (
     _PRELUDE
     + """
-local f = redis.call('HMGET', KEYS[1], 'state', 'stream_key')
+local f = redis.call('HMGET', KEYS[1], 'state', 'stream_key', 'stop_requested')
 if not f[1] or f[1] == '"ended"' then
   return {'missing'}
 end
+if f[3] == 'true' or f[1] == '"stopping"' then
+  return {'stopping'}
+end
 if f[2] ~= ARGV[2] then
   return {'url_changed'}
+end
+-- Atomically with the delete script's in-use check (see _START).
+for _, id in ipairs(cjson.decode(ARGV[3])) do
+  if redis.call('HEXISTS', KEYS[2], id) == 0 then
+    return {'no_layout', id}
+  end
 end
 local now_text = now()
 redis.call('HINCRBY', KEYS[1], 'spec_version', 1)
@@ -403,6 +506,15 @@ for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do
 end
 return out
 """
+
+
+def _custom_layout_ids(params: TaskParams) -> list[str]:
+    """The custom layout ids ``params`` names (as hash fields: decimal texts)."""
+    return [
+        str(i)
+        for i in params.layout_ids
+        if isinstance(i, int) and not isinstance(i, bool) and i >= FIRST_CUSTOM_LAYOUT_ID
+    ]
 
 
 def _dump(value: Any) -> str:
@@ -543,12 +655,18 @@ class TaskStore:
         return f"{self.prefix}:task:{app_id}/{task_id}"
 
     def lease_key(self, stream_key: str) -> str:
-        """The StreamURL lease's key for a normalized StreamURL (:func:`mixer.urls.stream_url_key`)."""
+        """The lease's key for a stream key (:func:`mixer.urls.stream_url_key`, or one of
+        :func:`mixer.urls.lease_keys`)."""
         return f"{self.prefix}:lease:{stream_key}"
 
     def cooldown_key(self, stream_key: str) -> str:
-        """The StreamURL cooldown's key for a normalized StreamURL."""
+        """The cooldown's key for a stream key."""
         return f"{self.prefix}:cooldown:{stream_key}"
+
+    def layouts_key(self, app_id: str) -> str:
+        """The app's custom layouts (the key of :meth:`workers.layout_store.LayoutStore.layouts_key`),
+        which starts and updates check atomically."""
+        return f"{self.prefix}:app:{app_id}:layouts"
 
     def load_key(self, node: str) -> str:
         """The key of a worker node's load (hash: task name -> cost in units)."""
@@ -598,28 +716,37 @@ class TaskStore:
             )
 
     def start_task(self, record: TaskRecord) -> TaskRecord:
-        """Store a new task and take its StreamURL lease, in one atomic step.
+        """Store a new task and take all its StreamURL leases, in one atomic step.
 
-        Refused if an *active* task has the same (AppId, TaskId), if another active task holds the
-        lease of the same normalized StreamURL, or if that URL is cooling down. An ended task with the
-        same TaskId is replaced. The lease has no TTL until the task is claimed. ``created_at`` and
-        ``updated_at`` are set to the server's time.
+        Its leases are ``record.lease_keys`` and ``record.stream_key`` (:func:`mixer.urls.lease_keys`:
+        one per destination its StreamURL may push to), taken all or none. Refused if an *active*
+        task has the same (AppId, TaskId), if another active task holds any of those leases, if any
+        of them is cooling down, or if a custom layout its LayoutIds name (ids from
+        :data:`FIRST_CUSTOM_LAYOUT_ID`) does not exist in :meth:`layouts_key` (checked in the same
+        step, so a layout deleted meanwhile is never left named by a new task). An ended task with
+        the same TaskId is replaced. The leases have no TTL until the task is claimed.
+        ``created_at`` and ``updated_at`` are set to the server's time.
 
         Args:
             record: a new task: state QUEUED, never claimed, ``stream_key`` =
-                ``stream_url_key(record.params.stream_url)``.
+                ``stream_url_key(record.params.stream_url)``, ``lease_keys`` each the same scheme,
+                port, app and stream at another host (or empty: ``stream_key`` alone).
 
         Returns:
-            The stored record.
+            The stored record (``lease_keys`` sorted, with ``stream_key`` among them).
 
         Raises:
             TaskExistsError: an active task with this TaskId exists for the AppId.
-            StreamURLInUseError: another active task pushes to the same StreamURL (the message names
-                that task, and shows the URL redacted).
-            StreamURLCoolingDownError: the URL's previous task ended less than ``cooldown_seconds``
-                ago; ``seconds_left`` is the rest, rounded up to whole seconds.
-            ValueError: the record is not a new task, its TaskId is malformed or its stream_key does
-                not match its StreamURL (``SpecError``, a ValueError, for an invalid StreamURL).
+            StreamURLInUseError: another active task pushes to one of the same destinations (the
+                message names that task, and shows the URL redacted).
+            StreamURLCoolingDownError: one of its destinations' previous task ended less than
+                ``cooldown_seconds`` ago; ``seconds_left`` is the longest rest, rounded up to whole
+                seconds.
+            CustomLayoutMissingError: a custom layout it names does not exist (400
+                ``InvalidLayoutID.Malformed``).
+            ValueError: the record is not a new task, its TaskId is malformed, its stream_key does
+                not match its StreamURL or a lease key is not that destination at another host
+                (``SpecError``, a ValueError, for an invalid StreamURL).
             StoreUnavailableError: Redis failed.
         """
         if not self._valid(record.app_id, record.task_id):
@@ -628,24 +755,39 @@ class TaskStore:
             raise ValueError("start_task takes a new task (state queued, never claimed)")
         if record.stream_key != stream_url_key(record.params.stream_url):
             raise ValueError("the record's stream_key is not the normalized StreamURL")
+        destination = parse_stream_url(record.stream_key)
+        lease_keys = sorted({record.stream_key, *record.lease_keys})
+        for key in lease_keys:
+            other = parse_stream_url(key) if isinstance(key, str) else None
+            if other is None or key != other.key() or other.key(destination.host) != record.stream_key:
+                raise ValueError("a lease key is not the task's destination at another address")
+        record = dataclasses.replace(record, lease_keys=lease_keys)
         name = f"{record.app_id}/{record.task_id}"
         fields: list[str] = []
         for key, value in json.loads(record.to_json()).items():
             if key not in _SERVER_TIMES:
                 fields += [key, _dump(value)]
-        keys = [
-            *self._keys(record.app_id, record.task_id),
-            self.lease_key(record.stream_key),
-            self.cooldown_key(record.stream_key),
+        args = [
+            self.prefix,
+            name,
+            record.task_id,
+            _dump(lease_keys),
+            _dump(_custom_layout_ids(record.params)),
+            *fields,
         ]
+        keys = [*self._keys(record.app_id, record.task_id), self.layouts_key(record.app_id)]
         with _unavailable():
-            reply = self._start(keys=keys, args=[self.prefix, name, record.task_id, *fields])
+            reply = self._start(keys=keys, args=args)
         outcome = _text(reply[0])
         url = redact_url(record.stream_key)
         if outcome == "exists":
             raise TaskExistsError(f"task {record.task_id} already exists for AppId {record.app_id}")
         if outcome == "in_use":
-            raise StreamURLInUseError(f"StreamURL {url} is in use by task {_text(reply[1])}")
+            same = _text(reply[2])
+            where = "" if same == record.stream_key else f" (the same destination: {redact_url(same)})"
+            raise StreamURLInUseError(f"StreamURL {url} is in use by task {_text(reply[1])}{where}")
+        if outcome == "no_layout":
+            raise CustomLayoutMissingError(f"no layout {_text(reply[1])} for this AppId")
         if outcome == "cooling":
             pttl = int(reply[1])
             left = math.ceil(pttl / 1000) if pttl > 0 else math.ceil(self.cooldown_seconds)
@@ -707,10 +849,13 @@ class TaskStore:
     def request_stop(self, app_id: str, task_id: str) -> TaskRecord:
         """Ask a task to stop; idempotent.
 
-        Sets ``stop_requested`` (the worker sees it in its next heartbeat's record and finishes). A
-        task without a live worker (never claimed, or its heartbeat is ``lease_seconds`` old) is
-        ended at once like :meth:`finish` with status STOPPED_BY_USER: lease released, cooldown set.
-        An ended task is returned unchanged.
+        A task with a live worker gets ``stop_requested``, state STOPPING and the reason
+        :data:`STOPPING_REASON`, its status unchanged (the push goes on until the worker, which sees
+        the request in its next heartbeat's record, has ended it and calls :meth:`finish`); it stays
+        STOPPING whatever its heartbeats report, and takes no parameter updates. A task without a
+        live worker (never claimed, handed over, or its heartbeat is ``lease_seconds`` old) is ended
+        at once like :meth:`finish` with status STOPPED_BY_USER: leases released, cooldowns set. A
+        task already stopping, and an ended one, is returned unchanged.
 
         Returns:
             The task's record after the request.
@@ -727,6 +872,7 @@ class TaskStore:
             self._lease_ms,
             self._cooldown_ms,
             self._ttl_ms,
+            _dump(STOPPING_REASON),
         ]
         with _unavailable():
             reply = self._request_stop(keys=self._keys(app_id, task_id), args=args)
@@ -736,24 +882,35 @@ class TaskStore:
 
     def update_params(self, app_id: str, task_id: str, params: TaskParams) -> TaskRecord:
         """Replace an active task's parameters and bump its ``spec_version`` (the worker applies the
-        new version at its next heartbeat).
+        new version at its next heartbeat). The custom layouts ``params`` names must exist, checked
+        in the same atomic step as the write (as :meth:`start_task` does).
 
         Raises:
             TaskNotFoundError: no such task, or it has ended.
-            ValueError: ``params.stream_url`` normalizes to another StreamURL than the task's (the
-                StreamURL of a task cannot change; its query string, e.g. an auth key, may);
+            TaskStoppingError: the task is stopping (409 ``InvalidTask.Stopping``).
+            CustomLayoutMissingError: a custom layout it names does not exist.
+            ValueError: ``params.stream_url`` has another destination than the task's StreamURL
+                (the StreamURL of a task cannot change; its query string, e.g. an auth key, may);
                 ``SpecError`` (a ValueError) if it is not a valid StreamURL.
             StoreUnavailableError: Redis failed.
         """
-        self._found(app_id, task_id)
-        stream_key = stream_url_key(params.stream_url)
+        current = self.get_task(app_id, task_id)
+        # Compared by today's canonical form: a record of an older version may spell its stream_key
+        # differently, and the script only checks that the record still has the one read here.
+        if stream_url_key(params.stream_url) != stream_url_key(current.params.stream_url):
+            raise ValueError("the StreamURL of a running task cannot be changed (only its query string)")
+        args = [_dump(params.to_dict()), _dump(current.stream_key), _dump(_custom_layout_ids(params))]
         with _unavailable():
             reply = self._update_params(
-                keys=[self.task_key(app_id, task_id)], args=[_dump(params.to_dict()), _dump(stream_key)]
+                keys=[self.task_key(app_id, task_id), self.layouts_key(app_id)], args=args
             )
         outcome = _text(reply[0])
         if outcome == "missing":
             raise TaskNotFoundError(f"no active task {task_id!r} for AppId {app_id!r}")
+        if outcome == "stopping":
+            raise TaskStoppingError(f"task {task_id} is stopping; it takes no updates")
+        if outcome == "no_layout":
+            raise CustomLayoutMissingError(f"no layout {_text(reply[1])} for this AppId")
         if outcome == "url_changed":
             raise ValueError("the StreamURL of a running task cannot be changed (only its query string)")
         return _record(reply[1])
@@ -787,9 +944,10 @@ class TaskStore:
         other task (a task that costs more than a whole node still runs, on an idle one). Then: a
         new token from the global counter (tokens increase and are never reused), ``fence`` =
         token, ``worker``, ``node``, ``cost``, state STARTING, status WAITING, ``heartbeat_at`` = now,
-        ``restarts`` + 1 if it had been claimed before; the StreamURL lease is (re)set with a TTL of
-        ``lease_seconds``; ``{p}:load:<node>`` gets the entry name -> cost, and the entry the task
-        had on its previous node is removed.
+        ``restarts`` + 1 if it had been claimed before (with a reason saying it is being taken
+        over); the StreamURL leases are (re)set with a TTL of ``lease_seconds``;
+        ``{p}:load:<node>`` gets the entry name -> cost, and the entry the task had on its previous
+        node is removed.
 
         The node's load is the sum of the entries of its hash whose task is active, still claimed by
         this node and heartbeating (younger than ``lease_seconds``); the other entries are dropped by
@@ -896,18 +1054,19 @@ class TaskStore:
         users: list[str] | None = None,
         stats: dict[str, Any] | None = None,
     ) -> TaskRecord | None:
-        """Report progress and renew the StreamURL lease, if ``token`` still holds the task.
+        """Report progress and renew the StreamURL leases, if ``token`` still holds the task.
 
         Atomically, when the task is active and its ``fence`` equals ``token``: set the given fields
-        (None = unchanged), ``heartbeat_at`` and ``updated_at`` = now, and the lease's TTL to
-        ``lease_seconds`` (re-creating the lease if it had expired and no other task took the URL),
-        and the task's entry in its node's load (:meth:`claim_on`).
+        (None = unchanged; once a stop was requested, ``state`` stays STOPPING and ``reason`` the
+        stop's, whatever is given), ``heartbeat_at`` and ``updated_at`` = now, and each lease's TTL
+        to ``lease_seconds`` (re-creating a lease that had expired if no other task took it), and
+        the task's entry in its node's load (:meth:`claim_on`).
 
         Returns:
             The fresh record (read ``stop_requested`` and ``spec_version`` from it), or None: the
-            task ended, another claim fenced this token out, or another task took the StreamURL
-            while the lease had expired (the task is then ended with status 2). On None the caller
-            must stop pushing at once and not call :meth:`finish`.
+            task ended, another claim fenced this token out, or another task took one of its
+            destinations while the leases had expired (the task is then ended with status 2). On
+            None the caller must stop pushing at once and not call :meth:`finish`.
 
         Raises:
             ValueError: ``state`` is not STARTING, RUNNING, RETRYING or STOPPING (use :meth:`finish`
@@ -957,21 +1116,32 @@ class TaskStore:
     def release(self, app_id: str, task_id: str, token: int, reason: str) -> TaskRecord | None:
         """Hand a running task back, atomically, if ``token`` holds it (its worker is shutting down):
         state QUEUED, status WAITING, ``reason``, no worker, ``heartbeat_at`` 0 (so any worker may
-        claim it at once), its entry removed from its node's load; the StreamURL lease stays the
-        task's, without a TTL, until the next claim renews it (no cooldown: the task resumes itself).
-        The caller enqueues the task again. The next claim counts it in ``restarts``.
+        claim it at once), its entry removed from its node's load; the StreamURL leases stay the
+        task's, without a TTL, until the next claim renews them (no cooldown: the task resumes
+        itself). The caller enqueues the task again. The next claim counts it in ``restarts``.
+        A task whose stop was requested is ended instead (status STOPPED_BY_USER, cooldowns set), as
+        :meth:`finish` would: it must not resume.
 
         Returns:
-            The released record, or None when the token no longer holds the task (or it ended).
+            The released record (ended, for a task being stopped), or None when the token no longer
+            holds the task (or it ended).
 
         Raises:
             StoreUnavailableError: Redis failed.
         """
         if not self._valid(app_id, task_id):
             return None
-        args: list[str | int] = [self.prefix, f"{app_id}/{task_id}", token, _dump(reason)]
+        args: list[str | int] = [
+            self.prefix,
+            f"{app_id}/{task_id}",
+            task_id,
+            token,
+            _dump(reason),
+            self._cooldown_ms,
+            self._ttl_ms,
+        ]
         with _unavailable():
-            reply = self._release(keys=[self.task_key(app_id, task_id)], args=args)
+            reply = self._release(keys=self._keys(app_id, task_id), args=args)
         return _record(reply[1]) if _text(reply[0]) == "ok" else None
 
     def finish(
@@ -989,10 +1159,10 @@ class TaskStore:
         ``cooldown`` False ends it without the URL cooldown: for a task that never pushed (the API
         could not queue it), so that the client may retry at once.
 
-        Sets state ENDED, ``status``, ``reason`` and ``ended_at``; deletes the StreamURL lease if it
-        still names this task; sets the URL's cooldown (``cooldown_seconds``) unless another task
-        holds the URL; removes the task from the active set and from its node's load; the record
-        expires ``ended_ttl_seconds`` later.
+        Sets state ENDED, ``status``, ``reason`` and ``ended_at``; deletes each of its StreamURL
+        leases that still names this task, and sets that stream key's cooldown
+        (``cooldown_seconds``) unless another task holds it; removes the task from the active set
+        and from its node's load; the record expires ``ended_ttl_seconds`` later.
 
         Returns:
             The ended record, or None (nothing changed): the task is missing or already ended, or
