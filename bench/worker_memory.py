@@ -13,13 +13,18 @@ MediaEncode 27, LayoutIds [1]: 0.74 capacity units, so ``--at-once`` 2 fits the 
 reported state ``running``. After each round (once the pool has its processes again) it prints each
 worker process's RSS (``VmRSS``) and PSS (``Pss`` of ``smaps_rollup``: shared pages split between the
 processes that share them) in MiB, the main process's open file descriptors, the pool processes'
-PIDs and the highest RSS a pool process reached during the round; at the end, whether the total RSS
-and the main process's RSS are flat within 5 % between round 1 and the last round, and the start
+PIDs and the highest RSS a pool process reached during the round (sampled every 0.5 s); at the
+end, whether the total RSS and the main process's RSS are flat within 5 % between round 1 and the
+last round, and the start
 latencies: from the POST's answer to state ``starting`` (the task's message reached a pool process,
 which claimed it) and to state ``running`` (the first heartbeat of the pipeline, at most one
 ``MPU_HEARTBEAT_INTERVAL`` after it started), median, 90th percentile and maximum, in seconds.
 It prints numbers and asserts nothing (exit 1 only if a task misbehaved: not running within 60 s,
 not ended within 30 s of its stop, or ended with another status than 3).
+
+By default a batch starts as soon as the previous one has ended (state ``ended``, a moment before
+its pool processes have exited): the worst case for a fresh process per mix. ``--pause S`` waits
+``S`` seconds between batches, as when mixes do not end and start back to back.
 
 ``--mixes-per-process N`` sets ``MPU_MIXES_PER_PROCESS`` for the worker (how many Celery tasks a pool
 process runs before it is replaced; 0 = never replaced), to compare with the default.
@@ -159,7 +164,7 @@ class Bench:
                 MPU_ACCESS_KEYS=f"{KEY}:{SECRET}",
                 MPU_RATE_LIMIT="0",
                 MPU_COOLDOWN="1",
-                MPU_LOG_LEVEL="INFO",
+                MPU_LOG_LEVEL=os.environ.get("MPU_LOG_LEVEL", "INFO"),
             )
             if self.args.mixes_per_process is not None:
                 env["MPU_MIXES_PER_PROCESS"] = str(self.args.mixes_per_process)
@@ -298,6 +303,8 @@ class Bench:
         result = RoundResult(memory_of(self.worker_pid), [], 0)
         ids = [f"r{number}-{i}" for i in range(self.args.tasks)]
         for first in range(0, len(ids), self.args.at_once):
+            if first and self.args.pause:
+                time.sleep(self.args.pause)
             self.run_batch(ids[first : first + self.args.at_once], result)
         # Let the pool settle: pool processes that exited are replaced within a few seconds.
         deadline = time.monotonic() + 15
@@ -352,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--at-once", type=int, default=2, help="tasks running at once (default 2)")
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds each task runs")
     parser.add_argument("--slots", type=int, default=2, help="the worker's mix slots (default 2)")
+    parser.add_argument(
+        "--pause", type=float, default=0.0, help="seconds between a batch's end and the next one's start"
+    )
     parser.add_argument("--mixes-per-process", type=int, default=None, help="MPU_MIXES_PER_PROCESS")
     parser.add_argument("--logs", type=Path, default=None, help="copy the API's and the worker's logs here")
     args = parser.parse_args(argv)
@@ -361,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"worker memory: {args.rounds} rounds of {args.tasks} tasks on an empty channel (MediaEncode 27), "
-        f"{args.at_once} at a time, each stopped {args.seconds:g} s after it runs; "
+        f"{args.at_once} at a time, each stopped {args.seconds:g} s after it runs, {args.pause:g} s between "
+        "batches; "
         f"worker --slots {args.slots}, "
         f"MPU_MIXES_PER_PROCESS={setting if setting is not None else '(default)'}; {os.cpu_count()} CPUs",
         flush=True,
