@@ -6,9 +6,9 @@ Run it from the repository root (needs the Debian ``janus`` package)::
 
 For each size, it starts a private Janus on a free loopback port, runs ``mpu publish`` with
 ``--users`` synthetic users at 30 fps in a child process (their CPU is not counted), and subscribes
-in this process with :class:`mixer.janus_source.JanusSource`, exactly as a mix task does. Each
+in this process with :class:`rtc_mpu.mixer.sources.janus.JanusSource`, exactly as a mix task does. Each
 published picture carries its capture time (wall clock, ms) burned into its bottom rows
-(:func:`stack.publisher.stamp_capture_time`); for each decoded frame handed to the pipeline the
+(:func:`rtc_mpu.stack.publisher.stamp_capture_time`); for each decoded frame handed to the pipeline the
 delay is ``delivery time - capture time``. CPU is this process's CPU time (user + sys) over the
 measured window, divided by the number of users: the cost of receiving, decrypting, depacketizing
 and decoding one user's audio and video. The first 3 seconds (ICE, DTLS, first keyframe) are not
@@ -31,11 +31,11 @@ from pathlib import Path
 import av
 import numpy as np
 
-from mixer.janus_source import ChannelConfig, JanusSource
-from mixer.source import StreamKey
-from stack.janus import Janus
-from stack.ports import free_port
-from stack.publisher import read_capture_time, wall_ms
+from rtc_mpu.mixer.sources.base import StreamKey
+from rtc_mpu.mixer.sources.janus import ChannelConfig, JanusSource
+from rtc_mpu.stack.janus import Janus
+from rtc_mpu.stack.ports import free_port
+from rtc_mpu.stack.publisher import read_capture_time, wall_ms
 
 #: Seconds ignored at the start (ICE, DTLS, the first keyframe).
 WARMUP_SECONDS = 3.0
@@ -95,7 +95,7 @@ async def measure(janus: Janus, size: tuple[str, int, int], users: int, seconds:
         [
             sys.executable,
             "-m",
-            "cli.main",
+            "rtc_mpu.cli.main",
             "publish",
             "--janus",
             janus.url,

@@ -22,9 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from stack.janus import Janus
-from stack.nginx_rtmp import NginxRtmp
-from stack.ports import free_port
+from rtc_mpu.stack.janus import Janus
+from rtc_mpu.stack.nginx_rtmp import NginxRtmp
+from rtc_mpu.stack.ports import free_port
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             [
                 sys.executable,
                 "-m",
-                "cli.main",
+                "rtc_mpu.cli.main",
                 "publish",
                 "--janus",
                 janus.url,
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                 [
                     sys.executable,
                     "-m",
-                    "cli.main",
+                    "rtc_mpu.cli.main",
                     "mix",
                     "--janus",
                     janus.url,

@@ -17,9 +17,10 @@ What it does:
    the smallest CPU time (user + sys of the child, from ``os.wait4``) and wall time of each side.
    Both sides leave every thread count at its default (automatic); ours decodes its inputs with slice
    threads only (see mixer/file_source.py), ffmpeg with frame threads. A "steady" ratio also leaves out
-   our fixed start-up cost (``python -c "import cli.main"``: interpreter, numpy, PyAV), which a
+   our fixed start-up cost (``python -c "import rtc_mpu.cli.main"``: interpreter, numpy, PyAV), which a
    long-running task pays once.
-3. Times :meth:`mixer.compositor.Compositor.compose` in this process with fresh decoded frames on every
+3. Times :meth:`rtc_mpu.mixer.video.compositor.Compositor.compose` in this process with fresh decoded frames
+on every
    call (so the per-pane scale cache never hides a copy), for both input sizes.
 
 It prints numbers and asserts nothing about speed. Exit status: 0 done, 1 ffmpeg missing, a child
@@ -43,11 +44,11 @@ from pathlib import Path
 
 import av
 
-from layouts import Pane, media_encode, system_layout
-from mixer.compositor import Compositor, PaneDraw
-from mixer.encoder import DEFAULT_GOP_SECONDS, DEFAULT_PRESET
-from mixer.geometry import Rect, fit, pane_rect
-from mixer.spec import CropMode
+from rtc_mpu.layouts import Pane, media_encode, system_layout
+from rtc_mpu.mixer.output.encoder import DEFAULT_GOP_SECONDS, DEFAULT_PRESET
+from rtc_mpu.mixer.video.compositor import Compositor, PaneDraw
+from rtc_mpu.mixer.video.geometry import Rect, fit, pane_rect
+from rtc_mpu.spec.task import CropMode
 
 #: System layout mixed by both sides: "gallery 4", four equal panes.
 LAYOUT_ID = 6
@@ -63,7 +64,7 @@ INPUT_TAIL_SECONDS = 1.0
 COMPOSE_DECODED_FRAMES = 60
 #: Bumped when the generated clips change, to invalidate old caches.
 CLIP_RECIPE_VERSION = 1
-#: Repository root (the children run from here, so ``-m cli.main`` resolves without an install).
+#: Repository root (the children run from here, so ``-m rtc_mpu.cli.main`` resolves without an install).
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: Default input cache (gitignored).
 DEFAULT_CACHE_DIR = REPO_ROOT / "bench" / ".cache"
@@ -272,7 +273,7 @@ def ensure_inputs(ffmpeg: str, case: Case, seconds: float, fps: int, cache_dir: 
 def ours_command(inputs: Sequence[Path], seconds: float, output: Path) -> list[str]:
     """``mpu render --offline`` of the inputs, layout ``LAYOUT_ID``, MediaEncode ``MEDIA_ENCODE_ID``."""
     return [
-        sys.executable, "-m", "cli.main", "render", "--offline",
+        sys.executable, "-m", "rtc_mpu.cli.main", "render", "--offline",
         "--layout-ids", str(LAYOUT_ID), "--media-encode", str(MEDIA_ENCODE_ID),
         "--duration", f"{seconds:g}", "--output", str(output), *map(str, inputs),
     ]  # fmt: skip
@@ -374,10 +375,10 @@ def run_child(command: Sequence[str], output: Path | None, log_path: Path) -> Ru
 
 
 def startup_cpu(workdir: Path, runs: int = 3) -> float:
-    """Least CPU seconds (user + sys) of starting the interpreter and importing ``cli.main`` (what
+    """Least CPU seconds (user + sys) of starting the interpreter and importing ``rtc_mpu.cli.main`` (what
     ``mpu render`` pays before its first frame: Python, numpy (OpenBLAS held to one thread by
     ``cli/__init__.py``), PyAV)."""
-    command = [sys.executable, "-c", "import cli.main"]
+    command = [sys.executable, "-c", "import rtc_mpu.cli.main"]
     return min(run_child(command, None, workdir / "startup.log").cpu_s for _ in range(runs))
 
 

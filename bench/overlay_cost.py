@@ -5,9 +5,9 @@ Run it from the repository root::
 
     .venv/bin/python -m bench.overlay_cost [--frames 900] [--no-ffmpeg]
 
-Ours: :class:`mixer.overlay_render.OverlayRenderer` makes the sprites (a watermark 256x144 with
+Ours: :class:`rtc_mpu.mixer.overlays.render.OverlayRenderer` makes the sprites (a watermark 256x144 with
 alpha, an opaque logo 256x144, four ~40 px texts of which two are boxed, one clock) and
-:class:`mixer.compositor.Compositor` composes 4 panes of 616x346 with and without them; the
+:class:`rtc_mpu.mixer.video.compositor.Compositor` composes 4 panes of 616x346 with and without them; the
 difference per frame is the overlay cost (the clock is re-rendered once a second: ``now`` advances
 1/30 s per frame). Wall time of this process, best of 3.
 
@@ -34,13 +34,13 @@ import av
 import numpy as np
 from PIL import Image
 
-from layouts import system_layout
-from mixer.compositor import Compositor, PaneDraw
-from mixer.geometry import pane_rect
-from mixer.overlay_render import OverlayRenderer
-from mixer.overlay_spec import build_overlays
-from mixer.spec import CropMode
-from mixer.text import FONT_FILES
+from rtc_mpu.layouts import system_layout
+from rtc_mpu.mixer.overlays.render import OverlayRenderer
+from rtc_mpu.mixer.overlays.text import FONT_FILES
+from rtc_mpu.mixer.video.compositor import Compositor, PaneDraw
+from rtc_mpu.mixer.video.geometry import pane_rect
+from rtc_mpu.spec.overlays import build_overlays
+from rtc_mpu.spec.task import CropMode
 
 WIDTH, HEIGHT, FPS = 1280, 720, 30
 TEXTS = ["Host: Alice 爱丽丝", "Guest: Bob", "Live from Hangzhou", "Q&A at 21:00"]

@@ -23,9 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from stack.janus import Janus
-from stack.nginx_rtmp import NginxRtmp
-from stack.ports import free_port
+from rtc_mpu.stack.janus import Janus
+from rtc_mpu.stack.nginx_rtmp import NginxRtmp
+from rtc_mpu.stack.ports import free_port
 
 #: Seconds of output before the baseline sample (imports, JIT-free but caches fill up).
 WARM_UP = 120.0
@@ -34,7 +34,7 @@ WARM_UP = 120.0
 def publisher(janus: Janus, users: int, first: int, seconds: float) -> subprocess.Popen[bytes]:
     """``mpu publish`` of ``users`` synthetic users numbered from ``first``, for ``seconds``."""
     command = [
-        sys.executable, "-m", "cli.main", "publish", "--janus", janus.url, "--channel", "soak",
+        sys.executable, "-m", "rtc_mpu.cli.main", "publish", "--janus", janus.url, "--channel", "soak",
         "--users", str(users), "--first", str(first), "--size", "320x180", "--duration", str(seconds),
     ]  # fmt: skip
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                 [
                     sys.executable,
                     "-m",
-                    "cli.main",
+                    "rtc_mpu.cli.main",
                     "mix",
                     "--janus",
                     janus.url,

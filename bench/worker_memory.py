@@ -45,11 +45,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cli.demo import ApiClient
-from stack.janus import Janus
-from stack.nginx_rtmp import NginxRtmp
-from stack.ports import free_port, wait_for_port
-from stack.redis import Redis
+from rtc_mpu.cli.demo import ApiClient
+from rtc_mpu.stack.janus import Janus
+from rtc_mpu.stack.nginx_rtmp import NginxRtmp
+from rtc_mpu.stack.ports import free_port, wait_for_port
+from rtc_mpu.stack.redis import Redis
 
 APP = "bench"
 KEY, SECRET = "bench", "bench-secret"
@@ -187,7 +187,7 @@ class Bench:
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
         log = open(self.run_dir / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
         self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", *args],
+            [sys.executable, "-m", "rtc_mpu.cli.main", *args],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

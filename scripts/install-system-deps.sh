@@ -3,7 +3,7 @@
 # Usage: scripts/install-system-deps.sh [test|stack|bench]
 #   test  : what the integration tests start: Redis, Janus, nginx with the RTMP module, the browser
 #           page's scripts (janus.js, webrtc-adapter), Chromium (a real browser publishes in a test),
-#           and the CJK fonts of text and clock overlays (mixer/text.py FONT_FILES)
+#           and the CJK fonts of text and clock overlays (src/rtc_mpu/mixer/overlays/text.py FONT_FILES)
 #   stack : the local stack (`mpu stack up`, `make demo`): the test set plus the ffmpeg CLI (ffplay)
 #   bench : the services, the fonts and the ffmpeg CLI (the baseline in bench/)
 # As root it runs apt-get; otherwise it prints the exact command and fails.

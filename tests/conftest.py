@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from mixer import urls
-from stack.janus import Janus
-from stack.nginx_rtmp import NginxRtmp
-from stack.ports import free_port
-from stack.redis import Redis
+from rtc_mpu.spec import urls
+from rtc_mpu.stack.janus import Janus
+from rtc_mpu.stack.nginx_rtmp import NginxRtmp
+from rtc_mpu.stack.ports import free_port
+from rtc_mpu.stack.redis import Redis
+from rtc_mpu.workers.store import TaskStore
 from tests.media import COLORS, TONES, write_test_clip
-from workers.store import TaskStore
 
 
 @pytest.fixture(scope="session")
@@ -129,7 +129,7 @@ class FakeDNS:
 @pytest.fixture(autouse=True)
 def fake_dns(monkeypatch: pytest.MonkeyPatch) -> FakeDNS:
     """Every test resolves StreamURL host names with a :class:`FakeDNS` (the service's default
-    resolver, :func:`mixer.urls.system_resolve`, is swapped); tests of real resolution call the
+    resolver, :func:`rtc_mpu.spec.urls.system_resolve`, is swapped); tests of real resolution call the
     function they imported."""
     resolver = FakeDNS()
     monkeypatch.setattr(urls, "system_resolve", resolver)

@@ -12,13 +12,14 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from stack.demo_media import COLORS, TONES, write_clip
+from rtc_mpu.stack.demo_media import COLORS, TONES, write_clip
 
 __all__ = ["COLORS", "TONES", "decode_audio", "decode_video", "rgb", "tone_level_db", "write_test_clip"]
 
 
 def write_test_clip(path: Path, **kwargs: Any) -> Path:
-    """A solid-colour clip with a tone (see :func:`stack.demo_media.write_clip`); never a moving box."""
+    """A solid-colour clip with a tone (see :func:`rtc_mpu.stack.demo_media.write_clip`); never a moving
+    box."""
     return write_clip(path, moving_box=False, **kwargs)
 
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cli.demo import ApiClient
-from stack.ports import free_port, wait_for_port
+from rtc_mpu.cli.demo import ApiClient
+from rtc_mpu.stack.ports import free_port, wait_for_port
 
 #: The access key every e2e test uses.
 ACCESS_KEY, SECRET = "testkey", "test-secret"
@@ -46,7 +46,7 @@ class Service:
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
         process = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", *args],
+            [sys.executable, "-m", "rtc_mpu.cli.main", *args],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

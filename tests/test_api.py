@@ -15,11 +15,11 @@ import pytest
 from apiflask import APIFlask
 from flask.testing import FlaskClient
 
-from api.app import create_app
-from mixer.urls import redact_url
-from stack.ports import free_port
-from stack.redis import Redis
-from workers.model import (
+from rtc_mpu.api.app import create_app
+from rtc_mpu.spec.urls import redact_url
+from rtc_mpu.stack.ports import free_port
+from rtc_mpu.stack.redis import Redis
+from rtc_mpu.workers.model import (
     StoreUnavailableError,
     StreamURLCoolingDownError,
     StreamURLInUseError,
@@ -30,7 +30,7 @@ from workers.model import (
     TaskState,
     TaskStatus,
 )
-from workers.store import TaskStore
+from rtc_mpu.workers.store import TaskStore
 
 KEYS = "k1:s1,bound:s2:onlyapp"
 #: What the schema fills in for a pane given with only its id, user and source.

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from api.app import create_app
-from workers.store import TaskStore
+from rtc_mpu.api.app import create_app
+from rtc_mpu.workers.store import TaskStore
 
 AUTH = {"Authorization": "Basic " + base64.b64encode(b"k1:s1").decode()}
 HALVES = [

@@ -1,4 +1,5 @@
-"""Tests for mixer.audio_mixer: jitter buffer, resampling, loudest-N selection, limiter, AAC framing."""
+"""Tests for rtc_mpu.mixer.audio.mixer: jitter buffer, resampling, loudest-N selection, limiter, AAC
+framing."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from mixer.audio_mixer import (
+from rtc_mpu.mixer.audio.mixer import (
     BLOCK_SAMPLES,
     CHANNELS,
     LEVEL_FLOOR_DB,

@@ -21,11 +21,11 @@ from alibabacloud_tea_openapi.utils import Utils
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from api.app import create_app
-from api.ratelimit import AuthFailureLimit, parse_address, source_address
-from api.signatures import ACS3, rpc_v1_signature
-from stack.ports import free_port
-from workers.store import TaskStore
+from rtc_mpu.api.app import create_app
+from rtc_mpu.api.ratelimit import AuthFailureLimit, parse_address, source_address
+from rtc_mpu.api.signatures import ACS3, rpc_v1_signature
+from rtc_mpu.stack.ports import free_port
+from rtc_mpu.workers.store import TaskStore
 
 KEYS = {"k1": "s1", "k2": "s2", "bound": "s3"}
 ACCESS_KEYS = "k1:s1,k2:s2,bound:s3:other"

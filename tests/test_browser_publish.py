@@ -12,9 +12,9 @@ from functools import partial
 import numpy as np
 import pytest
 
-from mixer.janus_source import ChannelConfig, JanusSource
-from stack.janus import Janus
-from stack.nginx_rtmp import NginxRtmp
+from rtc_mpu.mixer.sources.janus import ChannelConfig, JanusSource
+from rtc_mpu.stack.janus import Janus
+from rtc_mpu.stack.nginx_rtmp import NginxRtmp
 from tests.test_janus_source import Recorder, has_media, wait_for
 
 #: Flags for headless Chromium on a machine with no network but loopback (as the environment notes).

@@ -10,17 +10,24 @@ from typing import Any
 
 import pytest
 
-from api.app import create_app
-from layouts import SpecError
-from mixer.spec import build_task_spec
-from mixer.urls import stream_url_key
+from rtc_mpu.api.app import create_app
+from rtc_mpu.layouts import SpecError
+from rtc_mpu.spec.task import build_task_spec
+from rtc_mpu.spec.urls import stream_url_key
+from rtc_mpu.workers import capacity
+from rtc_mpu.workers.capacity import AUDIO_ONLY_COST, UNIT_CPU, default_capacity, params_cost, task_cost
+from rtc_mpu.workers.mix_runner import MixRunner
+from rtc_mpu.workers.model import (
+    ClaimResult,
+    TaskParams,
+    TaskRecord,
+    TaskState,
+    TaskStatus,
+    no_capacity_reason,
+)
+from rtc_mpu.workers.settings import WorkerSettings
+from rtc_mpu.workers.store import TaskStore
 from tests.conftest import StoreFactory
-from workers import capacity
-from workers.capacity import AUDIO_ONLY_COST, UNIT_CPU, default_capacity, params_cost, task_cost
-from workers.mix_runner import MixRunner
-from workers.model import ClaimResult, TaskParams, TaskRecord, TaskState, TaskStatus, no_capacity_reason
-from workers.settings import WorkerSettings
-from workers.store import TaskStore
 
 
 @pytest.fixture

@@ -9,15 +9,15 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from layouts import system_layout
-from mixer.geometry import Rect, fit, pane_rect
-from mixer.janus_source import ChannelConfig, JanusSource
-from mixer.pipeline import Pipeline
-from mixer.sinks import sink_target
-from mixer.spec import CropMode, build_task_spec
-from stack.demo_media import COLORS, TONES
-from stack.janus import Janus
-from stack.publisher import Publisher, synthetic_tracks
+from rtc_mpu.layouts import system_layout
+from rtc_mpu.mixer.output.sinks import sink_target
+from rtc_mpu.mixer.pipeline import Pipeline
+from rtc_mpu.mixer.sources.janus import ChannelConfig, JanusSource
+from rtc_mpu.mixer.video.geometry import Rect, fit, pane_rect
+from rtc_mpu.spec.task import CropMode, build_task_spec
+from rtc_mpu.stack.demo_media import COLORS, TONES
+from rtc_mpu.stack.janus import Janus
+from rtc_mpu.stack.publisher import Publisher, synthetic_tracks
 from tests.media import decode_audio, decode_video, rgb, tone_level_db
 
 FPS, WIDTH, HEIGHT = 15, 640, 360

@@ -13,11 +13,11 @@ import numpy.typing as npt
 import pytest
 from av.video.reformatter import ColorRange, Colorspace, VideoReformatter
 
-import mixer.compositor
-from mixer.color import rgb_to_yuv601
-from mixer.compositor import Compositor, PaneDraw, plane_view
-from mixer.geometry import Rect
-from mixer.spec import CropMode
+import rtc_mpu.mixer.video.compositor
+from rtc_mpu.mixer.video.color import rgb_to_yuv601
+from rtc_mpu.mixer.video.compositor import Compositor, PaneDraw, plane_view
+from rtc_mpu.mixer.video.geometry import Rect
+from rtc_mpu.spec.task import CropMode
 
 W, H = 64, 48
 BLACK = (0, 0, 0)
@@ -348,7 +348,7 @@ class CountingReformatter:
 @pytest.fixture
 def counting(monkeypatch: pytest.MonkeyPatch) -> type[CountingReformatter]:
     monkeypatch.setattr(CountingReformatter, "calls", 0)
-    monkeypatch.setattr(mixer.compositor, "VideoReformatter", CountingReformatter)
+    monkeypatch.setattr(rtc_mpu.mixer.video.compositor, "VideoReformatter", CountingReformatter)
     return CountingReformatter
 
 

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from stack.demo_media import COLORS
-from stack.janus import Janus
-from stack.nginx_rtmp import NginxRtmp
-from stack.ports import free_port
-from stack.redis import Redis
+from rtc_mpu.stack.demo_media import COLORS
+from rtc_mpu.stack.janus import Janus
+from rtc_mpu.stack.nginx_rtmp import NginxRtmp
+from rtc_mpu.stack.ports import free_port
+from rtc_mpu.stack.redis import Redis
 from tests.service import ACCESS_KEY, SECRET, Service
 from tests.test_service_e2e import APP, Viewer, colour_at, near, publish, stream_stats, wait_until
 

@@ -6,9 +6,9 @@ import itertools
 
 import pytest
 
-from layouts import Layout, Pane, system_layout, system_layouts
-from mixer.geometry import Placement, Rect, even, fit, pane_rect
-from mixer.spec import CropMode
+from rtc_mpu.layouts import Layout, Pane, system_layout, system_layouts
+from rtc_mpu.mixer.video.geometry import Placement, Rect, even, fit, pane_rect
+from rtc_mpu.spec.task import CropMode
 
 CANVASES = [(1280, 720), (640, 360), (1920, 1080), (720, 1280), (1080, 1920)]
 LAYOUT_IDS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13]

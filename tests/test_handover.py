@@ -11,16 +11,16 @@ from typing import Any, ClassVar
 
 import pytest
 
-from mixer.janus_source import ChannelStatus
-from mixer.pipeline import PipelineStats
-from mixer.sink_link import SinkStatus
-from mixer.urls import stream_url_key
+from rtc_mpu.mixer.output.push import SinkStatus
+from rtc_mpu.mixer.pipeline import PipelineStats
+from rtc_mpu.mixer.sources.janus import ChannelStatus
+from rtc_mpu.spec.urls import stream_url_key
+from rtc_mpu.workers import mix_runner
+from rtc_mpu.workers.mix_runner import MixRunner, Outcome, push_report
+from rtc_mpu.workers.model import TaskParams, TaskRecord, TaskState, TaskStatus
+from rtc_mpu.workers.settings import WorkerSettings
+from rtc_mpu.workers.store import TaskStore
 from tests.conftest import StoreFactory
-from workers import mix_runner
-from workers.mix_runner import MixRunner, Outcome, push_report
-from workers.model import TaskParams, TaskRecord, TaskState, TaskStatus
-from workers.settings import WorkerSettings
-from workers.store import TaskStore
 
 URL = "rtmp://example.com/live/handover?auth=secret"
 
@@ -73,7 +73,7 @@ class FakeChannel:
 
 
 class FakePipeline:
-    """Stands in for mixer.pipeline.Pipeline: one user, a sink the test sets; after ``stop()`` the
+    """Stands in for rtc_mpu.mixer.pipeline.Pipeline: one user, a sink the test sets; after ``stop()`` the
     push takes ``FLUSH`` seconds to end (an encoder flushing, a connection closing)."""
 
     FLUSH = 0.6
@@ -268,7 +268,7 @@ def test_the_claim_reason_says_the_task_is_taken_over(make_store: StoreFactory) 
 def test_the_reconciler_ends_a_stopping_task_whose_worker_died(
     make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from workers import celery_app
+    from rtc_mpu.workers import celery_app
 
     enqueued: list[tuple[str, str]] = []
     monkeypatch.setattr(celery_app, "enqueue_mix", lambda app_id, task_id: enqueued.append((app_id, task_id)))

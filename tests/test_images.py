@@ -1,4 +1,5 @@
-"""mixer.images: fetching overlay images with limits and an address policy, against a local aiohttp server.
+"""rtc_mpu.mixer.overlays.images: fetching overlay images with limits and an address policy, against a local
+aiohttp server.
 
 Every test starts its own web server on a free loopback port and counts the requests it gets, so a refused
 URL can be shown to have made no request. No test needs the internet: refused public-looking and private
@@ -29,8 +30,8 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from PIL import Image
 
-from mixer import images
-from mixer.images import (
+from rtc_mpu.mixer.overlays import images
+from rtc_mpu.mixer.overlays.images import (
     BlockedAddressError,
     FetchLimits,
     ImageCache,

@@ -5,7 +5,7 @@ out-of-canvas custom layout, and the log formatting that keeps one record on one
 
 The field lists are derived, not written out: the REST operations and their request schemas from the
 app's own routes, every string field (and its character rule) from the schemas, the RPC actions from
-:data:`api.rpc.ACTIONS`. A new string field, schema, operation or action either is covered at once or
+:data:`rtc_mpu.api.rpc.ACTIONS`. A new string field, schema, operation or action either is covered at once or
 fails :func:`test_every_request_schema_and_field_is_covered` until its base request below names it.
 """
 
@@ -33,11 +33,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from werkzeug.test import TestResponse
 
-from api.app import create_app
-from api.rpc import ACTIONS, VERSION
-from api.rpc_format import to_xml
-from api.rpc_params import wire_name
-from api.schemas import (
+from rtc_mpu.api.app import create_app
+from rtc_mpu.api.rpc import ACTIONS, VERSION
+from rtc_mpu.api.rpc_format import to_xml
+from rtc_mpu.api.rpc_params import wire_name
+from rtc_mpu.api.schemas import (
     CHAR_RULE,
     TASK_ID,
     CustomLayoutIn,
@@ -50,15 +50,15 @@ from api.schemas import (
     is_task_id,
     text_fields,
 )
-from api.service import MAX_PAGE_NUM, validation_code
-from api.signatures import rpc_v1_signature
-from cli.logs import SafeFormatter, Verbatim, configure_logging
-from layouts import SpecError
-from layouts.text_rules import CharRule, char_problem, escape_for_log
-from mixer.overlay_spec import Layer, build_subscriptions, text_overlay
-from mixer.spec import UserPane, build_task_spec
-from workers.layout_store import LayoutStore
-from workers.store import TaskStore
+from rtc_mpu.api.service import MAX_PAGE_NUM, validation_code
+from rtc_mpu.api.signatures import rpc_v1_signature
+from rtc_mpu.cli.logs import SafeFormatter, Verbatim, configure_logging
+from rtc_mpu.layouts import SpecError
+from rtc_mpu.spec.overlays import Layer, build_subscriptions, text_overlay
+from rtc_mpu.spec.task import UserPane, build_task_spec
+from rtc_mpu.spec.text_rules import CharRule, char_problem, escape_for_log
+from rtc_mpu.workers.layout_store import LayoutStore
+from rtc_mpu.workers.store import TaskStore
 
 APP = "chars"
 KEY, SECRET = "chars-key", "chars-secret"
@@ -384,7 +384,7 @@ def check_rest(response: TestResponse, target: RestTarget, path: Path, seen: str
     assert response.status_code == 400 and data is not None, (str(target), path, response.data[:300])
     field = ".".join(str(p) for p in path)
     assert data["field"] == field and data["code"] == validation_code(path, ""), (str(target), data)
-    if target.location != "path":  # (the AppId's message is api.auth's: "AppId must be ...")
+    if target.location != "path":  # (the AppId's message is rtc_mpu.api.auth's: "AppId must be ...")
         assert data["message"].startswith(f"{field}: contains"), data
 
 

@@ -13,11 +13,11 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from mixer.janus_source import ChannelConfig, ChannelStatus, JanusSource
-from mixer.source import StreamKey
-from stack.demo_media import COLORS, TONES
-from stack.janus import Janus
-from stack.publisher import Publisher, synthetic_tracks
+from rtc_mpu.mixer.sources.base import StreamKey
+from rtc_mpu.mixer.sources.janus import ChannelConfig, ChannelStatus, JanusSource
+from rtc_mpu.stack.demo_media import COLORS, TONES
+from rtc_mpu.stack.janus import Janus
+from rtc_mpu.stack.publisher import Publisher, synthetic_tracks
 from tests.media import rgb, tone_level_db
 
 #: Seconds within which a newly published user must be reported with media (issue #3).
@@ -140,7 +140,7 @@ def test_users_media_join_order_leave_and_rejoin(janus: Janus) -> None:
 
 @pytest.mark.timeout(60)
 def test_unreachable_janus_is_retried_with_backoff() -> None:
-    from stack.ports import free_port
+    from rtc_mpu.stack.ports import free_port
 
     config = ChannelConfig(f"http://127.0.0.1:{free_port()}/janus", "app1", "nobody")
 
@@ -158,7 +158,7 @@ def test_unreachable_janus_is_retried_with_backoff() -> None:
 
 @pytest.mark.timeout(90)
 def test_rejoin_and_janus_restart_are_picked_up(tmp_path: Path) -> None:
-    from stack.ports import free_port
+    from rtc_mpu.stack.ports import free_port
 
     server = Janus(tmp_path / "janus", http_port=free_port())
     server.start()

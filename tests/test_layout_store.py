@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
-from api.service import MixService, ServiceError
-from layouts import Layout, Pane, SpecError
-from layouts.schema import MAX_AUDIO_MIX_COUNT
-from mixer.urls import stream_url_key
-from stack.ports import free_port
-from stack.redis import Redis
-from workers.layout_store import (
+from rtc_mpu.api.service import MixService, ServiceError
+from rtc_mpu.layouts import Layout, Pane, SpecError
+from rtc_mpu.layouts.schema import MAX_AUDIO_MIX_COUNT
+from rtc_mpu.spec.urls import stream_url_key
+from rtc_mpu.stack.ports import free_port
+from rtc_mpu.stack.redis import Redis
+from rtc_mpu.workers.layout_store import (
     FIRST_CUSTOM_LAYOUT_ID,
     MAX_LAYOUTS_PER_APP,
     LayoutInUseError,
@@ -29,9 +29,16 @@ from workers.layout_store import (
     LayoutNotFoundError,
     LayoutStore,
 )
-from workers.model import StoreError, StoreUnavailableError, TaskParams, TaskRecord, TaskState, TaskStatus
-from workers.store import FIRST_CUSTOM_LAYOUT_ID as STORE_FIRST_CUSTOM_LAYOUT_ID
-from workers.store import TaskStore
+from rtc_mpu.workers.model import (
+    StoreError,
+    StoreUnavailableError,
+    TaskParams,
+    TaskRecord,
+    TaskState,
+    TaskStatus,
+)
+from rtc_mpu.workers.store import FIRST_CUSTOM_LAYOUT_ID as STORE_FIRST_CUSTOM_LAYOUT_ID
+from rtc_mpu.workers.store import TaskStore
 
 StoreFactory = Callable[[], LayoutStore]
 

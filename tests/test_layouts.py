@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from layouts import (
+from rtc_mpu.layouts import (
     Layout,
     SpecError,
     layout_from_dict,

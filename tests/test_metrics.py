@@ -8,9 +8,9 @@ import base64
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from api.app import create_app
+from rtc_mpu.api.app import create_app
+from rtc_mpu.workers.model import TaskState, TaskStatus
 from tests.conftest import StoreFactory
-from workers.model import TaskState, TaskStatus
 
 AUTH = {"Authorization": "Basic " + base64.b64encode(b"k1:s1").decode()}
 STREAM_KEY = "sk-metrics-9d8e7f"

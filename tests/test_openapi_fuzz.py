@@ -21,8 +21,8 @@ import schemathesis
 from apiflask import APIFlask
 from hypothesis import HealthCheck, settings
 
-from api.app import create_app
-from workers.store import TaskStore
+from rtc_mpu.api.app import create_app
+from rtc_mpu.workers.store import TaskStore
 
 KEY_ID, SECRET = "k1", "s1"
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"{KEY_ID}:{SECRET}".encode()).decode()}

@@ -20,17 +20,17 @@ import numpy.typing as npt
 import pytest
 from PIL import Image
 
-from layouts import system_layout
-from mixer.file_source import FileSource
-from mixer.geometry import Rect, pane_rect
-from mixer.images import FetchLimits
-from mixer.pipeline import Pipeline, PipelineStats
-from mixer.sei import find_sei_payloads
-from mixer.sinks import sink_target
-from mixer.source import Source
+from rtc_mpu.layouts import system_layout
+from rtc_mpu.mixer.output.sei import find_sei_payloads
+from rtc_mpu.mixer.output.sinks import sink_target
+from rtc_mpu.mixer.overlays.images import FetchLimits
+from rtc_mpu.mixer.pipeline import Pipeline, PipelineStats
+from rtc_mpu.mixer.sources.base import Source
+from rtc_mpu.mixer.sources.files import FileSource
+from rtc_mpu.mixer.video.geometry import Rect, pane_rect
+from rtc_mpu.workers.model import TaskParams
 from tests.media import COLORS, TONES, decode_audio, decode_video, rgb, tone_level_db
 from tests.scripted_source import ScriptedSource, ScriptedUser
-from workers.model import TaskParams
 
 WIDTH, HEIGHT, FPS = 640, 360, 15  # MediaEncode 1
 LIMITS = FetchLimits(allow_private=True, timeout=3.0)

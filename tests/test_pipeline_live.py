@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from layouts import system_layout
-from mixer.geometry import Rect, fit, pane_rect
-from mixer.pipeline import Pipeline
-from mixer.sinks import sink_target
-from mixer.spec import CropMode, build_task_spec
+from rtc_mpu.layouts import system_layout
+from rtc_mpu.mixer.output.sinks import sink_target
+from rtc_mpu.mixer.pipeline import Pipeline
+from rtc_mpu.mixer.video.geometry import Rect, fit, pane_rect
+from rtc_mpu.spec.task import CropMode, build_task_spec
 from tests.media import COLORS, TONES, decode_audio, decode_video, rgb, tone_level_db
 from tests.scripted_source import ScriptedSource, ScriptedUser
 

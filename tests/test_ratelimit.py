@@ -21,14 +21,14 @@ import redis
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from api import ratelimit
-from api.app import MAX_QUERY_LENGTH, create_app
-from api.auth import MAX_JSON_DEPTH, MAX_JSON_VALUES, json_size_problem
-from api.ratelimit import RateLimit, RateLimiter
-from api.rpc_params import MAX_PARAMS
-from api.signatures import rpc_v1_signature
-from stack.ports import free_port
-from workers.store import TaskStore
+from rtc_mpu.api import ratelimit
+from rtc_mpu.api.app import MAX_QUERY_LENGTH, create_app
+from rtc_mpu.api.auth import MAX_JSON_DEPTH, MAX_JSON_VALUES, json_size_problem
+from rtc_mpu.api.ratelimit import RateLimit, RateLimiter
+from rtc_mpu.api.rpc_params import MAX_PARAMS
+from rtc_mpu.api.signatures import rpc_v1_signature
+from rtc_mpu.stack.ports import free_port
+from rtc_mpu.workers.store import TaskStore
 
 KEYS = {"k1": "s1", "k2": "s2"}
 ACCESS_KEYS = ",".join(f"{k}:{s}" for k, s in KEYS.items())
@@ -206,7 +206,7 @@ def test_the_limiter_fails_open_when_redis_fails(
         return script
 
     monkeypatch.setattr(limiter, "_script", broken)
-    with caplog.at_level(logging.WARNING, logger="api.ratelimit"):
+    with caplog.at_level(logging.WARNING, logger="rtc_mpu.api.ratelimit"):
         assert [rest(client).status_code for _ in range(5)] == [200] * 5
     assert len(calls) == 1  # then not tried again for a while
     assert "not rate-limited" in caplog.text and "ConnectionError" in caplog.text

@@ -12,10 +12,10 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from cli.main import main
-from layouts import system_layout
-from mixer.geometry import Rect, fit, pane_rect
-from mixer.spec import CropMode, rgb_from_color_int
+from rtc_mpu.cli.main import main
+from rtc_mpu.layouts import system_layout
+from rtc_mpu.mixer.video.geometry import Rect, fit, pane_rect
+from rtc_mpu.spec.task import CropMode, rgb_from_color_int
 from tests.media import COLORS, TONES, decode_audio, decode_video, rgb, tone_level_db
 
 #: MediaEncode 1: 640x360, 15 fps, 500 kbit/s (small, so the suite stays fast on 2 cores).

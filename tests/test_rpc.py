@@ -14,10 +14,10 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from api.app import create_app
-from api.signatures import rpc_v1_signature
-from workers.model import TaskState, TaskStatus
-from workers.store import TaskStore
+from rtc_mpu.api.app import create_app
+from rtc_mpu.api.signatures import rpc_v1_signature
+from rtc_mpu.workers.model import TaskState, TaskStatus
+from rtc_mpu.workers.store import TaskStore
 
 AK, SECRET = "rpc-key", "rpc-secret"
 URL = "rtmp://cdn.example.com/live/streamkey?auth=zz"

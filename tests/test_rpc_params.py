@@ -18,7 +18,7 @@ from aliyunsdkrtc.request.v20180111.UpdateMPUTaskRequest import UpdateMPUTaskReq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from api.rpc_params import (
+from rtc_mpu.api.rpc_params import (
     COMMON_PARAMS,
     MAX_LIST_INDEX,
     MAX_PARAMS,

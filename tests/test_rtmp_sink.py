@@ -14,11 +14,11 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from layouts import system_layout
-from mixer.geometry import fit, pane_rect
-from mixer.spec import CropMode
-from stack.nginx_rtmp import NginxRtmp
-from stack.ports import free_port
+from rtc_mpu.layouts import system_layout
+from rtc_mpu.mixer.video.geometry import fit, pane_rect
+from rtc_mpu.spec.task import CropMode
+from rtc_mpu.stack.nginx_rtmp import NginxRtmp
+from rtc_mpu.stack.ports import free_port
 from tests.media import COLORS, TONES, rgb, tone_level_db
 
 SECONDS = 5
@@ -26,7 +26,7 @@ SECONDS = 5
 
 def mpu(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
+        [sys.executable, "-m", "rtc_mpu.cli.main", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -39,10 +39,10 @@ from aliyunsdkrtc.request.v20180111.StartMPUTaskRequest import StartMPUTaskReque
 from aliyunsdkrtc.request.v20180111.StopMPUTaskRequest import StopMPUTaskRequest
 from aliyunsdkrtc.request.v20180111.UpdateMPUTaskRequest import UpdateMPUTaskRequest
 
-from api.app import create_app
-from stack.redis import Redis
-from workers.model import TaskNotFoundError, TaskRecord, TaskStatus
-from workers.store import TaskStore
+from rtc_mpu.api.app import create_app
+from rtc_mpu.stack.redis import Redis
+from rtc_mpu.workers.model import TaskNotFoundError, TaskRecord, TaskStatus
+from rtc_mpu.workers.store import TaskStore
 
 AK, SECRET = "LTAI-test-key", "test-secret-0123456789"
 BOUND_AK, BOUND_SECRET = "LTAI-bound", "bound-secret"  # may only touch app "other"

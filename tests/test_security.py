@@ -14,8 +14,8 @@ from urllib.parse import urlencode
 import pytest
 from flask.testing import FlaskClient
 
-from api.app import create_app
-from workers.store import TaskStore
+from rtc_mpu.api.app import create_app
+from rtc_mpu.workers.store import TaskStore
 
 #: The secret parts of every StreamURL used here: a stream key and an auth token.
 STREAM_KEY, TOKEN = "sk-7f3a9b2c41d0", "tok-5e8d1c0ab9f7"

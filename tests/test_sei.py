@@ -1,6 +1,7 @@
 """H.264 SEI user data unregistered: build/parse round trips, then through the real encoder and muxers.
 
-End to end, the JSON rides in the libx264 output written by :class:`mixer.encoder.MediaEncoder` to FLV
+End to end, the JSON rides in the libx264 output written by
+:class:`rtc_mpu.mixer.output.encoder.MediaEncoder` to FLV
 and MP4 files (read back as AVCC packets), and pushed over RTMP to nginx-rtmp, whose HLS segments
 (MPEG-TS, Annex B) carry it on to viewers.  FFmpeg's own H.264 decoder finds it too.
 """
@@ -24,12 +25,18 @@ from av.sidedata.sidedata import Type as SideDataType
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mixer.audio_mixer import BLOCK_SAMPLES, SAMPLE_RATE
-from mixer.encoder import EncoderSettings, MediaEncoder
-from mixer.sei import SEI_UUID, build_sei_nal, find_sei_payloads, insert_sei_nal, split_nal_units
-from mixer.sinks import sink_target
-from mixer.vad import VadReport
-from stack.nginx_rtmp import NginxRtmp
+from rtc_mpu.mixer.audio.mixer import BLOCK_SAMPLES, SAMPLE_RATE
+from rtc_mpu.mixer.audio.vad import VadReport
+from rtc_mpu.mixer.output.encoder import EncoderSettings, MediaEncoder
+from rtc_mpu.mixer.output.sei import (
+    SEI_UUID,
+    build_sei_nal,
+    find_sei_payloads,
+    insert_sei_nal,
+    split_nal_units,
+)
+from rtc_mpu.mixer.output.sinks import sink_target
+from rtc_mpu.stack.nginx_rtmp import NginxRtmp
 
 FOREIGN_UUID = bytes.fromhex("dc45e9bde6d948b7962cd820d923eeef")  # x264's own version-string SEI
 WIDTH, HEIGHT, FPS, FRAMES, EVERY = 320, 180, 15, 60, 10

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from layouts import Layout, system_layout
-from mixer.selection import LayoutChoice, choose_layout, eligible_streams, pick_layout
-from mixer.source import StreamKey
-from mixer.spec import SourceType, UserPane
+from rtc_mpu.layouts import Layout, system_layout
+from rtc_mpu.mixer.sources.base import StreamKey
+from rtc_mpu.mixer.video.selection import LayoutChoice, choose_layout, eligible_streams, pick_layout
+from rtc_mpu.spec.task import SourceType, UserPane
 
 CAMERA, SCREEN = SourceType.CAMERA, SourceType.SHARE_SCREEN
 

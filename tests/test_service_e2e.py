@@ -18,10 +18,10 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from stack.demo_media import COLORS, TONES
-from stack.janus import Janus
-from stack.nginx_rtmp import NginxRtmp
-from stack.redis import Redis
+from rtc_mpu.stack.demo_media import COLORS, TONES
+from rtc_mpu.stack.janus import Janus
+from rtc_mpu.stack.nginx_rtmp import NginxRtmp
+from rtc_mpu.stack.redis import Redis
 from tests.media import rgb, tone_level_db
 from tests.service import ACCESS_KEY, SECRET, Service
 
@@ -127,7 +127,7 @@ def publish(janus: Janus, channel: str, users: int, seconds: int) -> subprocess.
         [
             sys.executable,
             "-m",
-            "cli.main",
+            "rtc_mpu.cli.main",
             "publish",
             "--janus",
             janus.url,
@@ -285,7 +285,7 @@ def test_killed_worker_is_replaced(service: Service, janus: Janus, nginx_rtmp: N
 
 @pytest.mark.timeout(90)
 def test_an_unreachable_rtmp_server_is_retried_and_visible(service: Service, janus: Janus) -> None:
-    from stack.ports import free_port
+    from rtc_mpu.stack.ports import free_port
 
     url = f"rtmp://127.0.0.1:{free_port()}/live/nowhere?auth=secret"
     status, task = service.call(

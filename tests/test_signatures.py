@@ -15,7 +15,7 @@ import pytest
 from alibabacloud_tea_openapi.utils import Utils
 from aliyunsdkrtc.request.v20180111.StartMPUTaskRequest import StartMPUTaskRequest
 
-from api.signatures import (
+from rtc_mpu.api.signatures import (
     ACS3,
     RPC_V1,
     SignatureError,

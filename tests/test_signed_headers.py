@@ -22,9 +22,9 @@ from alibabacloud_tea_openapi.utils import Utils
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from api.app import create_app
-from api.signatures import ACS3, rpc_v1_signature
-from workers.store import TaskStore
+from rtc_mpu.api.app import create_app
+from rtc_mpu.api.signatures import ACS3, rpc_v1_signature
+from rtc_mpu.workers.store import TaskStore
 
 AK, SECRET = "acs-key", "acs-secret"
 APP, TASK = "app1", "t1"

@@ -25,22 +25,22 @@ import av
 import numpy as np
 import pytest
 
-import stack.nginx_rtmp as nginx_rtmp_module
-from mixer.audio_mixer import BLOCK_SAMPLES, AudioMixer
-from mixer.encoder import EncoderSettings, MediaEncoder
-from mixer.janus_source import ChannelStatus
-from mixer.pipeline import Pipeline
-from mixer.sink_link import reconnect_wait
-from mixer.sinks import SinkError, SinkTarget, sink_target
-from mixer.source import FrameReceiver
-from mixer.spec import build_task_spec
-from stack.nginx_rtmp import NginxRtmp
-from stack.ports import free_port
+import rtc_mpu.stack.nginx_rtmp as nginx_rtmp_module
+from rtc_mpu.mixer.audio.mixer import BLOCK_SAMPLES, AudioMixer
+from rtc_mpu.mixer.output.encoder import EncoderSettings, MediaEncoder
+from rtc_mpu.mixer.output.push import reconnect_wait
+from rtc_mpu.mixer.output.sinks import SinkError, SinkTarget, sink_target
+from rtc_mpu.mixer.pipeline import Pipeline
+from rtc_mpu.mixer.sources.base import FrameReceiver
+from rtc_mpu.mixer.sources.janus import ChannelStatus
+from rtc_mpu.spec.task import build_task_spec
+from rtc_mpu.stack.nginx_rtmp import NginxRtmp
+from rtc_mpu.stack.ports import free_port
+from rtc_mpu.workers import mix_runner
+from rtc_mpu.workers.model import TaskParams, TaskRecord, TaskState, TaskStatus
+from rtc_mpu.workers.settings import WorkerSettings
 from tests.media import COLORS, TONES, rgb
 from tests.scripted_source import ScriptedSource, ScriptedUser
-from workers import mix_runner
-from workers.model import TaskParams, TaskRecord, TaskState, TaskStatus
-from workers.settings import WorkerSettings
 
 FPS = 15  # MediaEncode 1: 640x360 at 15 fps
 

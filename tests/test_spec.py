@@ -6,8 +6,8 @@ from typing import Any, cast
 
 import pytest
 
-from layouts import Layout, Pane, SpecError, system_layout
-from mixer.spec import (
+from rtc_mpu.layouts import Layout, Pane, SpecError, system_layout
+from rtc_mpu.spec.task import (
     DEFAULT_LAYOUT_IDS,
     CropMode,
     SourceType,

@@ -16,9 +16,9 @@ import numpy.typing as npt
 import pytest
 from av.video.reformatter import ColorRange, Colorspace
 
-from mixer.color import rgb_to_yuv601
-from mixer.compositor import plane_view
-from mixer.sprite import Sprite, blend, solid_rgba, sprite_from_rgba
+from rtc_mpu.mixer.overlays.sprite import Sprite, blend, solid_rgba, sprite_from_rgba
+from rtc_mpu.mixer.video.color import rgb_to_yuv601
+from rtc_mpu.mixer.video.compositor import plane_view
 from tests.media import rgb
 
 W, H = 64, 48
@@ -196,7 +196,7 @@ def test_nothing_visible_is_none() -> None:
 
 def test_odd_coordinates_round_to_even() -> None:
     made = sprite(solid_rgba(11, 7, RED), 3, 7, 11, 7)
-    assert (made.x, made.y, made.width, made.height) == (4, 8, 12, 8)  # mixer.geometry.even
+    assert (made.x, made.y, made.width, made.height) == (4, 8, 12, 8)  # rtc_mpu.mixer.video.geometry.even
     assert made.y_premul.shape == (8, 12) and made.inv_alpha_uv.shape == (4, 6)
     frame = make_frame(BLUE)
     blend(planes(frame), made)
@@ -283,8 +283,8 @@ def test_solid_rgba() -> None:
 
 def benchmark(frames: int = 500) -> dict[str, float]:
     """Milliseconds per 1280x720 frame to blend 2 image sprites of 256x144 (alpha varies), 4 text
-    sprites of about 300x40 and a clock sprite (from :func:`mixer.text.render_text`)."""
-    from mixer.text import TextStyle, render_text
+    sprites of about 300x40 and a clock sprite (from :func:`rtc_mpu.mixer.overlays.text.render_text`)."""
+    from rtc_mpu.mixer.overlays.text import TextStyle, render_text
 
     width, height = 1280, 720
     rng = np.random.default_rng(5)

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from cli.main import main
-from stack import local_stack
-from stack.local_stack import SERVICES, ServiceError, StackConfig, stack_down, stack_status, stack_up
-from stack.ports import free_port
-from stack.process import write_pid_file
+from rtc_mpu.cli.main import main
+from rtc_mpu.stack import local_stack
+from rtc_mpu.stack.local_stack import SERVICES, ServiceError, StackConfig, stack_down, stack_status, stack_up
+from rtc_mpu.stack.ports import free_port
+from rtc_mpu.stack.process import write_pid_file
 
 #: The port variables, in the order of :func:`_ports`.
 PORT_VARIABLES = ("MPU_REDIS_PORT", "MPU_JANUS_PORT", "MPU_RTMP_PORT", "MPU_HLS_PORT")

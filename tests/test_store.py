@@ -13,10 +13,9 @@ from typing import Any
 
 import pytest
 
-from mixer.urls import parse_stream_url, stream_url_key
-from stack.ports import free_port
-from tests.conftest import StoreFactory
-from workers.model import (
+from rtc_mpu.spec.urls import parse_stream_url, stream_url_key
+from rtc_mpu.stack.ports import free_port
+from rtc_mpu.workers.model import (
     CustomLayoutMissingError,
     StoreUnavailableError,
     StreamURLCoolingDownError,
@@ -29,7 +28,8 @@ from workers.model import (
     TaskStatus,
     TaskStoppingError,
 )
-from workers.store import STOPPING_REASON, TaskStore, _text
+from rtc_mpu.workers.store import STOPPING_REASON, TaskStore, _text
+from tests.conftest import StoreFactory
 
 SECRET = "S3cr3tAuth"
 URL = f"rtmp://example.com/live/stream?auth={SECRET}"

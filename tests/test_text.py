@@ -11,11 +11,9 @@ import numpy.typing as npt
 import pytest
 from PIL import ImageFont
 
-import mixer.text
-from mixer.color import rgb_to_yuv601
-from mixer.compositor import plane_view
-from mixer.sprite import blend, sprite_from_rgba
-from mixer.text import (
+import rtc_mpu.mixer.overlays.text
+from rtc_mpu.mixer.overlays.sprite import blend, sprite_from_rgba
+from rtc_mpu.mixer.overlays.text import (
     FONT_FILES,
     FONT_PACKAGES,
     FontError,
@@ -25,6 +23,8 @@ from mixer.text import (
     clock_text,
     render_text,
 )
+from rtc_mpu.mixer.video.color import rgb_to_yuv601
+from rtc_mpu.mixer.video.compositor import plane_view
 from tests.media import rgb
 from tests.test_sprite import make_frame, planes
 
@@ -253,7 +253,7 @@ def test_check_fonts_passes() -> None:
 
 def test_missing_font(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     missing = tmp_path / "missing.ttc"
-    monkeypatch.setattr(mixer.text, "FONT_FILES", {**FONT_FILES, 2: (missing, 0)})
+    monkeypatch.setattr(rtc_mpu.mixer.overlays.text, "FONT_FILES", {**FONT_FILES, 2: (missing, 0)})
     with pytest.raises(FontError, match="apt-get install -y fonts-wqy-microhei") as error:
         check_fonts()
     assert str(missing) in str(error.value) and "FontType 2" in str(error.value)
@@ -265,7 +265,7 @@ def test_missing_font(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def test_unreadable_font(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     broken = tmp_path / "broken.ttc"
     broken.write_bytes(b"not a font")
-    monkeypatch.setattr(mixer.text, "FONT_FILES", {**FONT_FILES, 0: (broken, 0)})
+    monkeypatch.setattr(rtc_mpu.mixer.overlays.text, "FONT_FILES", {**FONT_FILES, 0: (broken, 0)})
     with pytest.raises(FontError, match="does not open"):
         check_fonts()
     with pytest.raises(FontError):

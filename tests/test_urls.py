@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from layouts import SpecError
-from mixer.urls import (
+from rtc_mpu.layouts import SpecError
+from rtc_mpu.spec.urls import (
     RESOLVE_TIMEOUT,
     lease_keys,
     redact_url,

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from mixer.audio_mixer import BLOCK_SECONDS
-from mixer.vad import VadReport, VoiceActivityDetector
+from rtc_mpu.mixer.audio.mixer import BLOCK_SECONDS
+from rtc_mpu.mixer.audio.vad import VadReport, VoiceActivityDetector
 
 
 def block_time(k: int) -> float:

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from stack.janus import Janus
-from stack.nginx_rtmp import NginxRtmp
-from stack.ports import free_port
-from stack.redis import Redis
+from rtc_mpu.stack.janus import Janus
+from rtc_mpu.stack.nginx_rtmp import NginxRtmp
+from rtc_mpu.stack.ports import free_port
+from rtc_mpu.stack.redis import Redis
+from rtc_mpu.workers.settings import WorkerSettings
 from tests.service import ACCESS_KEY, SECRET, Service
-from workers.settings import WorkerSettings
 
 APP = "app1"
 

@@ -1,0 +1,102 @@
+"""Prometheus metrics for operators: ``GET /metrics`` (text exposition format, prometheus-client).
+
+Read from Redis at each scrape, so every API process answers the same numbers:
+
+- ``mpu_tasks{state}``: active tasks by state (queued, starting, running, retrying, stopping, and
+  "worker lost" for a claimed task whose heartbeat is older than the lease);
+- ``mpu_tasks_by_status{status}``: active tasks by the vendor's status code (0-6);
+- ``mpu_task_dropped_video_frames``, ``mpu_task_dropped_audio_blocks``, ``mpu_task_sink_reconnects``,
+  ``mpu_task_restarts``: sums over the active tasks of what their workers last reported;
+- ``mpu_queue_length``: mix messages waiting in the Celery queue;
+- ``mpu_node_load{node}``: capacity units booked on each worker node.
+
+No label carries a StreamURL, an access key or a user id. Scraping needs an access key (HTTP Basic,
+like the REST API: Prometheus' ``basic_auth``); a scrape while Redis is down answers 503.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import redis
+from apiflask import APIBlueprint
+from flask import Response, current_app
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from rtc_mpu.api.auth import authenticate_any
+from rtc_mpu.api.service import ServiceError
+from rtc_mpu.workers.model import StoreUnavailableError, TaskState, TaskStatus
+
+bp = APIBlueprint("metrics", __name__, enable_openapi=False)
+
+#: The Celery queue of mix tasks (rtc_mpu.workers.celery_app.QUEUE; not imported: the API does not load
+#: Celery).
+QUEUE = "mixes"
+
+
+def _gauges(store: Any) -> CollectorRegistry:
+    """A fresh registry holding this scrape's values.
+
+    Raises:
+        StoreUnavailableError: Redis failed.
+    """
+    registry = CollectorRegistry()
+    lease = getattr(store, "lease_seconds", 15.0)
+    records = [record.as_seen(lease) for record in store.active_tasks()]
+    by_state = Counter(str(record.state) for record in records)
+    tasks = Gauge("mpu_tasks", "Active mix tasks by state", ["state"], registry=registry)
+    for state in TaskState:
+        if state is not TaskState.ENDED:
+            tasks.labels(str(state)).set(by_state.get(str(state), 0))
+    by_status = Counter(int(record.status) for record in records)
+    statuses = Gauge(
+        "mpu_tasks_by_status", "Active mix tasks by status code (0-6)", ["status"], registry=registry
+    )
+    for status in TaskStatus:
+        statuses.labels(str(int(status))).set(by_status.get(int(status), 0))
+    for name, help_text, key in (
+        (
+            "mpu_task_dropped_video_frames",
+            "Video frames dropped, summed over active tasks",
+            "dropped_video_frames",
+        ),
+        (
+            "mpu_task_dropped_audio_blocks",
+            "Audio blocks dropped, summed over active tasks",
+            "dropped_audio_blocks",
+        ),
+        ("mpu_task_sink_reconnects", "RTMP reconnections, summed over active tasks", "sink_reconnects"),
+    ):
+        total = sum(int(record.stats.get(key) or 0) for record in records)
+        Gauge(name, help_text, registry=registry).set(total)
+    Gauge("mpu_task_restarts", "Worker restarts, summed over active tasks", registry=registry).set(
+        sum(record.restarts for record in records)
+    )
+    client = store.client
+    load = Gauge("mpu_node_load", "Capacity units booked on a worker node", ["node"], registry=registry)
+    prefix = f"{store.prefix}:load:"
+    try:
+        queued = int(client.llen(QUEUE))
+        for key in client.scan_iter(match=f"{prefix}*", count=100):
+            node = (key.decode() if isinstance(key, bytes) else key)[len(prefix) :]
+            load.labels(node).set(sum(float(v) for v in client.hvals(key)))
+    except redis.exceptions.RedisError as exc:
+        raise StoreUnavailableError(f"the task store is unavailable ({exc.__class__.__name__})") from None
+    Gauge("mpu_queue_length", "Mix messages waiting in the Celery queue", registry=registry).set(queued)
+    return registry
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """The metrics (see the module docstring)."""
+    services = current_app.extensions["mpu"]
+    if not services.auth_disabled:
+        authenticate_any(services.access_keys)
+    service = services.service
+    try:
+        registry = service.call_store(_gauges, service.store)
+    except ServiceError as exc:
+        return Response(f"# {exc.code}: {exc.message}\n", status=exc.status, mimetype="text/plain")
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)

@@ -1,0 +1,479 @@
+"""The one service layer behind both API dialects (JSON REST under ``/v1`` and the MPU RPC at ``/``).
+
+The views validate a request with the schemas of :mod:`rtc_mpu.api.schemas` (snake_case field names) and
+call a :class:`MixService` method; every failure is a :class:`ServiceError` with the error code,
+HTTP status and the parameter at fault, which each dialect renders in its own error shape. Nothing
+here knows about HTTP requests, Flask or the wire names.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from rtc_mpu.layouts import Layout, SpecError, system_layout
+from rtc_mpu.spec import urls
+from rtc_mpu.spec.urls import Resolver, stream_url_key
+from rtc_mpu.workers.model import (
+    StoreError,
+    StreamURLInUseError,
+    TaskParams,
+    TaskRecord,
+    TaskState,
+    TaskStatus,
+    TaskStoppingError,
+)
+
+log = logging.getLogger(__name__)
+
+#: AppIds: no ``:`` (a channel's Janus room is ``"<AppId>:<ChannelId>"``, which must name one app).
+APP_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: Custom layout ids start here (:mod:`rtc_mpu.workers.layout_store`); smaller ids are system layouts.
+FIRST_CUSTOM_LAYOUT_ID = 100
+#: Error code per request field whose malformed value has a vendor code of its own
+#: (shared/reference/mpu-api.md "Errors").
+MALFORMED_CODES = {
+    "layout_ids": "InvalidLayoutID.Malformed",
+    "media_encode": "InvalidMediaEncode.Malformed",
+    "background_color": "InvalidBackgroundColor.Malformed",
+    "stream_url": "InvalidStreamURL.Malformed",
+}
+#: Highest PageNum and largest PageSize of a layout listing (both dialects).
+MAX_PAGE_NUM, MAX_PAGE_SIZE = 100000, 100
+#: What the status codes mean, for people.
+STATUS_TEXT = {
+    TaskStatus.WAITING: "waiting for the channel",
+    TaskStatus.RUNNING: "running",
+    TaskStatus.STOPPED: "stopped",
+    TaskStatus.STOPPED_BY_USER: "stopped by the user",
+    TaskStatus.CHANNEL_ENDED: "stopped: the channel ended",
+    TaskStatus.NETWORK_PROBLEM: "CDN/network problem",
+    TaskStatus.PUSH_URL_PROBLEM: "push URL problem",
+}
+
+
+class ServiceError(Exception):
+    """A request the service refuses or cannot serve.
+
+    Attributes:
+        status: the HTTP status (400, 403, 404, 409, 503...).
+        code: the error code (vendor codes where the vendor has one).
+        message: for people; never contains a secret or a stream key.
+        field: the parameter at fault: a wire name (``LayoutIds``) for errors found by the spec
+            validation, a path of snake_case names and 0-based list positions
+            (``("user_panes", 0, "user_id")``) for errors found by the schemas, or None.
+    """
+
+    def __init__(
+        self, status: int, code: str, message: str, field: str | tuple[str | int, ...] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+def validation_code(path: Sequence[str | int], text: str) -> str:
+    """The error code of a schema validation failure of the field at ``path`` with message ``text``:
+    ``MissingParameter`` for a missing field, the vendor's ``*.Malformed`` code for LayoutIds,
+    MediaEncode and BackgroundColor, ``InvalidParameter`` otherwise."""
+    if "Missing data" in text:
+        return "MissingParameter"
+    return MALFORMED_CODES.get(str(path[0]) if path else "", "InvalidParameter")
+
+
+class TaskStoreLike(Protocol):
+    """The part of :class:`rtc_mpu.workers.store.TaskStore` the service uses."""
+
+    lease_seconds: float
+
+    def start_task(self, record: TaskRecord) -> TaskRecord: ...
+    def get_task(self, app_id: str, task_id: str) -> TaskRecord: ...
+    def list_tasks(self, app_id: str) -> list[TaskRecord]: ...
+    def request_stop(self, app_id: str, task_id: str) -> TaskRecord: ...
+    def finish(
+        self,
+        app_id: str,
+        task_id: str,
+        token: int | None,
+        status: TaskStatus,
+        reason: str,
+        *,
+        cooldown: bool = True,
+    ) -> TaskRecord | None: ...
+    def update_params(self, app_id: str, task_id: str, params: TaskParams) -> TaskRecord: ...
+    def ping(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class LayoutPage:
+    """One page of an app's custom layouts.
+
+    Attributes:
+        total: how many layouts match the filter.
+        page_num, page_size: the page (1-based) and its size.
+        layouts: the layouts on this page, by id.
+    """
+
+    total: int
+    page_num: int
+    page_size: int
+    layouts: list[Layout]
+
+    @property
+    def total_pages(self) -> int:
+        """Number of pages of ``page_size``."""
+        return math.ceil(self.total / self.page_size) if self.page_size else 0
+
+
+def layout_out(layout: Layout) -> dict[str, Any]:
+    """A layout in the API's snake_case field names (CustomLayoutOut)."""
+    return {
+        "layout_id": layout.id,
+        "name": layout.name,
+        "audio_mix_count": layout.audio_mix_count,
+        "panes": [
+            {
+                "pane_id": pane.id,
+                "major_pane": int(pane.id == layout.major_pane),
+                "x": pane.x,
+                "y": pane.y,
+                "width": pane.width,
+                "height": pane.height,
+                "z_order": pane.zorder,
+            }
+            for pane in layout.panes
+        ],
+    }
+
+
+def _schema_panes(panes: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], int | None]:
+    """API panes (PaneIn) -> the layouts schema's panes and the major pane id.
+
+    Raises:
+        ServiceError: more than one pane is marked MajorPane.
+    """
+    major = [pane["pane_id"] for pane in panes if pane.get("major_pane")]
+    if len(major) > 1:
+        raise ServiceError(400, "InvalidParameter", f"panes {major} are all marked MajorPane", ("panes",))
+    converted = [
+        {
+            "id": pane["pane_id"],
+            "x": pane["x"],
+            "y": pane["y"],
+            "width": pane["width"],
+            "height": pane["height"],
+            "zorder": pane.get("z_order", 0),
+        }
+        for pane in panes
+    ]
+    return converted, (major[0] if major else None)
+
+
+def _params_from(body: Mapping[str, Any], base: TaskParams) -> TaskParams:
+    """``base`` with the fields ``body`` names (snake_case, as the schemas load them)."""
+    changes: dict[str, Any] = {}
+    for name, value in body.items():
+        if name in ("task_id",) or not hasattr(base, name):
+            continue
+        if isinstance(value, list):
+            value = tuple(dict(v) if isinstance(v, dict) else v for v in value)
+        elif isinstance(value, dict):
+            value = dict(value)
+        changes[name] = value
+    return replace(base, **changes)
+
+
+class MixService:
+    """Tasks and layouts of every app, on the task store.
+
+    Args:
+        store_factory: makes the :class:`rtc_mpu.workers.store.TaskStore` on first use.
+        layouts_factory: makes the :class:`rtc_mpu.workers.layout_store.LayoutStore` on first use; None: one
+            on the task store's Redis client and key prefix.
+        enqueue: ``(app_id, task_id) -> None``, queues the mix on a worker.
+        resolve: how a StreamURL's host name is resolved when a task starts (tests inject one);
+            None: :func:`rtc_mpu.spec.urls.system_resolve`, bounded by
+                :data:`rtc_mpu.spec.urls.RESOLVE_TIMEOUT`.
+    """
+
+    def __init__(
+        self,
+        store_factory: Callable[[], TaskStoreLike],
+        layouts_factory: Callable[[], Any] | None,
+        enqueue: Callable[[str, str], None],
+        resolve: Resolver | None = None,
+    ) -> None:
+        self._store_factory = store_factory
+        self._layouts_factory = layouts_factory
+        self._store: TaskStoreLike | None = None
+        self._layouts: Any = None
+        self.enqueue = enqueue
+        self.resolve = resolve
+
+    # -- plumbing --------------------------------------------------------------------------------
+    @property
+    def store(self) -> TaskStoreLike:
+        """The task store (made on first use)."""
+        if self._store is None:
+            self._store = self._store_factory()
+        return self._store
+
+    @property
+    def layouts(self) -> Any:
+        """The custom layout store (made on first use)."""
+        if self._layouts is None:
+            if self._layouts_factory is not None:
+                self._layouts = self._layouts_factory()
+            else:
+                from rtc_mpu.workers.layout_store import LayoutStore
+
+                store: Any = self.store
+                self._layouts = LayoutStore(store.client, prefix=store.prefix)
+        return self._layouts
+
+    @staticmethod
+    def call_store(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call a store, turning its errors into :class:`ServiceError` (404, 409, 503...)."""
+        try:
+            return function(*args, **kwargs)
+        except StreamURLInUseError as exc:  # the store names the holder: maybe another AppId's task
+            raise ServiceError(
+                exc.http_status, exc.code, "the StreamURL is in use by another active task"
+            ) from None
+        except StoreError as exc:
+            raise ServiceError(exc.http_status, exc.code, exc.message, exc.field) from None
+        except SpecError as exc:
+            raise ServiceError(400, exc.code, exc.message, exc.field) from None
+
+    def _with_layouts(self, app_id: str, params: TaskParams) -> TaskParams:
+        """``params`` with copies of the custom layouts its LayoutIds name, validated as a spec.
+
+        Raises:
+            ServiceError: an unknown layout id, or any invalid parameter (vendor codes).
+        """
+        custom_ids = [i for i in params.layout_ids if isinstance(i, int) and i >= FIRST_CUSTOM_LAYOUT_ID]
+        found: dict[int, Layout] = (
+            self.call_store(self.layouts.get_many, app_id, custom_ids) if custom_ids else {}
+        )
+        missing = [i for i in custom_ids if i not in found]
+        if missing:
+            raise ServiceError(
+                400, "InvalidLayoutID.Malformed", f"no layout {missing[0]} for this AppId", "LayoutIds"
+            )
+        params = replace(params, custom_layouts=tuple(found[i].to_dict() for i in custom_ids))
+        self.call_store(params.to_spec)
+        return params
+
+    # -- tasks -----------------------------------------------------------------------------------
+    def start_task(self, app_id: str, body: Mapping[str, Any]) -> TaskRecord:
+        """StartMPUTask: validate, store (taking the StreamURL lease) and enqueue.
+
+        Args:
+            body: TaskIn as loaded (snake_case; task_id, channel_id, stream_url required).
+
+        The StreamURL's host name is resolved here (at most :data:`rtc_mpu.spec.urls.RESOLVE_TIMEOUT`
+        seconds) and the task takes a lease on each of its destinations
+        (:func:`rtc_mpu.spec.urls.lease_keys`).
+
+        Raises:
+            ServiceError: invalid parameters (400), InvalidStreamURL.Unresolvable (400: the host
+                name does not resolve in time), TaskExisted / StreamURL.InUse /
+                StreamURL.CoolingDown (409), ServiceUnavailable (503: Redis or the queue; nothing
+                is left started).
+        """
+        base = TaskParams(channel_id=body["channel_id"], stream_url=body["stream_url"])
+        params = self._with_layouts(app_id, _params_from(body, base))
+        stream_key = self.call_store(stream_url_key, params.stream_url)
+        # The default resolver is looked up when used, so that tests can swap it.
+        resolve = self.resolve if self.resolve is not None else urls.system_resolve
+        lease_keys = self.call_store(urls.lease_keys, params.stream_url, resolve)
+        record = TaskRecord(app_id, body["task_id"], params, stream_key, lease_keys=lease_keys)
+        stored: TaskRecord = self.call_store(self.store.start_task, record)
+        try:
+            self.enqueue(app_id, stored.task_id)
+        except Exception as exc:
+            log.error("cannot enqueue %s/%s: %s", app_id, stored.task_id, exc.__class__.__name__)
+            # Never a half-started task; it never pushed, so its StreamURL gets no cooldown.
+            self.call_store(
+                self.store.finish,
+                app_id,
+                stored.task_id,
+                None,
+                TaskStatus.STOPPED,
+                "the task queue was unavailable; nothing was started",
+                cooldown=False,
+            )
+            raise ServiceError(
+                503, "ServiceUnavailable", "the task queue is unavailable; nothing was started"
+            ) from None
+        return stored
+
+    def get_task(self, app_id: str, task_id: str) -> TaskRecord:
+        """GetMPUTaskStatus: the record as it should be shown (a dead worker's task says so).
+
+        Raises:
+            ServiceError: InvalidTask.NotFound (404), ServiceUnavailable (503).
+        """
+        record: TaskRecord = self.call_store(self.store.get_task, app_id, task_id)
+        return record.as_seen(getattr(self.store, "lease_seconds", 15.0))
+
+    def list_tasks(self, app_id: str) -> list[TaskRecord]:
+        """The app's active and recently ended tasks.
+
+        Raises:
+            ServiceError: ServiceUnavailable (503).
+        """
+        lease = getattr(self.store, "lease_seconds", 15.0)
+        return [r.as_seen(lease) for r in self.call_store(self.store.list_tasks, app_id)]
+
+    def stop_task(self, app_id: str, task_id: str) -> TaskRecord:
+        """StopMPUTask (idempotent: stopping a stopping or ended task answers its record as it is).
+        A task with a live worker answers state ``stopping`` (its status unchanged) until the push
+        has ended; one without ends at once (status 3).
+
+        Raises:
+            ServiceError: InvalidTask.NotFound (404), ServiceUnavailable (503).
+        """
+        record: TaskRecord = self.call_store(self.store.request_stop, app_id, task_id)
+        return record
+
+    def update_task(self, app_id: str, task_id: str, changes: Mapping[str, Any]) -> TaskRecord:
+        """UpdateMPULayout / UpdateMPUTask: change the named parameters of an active task; the worker
+        applies them at the next frame.
+
+        Args:
+            changes: LayoutIn or TaskUpdateIn as loaded (only the fields to change).
+
+        Raises:
+            ServiceError: MissingParameter (nothing to change), InvalidParameter (MediaEncode differs
+                from the running one), invalid values (400), InvalidTask.NotFound (404),
+                InvalidTask.Stopping (409: a stop was requested, or it is ending by itself),
+                ServiceUnavailable (503).
+        """
+        if not changes:
+            raise ServiceError(
+                400, "MissingParameter", "give at least one parameter to change", ("layout_ids",)
+            )
+        record: TaskRecord = self.call_store(self.store.get_task, app_id, task_id)
+        if record.active and (record.stop_requested or record.state is TaskState.STOPPING):
+            # Checked again atomically by the store's update (a stop may come in between).
+            stopping = TaskStoppingError(f"task {task_id} is stopping; it takes no updates")
+            raise ServiceError(stopping.http_status, stopping.code, stopping.message)
+        if "media_encode" in changes and changes["media_encode"] != record.params.media_encode:
+            raise ServiceError(
+                400,
+                "InvalidMediaEncode.Malformed",
+                f"MediaEncode cannot change while a task runs (it is {record.params.media_encode})",
+                "MediaEncode",
+            )
+        params = self._with_layouts(app_id, _params_from(changes, record.params))
+        before, after = self.call_store(record.params.to_spec), self.call_store(params.to_spec)
+        if (before.has_video, before.has_audio) != (after.has_video, after.has_audio):
+            raise ServiceError(
+                400,
+                "InvalidParameter",
+                "MixMode/StreamType cannot add or remove the audio or video stream of a running task",
+                ("stream_type",),
+            )
+        updated: TaskRecord = self.call_store(self.store.update_params, app_id, task_id, params)
+        return updated
+
+    def ping(self) -> None:
+        """Check that Redis answers.
+
+        Raises:
+            ServiceError: ServiceUnavailable (503).
+        """
+        self.call_store(self.store.ping)
+
+    # -- layouts ---------------------------------------------------------------------------------
+    def create_layout(self, app_id: str, body: Mapping[str, Any]) -> Layout:
+        """CreateMPULayout: store a custom layout; its id is assigned (100 and up, per AppId).
+
+        Args:
+            body: CustomLayoutIn as loaded (name, panes, optional audio_mix_count).
+
+        Raises:
+            ServiceError: invalid panes or name (400), InvalidLayout.LimitExceeded (400),
+                ServiceUnavailable (503).
+        """
+        panes, major = _schema_panes(body["panes"])
+        layout: Layout = self.call_store(
+            self.layouts.create,
+            app_id,
+            name=body["name"],
+            panes=panes,
+            audio_mix_count=body.get("audio_mix_count"),
+            major_pane=major,
+        )
+        return layout
+
+    def modify_layout(self, app_id: str, layout_id: int, body: Mapping[str, Any]) -> Layout:
+        """ModifyMPULayout: change a custom layout's name, AudioMixCount or panes (all of them).
+        Running tasks keep the copy they started with until their layout is updated.
+
+        Raises:
+            ServiceError: MissingParameter (nothing to change), invalid values (400),
+                InvalidLayout.NotFound (404), ServiceUnavailable (503).
+        """
+        if not body:
+            raise ServiceError(400, "MissingParameter", "give Name, AudioMixCount or Panes", ("panes",))
+        kwargs: dict[str, Any] = {"name": body.get("name"), "audio_mix_count": body.get("audio_mix_count")}
+        if "panes" in body:
+            kwargs["panes"], kwargs["major_pane"] = _schema_panes(body["panes"])
+        layout: Layout = self.call_store(self.layouts.modify, app_id, layout_id, **kwargs)
+        return layout
+
+    def delete_layout(self, app_id: str, layout_id: int) -> None:
+        """DeleteMPULayout.
+
+        Raises:
+            ServiceError: InvalidLayout.InUse (409: an active task lists it), InvalidLayout.NotFound
+                (404), ServiceUnavailable (503).
+        """
+        self.call_store(self.layouts.delete, app_id, layout_id)
+
+    def get_layout(self, app_id: str, layout_id: int) -> Layout:
+        """A system layout (ids below 100) or one of the app's custom layouts.
+
+        Raises:
+            ServiceError: InvalidLayout.NotFound (404), ServiceUnavailable (503).
+        """
+        if layout_id < FIRST_CUSTOM_LAYOUT_ID:
+            try:
+                return system_layout(layout_id)
+            except SpecError:
+                raise ServiceError(404, "InvalidLayout.NotFound", f"no layout {layout_id}") from None
+        layout: Layout = self.call_store(self.layouts.get, app_id, layout_id)
+        return layout
+
+    def list_layouts(
+        self,
+        app_id: str,
+        *,
+        layout_id: int | None = None,
+        name: str | None = None,
+        page_num: int = 1,
+        page_size: int = 10,
+    ) -> LayoutPage:
+        """DescribeMPULayoutInfoList / DescribeMPULayoutList: the app's custom layouts, a page at a time.
+
+        Raises:
+            ServiceError: a page outside PageNum 1..100000, PageSize 1..100 (400), ServiceUnavailable (503).
+        """
+        if not 1 <= page_num <= MAX_PAGE_NUM:
+            raise ServiceError(400, "InvalidParameter", f"PageNum must be 1..{MAX_PAGE_NUM}", ("page_num",))
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ServiceError(
+                400, "InvalidParameter", f"PageSize must be 1..{MAX_PAGE_SIZE}", ("page_size",)
+            )
+        total, layouts = self.call_store(
+            self.layouts.list, app_id, layout_id=layout_id, name=name, page_num=page_num, page_size=page_size
+        )
+        return LayoutPage(total, page_num, page_size, list(layouts))

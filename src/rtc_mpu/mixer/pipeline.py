@@ -1,0 +1,757 @@
+"""The pipeline controller: source → (compositor + audio mixer) → encoder → sink, on one media clock.
+
+The event loop receives media (RTP for a live channel) and runs the clock. At every video tick it
+takes each pane's latest frame and hands a compose-and-encode job to one worker thread; at every
+audio block it mixes the users' jitter buffers (cheap numpy) and hands the block to the same thread.
+Compositing, scaling, x264/AAC encoding and network writes therefore never run on the event loop.
+Jobs run in clock order, so pts are strictly increasing.
+
+If the worker thread falls behind a live clock by more than :data:`MAX_PENDING_SECONDS`, video ticks
+are dropped (counted in the stats) rather than delaying audio or the RTP receiver; pts keep following
+the clock, so a player sees a frame held, never a time shift.
+
+Reconnecting (a live push, ``realtime`` to an RTMP target, with ``give_up_after`` not 0): when a
+write fails, a job stays blocked for more than ``write_timeout`` (the server stopped reading), or the
+sink cannot be opened, ``run()`` does not end. The broken connection is aborted on its own thread
+(never waited for), and while there is no connection the clock, the source and the audio mixer go on:
+every video tick and audio block that cannot be delivered is dropped and counted
+(``stats.dropped_video_frames``, ``stats.dropped_audio_blocks``). A new :class:`MediaEncoder` is
+opened on a new thread after an exponential backoff with *equal jitter* (:func:`reconnect_wait`); an
+open that takes more than ``open_timeout`` counts as failed and its thread is abandoned. Once open,
+encoding goes on from the current tick: video pts stay the clock's frame index and audio pts the
+clock's sample index, and the new connection starts with an IDR keyframe, so a player sees the
+picture freeze for the outage and go on at the right time, never a rewind. :attr:`Pipeline.sink`
+shows the state (for task status 5/6); after ``give_up_after`` seconds of continuous failure the
+source is closed and ``run()`` raises the last :class:`SinkError`. Nothing of this blocks the event
+loop: opens, writes and closes all run on worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import av
+
+from rtc_mpu.mixer.audio.mixer import BLOCK_SAMPLES, SAMPLE_RATE, AudioMixer
+from rtc_mpu.mixer.audio.vad import VoiceActivityDetector
+from rtc_mpu.mixer.clock import MediaClock
+from rtc_mpu.mixer.output.encoder import Encoder, EncoderFactory, EncoderSettings, MediaEncoder
+from rtc_mpu.mixer.output.push import (
+    STABLE_CONNECTION_SECONDS,
+    JobThread,
+    SinkStatus,
+    abort_opened,
+    reconnect_wait,
+)
+from rtc_mpu.mixer.output.sinks import DEFAULT_OPEN_TIMEOUT, DEFAULT_WRITE_TIMEOUT, SinkError, SinkTarget
+from rtc_mpu.mixer.overlays.images import FetchLimits, ImageCache, ImageError
+from rtc_mpu.mixer.overlays.render import OverlayRenderer
+from rtc_mpu.mixer.overlays.text import check_fonts
+from rtc_mpu.mixer.sources.base import Source, StreamKey
+from rtc_mpu.mixer.video.compositor import Compositor, OverlayDraw, PaneDraw
+from rtc_mpu.mixer.video.geometry import pane_rect
+from rtc_mpu.mixer.video.selection import LayoutChoice, PaneAssignment, choose_layout
+from rtc_mpu.spec.overlays import Subscriptions
+from rtc_mpu.spec.task import MixMode, TaskSpec, UserPane
+
+log = logging.getLogger(__name__)
+
+#: How far (seconds of output) encoding may lag a live clock before video ticks are dropped.
+MAX_PENDING_SECONDS = 0.5
+#: How many jobs an offline render queues ahead of the encoder thread.
+OFFLINE_QUEUE_DEPTH = 8
+#: A live clock more than this late (seconds) skips video ticks to catch up instead of bursting.
+MAX_VIDEO_LATENESS = 0.5
+#: Audio prebuffer of live sources, in samples at 48 kHz (2 blocks, about 43 ms).
+LIVE_AUDIO_PREFILL = 2 * BLOCK_SAMPLES
+#: Most audio buffered per user before the oldest is dropped, in samples (200 ms).
+LIVE_AUDIO_MAX = 9600
+
+
+@dataclass
+class PipelineStats:
+    """What the pipeline did, for status output and tests.
+
+    Attributes:
+        video_ticks: video ticks of the clock so far (frames due).
+        video_frames: frames handed to the encoder.
+        dropped_video_frames: ticks skipped because encoding lagged, the clock was late, or the sink
+            was disconnected (reconnecting).
+        audio_blocks: audio blocks encoded (BLOCK_SAMPLES samples each).
+        dropped_audio_blocks: audio blocks mixed but not delivered because the sink was disconnected.
+        layout_id: the layout in use (None before the first frame or for audio only).
+        layout_changes: how many times the layout or pane assignment changed.
+        users: users in the channel in join order.
+        mixed_audio_users: users whose audio is in the mix.
+        overlay_problems: overlays that cannot be drawn, by wire name (``Watermarks.1``), with why.
+        vad: the latest voice-activity report (``ReportVad``): ``{"ts", "speaker", "speaking",
+            "levels"}`` as :meth:`rtc_mpu.mixer.audio.vad.VadReport.to_json` describes, or None.
+        sei_messages: voice-activity SEI messages put into the video (``PayloadType`` 1).
+    """
+
+    video_ticks: int = 0
+    video_frames: int = 0
+    dropped_video_frames: int = 0
+    audio_blocks: int = 0
+    dropped_audio_blocks: int = 0
+    layout_id: int | None = None
+    layout_changes: int = 0
+    users: list[str] = field(default_factory=list)
+    mixed_audio_users: list[str] = field(default_factory=list)
+    overlay_problems: dict[str, str] = field(default_factory=dict)
+    vad: dict[str, Any] | None = None
+    sei_messages: int = 0
+
+
+class Pipeline:
+    """Runs one mix from a :class:`Source` to a sink until the duration elapses or :meth:`stop` is called.
+
+    Args:
+        spec: the validated task.
+        source: the channel (or files) to mix.
+        target: the validated sink (see :func:`rtc_mpu.mixer.output.sinks.sink_target`).
+        realtime: pace output by the wall clock (live push); False renders as fast as possible.
+            Only a paced source (``source.live`` False) can render offline.
+        duration: seconds of output to produce, or None to run until :meth:`stop` or until the
+            source is finished.
+        preset: x264 preset.
+        image_limits: how overlay images are fetched (size, time, private addresses). A live mix
+            starts at once and draws each image when it arrives; an offline render waits for them.
+        retry_initial: ceiling of the first reconnect wait, in seconds (:func:`reconnect_wait`).
+        retry_max: largest reconnect wait ceiling, in seconds.
+        give_up_after: seconds of continuous sink failure after which ``run()`` raises the last
+            :class:`SinkError`; None never gives up; 0 (the default, as ``mpu render`` and ``mpu mix``
+            want) raises at the first failure without reconnecting. Only a real-time push to a
+            network target reconnects: a file is never reopened (that would truncate it).
+        open_timeout: seconds one connection attempt may take (TCP, RTMP handshake, publish) before
+            it counts as failed; network targets only.
+        write_timeout: seconds one encode-and-write job may block before the push counts as failed
+            (the server stopped reading); network targets only.
+        encoder_factory: makes and opens the encoder; :class:`MediaEncoder` unless a test says otherwise.
+
+    Raises:
+        ValueError: offline rendering asked of a live source, or negative retry times.
+        FontError: the task draws texts or clocks and a font is not installed.
+    """
+
+    def __init__(
+        self,
+        spec: TaskSpec,
+        source: Source,
+        target: SinkTarget,
+        *,
+        realtime: bool = True,
+        duration: float | None = None,
+        preset: str = "veryfast",
+        image_limits: FetchLimits | None = None,
+        retry_initial: float = 0.5,
+        retry_max: float = 5.0,
+        give_up_after: float | None = 0.0,
+        open_timeout: float = DEFAULT_OPEN_TIMEOUT,
+        write_timeout: float = DEFAULT_WRITE_TIMEOUT,
+        encoder_factory: EncoderFactory = MediaEncoder,
+    ) -> None:
+        if not realtime and source.live:
+            raise ValueError("a live source can only be mixed in real time")
+        if min(retry_initial, retry_max, open_timeout, write_timeout) <= 0 or (give_up_after or 0) < 0:
+            raise ValueError("retry, open and write times must be positive and give_up_after >= 0")
+        self.spec = spec
+        self.source = source
+        self.target = target
+        self.duration = duration
+        self.stats = PipelineStats()
+        self.settings = EncoderSettings(
+            width=spec.width if spec.has_video else 0,
+            height=spec.height if spec.has_video else 0,
+            fps=spec.fps if spec.has_video else 0,
+            video_bitrate=spec.video_bitrate,
+            audio_bitrate=spec.audio_bitrate,
+            preset=preset,
+            audio=spec.has_audio,
+        )
+        self._clock = MediaClock(realtime)
+        self._stop = asyncio.Event()
+        self._users: list[str] = []
+        self._streams: dict[StreamKey, av.VideoFrame | None] = {}
+        self._choice: LayoutChoice | None = None
+        self._choice_dirty = True
+        prefill, maximum = (LIVE_AUDIO_PREFILL, LIVE_AUDIO_MAX) if source.live else (0, 1 << 30)
+        self._audio = AudioMixer(prefill_samples=prefill, max_samples=maximum)
+        self._compositor = (
+            Compositor(spec.width, spec.height, spec.background_rgb, spec.crop_mode)
+            if self.settings.has_video
+            else None
+        )
+        if spec.overlays is not None and (spec.overlays.clocks or any(p.texts for p in spec.overlays.panes)):
+            check_fonts()
+        self._overlay = OverlayRenderer(spec.width, spec.height) if self.settings.has_video else None
+        if self._overlay is not None:
+            self._overlay.set_overlays(spec.overlays)
+        self._images = ImageCache(image_limits or FetchLimits())
+        self._fetches: dict[str, asyncio.Task[None]] = {}
+        self._vad = VoiceActivityDetector(spec.vad_interval)
+        self._sei: bytes | None = None
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self.give_up_after = give_up_after
+        self.open_timeout = open_timeout
+        self.write_timeout = write_timeout
+        self._encoder_factory = encoder_factory
+        #: The push's connection state (see :class:`SinkStatus`).
+        self.sink = SinkStatus()
+        #: Whether a failed sink is reopened (else the first failure ends ``run()``).
+        self._reconnecting = realtime and target.is_network and give_up_after != 0
+        self._encoder: Encoder | None = None
+        #: The thread of the open encoder: its writes, then its close.
+        self._thread: JobThread | None = None
+        #: Threads of closed or abandoned encoders, until they exit.
+        self._retired: list[JobThread] = []
+        self._pending: collections.deque[tuple[bool, concurrent.futures.Future[None]]] = collections.deque()
+        #: ``time.monotonic()`` when the current outage began (kept through short-lived connections).
+        self._outage_since: float | None = None
+        self._connected_at: float | None = None
+        self._last_error: SinkError | None = None
+        self._reconnect_task: asyncio.Task[None] | None = None
+        #: An unexpected error of the reconnect task, raised by the clock loop.
+        self._fatal: Exception | None = None
+        self._finishing = False
+        #: Held while composing: the compositor and overlay renderer are used by one thread at a time.
+        self._compose_lock = threading.Lock()
+
+    # -- FrameReceiver -------------------------------------------------------------------------
+    def on_user(self, user_id: str, present: bool) -> None:
+        """A user joined or left; leaving removes their streams and audio."""
+        if present and user_id not in self._users:
+            self._users.append(user_id)
+            log.info("user %s joined", user_id)
+        elif not present and user_id in self._users:
+            self._users.remove(user_id)
+            for key in [k for k in self._streams if k.user_id == user_id]:
+                del self._streams[key]
+            self._audio.remove_user(user_id)
+            log.info("user %s left", user_id)
+        self._choice_dirty = True
+
+    def on_video_stream(self, stream: StreamKey, active: bool) -> None:
+        """A video stream was published or unpublished."""
+        if active:
+            self._streams.setdefault(stream, None)
+        else:
+            self._streams.pop(stream, None)
+        self._choice_dirty = True
+
+    def on_video_frame(self, stream: StreamKey, frame: av.VideoFrame | None) -> None:
+        """Keep the stream's newest picture (None: show background)."""
+        if stream not in self._streams:
+            self._choice_dirty = True
+        self._streams[stream] = frame
+
+    def on_audio_frame(self, user_id: str, frame: av.AudioFrame) -> None:
+        """Queue a user's decoded audio in their jitter buffer."""
+        self._audio.push(user_id, frame)
+
+    # -- control -------------------------------------------------------------------------------
+    def update_spec(self, spec: TaskSpec) -> None:
+        """Apply a new layout list, pins, background or crop mode from the next frame on.
+
+        Raises:
+            ValueError: if the new spec changes the output encoding (a running stream cannot).
+        """
+        if spec.media_encode != self.spec.media_encode:
+            raise ValueError("MediaEncode cannot change while a task runs")
+        if (spec.has_video, spec.has_audio) != (self.spec.has_video, self.spec.has_audio):
+            raise ValueError("a running task cannot add or remove its audio or video stream")
+        self.spec = spec
+        self._choice_dirty = True
+        if self._overlay is not None:
+            self._overlay.set_overlays(spec.overlays)
+        if self._vad.interval_seconds != spec.vad_interval:
+            self._vad = VoiceActivityDetector(spec.vad_interval)
+        self._start_fetches()
+
+    def stop(self) -> None:
+        """Ask the pipeline to finish: it flushes the encoder and closes the sink."""
+        self._stop.set()
+
+    @property
+    def layout(self) -> LayoutChoice | None:
+        """The layout and pane assignment of the latest frame."""
+        return self._choice
+
+    # -- running -------------------------------------------------------------------------------
+    async def run(self) -> PipelineStats:
+        """Open the sink, start the source and produce output until done; always closes both.
+
+        A push that reconnects (see the module docstring) starts the source and the clock even when
+        the first open fails, and ends only by :meth:`stop`, the duration, or giving up.
+
+        Raises:
+            SinkError: the sink could not be opened or failed while pushing (without reconnecting), or
+                it kept failing for ``give_up_after`` seconds (the source is closed first).
+            SourceError: the source could not start.
+        """
+        try:
+            self._start_fetches()
+            if not self._clock.realtime and self._fetches:
+                await asyncio.gather(*self._fetches.values())
+            await self._connect_first()
+            await self.source.start(self)
+            try:
+                await self._run_clock()
+            finally:
+                await self.source.close()
+            self._finishing = True
+            await self._drain(0)
+        finally:
+            self._finishing = True
+            for task in self._fetches.values():
+                task.cancel()
+            await asyncio.gather(*self._fetches.values(), return_exceptions=True)
+            await self._images.close()
+            if self._reconnect_task is not None:
+                self._reconnect_task.cancel()
+                await asyncio.gather(self._reconnect_task, return_exceptions=True)
+            try:
+                await self._close_encoder()
+            finally:
+                await self._wait_retired()
+        return self.stats
+
+    # -- the sink's connection -------------------------------------------------------------------
+    def _job_timeout(self, seconds: float) -> float | None:
+        """How long to wait for a job that may block on the network (None: as long as it takes)."""
+        return seconds if self.target.is_network else None
+
+    async def _open(self) -> tuple[Encoder, JobThread]:
+        """Make and open an encoder on a new thread (which then runs its jobs), within ``open_timeout``.
+
+        Raises:
+            SinkError: the open failed or timed out (the thread is abandoned and closes what it opens).
+        """
+        thread = JobThread("mpu-encode")
+        future = thread.submit(lambda: self._encoder_factory(self.settings, self.target))
+        try:
+            encoder = await asyncio.wait_for(
+                asyncio.wrap_future(future), self._job_timeout(self.open_timeout)
+            )
+        except BaseException as exc:
+            thread.submit(lambda: abort_opened(future))
+            self._retire(thread)
+            if isinstance(exc, TimeoutError):
+                raise SinkError(
+                    f"connecting timed out after {self.open_timeout:g} s",
+                    self.target.display,
+                    push_url_problem=False,
+                ) from None
+            raise
+        return encoder, thread
+
+    async def _connect_first(self) -> None:
+        try:
+            encoder, thread = await self._open()
+        except SinkError as exc:
+            self._sink_failed(exc)  # raises unless reconnecting
+            return
+        self._connected(encoder, thread)
+        log.info("pushing to %s", self.target.display)
+
+    def _connected(self, encoder: Encoder, thread: JobThread) -> None:
+        self._encoder, self._thread = encoder, thread
+        self._connected_at = time.monotonic()
+        self.sink.connected = True
+        self.sink.failing_since = None
+
+    def _retire(self, thread: JobThread) -> None:
+        thread.shutdown()
+        self._retired = [t for t in self._retired if not t.exited.done()]
+        self._retired.append(thread)
+
+    def _note_error(self, exc: SinkError) -> None:
+        self._last_error = exc
+        self.sink.last_error = str(exc)
+        self.sink.push_url_problem = exc.push_url_problem
+
+    def _sink_failed(self, exc: SinkError) -> None:
+        """The open encoder (if any) failed: abort it without waiting, then reconnect or raise.
+
+        Raises:
+            SinkError: ``exc``, when this pipeline does not reconnect.
+        """
+        now = time.monotonic()
+        encoder, thread = self._encoder, self._thread
+        self._encoder = self._thread = None
+        for _, future in self._pending:
+            future.cancel()
+        self._pending.clear()
+        if thread is not None:
+            if encoder is not None:
+                thread.submit(encoder.abort)
+            self._retire(thread)
+        stable = self._connected_at is not None and now - self._connected_at >= STABLE_CONNECTION_SECONDS
+        if self._outage_since is None or stable:
+            self._outage_since = now
+            self.sink.attempts = 0
+        elif self._connected_at is not None:  # a reconnection that did not hold: back off further
+            self.sink.attempts += 1
+        self._connected_at = None
+        self.sink.connected = False
+        self.sink.failing_since = self._outage_since
+        self._note_error(exc)
+        if not self._reconnecting:
+            raise exc
+        if self._finishing:
+            log.warning("push failed while finishing: %s", exc)
+            return
+        log.warning("push failed: %s; reconnecting", exc)
+        if self._reconnect_task is None or self._reconnect_task.done():
+            self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        """Reopen the sink with backoff until it is open (cancelled when the pipeline ends). An
+        unexpected error (a bug, not a :class:`SinkError`) is kept for :meth:`_check_sink` to raise."""
+        while self._encoder is None:
+            wait = reconnect_wait(self.sink.attempts, self.retry_initial, self.retry_max)
+            await asyncio.sleep(wait)
+            try:
+                encoder, thread = await self._open()
+            except Exception as exc:
+                if not isinstance(exc, SinkError):
+                    self._fatal = exc
+                    return
+                self.sink.attempts += 1
+                self._note_error(exc)
+                log.info(
+                    "reconnecting to %s failed (attempt %d): %s", self.target.display, self.sink.attempts, exc
+                )
+                continue
+            outage = time.monotonic() - (self._outage_since or time.monotonic())
+            self.sink.reconnects += 1
+            log.info(
+                "push reconnected to %s after %.1f s (%d failed attempts)",
+                self.target.display,
+                outage,
+                self.sink.attempts,
+            )
+            self._connected(encoder, thread)
+
+    def _check_sink(self) -> None:
+        """Once per clock step: end a stable connection's outage, catch a blocked write, give up.
+
+        Raises:
+            SinkError: the last failure, once the sink has failed for ``give_up_after`` seconds.
+            Exception: what made reopening the sink fail unexpectedly (not a SinkError).
+        """
+        if self._fatal is not None:
+            raise self._fatal
+        now = time.monotonic()
+        if self._encoder is not None:
+            if (
+                self._outage_since is not None
+                and now - (self._connected_at or now) >= STABLE_CONNECTION_SECONDS
+            ):
+                self._outage_since = None
+                self.sink.attempts = 0
+            thread = self._thread
+            busy = thread.busy_since if thread is not None else None
+            if self.target.is_network and busy is not None and now - busy > self.write_timeout:
+                self._sink_failed(self._write_timed_out())
+        if (
+            self._encoder is None
+            and self.give_up_after is not None
+            and self._outage_since is not None
+            and self._last_error is not None
+            and now - self._outage_since >= self.give_up_after
+        ):
+            log.warning(
+                "giving up on %s after %.1f s of failures: %s",
+                self.target.display,
+                now - self._outage_since,
+                self._last_error,
+            )
+            raise self._last_error
+
+    def _write_timed_out(self) -> SinkError:
+        return SinkError(
+            f"write timed out after {self.write_timeout:g} s", self.target.display, push_url_problem=False
+        )
+
+    # -- overlays ------------------------------------------------------------------------------
+    def _start_fetches(self) -> None:
+        """Fetch the images of the current overlays that are not fetched or being fetched."""
+        if self._overlay is None or self.spec.overlays is None:
+            return
+        for image in self.spec.overlays.images():
+            if image.url not in self._fetches:
+                self._fetches[image.url] = asyncio.get_running_loop().create_task(self._fetch(image.url))
+
+    async def _fetch(self, url: str) -> None:
+        try:
+            rgba = await self._images.get(url)
+        except ImageError as exc:
+            overlays = self.spec.overlays
+            names = [i.where for i in overlays.images() if i.url == url] if overlays else []
+            for name in names or [url]:
+                self.stats.overlay_problems[name] = exc.reason
+            log.warning("overlay image %s skipped: %s", ", ".join(names), exc.reason)
+            return
+        if self._overlay is not None:
+            self._overlay.set_image(url, rgba)
+
+    async def _close_encoder(self) -> None:
+        """Flush and close the open encoder after its running job (queued ones are cancelled).
+
+        Raises:
+            SinkError: the final writes failed, and this pipeline does not reconnect (a reconnecting
+                one only logs it: it was finishing anyway).
+        """
+        encoder, thread = self._encoder, self._thread
+        self._encoder = self._thread = None
+        for _, future in self._pending:
+            future.cancel()
+        self._pending.clear()
+        if thread is None or encoder is None:
+            return
+        closing = thread.submit(encoder.close)
+        self._retire(thread)
+        timeout = self._job_timeout(2 * self.write_timeout)
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(closing), timeout)
+        except TimeoutError:
+            log.warning("closing %s timed out after %g s; abandoned", self.target.display, timeout)
+        except SinkError as exc:
+            self._note_error(exc)
+            if not self._reconnecting:
+                raise
+            log.warning("closing the push failed: %s", exc)
+
+    async def _wait_retired(self) -> None:
+        """Give the threads of closed or abandoned encoders a moment to exit (never forever)."""
+        waiting = [asyncio.wrap_future(t.exited) for t in self._retired if not t.exited.done()]
+        if waiting:
+            await asyncio.wait(waiting, timeout=self._job_timeout(self.write_timeout))
+        self._retired = [t for t in self._retired if not t.exited.done()]
+        if self._retired:
+            log.warning(
+                "%d encoder thread(s) still blocked on %s; abandoned", len(self._retired), self.target.display
+            )
+
+    def _frame_budget(self) -> tuple[int | None, int | None]:
+        if self.duration is None:
+            return None, None
+        frames = round(self.duration * self.settings.fps) if self.settings.has_video else 0
+        blocks = math.ceil(self.duration * SAMPLE_RATE / BLOCK_SAMPLES)
+        return frames, blocks
+
+    async def _run_clock(self) -> None:
+        clock = self._clock
+        clock.start()
+        fps = self.settings.fps
+        max_frames, max_blocks = self._frame_budget()
+        frame_index = 0
+        block_index = 0
+        block_seconds = BLOCK_SAMPLES / SAMPLE_RATE
+        while not self._stop.is_set():
+            video_done = not self.settings.has_video or (max_frames is not None and frame_index >= max_frames)
+            audio_done = max_blocks is not None and block_index >= max_blocks
+            if (video_done and audio_done) or (self.duration is None and self.source.finished):
+                break
+            video_due = math.inf if video_done else frame_index / fps
+            audio_due = math.inf if audio_done else (block_index + 1) * block_seconds
+            if video_due <= audio_due:
+                lateness = await clock.wait_until(video_due)
+                await self.source.advance_to(video_due)
+                self._video_tick(frame_index, late=lateness > MAX_VIDEO_LATENESS)
+                frame_index += 1
+            else:
+                await clock.wait_until(audio_due)
+                await self.source.advance_to(audio_due)
+                self._audio_tick(block_index)
+                block_index += 1
+            await self._drain(OFFLINE_QUEUE_DEPTH if not clock.realtime else None)
+            self._check_sink()
+
+    def _subscriptions(self) -> Subscriptions:
+        return self.spec.subscriptions or Subscriptions()
+
+    def _ordered_streams(self) -> list[StreamKey]:
+        """Active video streams the task subscribes to, by their users' join order."""
+        wanted = self._subscriptions()
+        order = {user: index for index, user in enumerate(self._users)}
+        streams = [s for s in self._streams if wanted.wants_video(s)]
+        return sorted(streams, key=lambda s: (order.get(s.user_id, len(order)), s))
+
+    def _reserved_pins(self, streams: list[StreamKey]) -> list[UserPane]:
+        """Pins whose user is in the channel without the pinned video, on a pane with a placeholder
+        image: the pane stays theirs and shows the placeholder (a camera that is off)."""
+        overlays = self.spec.overlays
+        if overlays is None:
+            return []
+        present = set(streams)
+        wanted = self._subscriptions()
+        result = []
+        for pin in self.spec.user_panes:
+            content = overlays.for_pane(pin.pane_id)
+            if content is None or not content.has_placeholder:
+                continue
+            key = StreamKey(pin.user_id, pin.source_type)
+            if pin.user_id in self._users and wanted.wants_user(pin.user_id) and key not in present:
+                result.append(pin)
+        return result
+
+    def _relay_user(self) -> str | None:
+        """The user a relay forwards: the first in join order with the relayed kind of stream (or,
+        for an audio relay, the first subscribed user)."""
+        wanted = self._subscriptions()
+        if self.spec.has_video:
+            for stream in self._ordered_streams():
+                if stream.source_type is self.spec.relay_source:
+                    return stream.user_id
+            return None
+        return next((u for u in self._users if wanted.wants_audio(u)), None)
+
+    def _current_choice(self) -> LayoutChoice:
+        if self._choice is None or self._choice_dirty:
+            streams = self._ordered_streams()
+            if self.spec.mix_mode is MixMode.RELAY:
+                layout = self.spec.layouts[0]
+                user = self._relay_user()
+                stream = StreamKey(user, self.spec.relay_source) if user is not None else None
+                choice = LayoutChoice(layout, (PaneAssignment(layout.panes[0], stream),))
+            else:
+                choice = choose_layout(
+                    self.spec.layouts, streams, self.spec.user_panes, self._reserved_pins(streams)
+                )
+            if choice != self._choice:
+                self.stats.layout_changes += 1
+                log.info(
+                    "layout %s: %s",
+                    choice.layout.id,
+                    ", ".join(
+                        f"pane {a.pane.id}={a.stream.user_id if a.stream else '-'}"
+                        for a in choice.assignments
+                    ),
+                )
+            self._choice = choice
+            self._choice_dirty = False
+            self.stats.layout_id = choice.layout.id
+        return self._choice
+
+    def _video_tick(self, index: int, late: bool) -> None:
+        self.stats.video_ticks += 1
+        pending_video = sum(1 for is_video, _ in self._pending if is_video)
+        if (
+            late
+            or self._encoder is None
+            or (self._clock.realtime and pending_video > MAX_PENDING_SECONDS * self.settings.fps)
+        ):
+            self.stats.dropped_video_frames += 1
+            return
+        choice = self._current_choice()
+        spec = self.spec
+        draws = [
+            PaneDraw(
+                key=(choice.layout.id, a.pane.id),
+                rect=pane_rect(a.pane, spec.width, spec.height),
+                zorder=a.pane.zorder,
+                frame=self._streams.get(a.stream) if a.stream is not None else None,
+            )
+            for a in choice.assignments
+        ]
+        renderer = self._overlay
+        panes = {
+            a.pane.id: (a.pane, a.stream is not None and self._streams.get(a.stream) is not None)
+            for a in choice.assignments
+        }
+        now = datetime.now(UTC)
+        compositor, encoder = self._compositor, self._encoder
+        assert compositor is not None and encoder is not None
+        background, crop_mode = spec.background_rgb, spec.crop_mode
+        sei, self._sei = self._sei, None
+        if sei is not None:
+            self.stats.sei_messages += 1
+
+        lock = self._compose_lock
+
+        def job() -> None:
+            # Overlay sprites are made here, off the event loop: scaling a large image takes tens of ms.
+            # The lock: a job of an aborted connection may still be composing on its old thread.
+            with lock:
+                overlays: list[OverlayDraw] = renderer.draws(panes, now) if renderer is not None else []
+                compositor.set_style(background, crop_mode)
+                picture = compositor.compose(draws, overlays)
+            encoder.encode_video(picture, index, sei=sei)
+
+        self._submit(True, job)
+        self.stats.video_frames += 1
+
+    def _audio_users(self) -> list[str]:
+        """Whose audio may be mixed, in join order (a relay: the relayed user only)."""
+        if self.spec.mix_mode is MixMode.RELAY:
+            user = self._relay_user()
+            return [user] if user is not None and self._subscriptions().wants_audio(user) else []
+        wanted = self._subscriptions()
+        return [user for user in self._users if wanted.wants_audio(user)]
+
+    def _audio_tick(self, index: int) -> None:
+        if self.settings.has_video:
+            mix_count = self._current_choice().layout.audio_mix_count
+        else:
+            mix_count = max(1, len(self._users))
+        audio_users = self._audio_users()
+        block = self._audio.mix_block(mix_count, audio_users)
+        if self.spec.report_vad or self.spec.sei:
+            levels = self._audio.levels()
+            report = self._vad.update(
+                index * BLOCK_SAMPLES / SAMPLE_RATE, {u: levels[u] for u in audio_users if u in levels}
+            )
+            if report is not None:
+                self.stats.vad = json.loads(report.to_json())
+                if self.spec.sei and self.settings.has_video:
+                    self._sei = report.to_json()
+        self.stats.users = list(self._users)
+        self.stats.mixed_audio_users = self._audio.mixed_users()
+        encoder = self._encoder
+        if encoder is None:  # reconnecting: the block is mixed (buffers drained, VAD goes on), not sent
+            self.stats.dropped_audio_blocks += 1
+            return
+        frame = AudioMixer.make_frame(block, index * BLOCK_SAMPLES)
+        self._submit(False, lambda: encoder.encode_audio(frame))
+        self.stats.audio_blocks += 1
+
+    def _submit(self, is_video: bool, job: Callable[[], None]) -> None:
+        assert self._thread is not None
+        self._pending.append((is_video, self._thread.submit(job)))
+
+    async def _drain(self, keep: int | None) -> None:
+        """Collect finished jobs; wait until at most ``keep`` are pending. A :class:`SinkError` of a
+        job (or a job of a network push blocked for ``write_timeout``) goes to :meth:`_sink_failed`.
+
+        Raises:
+            SinkError: the sink failed and this pipeline does not reconnect.
+        """
+        pending = self._pending
+        while pending and (pending[0][1].done() or (keep is not None and len(pending) > keep)):
+            _, future = pending.popleft()
+            try:
+                if future.done():
+                    future.result()  # no asyncio future (nor a loop iteration) for a job already done
+                else:
+                    timeout = self._job_timeout(self.write_timeout)
+                    try:
+                        await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+                    except TimeoutError:
+                        raise self._write_timed_out() from None
+            except SinkError as exc:
+                self._sink_failed(exc)
+                return

@@ -1,0 +1,96 @@
+"""The ``Source`` interface: how the pipeline learns who is in a channel and receives their media.
+
+A source (the Janus VideoRoom channel, local files, synthetic test users) reports users in join
+order, their video streams and their decoded frames to a :class:`FrameReceiver` (the pipeline).
+
+Screen sharing convention: a user's screen share is a second video stream of the same user, with
+``SourceType.SHARE_SCREEN``; a source that sees it as a separate publisher named
+``<UserId>`` + :data:`SCREEN_SHARE_SUFFIX` reports it under ``<UserId>`` with that source type.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Protocol
+
+import av
+
+from rtc_mpu.spec.task import SourceType
+
+#: Suffix of a publisher id that carries another user's screen share: ``alice`` + ``.screen``.
+SCREEN_SHARE_SUFFIX = ".screen"
+
+
+@dataclass(frozen=True, order=True)
+class StreamKey:
+    """One video stream of one user: ``(user_id, source_type)``."""
+
+    user_id: str
+    source_type: SourceType = SourceType.CAMERA
+
+
+def stream_key_for_publisher(publisher_id: str) -> StreamKey:
+    """Map a channel publisher id to the stream it carries, following the screen-share convention."""
+    if publisher_id.endswith(SCREEN_SHARE_SUFFIX) and len(publisher_id) > len(SCREEN_SHARE_SUFFIX):
+        return StreamKey(publisher_id[: -len(SCREEN_SHARE_SUFFIX)], SourceType.SHARE_SCREEN)
+    return StreamKey(publisher_id, SourceType.CAMERA)
+
+
+class FrameReceiver(Protocol):
+    """What a source calls, always from the event loop's thread."""
+
+    def on_user(self, user_id: str, present: bool) -> None:
+        """A user joined (``present``) or left the channel. Join order is the order of these calls."""
+
+    def on_video_stream(self, stream: StreamKey, active: bool) -> None:
+        """A video stream was published (``active``) or unpublished; an active stream takes a pane."""
+
+    def on_video_frame(self, stream: StreamKey, frame: av.VideoFrame | None) -> None:
+        """The stream's newest decoded picture (any size or pixel format).
+
+        ``None`` blanks it: its pane shows the background while the stream keeps its pane (an input
+        that ended or broke).
+        """
+
+    def on_audio_frame(self, user_id: str, frame: av.AudioFrame) -> None:
+        """Decoded audio of a user, any sample format, rate or layout, in arrival order."""
+
+
+class Source(abc.ABC):
+    """A channel's participants, feeding a :class:`FrameReceiver`.
+
+    Live sources (``live = True``) push frames as they arrive; the pipeline then prebuffers audio.
+    Paced sources (``live = False``, e.g. files rendered offline) deliver media only when
+    :meth:`advance_to` is awaited, which makes an offline render exact and repeatable.
+    """
+
+    live: bool = True
+
+    @abc.abstractmethod
+    async def start(self, receiver: FrameReceiver) -> None:
+        """Begin delivering to ``receiver``.
+
+        Raises:
+            SourceError: when the channel cannot be reached at all.
+        """
+
+    @property
+    def finished(self) -> bool:
+        """True once the source will deliver nothing more (every file ended); a channel never is."""
+        return False
+
+    async def advance_to(self, media_time: float) -> None:
+        """Deliver everything whose presentation time is before ``media_time`` (seconds from start).
+
+        Live sources ignore this.
+        """
+        return None
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop delivering and release every resource. Safe to call twice."""
+
+
+class SourceError(RuntimeError):
+    """A source failed as a whole (the channel server is unreachable, no input can be opened)."""

@@ -1,0 +1,364 @@
+"""The channel as a pipeline :class:`Source`: a Janus VideoRoom room, subscribed to with aiortc.
+
+Naming: the room of channel ``ChannelId`` of app ``AppId`` is the string ``"<AppId>:<ChannelId>"``
+(Janus' VideoRoom runs with ``string_ids = true``); a publisher's id is its UserId, and a publisher
+``<UserId>.screen`` is that user's screen share (:data:`rtc_mpu.mixer.sources.base.SCREEN_SHARE_SUFFIX`).
+
+How it works: the source joins the room as a participant that never publishes (a *listener*), which
+gives it the current publishers and then ``publishers`` / ``unpublished`` / ``leaving`` events in
+the order they happen: that order is the join order. For every publisher it attaches a subscriber
+handle with its own aiortc ``RTCPeerConnection`` (one per publisher: no renegotiation when people
+come and go), and reads each track on its own task, handing decoded frames to the receiver.
+
+Faults: Janus unreachable → retries with exponential backoff (``status`` says so); a room that
+does not exist yet → waits and retries every second (``WAITING``); the session lost (Janus restarted)
+→ panes go blank (background) while it reconnects, then the new publisher list is reconciled with
+the old one: users still there keep their place in the join order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import av
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamError
+
+from rtc_mpu.mixer.sources.base import FrameReceiver, Source, StreamKey, stream_key_for_publisher
+from rtc_mpu.mixer.sources.janus_http import (
+    JanusError,
+    JanusHandle,
+    JanusSession,
+    JanusUnreachableError,
+    JsonDict,
+)
+
+log = logging.getLogger(__name__)
+
+#: VideoRoom error code: no such room (Janus videoroom plugin, JANUS_VIDEOROOM_ERROR_NO_SUCH_ROOM).
+ERROR_NO_SUCH_ROOM = 426
+#: VideoRoom error code: the room already exists (JANUS_VIDEOROOM_ERROR_ROOM_EXISTS).
+ERROR_ROOM_EXISTS = 427
+#: Seconds between checks for a room that does not exist yet.
+ROOM_POLL_INTERVAL = 0.5
+#: Seconds allowed for one subscription's offer/answer exchange.
+SUBSCRIBE_TIMEOUT = 10.0
+
+
+def room_name(app_id: str, channel_id: str) -> str:
+    """The VideoRoom room id (a string) of a channel: ``"<AppId>:<ChannelId>"``."""
+    return f"{app_id}:{channel_id}"
+
+
+def rtc_configuration(ice_servers: Sequence[str]) -> RTCConfiguration:
+    """aiortc's configuration: the given STUN/TURN URLs, or none at all (no public STUN lookups)."""
+    return RTCConfiguration(iceServers=[RTCIceServer(urls=url) for url in ice_servers])
+
+
+@dataclass(frozen=True)
+class ChannelConfig:
+    """Where a channel lives.
+
+    Attributes:
+        janus_url: Janus' HTTP API, e.g. ``http://127.0.0.1:8088/janus``.
+        app_id, channel_id: the channel (named as in StartMPUTask).
+        api_secret: Janus' ``api_secret``, if set.
+        token: a Janus auth token, if token authentication is on.
+        room_pin: the room's PIN, if it has one.
+        ice_servers: STUN/TURN URLs for aiortc; empty means host candidates only.
+    """
+
+    janus_url: str
+    app_id: str
+    channel_id: str
+    api_secret: str | None = None
+    token: str | None = None
+    room_pin: str | None = None
+    ice_servers: tuple[str, ...] = ()
+
+    @property
+    def room(self) -> str:
+        """The room id."""
+        return room_name(self.app_id, self.channel_id)
+
+
+class ChannelStatus(enum.StrEnum):
+    """What the source is doing."""
+
+    CONNECTING = "connecting to Janus"
+    WAITING = "waiting for channel"
+    JOINED = "joined"
+    RECONNECTING = "reconnecting to Janus"
+    CLOSED = "closed"
+
+
+@dataclass
+class _Subscription:
+    """One publisher's subscriber handle, peer connection and track readers."""
+
+    publisher_id: str
+    key: StreamKey
+    has_video: bool
+    handle: JanusHandle | None = None
+    pc: RTCPeerConnection | None = None
+    readers: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def close(self) -> None:
+        for task in self.readers:
+            task.cancel()
+        await asyncio.gather(*self.readers, return_exceptions=True)
+        if self.pc is not None:
+            await self.pc.close()
+        if self.handle is not None:
+            await self.handle.detach()
+
+
+class JanusSource(Source):
+    """A VideoRoom room as the pipeline's source (see the module docstring).
+
+    Args:
+        config: where the channel is.
+        retry_initial, retry_max: backoff bounds in seconds for reconnecting to Janus.
+    """
+
+    live = True
+
+    def __init__(self, config: ChannelConfig, *, retry_initial: float = 0.5, retry_max: float = 10.0) -> None:
+        self.config = config
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self.status = ChannelStatus.CONNECTING
+        self.last_error: str | None = None
+        self.listener_id = f"mpu-listener-{secrets.token_hex(4)}"
+        self._receiver: FrameReceiver | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._subscriptions: dict[str, _Subscription] = {}
+        self._users: dict[str, set[str]] = {}
+        self._closed = False
+
+    @property
+    def users(self) -> list[str]:
+        """Users in the channel, in join order."""
+        return list(self._users)
+
+    async def start(self, receiver: FrameReceiver) -> None:
+        """Start connecting in the background; returns at once (the channel may not exist yet)."""
+        self._receiver = receiver
+        self._task = asyncio.create_task(self._run(), name=f"janus-source {self.config.room}")
+
+    async def close(self) -> None:
+        """Leave the room and release everything. Safe to call twice."""
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self.status = ChannelStatus.CLOSED
+
+    # -- connection loop ----------------------------------------------------------------------
+    async def _run(self) -> None:
+        backoff = self.retry_initial
+        while not self._closed:
+            lost = asyncio.Event()
+
+            def mark_lost(_exc: Exception, event: asyncio.Event = lost) -> None:
+                event.set()
+
+            session = JanusSession(
+                self.config.janus_url,
+                api_secret=self.config.api_secret,
+                token=self.config.token,
+                on_lost=mark_lost,
+            )
+            try:
+                await session.connect()
+                listener = await session.attach()
+                joined = await self._join_listener(listener, lost)
+                if joined is None:
+                    continue
+                backoff = self.retry_initial
+                self.status = ChannelStatus.JOINED
+                self.last_error = None
+                await self._reconcile(session, joined.get("publishers") or [])
+                await self._listen(session, listener, lost)
+            except JanusUnreachableError as exc:
+                self.last_error = str(exc)
+                log.warning("Janus unreachable (%s); retrying in %.1f s", exc, backoff)
+            except JanusError as exc:
+                self.last_error = str(exc)
+                log.warning("Janus error (%s); retrying in %.1f s", exc, backoff)
+            finally:
+                await self._blank_all()
+                with contextlib.suppress(Exception):
+                    await session.close()
+            if self._closed:
+                break
+            self.status = ChannelStatus.RECONNECTING
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.retry_max)
+
+    async def _join_listener(self, listener: JanusHandle, lost: asyncio.Event) -> JsonDict | None:
+        """Join as a non-publishing participant; wait while the room does not exist."""
+        body: JsonDict = {
+            "request": "join",
+            "ptype": "publisher",
+            "room": self.config.room,
+            "id": self.listener_id,
+            "display": "rtc-mpu mixer",
+        }
+        if self.config.room_pin:
+            body["pin"] = self.config.room_pin
+        while not self._closed and not lost.is_set():
+            try:
+                event = await listener.message(body)
+            except JanusError as exc:
+                if exc.code != ERROR_NO_SUCH_ROOM:
+                    raise
+                if self.status is not ChannelStatus.WAITING:
+                    log.info("room %s does not exist yet; waiting", self.config.room)
+                self.status = ChannelStatus.WAITING
+                await asyncio.sleep(ROOM_POLL_INTERVAL)
+                continue
+            return event.data
+        return None
+
+    async def _listen(self, session: JanusSession, listener: JanusHandle, lost: asyncio.Event) -> None:
+        lost_wait = asyncio.create_task(lost.wait())
+        try:
+            while not self._closed:
+                next_event = asyncio.create_task(listener.events.get())
+                done, _ = await asyncio.wait({next_event, lost_wait}, return_when=asyncio.FIRST_COMPLETED)
+                if next_event not in done:
+                    next_event.cancel()
+                    raise JanusUnreachableError("session lost")
+                await self._on_room_event(session, next_event.result().data)
+        finally:
+            lost_wait.cancel()
+
+    async def _on_room_event(self, session: JanusSession, data: JsonDict) -> None:
+        if data.get("videoroom") == "destroyed":
+            log.info("room %s was destroyed", self.config.room)
+            for publisher_id in list(self._subscriptions):
+                await self._remove_publisher(publisher_id)
+            raise JanusError(ERROR_NO_SUCH_ROOM, "room destroyed")
+        for publisher in data.get("publishers") or []:
+            await self._add_publisher(session, publisher)
+        for key in ("unpublished", "leaving", "kicked"):
+            gone = data.get(key)
+            if isinstance(gone, str) and gone != "ok":
+                await self._remove_publisher(gone)
+
+    # -- publishers ---------------------------------------------------------------------------
+    async def _reconcile(self, session: JanusSession, publishers: list[JsonDict]) -> None:
+        """Make our view match Janus' publisher list after a (re)join."""
+        present = {str(p.get("id")) for p in publishers}
+        for user_id, publisher_ids in list(self._users.items()):
+            for publisher_id in list(publisher_ids):
+                if publisher_id not in present:
+                    await self._remove_publisher(publisher_id, user_id)
+        for publisher in publishers:
+            await self._add_publisher(session, publisher)
+
+    async def _add_publisher(self, session: JanusSession, publisher: JsonDict) -> None:
+        publisher_id = str(publisher.get("id"))
+        if publisher_id == self.listener_id or publisher_id in self._subscriptions:
+            return
+        streams = publisher.get("streams") or []
+        has_video = any(s.get("type") == "video" and not s.get("disabled") for s in streams)
+        key = stream_key_for_publisher(publisher_id)
+        receiver = self._receiver
+        assert receiver is not None
+        publishers_of_user = self._users.get(key.user_id)
+        if publishers_of_user is None:
+            self._users[key.user_id] = publishers_of_user = set()
+            receiver.on_user(key.user_id, True)
+        publishers_of_user.add(publisher_id)
+        if has_video:
+            receiver.on_video_stream(key, True)
+        subscription = _Subscription(publisher_id, key, has_video)
+        self._subscriptions[publisher_id] = subscription
+        try:
+            await self._subscribe(session, subscription)
+            log.info("subscribed to %s in %s", publisher_id, self.config.room)
+        except (JanusError, ValueError, OSError) as exc:
+            log.warning("cannot subscribe to %s: %s", publisher_id, exc)
+            self.last_error = f"subscribe {publisher_id}: {exc}"
+
+    async def _subscribe(self, session: JanusSession, subscription: _Subscription) -> None:
+        handle = subscription.handle = await session.attach()
+        body: JsonDict = {
+            "request": "join",
+            "ptype": "subscriber",
+            "room": self.config.room,
+            "streams": [{"feed": subscription.publisher_id}],
+        }
+        if self.config.room_pin:
+            body["pin"] = self.config.room_pin
+        event = await handle.message(body, timeout=SUBSCRIBE_TIMEOUT)
+        if not event.jsep:
+            raise JanusError(0, f"no offer for {subscription.publisher_id}")
+        pc = subscription.pc = RTCPeerConnection(rtc_configuration(self.config.ice_servers))
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            subscription.readers.append(asyncio.create_task(self._read(track, subscription)))
+
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=event.jsep["sdp"], type=event.jsep["type"]))
+        await pc.setLocalDescription(await pc.createAnswer())
+        local = pc.localDescription
+        await handle.message({"request": "start"}, jsep={"type": local.type, "sdp": local.sdp})
+
+    async def _read(self, track: MediaStreamTrack, subscription: _Subscription) -> None:
+        receiver = self._receiver
+        assert receiver is not None
+        key = subscription.key
+        while True:
+            try:
+                frame: Any = await track.recv()
+            except MediaStreamError:
+                break
+            if isinstance(frame, av.VideoFrame):
+                receiver.on_video_frame(key, frame)
+            elif isinstance(frame, av.AudioFrame):
+                receiver.on_audio_frame(key.user_id, frame)
+        if track.kind == "video" and subscription.has_video:
+            receiver.on_video_frame(key, None)
+
+    async def _remove_publisher(self, publisher_id: str, user_id: str | None = None) -> None:
+        receiver = self._receiver
+        assert receiver is not None
+        subscription = self._subscriptions.pop(publisher_id, None)
+        if subscription is not None:
+            await subscription.close()
+        key = stream_key_for_publisher(publisher_id)
+        user = user_id or key.user_id
+        publishers_of_user = self._users.get(user)
+        if publishers_of_user is None or publisher_id not in publishers_of_user:
+            return
+        publishers_of_user.discard(publisher_id)
+        receiver.on_video_stream(key, False)
+        if not publishers_of_user:
+            del self._users[user]
+            receiver.on_user(user, False)
+        log.info("%s left %s", publisher_id, self.config.room)
+
+    async def _blank_all(self) -> None:
+        """The session ended: drop subscriptions, keep users (their panes show background)."""
+        receiver = self._receiver
+        for subscription in list(self._subscriptions.values()):
+            await subscription.close()
+            if receiver is not None and subscription.has_video:
+                receiver.on_video_frame(subscription.key, None)
+        self._subscriptions.clear()

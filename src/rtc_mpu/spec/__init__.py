@@ -1,0 +1,9 @@
+"""A mix task as plain data: the spec the API validates and the mixer runs.
+
+Leaf package: it imports :mod:`rtc_mpu.layouts` and the standard library only, never a media
+library (PyAV, aiortc, numpy, Pillow), Flask or Celery, so the API process can validate a task
+without loading media code. Modules: :mod:`~rtc_mpu.spec.task` (the task spec, enums, stream keys),
+:mod:`~rtc_mpu.spec.overlays` (images, texts, clocks, subscriptions), :mod:`~rtc_mpu.spec.urls`
+(StreamURL rules and lease keys), :mod:`~rtc_mpu.spec.text_rules` (characters refused in ids,
+names and texts).
+"""

@@ -1,0 +1,89 @@
+"""Janus (Debian ``janus``) with only the VideoRoom plugin and the HTTP transport, as a child process.
+
+The HTTP API listens on ``http://{host}:{http_port}/janus``. Configs come from ``deploy/janus/``.
+Rooms use string ids; rtc-mpu names a channel's room ``<AppId>:<ChannelId>``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rtc_mpu.stack.process import DEPLOY_DIR, ManagedProcess, find_binary, render_template
+
+#: Where Debian installs Janus' plugins, transports, event handlers and loggers.
+DEFAULT_LIB_DIR = Path("/usr/lib/x86_64-linux-gnu/janus")
+CONFIG_FILES = ("janus.jcfg", "janus.transport.http.jcfg", "janus.plugin.videoroom.jcfg")
+
+
+def _lib_dir() -> Path:
+    candidates = [DEFAULT_LIB_DIR, *Path("/usr/lib").glob("*/janus")]
+    for candidate in candidates:
+        if (candidate / "plugins").exists():
+            return candidate
+    return DEFAULT_LIB_DIR
+
+
+class Janus:
+    """One Janus instance.
+
+    Args:
+        run_dir: folder for its configs and log (created).
+        http_port: port of the HTTP API on ``host``.
+        host: address the HTTP API binds to (loopback by default).
+        api_secret: if set, every API request must carry it.
+        rtp_port_range: UDP ports for media, ``"min-max"``.
+        pid_file: if set, Janus is started detached and recorded there (see
+            :class:`rtc_mpu.stack.process.ManagedProcess`).
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        http_port: int = 8088,
+        host: str = "127.0.0.1",
+        api_secret: str | None = None,
+        rtp_port_range: str = "20000-40000",
+        pid_file: Path | None = None,
+    ) -> None:
+        self.run_dir = run_dir.resolve()
+        self.http_port = http_port
+        self.host = host
+        self.api_secret = api_secret
+        self.rtp_port_range = rtp_port_range
+        self._process = ManagedProcess("janus", self.run_dir / "janus.log", pid_file)
+
+    @property
+    def pid(self) -> int | None:
+        """Process id while running."""
+        return self._process.pid
+
+    @property
+    def url(self) -> str:
+        """The HTTP API URL."""
+        return f"http://{self.host}:{self.http_port}/janus"
+
+    def start(self) -> None:
+        """Write the configs and start Janus; wait until the HTTP API accepts connections.
+
+        Raises:
+            ServiceError: Janus is not installed or did not come up.
+        """
+        binary = find_binary("janus", "janus")
+        config_dir = self.run_dir / "config"
+        values = {
+            "config_dir": str(config_dir),
+            "lib_dir": str(_lib_dir()),
+            "http_port": str(self.http_port),
+            "host": self.host,
+            "rtp_port_range": self.rtp_port_range,
+            "api_secret_line": f'api_secret = "{self.api_secret}"' if self.api_secret else "",
+        }
+        for name in CONFIG_FILES:
+            render_template(DEPLOY_DIR / "janus" / name, values, config_dir / name)
+        log = self._process.log_path
+        command = [binary, "-F", str(config_dir), "-C", str(config_dir / "janus.jcfg"), "-N", "-L", str(log)]
+        self._process.launch(command, self.host, [self.http_port])
+
+    def stop(self) -> None:
+        """Stop Janus. Safe to call twice."""
+        self._process.stop()

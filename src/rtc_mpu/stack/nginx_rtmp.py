@@ -1,0 +1,90 @@
+"""nginx with the RTMP module (Debian ``nginx`` + ``libnginx-mod-rtmp``) as a child process.
+
+RTMP push/play on ``rtmp://{host}:{rtmp_port}/live/<stream>``, HLS at
+``http://{host}:{http_port}/hls/<stream>.m3u8`` (2 s fragments), publisher/player counts at
+``http://{host}:{http_port}/stat``.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+from rtc_mpu.stack.process import DEPLOY_DIR, ManagedProcess, ServiceError, find_binary, render_template
+
+#: Where Debian installs the RTMP module.
+DEFAULT_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
+TEMPLATE = DEPLOY_DIR / "nginx-rtmp.conf.template"
+
+__all__ = ["NginxRtmp", "ServiceError"]
+
+
+class NginxRtmp:
+    """One nginx-rtmp instance.
+
+    Args:
+        run_dir: folder for its config, logs and HLS output (created).
+        rtmp_port, http_port: TCP ports on ``host``.
+        host: address to listen on (loopback by default).
+        pid_file: if set, nginx is started detached and recorded there (see
+            :class:`rtc_mpu.stack.process.ManagedProcess`).
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        rtmp_port: int = 1935,
+        http_port: int = 8081,
+        host: str = "127.0.0.1",
+        pid_file: Path | None = None,
+    ):
+        self.run_dir = run_dir.resolve()
+        self.rtmp_port = rtmp_port
+        self.http_port = http_port
+        self.host = host
+        self._process = ManagedProcess("nginx-rtmp", self.run_dir / "nginx-error.log", pid_file)
+
+    @property
+    def pid(self) -> int | None:
+        """Process id while running."""
+        return self._process.pid
+
+    def rtmp_url(self, stream: str) -> str:
+        """The push/play URL of ``stream`` in the ``live`` application."""
+        return f"rtmp://{self.host}:{self.rtmp_port}/live/{stream}"
+
+    def hls_url(self, stream: str) -> str:
+        """The HLS playlist URL of ``stream``."""
+        return f"http://{self.host}:{self.http_port}/hls/{stream}.m3u8"
+
+    @property
+    def hls_dir(self) -> Path:
+        """Where nginx writes HLS playlists and segments."""
+        return self.run_dir / "hls"
+
+    def start(self) -> None:
+        """Start nginx and wait until both ports answer.
+
+        Raises:
+            ServiceError: nginx or the RTMP module is not installed, or nginx did not come up.
+        """
+        binary = find_binary("nginx", "nginx")
+        if not DEFAULT_MODULE.exists():
+            raise ServiceError("the nginx RTMP module is not installed: apt-get install libnginx-mod-rtmp")
+        for sub in ("hls", "tmp"):
+            (self.run_dir / sub).mkdir(parents=True, exist_ok=True)
+        values = {
+            "run_dir": str(self.run_dir),
+            "module_path": str(DEFAULT_MODULE),
+            "host": self.host,
+            "rtmp_port": str(self.rtmp_port),
+            "http_port": str(self.http_port),
+            "deploy_dir": str(DEPLOY_DIR),
+        }
+        config = render_template(TEMPLATE, values, self.run_dir / "nginx.conf")
+        command = [binary, "-p", str(self.run_dir), "-e", str(self._process.log_path), "-c", str(config)]
+        self._process.launch(command, self.host, [self.rtmp_port, self.http_port])
+
+    def stop(self) -> None:
+        """Stop nginx gracefully (SIGQUIT). Safe to call twice."""
+        self._process.stop(signal.SIGQUIT)

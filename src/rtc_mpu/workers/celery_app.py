@@ -1,0 +1,244 @@
+"""The Celery app: one long-running Celery task per mix, on the Redis broker.
+
+Delivery policy (shared/DESIGN.md "A task's life"):
+- **Ack early** (``task_acks_late = False``): a message is acknowledged when a worker starts it, so
+  a mix running for hours is never redelivered by the broker's visibility timeout. Crash recovery
+  is ours, not the broker's: the reconciler re-enqueues tasks whose heartbeat stopped.
+- **Prefetch 1** (``worker_prefetch_multiplier = 1``, ``-O fair``) and ``worker_disable_prefetch``: a
+  worker fetches a message only while it has a free mix slot (with early acks, prefetch alone would let
+  a worker whose slots all run mixes reserve more messages, which would wait behind hours-long mixes).
+- **Capacity**: each worker node (a Celery worker, its ``-n`` name) takes tasks up to its capacity
+  (``MPU_WORKER_CAPACITY`` units, :mod:`rtc_mpu.workers.capacity`), checked atomically by the claim. A task
+  that
+  does not fit is sent back with a countdown of about 2 s (:func:`requeue_mix`) and keeps state QUEUED,
+  so another node, or this one later, takes it.
+- **Concurrency = mix slots** (``MPU_MIX_SLOTS``, prefork: each mix in its own process, no GIL sharing).
+- **A fresh process per mix** (``worker_max_tasks_per_child`` = ``MPU_MIXES_PER_PROCESS``, default 1):
+  a pool process exits after its mix and the pool forks a new one, so a mix's memory goes back to the
+  system when it ends (a reused process grew by about 0.7 MiB per mix, without bound:
+  ``bench.worker_memory``). The main process imports the mix pipeline before its pool forks
+  (:func:`_preload_mix_modules`), so a fresh process starts a mix about as fast as a reused one.
+- **Visibility timeout** 1 hour for the few reserved-but-unstarted messages; a duplicate delivery is
+  harmless because running a mix starts by claiming it in Redis with a fencing token.
+- **Control** (stop, layout updates) goes through the task record in Redis, read at every heartbeat
+  (1 s), never ``revoke(terminate=True)``.
+- **Shutdown hands over**: SIGTERM (to the worker, or to its pool processes as systemd's default
+  KillMode does) makes each running mix stop pushing within a heartbeat, give its task back
+  (:meth:`rtc_mpu.workers.store.TaskStore.release`) and queue it again at once, so another worker resumes it
+  with the same TaskId and StreamURL after a gap of about a second or two; then the worker exits
+  (Celery's warm shutdown). A second SIGTERM or SIGQUIT is Celery's cold shutdown (the mixes die; the
+  lease expires and the reconciler restarts them elsewhere).
+- **Reconciler**: each worker process checks every few seconds for tasks whose worker died (heartbeat
+  older than the lease) and re-enqueues them; the restart keeps TaskId and StreamURL. It also
+  re-enqueues a never-claimed task whose record nobody touched for :data:`RESCUE_QUEUED_AFTER` seconds
+  (its message may have died with a worker that had acknowledged it); a duplicate message is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import socket
+import threading
+from typing import Any
+
+from celery import Celery, bootsteps
+from celery.signals import worker_init, worker_ready, worker_shutting_down
+
+from rtc_mpu.workers.settings import WorkerSettings, worker_id
+
+log = logging.getLogger(__name__)
+
+#: The Celery queue of mix tasks.
+QUEUE = "mixes"
+#: Seconds a never-claimed task's record may stay untouched before the reconciler enqueues it again.
+RESCUE_QUEUED_AFTER = 60.0
+#: At most one restart message per stale task per this many seconds (all workers' reconcilers pass
+#: every RECONCILE_INTERVAL; a restart that found no free slot is queued again after this).
+RESTART_MESSAGE_EVERY = 10.0
+#: Seconds between reconciler passes.
+RECONCILE_INTERVAL = 2.0
+#: Seconds between checks that the pool has all its processes (Celery's own check is every 5 s).
+POOL_CHECK_INTERVAL = 0.25
+
+settings = WorkerSettings.from_env()
+app = Celery("rtc_mpu", broker=settings.redis_url)
+app.conf.update(
+    task_acks_late=False,
+    worker_prefetch_multiplier=1,
+    worker_disable_prefetch=True,
+    worker_concurrency=settings.mix_slots,
+    worker_max_tasks_per_child=settings.mixes_per_process or None,
+    task_default_queue=QUEUE,
+    task_ignore_result=True,
+    broker_transport_options={"visibility_timeout": 3600},
+    broker_connection_retry_on_startup=True,
+    worker_hijack_root_logger=False,
+    task_send_sent_event=True,
+    worker_send_task_events=True,
+)
+
+
+#: Set when this worker shuts down; created before the pool forks, so its processes share it.
+shutting_down = multiprocessing.Event()
+
+
+@worker_shutting_down.connect
+def _hand_over_on_shutdown(**_: Any) -> None:
+    shutting_down.set()
+
+
+@worker_init.connect
+def _preload_mix_modules(**_: Any) -> None:
+    """Import the mix pipeline (aiortc, the mixer; about 0.2 CPU-s and 20 MiB) in the worker's main
+    process before its pool forks, so a pool process, fresh for every mix, does not import it again.
+    Not at module level: the API imports this module too."""
+    import rtc_mpu.workers.mix_runner  # noqa: F401
+
+
+class _RefillPool(bootsteps.StartStopStep):  # type: ignore[misc]  # Celery is untyped
+    """Replaces an exited pool process within :data:`POOL_CHECK_INTERVAL` seconds.
+
+    Celery forks a replacement when it sees a pool process's exit, but a process seen before it can
+    be reaped (its pipes close a moment before) is only replaced by the pool's 5-second check, and a
+    mix delivered meanwhile waits for it (measured: 1 start in 10 up to 5 s late with a fresh
+    process per mix). The same check, on the worker's event loop, every 0.25 s.
+    """
+
+    requires = ("celery.worker.components:Pool",)
+
+    def start(self, worker: Any) -> None:
+        if getattr(worker, "hub", None) is not None:
+            worker.hub.call_repeatedly(POOL_CHECK_INTERVAL, lambda: worker.pool.maintain_pool())
+
+
+app.steps["worker"].add(_RefillPool)
+
+
+def _store() -> Any:
+    from rtc_mpu.workers.store import TaskStore
+
+    return TaskStore.from_url(
+        settings.redis_url, cooldown_seconds=settings.cooldown_seconds, lease_seconds=settings.lease_seconds
+    )
+
+
+@app.task(name="rtc_mpu.run_mix", bind=True, ignore_result=True)
+def run_mix(self: Any, app_id: str, task_id: str) -> str:
+    """Run one mix task to its end in this worker process, within the capacity of this worker node
+    (Celery's node name); returns how it ended (for Flower)."""
+    from rtc_mpu.workers.mix_runner import MixRunner
+
+    if shutting_down.is_set():  # a message fetched while shutting down: give it to another worker
+        requeue_mix(app_id, task_id, 0.0)
+        return "queued again: this worker is shutting down"
+    node = self.request.hostname or socket.gethostname()
+    runner = MixRunner(
+        _store(),
+        app_id,
+        task_id,
+        worker_id(),
+        settings,
+        node=node,
+        requeue=requeue_mix,
+        draining=shutting_down.is_set,
+    )
+    # A SIGTERM sent to this pool process itself (systemd signals the whole group) also hands over.
+    previous = signal.signal(signal.SIGTERM, lambda *_: shutting_down.set())
+    try:
+        outcome = runner.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if outcome is None:
+        if runner.no_capacity:
+            return f"queued again: node {node} has no capacity for it"
+        return "not claimed (running elsewhere or ended)"
+    if outcome.handed_over:
+        return "handed over: this worker is shutting down"
+    return (
+        "fenced out: another worker took over"
+        if outcome.fenced
+        else f"{outcome.status.name}: {outcome.reason}"
+    )
+
+
+def enqueue_mix(app_id: str, task_id: str) -> None:
+    """Queue a mix task (called by the API after the task is stored).
+
+    Raises:
+        kombu / redis errors: the broker is unreachable.
+    """
+    run_mix.apply_async(args=[app_id, task_id], queue=QUEUE, retry=False)
+
+
+def requeue_mix(app_id: str, task_id: str, countdown: float) -> None:
+    """Queue a mix task again, to be delivered ``countdown`` seconds from now (a worker node had no
+    capacity for it).
+
+    Raises:
+        kombu / redis errors: the broker is unreachable.
+    """
+    run_mix.apply_async(args=[app_id, task_id], queue=QUEUE, countdown=countdown, retry=False)
+
+
+def reconcile_once(store: Any) -> list[str]:
+    """Re-enqueue every task whose worker died; end those that were stopping (status 3, leases
+    released with their cooldowns) and fail those restarted too often; re-enqueue the never-claimed
+    tasks idle for :data:`RESCUE_QUEUED_AFTER` seconds. Returns their names."""
+    from rtc_mpu.workers.model import TaskStatus
+
+    handled = []
+    for record in store.stale_tasks():
+        name = f"{record.app_id}/{record.task_id}"
+        if record.stop_requested:  # its worker died while stopping: the stop is done, not restarted
+            store.finish(
+                record.app_id,
+                record.task_id,
+                record.fence,
+                TaskStatus.STOPPED_BY_USER,
+                "stopped by the user (its worker died while stopping)",
+            )
+            log.warning("task %s: worker %s died while stopping; ended", name, record.worker)
+        elif record.restarts >= settings.max_restarts:
+            store.finish(
+                record.app_id,
+                record.task_id,
+                record.fence,
+                TaskStatus.STOPPED,
+                f"its worker died {record.restarts + 1} times; giving up",
+            )
+            log.error("task %s: gave up after %d restarts", name, record.restarts)
+        elif store.note_restart(record.app_id, record.task_id, RESTART_MESSAGE_EVERY):
+            log.warning("task %s: worker %s stopped heartbeating; restarting it", name, record.worker)
+            enqueue_mix(record.app_id, record.task_id)
+        else:
+            continue  # a restart message was queued less than RESTART_MESSAGE_EVERY seconds ago
+        handled.append(name)
+    for app_id, task_id in store.rescue_queued(RESCUE_QUEUED_AFTER):
+        log.warning(
+            "task %s/%s: queued for %g s without a worker trying it; enqueuing it again",
+            app_id,
+            task_id,
+            RESCUE_QUEUED_AFTER,
+        )
+        enqueue_mix(app_id, task_id)
+        handled.append(f"{app_id}/{task_id}")
+    return handled
+
+
+def _reconcile_forever(stop: threading.Event) -> None:
+    store = _store()
+    while not stop.wait(RECONCILE_INTERVAL):
+        try:
+            reconcile_once(store)
+        except Exception as exc:  # Redis down: try again next time
+            log.warning("reconciler: %s", exc)
+
+
+@worker_ready.connect
+def _start_reconciler(**_: Any) -> None:
+    thread = threading.Thread(
+        target=_reconcile_forever, args=(threading.Event(),), name="reconciler", daemon=True
+    )
+    thread.start()

@@ -1,0 +1,472 @@
+"""Runs one mix task to its end: claim it, mix the channel into its StreamURL, report, stop.
+
+Celery-free (the Celery task in :mod:`rtc_mpu.workers.celery_app` only calls :meth:`MixRunner.run`), so it
+can be driven by tests and tools directly. One call runs one task in this process:
+
+1. **Claim** the task in the store, getting a fencing token. A second delivery of the same message,
+   or a task whose worker is alive, gets no token and returns at once. Given a worker node, the claim
+   also books the task's cost within the node's capacity; a task that does not fit is queued again
+   (:meth:`MixRunner.claim`).
+2. **Mix**: a :class:`rtc_mpu.mixer.sources.janus.JanusSource` for the channel feeds a
+   :class:`rtc_mpu.mixer.pipeline.Pipeline` pushing to the StreamURL in real time.
+3. **Supervise**, every ``heartbeat_interval`` seconds: heartbeat with the status (0 while the channel
+   has nobody, 1 while pushing users), layout, users and output statistics; this renews the URL
+   lease. A heartbeat refused (another worker holds a newer token) stops the push at once: the URL is
+   never pushed twice. A stop request ends the task (status 3); a new ``spec_version`` is applied at
+   the next frame; a channel empty for ``empty_timeout`` seconds ends it (status 4). From the moment
+   the task is ending until the push has ended, it reports state ``stopping`` (the store keeps a
+   stop-requested task ``stopping`` whatever a heartbeat says).
+4. **Push failures** (the RTMP server refuses or drops us, or restarts) are handled inside the
+   pipeline, which reconnects with exponential backoff and jitter while the channel subscription and
+   the media clock go on (see :mod:`rtc_mpu.mixer.pipeline`). Each heartbeat reads ``pipeline.sink``: status
+   6 (push URL refused) or 5 (network) with state ``retrying`` while it fails, 1 (or 0) again once
+   pushing; after ``give_up_after`` seconds of failing, the task stops (status 2) with the reason.
+   A task taken over from another worker (a restart) whose first pushes are refused shows status 0,
+   state ``starting`` and a reason saying it is being taken over, not 6, for up to
+   :data:`TAKEOVER_GRACE_SECONDS`: the server may still hold the previous worker's connection.
+5. **Finish**: release the leases, set the URL cooldowns, final status and reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from rtc_mpu.layouts import SpecError
+from rtc_mpu.mixer.output.push import SinkStatus
+from rtc_mpu.mixer.output.sinks import SinkError, sink_target
+from rtc_mpu.mixer.pipeline import Pipeline
+from rtc_mpu.mixer.sources.janus import ChannelConfig, ChannelStatus, JanusSource
+from rtc_mpu.spec.urls import redact_url
+from rtc_mpu.workers.capacity import params_cost, requeue_delay
+from rtc_mpu.workers.model import Claim, ClaimResult, TaskNotFoundError, TaskRecord, TaskState, TaskStatus
+from rtc_mpu.workers.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+#: Seconds after a takeover (a restart on this worker) during which the RTMP server refusing the push
+#: is shown as the takeover going on (status 0) rather than a push URL problem (status 6): a server
+#: keeps the previous worker's connection, and refuses a second publisher of the stream, until it
+#: notices that connection is gone (at once for a closed socket, up to its timeout for a lost host).
+TAKEOVER_GRACE_SECONDS = 60.0
+
+
+class MixStore(Protocol):
+    """The parts of :class:`rtc_mpu.workers.store.TaskStore` a runner uses."""
+
+    def claim(self, app_id: str, task_id: str, worker: str) -> int | None: ...
+
+    def get_task(self, app_id: str, task_id: str) -> TaskRecord: ...
+
+    def heartbeat(
+        self,
+        app_id: str,
+        task_id: str,
+        token: int,
+        *,
+        status: TaskStatus | None = None,
+        state: TaskState | None = None,
+        reason: str | None = None,
+        layout_id: int | None = None,
+        users: list[str] | None = None,
+        stats: dict[str, Any] | None = None,
+    ) -> TaskRecord | None: ...
+
+    def finish(
+        self, app_id: str, task_id: str, token: int | None, status: TaskStatus, reason: str
+    ) -> TaskRecord | None: ...
+
+
+@runtime_checkable
+class CapacityStore(MixStore, Protocol):
+    """A store that also claims within a node's capacity
+    (:meth:`rtc_mpu.workers.store.TaskStore.claim_on`)."""
+
+    def claim_on(
+        self,
+        app_id: str,
+        task_id: str,
+        worker: str,
+        *,
+        node: str | None = None,
+        cost: float = 0.0,
+        capacity: float | None = None,
+    ) -> Claim: ...
+
+
+#: ``(app_id, task_id, countdown_seconds) -> None``: queue a task again, to be delivered after the countdown.
+Requeue = Callable[[str, str, float], None]
+
+
+@dataclass
+class Outcome:
+    """How a run ended: the final status and reason, or ``fenced`` (another worker took over)."""
+
+    status: TaskStatus = TaskStatus.STOPPED
+    reason: str = "stopped"
+    fenced: bool = False
+    #: The worker is shutting down and gave the task back (it resumes on another worker).
+    handed_over: bool = False
+
+    @property
+    def ends(self) -> bool:
+        """The task ends here (neither fenced out nor handed over): it is *stopping* meanwhile."""
+        return not (self.fenced or self.handed_over)
+
+
+def waiting_reason(source: JanusSource) -> str:
+    """Why a task has nobody to mix: the channel is empty, does not exist yet, or Janus fails."""
+    if source.status is ChannelStatus.JOINED:
+        return "waiting for the channel to have a publisher"
+    detail = f": {source.last_error}" if source.last_error else ""
+    return f"waiting for the channel ({source.status.value}{detail})"
+
+
+def push_failing_reason(sink: SinkStatus, now: float) -> str:
+    """The status reason while the push fails: since when, the (redacted) error, the attempt number.
+
+    Args:
+        sink: the pipeline's sink state (not connected).
+        now: ``time.monotonic()`` seconds.
+    """
+    since = now - sink.failing_since if sink.failing_since is not None else 0.0
+    return (
+        f"push failing since {since:.0f} s: {sink.last_error or 'not connected yet'}; "
+        f"reconnecting (attempt {sink.attempts + 1})"
+    )
+
+
+def takeover_reason(sink: SinkStatus) -> str:
+    """The status reason while a taken-over task's pushes are refused (see :func:`push_report`)."""
+    return (
+        "restarting: taking over from the previous worker; the RTMP server still refuses the push "
+        f"(it may still hold the previous connection): {sink.last_error or 'not connected yet'}; "
+        f"retrying (attempt {sink.attempts + 1})"
+    )
+
+
+def push_report(
+    sink: SinkStatus,
+    users: bool,
+    waiting: str,
+    now: float,
+    *,
+    takeover_until: float | None = None,
+    ending: str | None = None,
+) -> tuple[TaskStatus, TaskState, str]:
+    """The (status, state, reason) a heartbeat reports.
+
+    Args:
+        sink: the pipeline's sink state.
+        users: the mix has somebody to show.
+        waiting: the reason while nobody is there (:func:`waiting_reason`).
+        now: ``time.monotonic()`` seconds.
+        takeover_until: for a task taken over from another worker that has not pushed yet, the
+            monotonic time until which a refused push is shown as the takeover (status 0, state
+            ``starting``); None otherwise.
+        ending: why the task is ending, once it is (state ``stopping`` with that reason, the status
+            as the push is); None while it runs.
+    """
+    if sink.connected or sink.last_error is None:  # pushing, or still opening the first time
+        status = TaskStatus.RUNNING if users else TaskStatus.WAITING
+        state, reason = TaskState.RUNNING, "pushing" if users else waiting
+    elif sink.push_url_problem and takeover_until is not None and now < takeover_until:
+        status, state, reason = TaskStatus.WAITING, TaskState.STARTING, takeover_reason(sink)
+    else:
+        status = TaskStatus.PUSH_URL_PROBLEM if sink.push_url_problem else TaskStatus.NETWORK_PROBLEM
+        state, reason = TaskState.RETRYING, push_failing_reason(sink, now)
+    if ending is not None:
+        return status, TaskState.STOPPING, f"stopping: {ending}"
+    return status, state, reason
+
+
+class MixRunner:
+    """Runs one task (see the module docstring).
+
+    Args:
+        store: the task store.
+        app_id, task_id: the task.
+        worker: this worker's name for the record.
+        settings: timings, where Janus is, and the node's capacity (``settings.capacity``, units).
+        node: the worker node this process belongs to (Celery's node name): the claim then checks
+            and takes ``settings.capacity`` of that node, and the store must be a
+            :class:`CapacityStore`. None: no capacity accounting (tools, tests).
+        requeue: with ``node``, how a task that does not fit is queued again (``(app_id, task_id,
+            countdown seconds)``); None: it is not (the reconciler rescues it later).
+        draining: tells whether this worker is shutting down (SIGTERM): the runner then hands the
+            task over (stops pushing, :meth:`rtc_mpu.workers.store.TaskStore.release`, queues it again
+            through ``requeue`` at once) instead of ending it; None: never.
+    """
+
+    def __init__(
+        self,
+        store: MixStore,
+        app_id: str,
+        task_id: str,
+        worker: str,
+        settings: WorkerSettings,
+        *,
+        node: str | None = None,
+        requeue: Requeue | None = None,
+        draining: Callable[[], bool] | None = None,
+    ):
+        self.store = store
+        self.app_id = app_id
+        self.task_id = task_id
+        self.worker = worker
+        self.settings = settings
+        self.node = node
+        self.requeue = requeue
+        self.draining = draining or (lambda: False)
+        #: The last claim refused the task for lack of capacity (and it was queued again if it could).
+        self.no_capacity = False
+        self.token: int | None = None
+        self._last: TaskRecord | None = None
+        #: When the lease was last renewed (monotonic seconds); the claim renews it.
+        self._renewed_at = time.monotonic()
+        #: The store stayed unreachable until the lease may have expired: the push was stopped.
+        self.lease_lost = False
+
+    def run(self) -> Outcome | None:
+        """Claim and run the task to its end (blocking). None when the task could not be claimed:
+        running elsewhere, stopped or ended, or (with a node) it does not fit the node's capacity,
+        in which case ``no_capacity`` is set and it was queued again (see :meth:`claim`).
+
+        Raises:
+            StoreUnavailableError: the store failed before the task was claimed.
+        """
+        token = self.claim()
+        if token is None:
+            log.info(
+                "task %s/%s is not claimable (running elsewhere, stopped or ended)", self.app_id, self.task_id
+            )
+            return None
+        self.token = token
+        try:
+            return asyncio.run(self._run(token))
+        except Exception as exc:  # a bug or an unexpected failure: end the task truthfully
+            log.exception("task %s/%s failed", self.app_id, self.task_id)
+            reason = f"internal error: {exc.__class__.__name__}"
+            self.store.finish(self.app_id, self.task_id, token, TaskStatus.STOPPED, reason)
+            return Outcome(TaskStatus.STOPPED, reason)
+
+    def claim(self) -> int | None:
+        """Claim the task; its fencing token, or None.
+
+        Without a node: :meth:`MixStore.claim`. With one: the task's cost
+        (:func:`rtc_mpu.workers.capacity.params_cost` of its stored parameters) is claimed within the node's
+        capacity in one atomic step (:meth:`rtc_mpu.workers.store.TaskStore.claim_on`). A never-claimed task
+        that does not fit keeps state QUEUED with the reason "queued: no worker has capacity for it
+        (cost X.X units)" and is handed to ``requeue`` with a countdown of about 2 s (jittered), so
+        another node, or this one later, takes it; a failing ``requeue`` is logged, and the
+        reconciler rescues the task once its record has been idle for a while
+        (:meth:`rtc_mpu.workers.store.TaskStore.rescue_queued`). A restart (its worker died) that does not
+        fit is left to the reconciler, which re-enqueues stale tasks at every pass. Either way the
+        claim's fencing token decides who runs it: a task never runs twice.
+
+        Raises:
+            StoreUnavailableError: the store failed.
+            TypeError: a node is given but the store cannot claim within a capacity.
+        """
+        self.no_capacity = False
+        if self.node is None:
+            return self.store.claim(self.app_id, self.task_id, self.worker)
+        store = self.store
+        if not isinstance(store, CapacityStore):
+            raise TypeError("claiming within a node's capacity needs a store with claim_on")
+        try:
+            record = store.get_task(self.app_id, self.task_id)
+        except TaskNotFoundError:
+            return None
+        if not record.active:
+            return None
+        cost = params_cost(record.params)
+        capacity = self.settings.capacity if self.settings.capacity > 0 else None
+        claim = store.claim_on(
+            self.app_id, self.task_id, self.worker, node=self.node, cost=cost, capacity=capacity
+        )
+        if claim.result is not ClaimResult.NO_CAPACITY:
+            return claim.token
+        self.no_capacity = True
+        name = f"{self.app_id}/{self.task_id}"
+        if claim.restart or self.requeue is None:
+            log.info("task %s (cost %.2f) does not fit node %s; reconciler retries", name, cost, self.node)
+            return None
+        delay = requeue_delay()
+        log.info(
+            "task %s (cost %.2f) does not fit node %s (load %.2f of %.2f); queued again in %.1f s",
+            name,
+            cost,
+            self.node,
+            claim.load,
+            self.settings.capacity,
+            delay,
+        )
+        try:
+            self.requeue(self.app_id, self.task_id, delay)
+        except Exception as exc:  # the broker is down: the reconciler rescues the idle task later
+            log.error("task %s: cannot queue it again (%s); the reconciler will", name, exc)
+        return None
+
+    async def _beat_off_loop(self, token: int, **fields: Any) -> TaskRecord | None:
+        """:meth:`_beat` in a thread: a store that hangs (Redis paused, a network partition) must not
+        stall the event loop that receives the channel's media and runs the media clock."""
+        return await asyncio.to_thread(self._beat, token, **fields)
+
+    def _beat(self, token: int, **fields: Any) -> TaskRecord | None:
+        """Heartbeat; the fresh record, or None when this worker must stop pushing: fenced out by a
+        newer claim, or unable to renew its lease for so long that it may have expired (the store is
+        unreachable for ``lease_seconds`` minus two heartbeats: after that another worker could take
+        the task over, and the URL must never be pushed twice). A shorter store outage is ridden out:
+        the mix goes on and the next heartbeat catches up."""
+        try:
+            fresh = self.store.heartbeat(self.app_id, self.task_id, token, **fields)
+        except Exception as exc:  # the store is down: keep mixing, try again at the next beat
+            silent = time.monotonic() - self._renewed_at
+            if silent >= self.settings.lease_seconds - 2 * self.settings.heartbeat_interval:
+                log.error("lease not renewed for %.1f s (%s); stopping the push", silent, exc)
+                self.lease_lost = True
+                return None
+            log.warning("heartbeat failed (%s); the mix goes on", exc)
+            return self._last
+        if fresh is not None:
+            self._renewed_at = time.monotonic()
+        return fresh
+
+    def _hand_over(self, token: int) -> None:
+        """Give the task back (the push has stopped) and queue it again for another worker."""
+        reason = f"handed over: worker {self.worker} is shutting down; resuming on another worker"
+        release = getattr(self.store, "release", None)
+        try:
+            released = release(self.app_id, self.task_id, token, reason) if release else None
+        except Exception as exc:  # the store is down: the lease expires and the reconciler restarts it
+            log.error("task %s/%s: cannot hand over (%s); it restarts later", self.app_id, self.task_id, exc)
+            return
+        if released is not None and released.active and self.requeue is not None:
+            try:
+                self.requeue(self.app_id, self.task_id, 0.0)
+            except Exception as exc:  # the reconciler finds it (heartbeat 0 = stale) within seconds
+                log.error("task %s/%s: cannot queue it again (%s)", self.app_id, self.task_id, exc)
+
+    async def _run(self, token: int) -> Outcome:
+        record = self.store.get_task(self.app_id, self.task_id)
+        self._last = record
+        try:
+            spec = record.params.to_spec(self.settings.clock_time_zone)
+            target = sink_target(record.params.stream_url)
+        except SpecError as exc:
+            invalid = Outcome(TaskStatus.STOPPED, f"invalid parameters: {exc.code}: {exc.message}")
+            self.store.finish(self.app_id, self.task_id, token, invalid.status, invalid.reason)
+            return invalid
+        version = record.spec_version
+        channel = ChannelConfig(
+            self.settings.janus_url,
+            self.app_id,
+            record.params.channel_id,
+            api_secret=self.settings.janus_api_secret,
+        )
+        empty_since = time.monotonic()
+        outcome: Outcome | None = None
+        # A restart: the previous worker's push may still be held by the server for a while.
+        takeover_until = empty_since + TAKEOVER_GRACE_SECONDS if record.restarts > 0 else None
+        log.info(
+            "task %s/%s: mixing %s into %s", self.app_id, self.task_id, channel.room, redact_url(target.url)
+        )
+        while outcome is None:
+            source = JanusSource(channel)
+            pipeline = Pipeline(
+                spec,
+                source,
+                target,
+                realtime=True,
+                image_limits=self.settings.image_limits(),
+                retry_initial=self.settings.retry_initial,
+                retry_max=self.settings.retry_max,
+                give_up_after=self.settings.give_up_after,
+            )
+            mix = asyncio.create_task(pipeline.run())
+            while not mix.done():
+                await asyncio.wait({mix}, timeout=self.settings.heartbeat_interval)
+                stats = pipeline.stats
+                sink = pipeline.sink
+                now = time.monotonic()
+                if stats.users:
+                    empty_since = now
+                if sink.connected:
+                    takeover_until = None  # pushing: the takeover is over
+                status, state, reason = push_report(
+                    sink,
+                    bool(stats.users),
+                    waiting_reason(source),
+                    now,
+                    takeover_until=takeover_until,
+                    ending=outcome.reason if outcome is not None and outcome.ends else None,
+                )
+                fresh = await self._beat_off_loop(
+                    token,
+                    status=status,
+                    state=state,
+                    reason=reason,
+                    layout_id=stats.layout_id,
+                    users=list(stats.users),
+                    stats={
+                        "video_frames": stats.video_frames,
+                        "dropped_video_frames": stats.dropped_video_frames,
+                        "audio_blocks": stats.audio_blocks,
+                        "dropped_audio_blocks": stats.dropped_audio_blocks,
+                        "sink_reconnects": sink.reconnects,
+                        "layout_changes": stats.layout_changes,
+                        "mixed_audio_users": list(stats.mixed_audio_users),
+                        "overlay_problems": dict(stats.overlay_problems),
+                        "vad": stats.vad,
+                        "sei_messages": stats.sei_messages,
+                    },
+                )
+                if fresh is None:
+                    why = "its lease may have expired" if self.lease_lost else "fenced out by a newer claim"
+                    log.warning("task %s/%s: %s; stopping the push", self.app_id, self.task_id, why)
+                    outcome = Outcome(fenced=True)
+                    pipeline.stop()
+                elif outcome is not None:
+                    pass  # already ending: the push is being stopped
+                elif fresh.stop_requested:  # before draining: a stopped task is not handed over
+                    outcome = Outcome(TaskStatus.STOPPED_BY_USER, "stopped by the user")
+                    pipeline.stop()
+                elif self.draining():
+                    log.warning("task %s/%s: this worker shuts down; handing over", self.app_id, self.task_id)
+                    outcome = Outcome(handed_over=True)
+                    pipeline.stop()
+                elif now - empty_since >= self.settings.empty_timeout:
+                    outcome = Outcome(
+                        TaskStatus.CHANNEL_ENDED,
+                        f"the channel was empty for {self.settings.empty_timeout:g} s",
+                    )
+                    pipeline.stop()
+                elif fresh.spec_version != version:
+                    try:
+                        pipeline.update_spec(fresh.params.to_spec(self.settings.clock_time_zone))
+                        version = fresh.spec_version
+                        log.info(
+                            "task %s/%s: layout updated (version %d)", self.app_id, self.task_id, version
+                        )
+                    except (SpecError, ValueError) as exc:
+                        log.warning("task %s/%s: update refused: %s", self.app_id, self.task_id, exc)
+                        version = fresh.spec_version
+                self._last = fresh
+            try:
+                await mix
+            except SinkError as exc:  # the pipeline gave up reconnecting (give_up_after)
+                if outcome is None:
+                    failing_since = pipeline.sink.failing_since
+                    failed_for = time.monotonic() - failing_since if failing_since is not None else 0.0
+                    outcome = Outcome(TaskStatus.STOPPED, f"gave up after {failed_for:.0f} s: {exc}")
+        if outcome.handed_over:
+            await asyncio.to_thread(self._hand_over, token)
+        elif not outcome.fenced:
+            self.store.finish(self.app_id, self.task_id, token, outcome.status, outcome.reason)
+        log.info("task %s/%s ended: %s (%s)", self.app_id, self.task_id, outcome.status.name, outcome.reason)
+        return outcome

@@ -1,0 +1,143 @@
+"""Worker settings from the environment (documented in README), read once per process."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+
+from rtc_mpu.mixer.overlays.images import FetchLimits
+from rtc_mpu.workers.capacity import default_capacity
+
+
+def _float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, got {value!r}") from None
+
+
+def _capacity() -> float:
+    value = os.environ.get("MPU_WORKER_CAPACITY")
+    if not value:
+        return default_capacity()
+    try:
+        capacity = float(value)
+    except ValueError:
+        capacity = -1.0
+    if not (capacity >= 0 and capacity != float("inf")):
+        raise ValueError(f"MPU_WORKER_CAPACITY must be a number of units >= 0, got {value!r}")
+    return capacity
+
+
+def _int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None
+
+
+def _count(name: str, default: int) -> int:
+    """An integer >= 0 from the environment."""
+    value = _int(name, default)
+    if value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """How workers run mixes.
+
+    Attributes:
+        redis_url: task store and Celery broker (``MPU_REDIS_URL``).
+        janus_url: the channels' Janus HTTP API (``MPU_JANUS_URL``).
+        janus_api_secret: Janus' api_secret (``MPU_JANUS_API_SECRET``), if any.
+        mix_slots: mixes one worker runs at once (``MPU_MIX_SLOTS``, Celery concurrency).
+        mixes_per_process: Celery tasks (mixes, and deliveries refused for capacity) a pool process
+            runs before it exits and a fresh one is forked (``MPU_MIXES_PER_PROCESS``, Celery's
+            ``worker_max_tasks_per_child``). Default 1: every mix starts in a fresh process, so what
+            a mix allocated (and the allocator's fragmentation) goes back to the system when it ends
+            and a pool process's memory is bounded by one mix's. 0: processes are reused forever.
+        capacity: what one worker node (a Celery worker with ``mix_slots`` processes) takes, in units
+            of :mod:`rtc_mpu.workers.capacity` (1.0 = one 1280x720 30 fps mix of 4 inputs); a task that does
+            not fit waits in the queue (``MPU_WORKER_CAPACITY``, default 1.0 per CPU core; 0 =
+            unlimited).
+        empty_timeout: seconds an empty channel is mixed before the task stops by itself with
+            status 4 (``MPU_EMPTY_TIMEOUT``, default 30).
+        heartbeat_interval: seconds between heartbeats/lease renewals (``MPU_HEARTBEAT_INTERVAL``).
+        lease_seconds: how long a lease outlives the last heartbeat (``MPU_LEASE_SECONDS``).
+        cooldown_seconds: how long a StreamURL is refused after its task stopped (``MPU_COOLDOWN``).
+        retry_initial, retry_max: RTMP reconnect backoff bounds in seconds.
+        give_up_after: seconds of continuous push failure before the task stops (``MPU_GIVE_UP_AFTER``).
+        max_restarts: restarts after worker deaths before a task is marked failed.
+        image_allow_private: overlay images may come from private and loopback addresses
+            (``MPU_IMAGE_ALLOW_PRIVATE=1``; off by default: a task's image URLs must not reach the
+            worker's own network).
+        image_max_bytes: largest overlay image in bytes (``MPU_IMAGE_MAX_BYTES``, 5 MiB).
+        image_timeout: seconds to fetch one overlay image (``MPU_IMAGE_TIMEOUT``, 5).
+        clock_time_zone: IANA time zone of ClockWidgets that name none (``MPU_CLOCK_TIME_ZONE``;
+            empty: the worker's local time).
+    """
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    janus_url: str = "http://127.0.0.1:8088/janus"
+    janus_api_secret: str | None = None
+    mix_slots: int = 2
+    mixes_per_process: int = 1
+    capacity: float = field(default_factory=default_capacity)
+    empty_timeout: float = 30.0
+    heartbeat_interval: float = 1.0
+    lease_seconds: float = 8.0
+    cooldown_seconds: float = 10.0
+    retry_initial: float = 1.0
+    retry_max: float = 5.0
+    give_up_after: float = 300.0
+    max_restarts: int = 5
+    image_allow_private: bool = False
+    image_max_bytes: int = 5 * 1024 * 1024
+    image_timeout: float = 5.0
+    clock_time_zone: str | None = None
+
+    @classmethod
+    def from_env(cls) -> WorkerSettings:
+        """Read the ``MPU_*`` variables.
+
+        Raises:
+            ValueError: a variable is malformed (the message names it).
+        """
+        return cls(
+            redis_url=os.environ.get("MPU_REDIS_URL", cls.redis_url),
+            janus_url=os.environ.get("MPU_JANUS_URL", cls.janus_url),
+            janus_api_secret=os.environ.get("MPU_JANUS_API_SECRET") or None,
+            mix_slots=_int("MPU_MIX_SLOTS", cls.mix_slots),
+            mixes_per_process=_count("MPU_MIXES_PER_PROCESS", cls.mixes_per_process),
+            capacity=_capacity(),
+            empty_timeout=_float("MPU_EMPTY_TIMEOUT", cls.empty_timeout),
+            heartbeat_interval=_float("MPU_HEARTBEAT_INTERVAL", cls.heartbeat_interval),
+            lease_seconds=_float("MPU_LEASE_SECONDS", cls.lease_seconds),
+            cooldown_seconds=_float("MPU_COOLDOWN", cls.cooldown_seconds),
+            give_up_after=_float("MPU_GIVE_UP_AFTER", cls.give_up_after),
+            max_restarts=_int("MPU_MAX_RESTARTS", cls.max_restarts),
+            image_allow_private=os.environ.get("MPU_IMAGE_ALLOW_PRIVATE", "") in ("1", "true", "yes"),
+            image_max_bytes=_int("MPU_IMAGE_MAX_BYTES", cls.image_max_bytes),
+            image_timeout=_float("MPU_IMAGE_TIMEOUT", cls.image_timeout),
+            clock_time_zone=os.environ.get("MPU_CLOCK_TIME_ZONE") or None,
+        )
+
+    def image_limits(self) -> FetchLimits:
+        """How overlay images are fetched."""
+        return FetchLimits(
+            max_bytes=self.image_max_bytes, timeout=self.image_timeout, allow_private=self.image_allow_private
+        )
+
+
+def worker_id() -> str:
+    """This process's name in task records: ``<hostname>:<pid>``."""
+    return f"{socket.gethostname()}:{os.getpid()}"

@@ -1,0 +1,1191 @@
+"""The task store: mix tasks, StreamURL leases, cooldowns, claims and heartbeats in Redis.
+
+Every change is one Lua script (atomic on the server, nothing half-done); reads are single commands
+or read-only scripts. All times written by the store (``created_at``, ``updated_at``,
+``heartbeat_at``, ``ended_at``) come from the Redis server's clock (``TIME`` inside the scripts), and
+every age the store compares (heartbeat age, ``stale_tasks``) is measured against that same clock,
+so workers with skewed clocks cannot steal or keep a task by mistake.
+
+Keys (``{p}`` is the prefix, ``mpu`` by default; a task's *name* is ``<app_id>/<task_id>``, which is
+unambiguous because a TaskId never contains ``/``):
+
+- ``{p}:task:<app_id>/<task_id>``: hash, the task record. Each field holds the JSON of the field of
+  the same name in :meth:`TaskRecord.to_json <rtc_mpu.workers.model.TaskRecord.to_json>` (so the hash is that
+  JSON object split by field, and the scripts can change a field without parsing the record: Redis'
+  Lua cjson would turn empty lists into ``{}`` and round times to 14 digits). No TTL while the task
+  is active; ``ended_ttl_seconds`` after it ended.
+- ``{p}:app:<app_id>:tasks``: sorted set of the app's TaskIds; score = when the record expires, in
+  milliseconds of server time (``+inf`` while active). Expired members are pruned at the next start.
+- ``{p}:active``: set of the names of all active tasks.
+- ``{p}:lease:<stream key>``: a StreamURL lease, value = the holder's name. A task has one lease per
+  stream key in its record's ``lease_keys`` (:func:`rtc_mpu.spec.urls.lease_keys`: its canonical StreamURL,
+  :func:`rtc_mpu.spec.urls.stream_url_key`, and the same at each address its host resolved to when it
+  started; no query string, so no auth key), all taken together or none; a record of an older
+  version without ``lease_keys`` has one, on its ``stream_key``, and every script falls back to it.
+  No TTL while the task is queued (nobody renews it yet); ``lease_seconds`` from the claim on,
+  renewed by each heartbeat, so a dead worker's leases expire by themselves.
+- ``{p}:cooldown:<stream key>``: value = the name of the task that stopped; expires after
+  ``cooldown_seconds``, set for each of the task's stream keys when it ends. A StreamURL is refused
+  while one of its stream keys has one.
+- read only: ``{p}:app:<app_id>:layouts`` of :mod:`rtc_mpu.workers.layout_store`: a start or an update checks
+  that the custom layouts it names exist, in the same script as its write.
+- ``{p}:nonce:<AccessKeyId>:<sha256 of nonce>``: a signed request's nonce, kept for twice the
+  timestamp window (:meth:`TaskStore.use_nonce`).
+- ``{p}:restarting:<app_id>/<task_id>``: a restart of the stale task was queued; expires after the
+  reconciler's dedupe period (:meth:`TaskStore.note_restart`).
+- ``{p}:fence``: counter of fencing tokens (one sequence for all tasks, so a token is never reused,
+  not even by a later task with the same TaskId).
+- ``{p}:load:<node>``: hash, the load of a worker node (a Celery worker, ``-n`` name): task name ->
+  its cost in units (:mod:`rtc_mpu.workers.capacity`). A claim with a node (:meth:`TaskStore.claim_on`) checks
+  and adds the task's cost in the same atomic step, and takes the entry off the task's previous
+  node; ending a task removes it; a heartbeat re-asserts it. A claim drops the entries of tasks that
+  are no longer live on that node (ended, moved, or heartbeat older than ``lease_seconds``), so a
+  dead worker's load is released by the next claim on its node; no TTL.
+
+The scripts compute the lease and cooldown key names from the record's stream keys, so this store
+works on a single Redis server (or a primary with replicas), not on Redis Cluster. It needs Redis 5 or
+newer (scripts that call ``TIME`` before writing).
+
+Errors: every Redis failure (connection refused, timeout, any ``redis.exceptions.RedisError``) is
+raised as :class:`~rtc_mpu.workers.model.StoreUnavailableError`. A connection that fails before a command is
+sent changes nothing; after a *read timeout* the script may or may not have run (the same holds for
+any remote call), which is why :meth:`TaskStore.from_url` disables redis-py's automatic retries: a
+retried script could, e.g., claim a task twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from rtc_mpu.spec.urls import parse_stream_url, redact_url, stream_url_key
+from rtc_mpu.workers.model import (
+    Claim,
+    ClaimResult,
+    CustomLayoutMissingError,
+    StoreError,
+    StoreUnavailableError,
+    StreamURLCoolingDownError,
+    StreamURLInUseError,
+    TaskExistsError,
+    TaskNotFoundError,
+    TaskParams,
+    TaskRecord,
+    TaskState,
+    TaskStatus,
+    TaskStoppingError,
+    no_capacity_reason,
+)
+
+log = logging.getLogger(__name__)
+
+#: A TaskId (shared/reference/mpu-api.md): ``[A-Za-z0-9_-]``, at most 55 bytes.
+TASK_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,55}")
+#: The first id of custom layouts (:mod:`rtc_mpu.workers.layout_store`); smaller LayoutIds are system layouts.
+FIRST_CUSTOM_LAYOUT_ID = 100
+#: The reason of a task whose stop was requested while its worker pushes.
+STOPPING_REASON = "stopping: stop requested; ending the push"
+#: Default socket timeouts (connect and read) of :meth:`TaskStore.from_url`, in seconds.
+DEFAULT_TIMEOUT = 2.0
+#: Fields the scripts stamp with the server's time when a task is created.
+_SERVER_TIMES = ("created_at", "updated_at")
+#: States a worker may report (QUEUED and ENDED belong to the store; WORKER_LOST is only shown).
+_HEARTBEAT_STATES = frozenset({TaskState.STARTING, TaskState.RUNNING, TaskState.RETRYING, TaskState.STOPPING})
+
+# Shared Lua: the server's time, and ending a task (lease, cooldown, indexes, TTL).
+_PRELUDE = """
+local function now()
+  local t = redis.call('TIME')
+  local usec = tonumber(t[2])
+  return t[1] .. '.' .. string.format('%06d', usec), tonumber(t[1]) * 1000 + math.floor(usec / 1000),
+    tonumber(t[1]) + usec / 1000000
+end
+
+-- The task's entry in the load of the node it was claimed by, if any (ARGV[1] prefix).
+local function release_load(rec, name)
+  local node = redis.call('HGET', rec, 'node')
+  if node and node ~= 'null' then
+    redis.call('HDEL', ARGV[1] .. ':load:' .. cjson.decode(node), name)
+  end
+end
+
+-- The task's stream keys (the names of its leases and cooldowns): the record's lease_keys, or its
+-- stream_key alone for a record written before lease_keys existed.
+local function stream_keys(rec)
+  local f = redis.call('HMGET', rec, 'lease_keys', 'stream_key')
+  if f[1] then
+    local keys = cjson.decode(f[1])
+    if type(keys) == 'table' and #keys > 0 then
+      return keys
+    end
+  end
+  return {cjson.decode(f[2])}
+end
+
+-- Another task holding one of the leases of keys, and that key; nil if none (ARGV[1] prefix).
+local function lease_taken(keys, name)
+  for _, key in ipairs(keys) do
+    local holder = redis.call('GET', ARGV[1] .. ':lease:' .. key)
+    if holder and holder ~= name then
+      return holder, key
+    end
+  end
+  return nil
+end
+
+-- Every lease of keys to name, with a TTL of ttl_ms, or none when ttl_ms is nil (ARGV[1] prefix).
+local function set_leases(keys, name, ttl_ms)
+  for _, key in ipairs(keys) do
+    if ttl_ms then
+      redis.call('SET', ARGV[1] .. ':lease:' .. key, name, 'PX', ttl_ms)
+    else
+      redis.call('SET', ARGV[1] .. ':lease:' .. key, name)
+    end
+  end
+end
+
+-- KEYS[1] record, KEYS[2] app index, KEYS[3] active set; ARGV[1] prefix, ARGV[2] name, ARGV[3] task id.
+-- Each lease of keys that names the task is deleted, and gets its own cooldown unless another task holds it.
+local function end_task(keys, status, reason_json, cooldown_ms, ttl_ms, now_text, now_ms)
+  local rec, name = KEYS[1], ARGV[2]
+  redis.call('HSET', rec, 'state', '"ended"', 'status', status, 'reason', reason_json,
+    'ended_at', now_text, 'updated_at', now_text)
+  for _, key in ipairs(keys) do
+    local lease = ARGV[1] .. ':lease:' .. key
+    local holder = redis.call('GET', lease)
+    if holder == name then
+      redis.call('DEL', lease)
+    end
+    if cooldown_ms > 0 and (not holder or holder == name) then
+      redis.call('SET', ARGV[1] .. ':cooldown:' .. key, name, 'PX', cooldown_ms)
+    end
+  end
+  redis.call('SREM', KEYS[3], name)
+  release_load(rec, name)
+  redis.call('PEXPIRE', rec, ttl_ms)
+  redis.call('ZADD', KEYS[2], now_ms + ttl_ms, ARGV[3])
+  if redis.call('ZCOUNT', KEYS[2], '+inf', '+inf') == 0 then
+    redis.call('PEXPIRE', KEYS[2], ttl_ms)
+  end
+end
+
+local function url_taken_reason(holder)
+  return cjson.encode('stopped: its StreamURL was taken by task ' .. holder .. ' while it had no live worker')
+end
+"""
+
+# KEYS: record, app index, active set, the app's custom layouts (hash, rtc_mpu.workers.layout_store).
+# ARGV: prefix, name, task id, stream keys to lease (JSON array), custom layout ids the task names
+# (JSON array of strings), then field/value pairs of the record.
+# All the leases or none: each key must be free (or held by an ended task) and not cooling down.
+_START = (
+    _PRELUDE
+    + """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state and state ~= '"ended"' then
+  return {'exists'}
+end
+local keys = cjson.decode(ARGV[4])
+for _, key in ipairs(keys) do
+  local holder = redis.call('GET', ARGV[1] .. ':lease:' .. key)
+  if holder then
+    local holder_state = redis.call('HGET', ARGV[1] .. ':task:' .. holder, 'state')
+    if holder_state and holder_state ~= '"ended"' then
+      return {'in_use', holder, key}
+    end
+  end
+end
+local cooling = nil
+for _, key in ipairs(keys) do
+  local pttl = redis.call('PTTL', ARGV[1] .. ':cooldown:' .. key)
+  if pttl ~= -2 and (cooling == nil or pttl > cooling) then
+    cooling = pttl
+  end
+end
+if cooling ~= nil then
+  return {'cooling', cooling}
+end
+-- The custom layouts it names must still exist: checked here, atomically with the delete script's
+-- check for active tasks that list a layout, so a layout is never deleted under a starting task.
+for _, id in ipairs(cjson.decode(ARGV[5])) do
+  if redis.call('HEXISTS', KEYS[4], id) == 0 then
+    return {'no_layout', id}
+  end
+end
+local now_text, now_ms = now()
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('HSET', KEYS[1], 'created_at', now_text, 'updated_at', now_text)
+set_leases(keys, ARGV[2], nil)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms)
+redis.call('ZADD', KEYS[2], '+inf', ARGV[3])
+redis.call('PERSIST', KEYS[2])
+redis.call('SADD', KEYS[3], ARGV[2])
+return {'ok', redis.call('HGETALL', KEYS[1])}
+"""
+)
+
+# KEYS: record, app index, active set, fence counter[, the node's load].
+# ARGV: prefix, name, task id, worker (JSON), lease ms, cooldown ms, ended ttl ms, node (JSON, null
+# without a node), cost (units, JSON number), capacity (units; '' = unlimited), reason when refused (JSON).
+_CLAIM = (
+    _PRELUDE
+    + """
+local f = redis.call('HMGET', KEYS[1], 'state', 'stop_requested', 'fence', 'heartbeat_at', 'stream_key',
+  'restarts', 'node')
+if not f[1] or f[1] == '"ended"' then
+  return {'gone'}
+end
+local lease_ms, cooldown_ms, ttl_ms = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local now_text, now_ms, now_s = now()
+local fence = tonumber(f[3])
+if fence > 0 and (now_s - tonumber(f[4])) * 1000 < lease_ms then
+  return {'held'}
+end
+local keys = stream_keys(KEYS[1])
+if f[2] == 'true' then
+  end_task(keys, '3', '"stopped by the user"', cooldown_ms, ttl_ms, now_text, now_ms)
+  return {'stopped'}
+end
+local holder = lease_taken(keys, ARGV[2])
+if holder then
+  end_task(keys, '2', url_taken_reason(holder), 0, ttl_ms, now_text, now_ms)
+  return {'url_taken', holder}
+end
+local load = 0
+if KEYS[5] then
+  -- The node's load: its live tasks' costs. Entries of tasks that ended, moved to another node or
+  -- whose heartbeat is stale (the worker died or hangs) are dropped here, so a dead worker's load
+  -- never blocks its node for good.
+  local others = 0
+  local entries = redis.call('HGETALL', KEYS[5])
+  for i = 1, #entries, 2 do
+    local other = entries[i]
+    if other ~= ARGV[2] then
+      local o = redis.call('HMGET', ARGV[1] .. ':task:' .. other, 'state', 'fence', 'heartbeat_at', 'node')
+      if not o[1] or o[1] == '"ended"' or tonumber(o[2]) == 0 or o[4] ~= ARGV[8]
+          or (now_s - tonumber(o[3])) * 1000 >= lease_ms then
+        redis.call('HDEL', KEYS[5], other)
+      else
+        load = load + tonumber(entries[i + 1])
+        others = others + 1
+      end
+    end
+  end
+  -- A task bigger than the whole capacity still runs on an idle node (else it never would).
+  if ARGV[10] ~= '' and others > 0 and load + tonumber(ARGV[9]) > tonumber(ARGV[10]) + 1e-9 then
+    if fence == 0 then
+      redis.call('HSET', KEYS[1], 'reason', ARGV[11], 'updated_at', now_text)
+    end
+    return {'no_capacity', tostring(load), tostring(fence)}
+  end
+end
+local token = redis.call('INCR', KEYS[4])
+local restarts = tonumber(f[6])
+local reason = '"starting"'
+if fence > 0 then
+  restarts = restarts + 1
+  if tonumber(f[4]) == 0 then
+    reason = '"restarting: taking over from the previous worker, which handed the task over"'
+  else
+    reason = '"restarting: taking over from the previous worker, which stopped heartbeating"'
+  end
+end
+if f[7] and f[7] ~= 'null' and f[7] ~= ARGV[8] then
+  redis.call('HDEL', ARGV[1] .. ':load:' .. cjson.decode(f[7]), ARGV[2])
+end
+if KEYS[5] then
+  redis.call('HSET', KEYS[5], ARGV[2], ARGV[9])
+end
+redis.call('HSET', KEYS[1], 'fence', token, 'worker', ARGV[4], 'state', '"starting"', 'status', '0',
+  'reason', reason, 'heartbeat_at', now_text, 'updated_at', now_text, 'restarts', restarts,
+  'node', ARGV[8], 'cost', ARGV[9])
+set_leases(keys, ARGV[2], lease_ms)
+return {'ok', token, tostring(load)}
+"""
+)
+
+# KEYS: record, app index, active set.
+# ARGV: prefix, name, task id, token, lease ms, ended ttl ms, then field/value pairs to set.
+_HEARTBEAT = (
+    _PRELUDE
+    + """
+local f = redis.call('HMGET', KEYS[1], 'state', 'fence', 'stop_requested')
+if not f[1] or f[1] == '"ended"' then
+  return {'gone'}
+end
+local fence = tonumber(f[2])
+if fence == 0 or fence ~= tonumber(ARGV[4]) then
+  return {'fenced'}
+end
+local now_text, now_ms = now()
+local keys = stream_keys(KEYS[1])
+local holder = lease_taken(keys, ARGV[2])
+if holder then
+  end_task(keys, '2', url_taken_reason(holder), 0, tonumber(ARGV[6]), now_text, now_ms)
+  return {'url_taken', holder}
+end
+set_leases(keys, ARGV[2], tonumber(ARGV[5]))
+local node = redis.call('HMGET', KEYS[1], 'node', 'cost')
+if node[1] and node[1] ~= 'null' then
+  -- Back in the node's load if a claim dropped it as stale while this worker could not heartbeat.
+  redis.call('HSET', ARGV[1] .. ':load:' .. cjson.decode(node[1]), ARGV[2], node[2] or '0')
+end
+if f[3] == 'true' then
+  -- A stop was requested: the task stays 'stopping', with the stop's reason, until it ends.
+  for i = 7, #ARGV, 2 do
+    if ARGV[i] ~= 'state' and ARGV[i] ~= 'reason' then
+      redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+    end
+  end
+  redis.call('HSET', KEYS[1], 'state', '"stopping"')
+elseif #ARGV > 6 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+end
+redis.call('HSET', KEYS[1], 'heartbeat_at', now_text, 'updated_at', now_text)
+return {'ok', redis.call('HGETALL', KEYS[1])}
+"""
+)
+
+# KEYS: record, app index, active set.
+# ARGV: prefix, name, task id, token ('' = unclaimed), status, reason (JSON), cooldown ms, ended ttl ms.
+_FINISH = (
+    _PRELUDE
+    + """
+local f = redis.call('HMGET', KEYS[1], 'state', 'fence')
+if not f[1] or f[1] == '"ended"' then
+  return {'gone'}
+end
+local fence = tonumber(f[2])
+if ARGV[4] == '' then
+  if fence ~= 0 then
+    return {'fenced'}
+  end
+elseif fence == 0 or fence ~= tonumber(ARGV[4]) then
+  return {'fenced'}
+end
+local now_text, now_ms = now()
+end_task(stream_keys(KEYS[1]), ARGV[5], ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), now_text, now_ms)
+return {'ok', redis.call('HGETALL', KEYS[1])}
+"""
+)
+
+# KEYS: record, app index, active set.
+# ARGV: prefix, name, task id, token, reason (JSON), cooldown ms, ended ttl ms.
+# A task whose stop was requested is not handed over: it ends (status 3, cooldown), as the user asked.
+_RELEASE = (
+    _PRELUDE
+    + """
+local f = redis.call('HMGET', KEYS[1], 'state', 'fence', 'stop_requested')
+if not f[1] or f[1] == '"ended"' or tonumber(f[2]) ~= tonumber(ARGV[4]) then
+  return {'fenced'}
+end
+local now_text, now_ms = now()
+local keys = stream_keys(KEYS[1])
+if f[3] == 'true' then
+  end_task(keys, '3', '"stopped by the user"', tonumber(ARGV[6]), tonumber(ARGV[7]), now_text, now_ms)
+  return {'ok', redis.call('HGETALL', KEYS[1])}
+end
+release_load(KEYS[1], ARGV[2])
+redis.call('HSET', KEYS[1], 'state', '"queued"', 'status', '0', 'reason', ARGV[5], 'worker', 'null',
+  'heartbeat_at', '0', 'updated_at', now_text)
+for _, key in ipairs(keys) do
+  local lease = ARGV[1] .. ':lease:' .. key
+  if redis.call('GET', lease) == ARGV[2] then
+    redis.call('PERSIST', lease)
+  end
+end
+return {'ok', redis.call('HGETALL', KEYS[1])}
+"""
+)
+
+# KEYS: record, app index, active set.
+# ARGV: prefix, name, task id, lease ms, cooldown ms, ended ttl ms, reason while stopping (JSON).
+# Without a live worker the task ends at once; with one it is 'stopping' (its status unchanged) until
+# the worker has ended the push; a task already stopping is left as it is.
+_REQUEST_STOP = (
+    _PRELUDE
+    + """
+local f = redis.call('HMGET', KEYS[1], 'state', 'fence', 'heartbeat_at', 'stop_requested')
+if not f[1] then
+  return {'missing'}
+end
+if f[1] ~= '"ended"' then
+  local now_text, now_ms, now_s = now()
+  if tonumber(f[2]) == 0 or (now_s - tonumber(f[3])) * 1000 >= tonumber(ARGV[4]) then
+    redis.call('HSET', KEYS[1], 'stop_requested', 'true')
+    end_task(stream_keys(KEYS[1]), '3', '"stopped by the user"', tonumber(ARGV[5]), tonumber(ARGV[6]),
+      now_text, now_ms)
+  elseif f[4] ~= 'true' then
+    redis.call('HSET', KEYS[1], 'stop_requested', 'true', 'state', '"stopping"', 'reason', ARGV[7],
+      'updated_at', now_text)
+  end
+end
+return {'ok', redis.call('HGETALL', KEYS[1])}
+"""
+)
+
+# KEYS: record, the app's custom layouts (hash). ARGV: params (JSON), the record's stream key as read
+# (JSON), custom layout ids the params name (JSON array of strings).
+_UPDATE_PARAMS = (
+    _PRELUDE
+    + """
+local f = redis.call('HMGET', KEYS[1], 'state', 'stream_key', 'stop_requested')
+if not f[1] or f[1] == '"ended"' then
+  return {'missing'}
+end
+if f[3] == 'true' or f[1] == '"stopping"' then
+  return {'stopping'}
+end
+if f[2] ~= ARGV[2] then
+  return {'url_changed'}
+end
+-- Atomically with the delete script's in-use check (see _START).
+for _, id in ipairs(cjson.decode(ARGV[3])) do
+  if redis.call('HEXISTS', KEYS[2], id) == 0 then
+    return {'no_layout', id}
+  end
+end
+local now_text = now()
+redis.call('HINCRBY', KEYS[1], 'spec_version', 1)
+redis.call('HSET', KEYS[1], 'params', ARGV[1], 'updated_at', now_text)
+return {'ok', redis.call('HGETALL', KEYS[1])}
+"""
+)
+
+# KEYS: app index. ARGV: record key prefix ('{p}:task:<app_id>/'). Records of the app, still stored.
+_LIST_APP = """
+local out = {}
+for _, task_id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local rec = redis.call('HGETALL', ARGV[1] .. task_id)
+  if #rec > 0 then
+    out[#out + 1] = rec
+  end
+end
+return out
+"""
+
+# KEYS: active set. ARGV: record key prefix ('{p}:task:'), idle ms. Names of the never-claimed tasks
+# whose record nobody touched for idle ms; their updated_at is set to now (one rescue per idle time).
+_RESCUE_QUEUED = (
+    _PRELUDE
+    + """
+local now_text, now_ms, now_s = now()
+local out = {}
+for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local rec = ARGV[1] .. name
+  local f = redis.call('HMGET', rec, 'state', 'fence', 'updated_at')
+  if f[1] == '"queued"' and tonumber(f[2]) == 0 and (now_s - tonumber(f[3])) * 1000 >= tonumber(ARGV[2]) then
+    redis.call('HSET', rec, 'updated_at', now_text)
+    out[#out + 1] = name
+  end
+end
+return out
+"""
+)
+
+# KEYS: active set. ARGV: record key prefix ('{p}:task:'). Records of all active tasks.
+_LIST_ACTIVE = """
+local out = {}
+for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local rec = redis.call('HGETALL', ARGV[1] .. name)
+  if #rec > 0 then
+    out[#out + 1] = rec
+  end
+end
+return out
+"""
+
+
+def _custom_layout_ids(params: TaskParams) -> list[str]:
+    """The custom layout ids ``params`` names (as hash fields: decimal texts)."""
+    return [
+        str(i)
+        for i in params.layout_ids
+        if isinstance(i, int) and not isinstance(i, bool) and i >= FIRST_CUSTOM_LAYOUT_ID
+    ]
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _ms(seconds: float) -> int:
+    """Milliseconds for PX/PEXPIRE (at least 1)."""
+    return max(1, round(seconds * 1000))
+
+
+def _record(flat: Sequence[bytes | str]) -> TaskRecord:
+    """A record from a hash's field/value list (values are JSON texts)."""
+    items = [_text(v) for v in flat]
+    text = "{" + ",".join(f"{_dump(items[i])}:{items[i + 1]}" for i in range(0, len(items), 2)) + "}"
+    try:
+        return TaskRecord.from_json(text)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StoreError(f"corrupt task record in Redis: {exc.__class__.__name__}: {exc}") from None
+
+
+@contextmanager
+def _unavailable() -> Iterator[None]:
+    """Map every Redis failure to :class:`StoreUnavailableError`."""
+    try:
+        yield
+    except redis.exceptions.RedisError as exc:
+        # The details (addresses, script errors) go to the log, not to API clients.
+        log.warning("task store: %s: %s", exc.__class__.__name__, exc)
+        raise StoreUnavailableError(f"the task store is unavailable ({exc.__class__.__name__})") from None
+
+
+def redis_client(url: str, timeout: float = DEFAULT_TIMEOUT) -> redis.Redis:
+    """A redis-py client for ``url`` with ``timeout`` seconds as its connect and read timeouts and
+    no automatic retries (a retried script is not idempotent); bytes responses. No connection is
+    made yet.
+
+    Raises:
+        ValueError: malformed URL.
+    """
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        decode_responses=False,
+    )
+
+
+class TaskStore:
+    """Mix tasks in Redis (see the module docstring for the keys and the guarantees).
+
+    Args:
+        client: a synchronous redis-py client. Give it socket timeouts (connect and read) and no
+            automatic retries, as :meth:`from_url` does; responses may be bytes or str.
+        prefix: prefix of every key.
+        cooldown_seconds: how long a StreamURL is refused after its task ended, in seconds.
+        lease_seconds: how long a claimed task's StreamURL lease outlives its last heartbeat, in
+            seconds; a claimed task whose heartbeat is at least this old is *stale* (its worker died)
+            and may be claimed again.
+        ended_ttl_seconds: how long an ended task's record is kept (for status queries), in seconds.
+
+    Raises:
+        ValueError: a duration is not positive (``cooldown_seconds`` may be 0), or the prefix is empty.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = "mpu",
+        cooldown_seconds: float = 10.0,
+        lease_seconds: float = 15.0,
+        ended_ttl_seconds: float = 86400.0,
+    ) -> None:
+        if not prefix:
+            raise ValueError("the key prefix must not be empty")
+        if cooldown_seconds < 0 or lease_seconds <= 0 or ended_ttl_seconds <= 0:
+            raise ValueError("lease_seconds and ended_ttl_seconds must be > 0, cooldown_seconds >= 0")
+        self.client = client
+        self.prefix = prefix
+        self.cooldown_seconds = cooldown_seconds
+        self.lease_seconds = lease_seconds
+        self.ended_ttl_seconds = ended_ttl_seconds
+        self._cooldown_ms = round(cooldown_seconds * 1000)
+        self._lease_ms = _ms(lease_seconds)
+        self._ttl_ms = _ms(ended_ttl_seconds)
+        self._start = client.register_script(_START)
+        self._claim = client.register_script(_CLAIM)
+        self._heartbeat = client.register_script(_HEARTBEAT)
+        self._finish = client.register_script(_FINISH)
+        self._release = client.register_script(_RELEASE)
+        self._request_stop = client.register_script(_REQUEST_STOP)
+        self._update_params = client.register_script(_UPDATE_PARAMS)
+        self._list_app = client.register_script(_LIST_APP)
+        self._list_active = client.register_script(_LIST_ACTIVE)
+        self._rescue_queued = client.register_script(_RESCUE_QUEUED)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        prefix: str = "mpu",
+        cooldown_seconds: float = 10.0,
+        lease_seconds: float = 15.0,
+        ended_ttl_seconds: float = 86400.0,
+    ) -> TaskStore:
+        """A store on a new client for ``url`` (``redis://host:port/db``).
+
+        The client has ``timeout`` seconds as its connect and read timeouts and no automatic
+        retries (a retried script is not idempotent). No connection is made yet.
+
+        Raises:
+            ValueError: malformed URL or settings.
+        """
+        return cls(
+            redis_client(url, timeout),
+            prefix=prefix,
+            cooldown_seconds=cooldown_seconds,
+            lease_seconds=lease_seconds,
+            ended_ttl_seconds=ended_ttl_seconds,
+        )
+
+    def close(self) -> None:
+        """Close the client's connections (the store can still be used: it reconnects)."""
+        self.client.close()
+
+    # Key names -------------------------------------------------------------------------------
+
+    def task_key(self, app_id: str, task_id: str) -> str:
+        """The record's key."""
+        return f"{self.prefix}:task:{app_id}/{task_id}"
+
+    def lease_key(self, stream_key: str) -> str:
+        """The lease's key for a stream key (:func:`rtc_mpu.spec.urls.stream_url_key`, or one of
+        :func:`rtc_mpu.spec.urls.lease_keys`)."""
+        return f"{self.prefix}:lease:{stream_key}"
+
+    def cooldown_key(self, stream_key: str) -> str:
+        """The cooldown's key for a stream key."""
+        return f"{self.prefix}:cooldown:{stream_key}"
+
+    def layouts_key(self, app_id: str) -> str:
+        """The app's custom layouts (the key of :meth:`rtc_mpu.workers.layout_store.LayoutStore.layouts_key`),
+        which starts and updates check atomically."""
+        return f"{self.prefix}:app:{app_id}:layouts"
+
+    def load_key(self, node: str) -> str:
+        """The key of a worker node's load (hash: task name -> cost in units)."""
+        return f"{self.prefix}:load:{node}"
+
+    def _index_key(self, app_id: str) -> str:
+        return f"{self.prefix}:app:{app_id}:tasks"
+
+    def _keys(self, app_id: str, task_id: str) -> list[str]:
+        """Record, app index and active set: KEYS[1..3] of the scripts."""
+        return [self.task_key(app_id, task_id), self._index_key(app_id), f"{self.prefix}:active"]
+
+    @staticmethod
+    def _valid(app_id: str, task_id: str) -> bool:
+        return bool(app_id) and isinstance(task_id, str) and TASK_ID_PATTERN.fullmatch(task_id) is not None
+
+    def _found(self, app_id: str, task_id: str) -> None:
+        """Raise TaskNotFoundError for ids no task can have (a TaskId never contains ``/`` or ``:``)."""
+        if not self._valid(app_id, task_id):
+            raise TaskNotFoundError(f"no task {task_id!r} for AppId {app_id!r}")
+
+    # Operations --------------------------------------------------------------------------------
+
+    def ping(self) -> None:
+        """Check that Redis answers.
+
+        Raises:
+            StoreUnavailableError: it does not (within the client's timeouts).
+        """
+        with _unavailable():
+            self.client.ping()
+
+    def use_nonce(self, key_id: str, nonce: str, ttl_seconds: float) -> bool:
+        """Register the nonce of a signed API request (replay protection): ``SET NX`` on
+        ``{p}:nonce:<key_id>:<sha256(nonce)>`` expiring after ``ttl_seconds``.
+
+        Returns:
+            True the first time, False if ``key_id`` used ``nonce`` within ``ttl_seconds``.
+
+        Raises:
+            StoreUnavailableError: Redis cannot be reached.
+        """
+        digest = hashlib.sha256(nonce.encode("utf-8", "surrogatepass")).hexdigest()
+        with _unavailable():
+            return bool(
+                self.client.set(f"{self.prefix}:nonce:{key_id}:{digest}", 1, nx=True, px=_ms(ttl_seconds))
+            )
+
+    def start_task(self, record: TaskRecord) -> TaskRecord:
+        """Store a new task and take all its StreamURL leases, in one atomic step.
+
+        Its leases are ``record.lease_keys`` and ``record.stream_key`` (:func:`rtc_mpu.spec.urls.lease_keys`:
+        one per destination its StreamURL may push to), taken all or none. Refused if an *active*
+        task has the same (AppId, TaskId), if another active task holds any of those leases, if any
+        of them is cooling down, or if a custom layout its LayoutIds name (ids from
+        :data:`FIRST_CUSTOM_LAYOUT_ID`) does not exist in :meth:`layouts_key` (checked in the same
+        step, so a layout deleted meanwhile is never left named by a new task). An ended task with
+        the same TaskId is replaced. The leases have no TTL until the task is claimed.
+        ``created_at`` and ``updated_at`` are set to the server's time.
+
+        Args:
+            record: a new task: state QUEUED, never claimed, ``stream_key`` =
+                ``stream_url_key(record.params.stream_url)``, ``lease_keys`` each the same scheme,
+                port, app and stream at another host (or empty: ``stream_key`` alone).
+
+        Returns:
+            The stored record (``lease_keys`` sorted, with ``stream_key`` among them).
+
+        Raises:
+            TaskExistsError: an active task with this TaskId exists for the AppId.
+            StreamURLInUseError: another active task pushes to one of the same destinations (the
+                message names that task, and shows the URL redacted).
+            StreamURLCoolingDownError: one of its destinations' previous task ended less than
+                ``cooldown_seconds`` ago; ``seconds_left`` is the longest rest, rounded up to whole
+                seconds.
+            CustomLayoutMissingError: a custom layout it names does not exist (400
+                ``InvalidLayoutID.Malformed``).
+            ValueError: the record is not a new task, its TaskId is malformed, its stream_key does
+                not match its StreamURL or a lease key is not that destination at another host
+                (``SpecError``, a ValueError, for an invalid StreamURL).
+            StoreUnavailableError: Redis failed.
+        """
+        if not self._valid(record.app_id, record.task_id):
+            raise ValueError(f"invalid AppId/TaskId {record.app_id!r}/{record.task_id!r}")
+        if record.state is not TaskState.QUEUED or record.fence != 0:
+            raise ValueError("start_task takes a new task (state queued, never claimed)")
+        if record.stream_key != stream_url_key(record.params.stream_url):
+            raise ValueError("the record's stream_key is not the normalized StreamURL")
+        destination = parse_stream_url(record.stream_key)
+        lease_keys = sorted({record.stream_key, *record.lease_keys})
+        for key in lease_keys:
+            other = parse_stream_url(key) if isinstance(key, str) else None
+            if other is None or key != other.key() or other.key(destination.host) != record.stream_key:
+                raise ValueError("a lease key is not the task's destination at another address")
+        record = dataclasses.replace(record, lease_keys=lease_keys)
+        name = f"{record.app_id}/{record.task_id}"
+        fields: list[str] = []
+        for key, value in json.loads(record.to_json()).items():
+            if key not in _SERVER_TIMES:
+                fields += [key, _dump(value)]
+        args = [
+            self.prefix,
+            name,
+            record.task_id,
+            _dump(lease_keys),
+            _dump(_custom_layout_ids(record.params)),
+            *fields,
+        ]
+        keys = [*self._keys(record.app_id, record.task_id), self.layouts_key(record.app_id)]
+        with _unavailable():
+            reply = self._start(keys=keys, args=args)
+        outcome = _text(reply[0])
+        url = redact_url(record.stream_key)
+        if outcome == "exists":
+            raise TaskExistsError(f"task {record.task_id} already exists for AppId {record.app_id}")
+        if outcome == "in_use":
+            same = _text(reply[2])
+            where = "" if same == record.stream_key else f" (the same destination: {redact_url(same)})"
+            raise StreamURLInUseError(f"StreamURL {url} is in use by task {_text(reply[1])}{where}")
+        if outcome == "no_layout":
+            raise CustomLayoutMissingError(f"no layout {_text(reply[1])} for this AppId")
+        if outcome == "cooling":
+            pttl = int(reply[1])
+            left = math.ceil(pttl / 1000) if pttl > 0 else math.ceil(self.cooldown_seconds)
+            raise StreamURLCoolingDownError(
+                f"StreamURL {url} was used by a task that ended less than {self.cooldown_seconds:g} s ago;"
+                f" try again in {left} s",
+                seconds_left=left,
+            )
+        return _record(reply[1])
+
+    def get_task(self, app_id: str, task_id: str) -> TaskRecord:
+        """The task's record (active, or ended less than ``ended_ttl_seconds`` ago).
+
+        Raises:
+            TaskNotFoundError: no such task for the AppId.
+            StoreUnavailableError: Redis failed.
+        """
+        self._found(app_id, task_id)
+        with _unavailable():
+            flat = self.client.hgetall(self.task_key(app_id, task_id))
+        if not flat:
+            raise TaskNotFoundError(f"no task {task_id!r} for AppId {app_id!r}")
+        return _record([item for pair in flat.items() for item in pair])
+
+    def list_tasks(self, app_id: str) -> list[TaskRecord]:
+        """The app's tasks, active and recently ended (records expire ``ended_ttl_seconds`` after
+        they ended), oldest first.
+
+        Raises:
+            StoreUnavailableError: Redis failed.
+        """
+        with _unavailable():
+            reply = self._list_app(keys=[self._index_key(app_id)], args=[f"{self.prefix}:task:{app_id}/"])
+        return sorted((_record(flat) for flat in reply), key=lambda r: (r.created_at, r.task_id))
+
+    def active_tasks(self) -> list[TaskRecord]:
+        """Every active task of every app, oldest first.
+
+        Raises:
+            StoreUnavailableError: Redis failed.
+        """
+        with _unavailable():
+            reply = self._list_active(keys=[f"{self.prefix}:active"], args=[f"{self.prefix}:task:"])
+        return sorted((_record(flat) for flat in reply), key=lambda r: (r.created_at, r.app_id, r.task_id))
+
+    def stale_tasks(self) -> list[TaskRecord]:
+        """Active, claimed tasks whose last heartbeat is at least ``lease_seconds`` old (by the Redis
+        server's clock): their worker died. :meth:`claim` accepts them again (for the reconciler).
+
+        Raises:
+            StoreUnavailableError: Redis failed.
+        """
+        records = self.active_tasks()
+        with _unavailable():
+            seconds, micros = self.client.time()
+        now = seconds + micros / 1e6
+        return [r for r in records if r.fence > 0 and (now - r.heartbeat_at) * 1000 >= self._lease_ms]
+
+    def request_stop(self, app_id: str, task_id: str) -> TaskRecord:
+        """Ask a task to stop; idempotent.
+
+        A task with a live worker gets ``stop_requested``, state STOPPING and the reason
+        :data:`STOPPING_REASON`, its status unchanged (the push goes on until the worker, which sees
+        the request in its next heartbeat's record, has ended it and calls :meth:`finish`); it stays
+        STOPPING whatever its heartbeats report, and takes no parameter updates. A task without a
+        live worker (never claimed, handed over, or its heartbeat is ``lease_seconds`` old) is ended
+        at once like :meth:`finish` with status STOPPED_BY_USER: leases released, cooldowns set. A
+        task already stopping, and an ended one, is returned unchanged.
+
+        Returns:
+            The task's record after the request.
+
+        Raises:
+            TaskNotFoundError: no such task for the AppId.
+            StoreUnavailableError: Redis failed.
+        """
+        self._found(app_id, task_id)
+        args: list[str | int] = [
+            self.prefix,
+            f"{app_id}/{task_id}",
+            task_id,
+            self._lease_ms,
+            self._cooldown_ms,
+            self._ttl_ms,
+            _dump(STOPPING_REASON),
+        ]
+        with _unavailable():
+            reply = self._request_stop(keys=self._keys(app_id, task_id), args=args)
+        if _text(reply[0]) == "missing":
+            raise TaskNotFoundError(f"no task {task_id!r} for AppId {app_id!r}")
+        return _record(reply[1])
+
+    def update_params(self, app_id: str, task_id: str, params: TaskParams) -> TaskRecord:
+        """Replace an active task's parameters and bump its ``spec_version`` (the worker applies the
+        new version at its next heartbeat). The custom layouts ``params`` names must exist, checked
+        in the same atomic step as the write (as :meth:`start_task` does).
+
+        Raises:
+            TaskNotFoundError: no such task, or it has ended.
+            TaskStoppingError: the task is stopping (409 ``InvalidTask.Stopping``).
+            CustomLayoutMissingError: a custom layout it names does not exist.
+            ValueError: ``params.stream_url`` has another destination than the task's StreamURL
+                (the StreamURL of a task cannot change; its query string, e.g. an auth key, may);
+                ``SpecError`` (a ValueError) if it is not a valid StreamURL.
+            StoreUnavailableError: Redis failed.
+        """
+        current = self.get_task(app_id, task_id)
+        # Compared by today's canonical form: a record of an older version may spell its stream_key
+        # differently, and the script only checks that the record still has the one read here.
+        if stream_url_key(params.stream_url) != stream_url_key(current.params.stream_url):
+            raise ValueError("the StreamURL of a running task cannot be changed (only its query string)")
+        args = [_dump(params.to_dict()), _dump(current.stream_key), _dump(_custom_layout_ids(params))]
+        with _unavailable():
+            reply = self._update_params(
+                keys=[self.task_key(app_id, task_id), self.layouts_key(app_id)], args=args
+            )
+        outcome = _text(reply[0])
+        if outcome == "missing":
+            raise TaskNotFoundError(f"no active task {task_id!r} for AppId {app_id!r}")
+        if outcome == "stopping":
+            raise TaskStoppingError(f"task {task_id} is stopping; it takes no updates")
+        if outcome == "no_layout":
+            raise CustomLayoutMissingError(f"no layout {_text(reply[1])} for this AppId")
+        if outcome == "url_changed":
+            raise ValueError("the StreamURL of a running task cannot be changed (only its query string)")
+        return _record(reply[1])
+
+    def claim(self, app_id: str, task_id: str, worker: str) -> int | None:
+        """Claim a task for ``worker`` without capacity accounting: :meth:`claim_on` without a node.
+
+        Returns:
+            The fencing token, or None when the claim did not succeed (see :meth:`claim_on`).
+
+        Raises:
+            StoreUnavailableError: Redis failed.
+        """
+        return self.claim_on(app_id, task_id, worker).token
+
+    def claim_on(
+        self,
+        app_id: str,
+        task_id: str,
+        worker: str,
+        *,
+        node: str | None = None,
+        cost: float = 0.0,
+        capacity: float | None = None,
+    ) -> Claim:
+        """Claim a task for ``worker`` on worker node ``node``, atomically with the node's capacity.
+
+        Succeeds if the task is active, no stop was requested, it was never claimed or its last
+        heartbeat is at least ``lease_seconds`` old (its worker died), and it fits the node: the
+        costs of the node's live tasks plus ``cost`` are at most ``capacity``, or the node runs no
+        other task (a task that costs more than a whole node still runs, on an idle one). Then: a
+        new token from the global counter (tokens increase and are never reused), ``fence`` =
+        token, ``worker``, ``node``, ``cost``, state STARTING, status WAITING, ``heartbeat_at`` = now,
+        ``restarts`` + 1 if it had been claimed before (with a reason saying it is being taken
+        over); the StreamURL leases are (re)set with a TTL of ``lease_seconds``;
+        ``{p}:load:<node>`` gets the entry name -> cost, and the entry the task had on its previous
+        node is removed.
+
+        The node's load is the sum of the entries of its hash whose task is active, still claimed by
+        this node and heartbeating (younger than ``lease_seconds``); the other entries are dropped by
+        this claim. Entries are also removed whenever a task ends (:meth:`finish`, a stop, a lost
+        StreamURL) and re-added by :meth:`heartbeat`, so a worker that could not reach Redis for a
+        while counts again.
+
+        Results other than CLAIMED: GONE (missing or ended), HELD (a live worker has it, e.g. a
+        second delivery of the same message), STOPPED and URL_TAKEN (it cannot run any more and is
+        now ended: a stop was requested while it had no worker, status 3 with the cooldown set; or
+        another task took its StreamURL while its lease had expired, status 2), NO_CAPACITY (it does
+        not fit; a never-claimed task keeps state QUEUED and gets the reason "queued: no worker has
+        capacity for it (cost X.X units)").
+
+        Args:
+            app_id, task_id: the task.
+            worker: this worker's name for the record (``<hostname>:<pid>``).
+            node: the worker node whose capacity the task uses (Celery's node name); None: no
+                capacity accounting (``cost`` and ``capacity`` are ignored).
+            cost: the task's cost in units (:func:`rtc_mpu.workers.capacity.task_cost`), >= 0.
+            capacity: the node's capacity in units, > 0; None: unlimited (the load is still kept).
+
+        Raises:
+            ValueError: a negative or non-finite cost, a capacity <= 0, an empty node name.
+            StoreUnavailableError: Redis failed.
+        """
+        if not math.isfinite(cost) or cost < 0:
+            raise ValueError(f"a task's cost must be a finite number >= 0, got {cost!r}")
+        if capacity is not None and not (math.isfinite(capacity) and capacity > 0):
+            raise ValueError(f"a node's capacity must be > 0 (or None: unlimited), got {capacity!r}")
+        if node == "":
+            raise ValueError("the node name must not be empty")
+        if not self._valid(app_id, task_id):
+            return Claim(ClaimResult.GONE)
+        cost = round(cost, 3)
+        args: list[str | int] = [
+            self.prefix,
+            f"{app_id}/{task_id}",
+            task_id,
+            _dump(worker),
+            self._lease_ms,
+            self._cooldown_ms,
+            self._ttl_ms,
+            _dump(node),
+            _dump(cost if node is not None else 0.0),
+            "" if capacity is None else repr(float(capacity)),
+            _dump(no_capacity_reason(cost)),
+        ]
+        keys = [*self._keys(app_id, task_id), f"{self.prefix}:fence"]
+        if node is not None:
+            keys.append(self.load_key(node))
+        with _unavailable():
+            reply = self._claim(keys=keys, args=args)
+        result = ClaimResult(_text(reply[0]))
+        if result is ClaimResult.CLAIMED:
+            return Claim(result, int(reply[1]), float(_text(reply[2])))
+        if result is ClaimResult.NO_CAPACITY:
+            return Claim(result, load=float(_text(reply[1])), restart=int(float(_text(reply[2]))) > 0)
+        return Claim(result)
+
+    def node_load(self, node: str) -> dict[str, float]:
+        """The entries of a node's load as stored: task name (``<app_id>/<task_id>``) -> cost in
+        units. Entries of dead tasks stay until the node's next claim drops them (see
+        :meth:`claim_on`).
+
+        Raises:
+            StoreUnavailableError: Redis failed.
+        """
+        with _unavailable():
+            flat = self.client.hgetall(self.load_key(node))
+        return {_text(name): float(_text(cost)) for name, cost in flat.items()}
+
+    def rescue_queued(self, idle_seconds: float) -> list[tuple[str, str]]:
+        """Never-claimed tasks (state QUEUED) whose record nobody touched for ``idle_seconds``: their
+        Celery message may be lost (a worker killed while holding it), so the caller enqueues them
+        again. Each one's ``updated_at`` is set to now in the same atomic step, so that concurrent
+        callers (every worker's reconciler) rescue a task at most once per ``idle_seconds``. A task
+        refused for lack of capacity is touched at every refusal, so it is not rescued while its
+        message goes round.
+
+        Returns:
+            (app_id, task_id) of each task to enqueue again.
+
+        Raises:
+            StoreUnavailableError: Redis failed.
+        """
+        with _unavailable():
+            reply = self._rescue_queued(
+                keys=[f"{self.prefix}:active"], args=[f"{self.prefix}:task:", _ms(idle_seconds)]
+            )
+        names = [_text(name).split("/", 1) for name in reply]
+        return [(name[0], name[1]) for name in names if len(name) == 2]
+
+    def heartbeat(
+        self,
+        app_id: str,
+        task_id: str,
+        token: int,
+        *,
+        status: TaskStatus | None = None,
+        state: TaskState | None = None,
+        reason: str | None = None,
+        layout_id: int | None = None,
+        users: list[str] | None = None,
+        stats: dict[str, Any] | None = None,
+    ) -> TaskRecord | None:
+        """Report progress and renew the StreamURL leases, if ``token`` still holds the task.
+
+        Atomically, when the task is active and its ``fence`` equals ``token``: set the given fields
+        (None = unchanged; once a stop was requested, ``state`` stays STOPPING and ``reason`` the
+        stop's, whatever is given), ``heartbeat_at`` and ``updated_at`` = now, and each lease's TTL
+        to ``lease_seconds`` (re-creating a lease that had expired if no other task took it), and
+        the task's entry in its node's load (:meth:`claim_on`).
+
+        Returns:
+            The fresh record (read ``stop_requested`` and ``spec_version`` from it), or None: the
+            task ended, another claim fenced this token out, or another task took one of its
+            destinations while the leases had expired (the task is then ended with status 2). On
+            None the caller must stop pushing at once and not call :meth:`finish`.
+
+        Raises:
+            ValueError: ``state`` is not STARTING, RUNNING, RETRYING or STOPPING (use :meth:`finish`
+                to end a task).
+            StoreUnavailableError: Redis failed.
+        """
+        if state is not None and state not in _HEARTBEAT_STATES:
+            raise ValueError(f"a heartbeat cannot set state {state}")
+        if not self._valid(app_id, task_id) or token < 1:
+            return None
+        fields: list[str] = []
+        for key, value in (
+            ("status", None if status is None else int(status)),
+            ("state", None if state is None else str(state)),
+            ("reason", reason),
+            ("layout_id", layout_id),
+            ("users", users),
+            ("stats", stats),
+        ):
+            if value is not None:
+                fields += [key, _dump(value)]
+        args: list[str | int] = [
+            self.prefix,
+            f"{app_id}/{task_id}",
+            task_id,
+            token,
+            self._lease_ms,
+            self._ttl_ms,
+            *fields,
+        ]
+        with _unavailable():
+            reply = self._heartbeat(keys=self._keys(app_id, task_id), args=args)
+        return _record(reply[1]) if _text(reply[0]) == "ok" else None
+
+    def note_restart(self, app_id: str, task_id: str, seconds: float) -> bool:
+        """Whether to enqueue a restart of a stale task now: True at most once per ``seconds`` per task
+        (``SET NX`` on ``{p}:restarting:<app_id>/<task_id>`` with that TTL), so the reconcilers of
+        all workers, passing every few seconds, queue one message per period instead of one per pass.
+
+        Raises:
+            StoreUnavailableError: Redis failed.
+        """
+        with _unavailable():
+            key = f"{self.prefix}:restarting:{app_id}/{task_id}"
+            return bool(self.client.set(key, 1, nx=True, px=_ms(seconds)))
+
+    def release(self, app_id: str, task_id: str, token: int, reason: str) -> TaskRecord | None:
+        """Hand a running task back, atomically, if ``token`` holds it (its worker is shutting down):
+        state QUEUED, status WAITING, ``reason``, no worker, ``heartbeat_at`` 0 (so any worker may
+        claim it at once), its entry removed from its node's load; the StreamURL leases stay the
+        task's, without a TTL, until the next claim renews them (no cooldown: the task resumes
+        itself). The caller enqueues the task again. The next claim counts it in ``restarts``.
+        A task whose stop was requested is ended instead (status STOPPED_BY_USER, cooldowns set), as
+        :meth:`finish` would: it must not resume.
+
+        Returns:
+            The released record (ended, for a task being stopped), or None when the token no longer
+            holds the task (or it ended).
+
+        Raises:
+            StoreUnavailableError: Redis failed.
+        """
+        if not self._valid(app_id, task_id):
+            return None
+        args: list[str | int] = [
+            self.prefix,
+            f"{app_id}/{task_id}",
+            task_id,
+            token,
+            _dump(reason),
+            self._cooldown_ms,
+            self._ttl_ms,
+        ]
+        with _unavailable():
+            reply = self._release(keys=self._keys(app_id, task_id), args=args)
+        return _record(reply[1]) if _text(reply[0]) == "ok" else None
+
+    def finish(
+        self,
+        app_id: str,
+        task_id: str,
+        token: int | None,
+        status: TaskStatus,
+        reason: str,
+        *,
+        cooldown: bool = True,
+    ) -> TaskRecord | None:
+        """End a task, atomically, if ``token`` holds it (or ``token`` is None and it was never claimed).
+
+        ``cooldown`` False ends it without the URL cooldown: for a task that never pushed (the API
+        could not queue it), so that the client may retry at once.
+
+        Sets state ENDED, ``status``, ``reason`` and ``ended_at``; deletes each of its StreamURL
+        leases that still names this task, and sets that stream key's cooldown
+        (``cooldown_seconds``) unless another task holds it; removes the task from the active set
+        and from its node's load; the record expires ``ended_ttl_seconds`` later.
+
+        Returns:
+            The ended record, or None (nothing changed): the task is missing or already ended, or
+            the token does not hold it.
+
+        Raises:
+            ValueError: ``status`` is WAITING or RUNNING (not final).
+            StoreUnavailableError: Redis failed.
+        """
+        if status in (TaskStatus.WAITING, TaskStatus.RUNNING):
+            raise ValueError(f"{status.name} is not a final status")
+        if not self._valid(app_id, task_id):
+            return None
+        args: list[str | int] = [
+            self.prefix,
+            f"{app_id}/{task_id}",
+            task_id,
+            "" if token is None else token,
+            int(status),
+            _dump(reason),
+            self._cooldown_ms if cooldown else 0,
+            self._ttl_ms,
+        ]
+        with _unavailable():
+            reply = self._finish(keys=self._keys(app_id, task_id), args=args)
+        return _record(reply[1]) if _text(reply[0]) == "ok" else None
