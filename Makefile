@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck bench venv system-deps clean
+.PHONY: test test-unit test-integration demo lint typecheck bench venv system-deps clean
 
 venv: $(STAMP)
 
@@ -28,6 +28,14 @@ typecheck: $(STAMP)
 # The whole suite: lint, types, unit and integration tests (real nginx-rtmp on loopback).
 test: system-deps $(STAMP) lint typecheck
 	$(BIN)/pytest
+
+# Unit tests only: no server (Redis, Janus, nginx-rtmp, browser), so no system-deps; well under a minute.
+test-unit: $(STAMP)
+	$(BIN)/pytest -m "not integration"
+
+# Integration tests only: real Redis, Janus, nginx-rtmp, Chromium and service processes.
+test-integration: system-deps $(STAMP)
+	$(BIN)/pytest -m integration
 
 # A live mix on rtmp://127.0.0.1:1935/live/demo until Ctrl-C (or DURATION=<seconds>).
 demo: $(STAMP)

@@ -31,8 +31,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from rtc_mpu.mixer.sources.base import StreamKey
 from rtc_mpu.mixer.sources.janus import ChannelConfig, JanusSource
+from rtc_mpu.spec.streams import StreamKey
 from rtc_mpu.stack.janus import Janus
 from rtc_mpu.stack.ports import free_port
 from rtc_mpu.stack.publisher import read_capture_time, wall_ms

@@ -1,4 +1,12 @@
-"""Shared fixtures: synthetic user clips (one colour and one tone per user), generated once per session."""
+"""Shared fixtures: synthetic user clips (one colour and one tone per user), generated once per session,
+the real servers (Redis, Janus, nginx-rtmp) and the test tiers.
+
+Tiers: a test that needs a real server is marked ``integration`` (``make test-integration``); the others
+are unit tests (``make test-unit``, ``pytest -m "not integration"``), which need no Redis, Janus,
+nginx-rtmp or browser installed. A test is marked here when it uses one of :data:`SERVER_FIXTURES`,
+directly or through another fixture; a module that starts a server another way (in the test's body, a
+subprocess) marks its tests itself.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +27,22 @@ from rtc_mpu.stack.ports import free_port
 from rtc_mpu.stack.redis import Redis
 from rtc_mpu.workers.store import TaskStore
 from tests.media import COLORS, TONES, write_test_clip
+
+#: Fixtures that start a real server: these of this file, and those of test modules that start their own
+#: (``private_nginx``, ``controllable_nginx``: test_sink_reconnect; ``stack``: test_faults; ``service``:
+#: test_service_e2e, test_worker_recycle). The store fixtures (``make_store``, ``task_store``...) use
+#: ``redis_server``, so they count through it.
+SERVER_FIXTURES = frozenset(
+    {"redis_server", "janus", "nginx_rtmp", "private_nginx", "controllable_nginx", "stack", "service"}
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``integration`` every test that uses a server fixture, directly or through other fixtures
+    (``fixturenames`` is the closure of what the test requests)."""
+    for item in items:
+        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")

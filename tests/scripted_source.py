@@ -13,8 +13,8 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from rtc_mpu.mixer.sources.base import FrameReceiver, Source, StreamKey
-from rtc_mpu.spec.task import SourceType
+from rtc_mpu.mixer.sources.base import FrameReceiver, Source
+from rtc_mpu.spec.streams import SourceType, StreamKey
 
 
 @dataclass(frozen=True)

@@ -2,22 +2,53 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rtc_mpu.cli.demo import ApiClient
 from rtc_mpu.stack.ports import free_port, wait_for_port
 
 #: The access key every e2e test uses.
 ACCESS_KEY, SECRET = "testkey", "test-secret"
+
+
+def call_api(
+    base: str,
+    method: str,
+    path: str,
+    body: Mapping[str, Any] | None = None,
+    key: str = ACCESS_KEY,
+    secret: str = SECRET,
+) -> tuple[int, dict[str, Any]]:
+    """A JSON request to the REST API at ``base`` with HTTP Basic auth (10 s timeout); returns
+    (HTTP status, decoded body), error statuses included."""
+    request = urllib.request.Request(
+        base + path,
+        method=method,
+        data=json.dumps(dict(body)).encode() if body is not None else None,
+        headers={
+            "Authorization": "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode(),
+            "Content-Type": "application/json",
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer: dict[str, Any] = json.loads(response.read() or b"{}")
+            return response.status, answer
+    except urllib.error.HTTPError as exc:
+        error: dict[str, Any] = json.loads(exc.read() or b"{}")
+        return exc.code, error
 
 
 @dataclass
@@ -81,8 +112,7 @@ class Service:
         self, method: str, path: str, body: Mapping[str, Any] | None = None
     ) -> tuple[int, dict[str, Any]]:
         """An authenticated JSON request; returns (HTTP status, decoded body)."""
-        client = ApiClient(self.base, ACCESS_KEY, SECRET)
-        return client.call(method, path, dict(body) if body is not None else None)
+        return call_api(self.base, method, path, body)
 
     def wait_task(self, app_id: str, task_id: str, predicate: Any, timeout: float) -> dict[str, Any]:
         """Poll GET until ``predicate(task)`` holds; fail with the last task and the logs."""

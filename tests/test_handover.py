@@ -81,7 +81,7 @@ class FakePipeline:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.stats = PipelineStats(users=["alice"], layout_id=1)
-        self.sink = SinkStatus(connected=True)
+        self.push_status = SinkStatus(connected=True)
         self.stopped_at: float | None = None
         FakePipeline.made.append(self)
 
@@ -199,7 +199,7 @@ def test_a_takeover_refused_by_the_server_shows_restarting_not_6(
     wait_record(task_store, lambda r: r.restarts == 1 and bool(fake_media.made))
     pipeline = fake_media.made[0]
     # The server still holds the old worker's push and refuses the new one.
-    pipeline.sink = SinkStatus(
+    pipeline.push_status = SinkStatus(
         connected=False,
         failing_since=time.monotonic(),
         last_error="refused: already publishing",
@@ -209,10 +209,10 @@ def test_a_takeover_refused_by_the_server_shows_restarting_not_6(
     shown = wait_record(task_store, lambda r: "the RTMP server still refuses" in r.reason)
     assert (shown.status, shown.state) == (TaskStatus.WAITING, TaskState.STARTING)
     assert "already publishing" in shown.reason and "attempt 3" in shown.reason
-    pipeline.sink = SinkStatus(connected=True)
+    pipeline.push_status = SinkStatus(connected=True)
     wait_record(task_store, lambda r: r.status is TaskStatus.RUNNING)
     # Refused again after it pushed: that is a push URL problem like any other.
-    pipeline.sink = SinkStatus(
+    pipeline.push_status = SinkStatus(
         connected=False, failing_since=time.monotonic(), last_error="refused", push_url_problem=True
     )
     shown = wait_record(task_store, lambda r: r.status is TaskStatus.PUSH_URL_PROBLEM)

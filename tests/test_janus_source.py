@@ -13,8 +13,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from rtc_mpu.mixer.sources.base import StreamKey
 from rtc_mpu.mixer.sources.janus import ChannelConfig, ChannelStatus, JanusSource
+from rtc_mpu.spec.streams import StreamKey
 from rtc_mpu.stack.demo_media import COLORS, TONES
 from rtc_mpu.stack.janus import Janus
 from rtc_mpu.stack.publisher import Publisher, synthetic_tracks
@@ -156,6 +156,7 @@ def test_unreachable_janus_is_retried_with_backoff() -> None:
     run(scenario)
 
 
+@pytest.mark.integration  # starts a Janus of its own
 @pytest.mark.timeout(90)
 def test_rejoin_and_janus_restart_are_picked_up(tmp_path: Path) -> None:
     from rtc_mpu.stack.ports import free_port

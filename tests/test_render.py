@@ -15,7 +15,8 @@ import pytest
 from rtc_mpu.cli.main import main
 from rtc_mpu.layouts import system_layout
 from rtc_mpu.mixer.video.geometry import Rect, fit, pane_rect
-from rtc_mpu.spec.task import CropMode, rgb_from_color_int
+from rtc_mpu.spec.colors import rgb_from_color_int
+from rtc_mpu.spec.task import CropMode
 from tests.media import COLORS, TONES, decode_audio, decode_video, rgb, tone_level_db
 
 #: MediaEncode 1: 640x360, 15 fps, 500 kbit/s (small, so the suite stays fast on 2 cores).

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from rtc_mpu.layouts import Layout, system_layout
-from rtc_mpu.mixer.sources.base import StreamKey
 from rtc_mpu.mixer.video.selection import LayoutChoice, choose_layout, eligible_streams, pick_layout
-from rtc_mpu.spec.task import SourceType, UserPane
+from rtc_mpu.spec.streams import SourceType, StreamKey
+from rtc_mpu.spec.task import UserPane
 
 CAMERA, SCREEN = SourceType.CAMERA, SourceType.SHARE_SCREEN
 
@@ -68,10 +68,11 @@ def test_panes_fill_in_join_order() -> None:
     choice = choose_layout(layouts(1, 2, 5, 6), cams("carol", "alice", "bob"), [])
     assert choice.layout.id == 5
     assert shown(choice) == ["carol", "alice", "bob"]
-    assert [a.pane.id for a in choice.assignments] == [0, 1, 2]
-    assert choice.stream_in_pane(0) == StreamKey("carol")
-    assert choice.stream_in_pane(2) == StreamKey("bob")
-    assert choice.stream_in_pane(3) is None
+    assert [(a.pane.id, a.stream) for a in choice.assignments] == [
+        (0, StreamKey("carol")),
+        (1, StreamKey("alice")),
+        (2, StreamKey("bob")),
+    ]
 
 
 def test_no_streams_shows_background() -> None:

@@ -157,11 +157,11 @@ def test_nginx_restart_mid_stream_reconnects_without_restarting_the_source(priva
         mix = asyncio.create_task(pipeline.run())
         await wait_for("the first push", lambda: stream_video_live(server, "restart"), 10)
         await asyncio.sleep(1.5)
-        assert pipeline.sink.connected and pipeline.stats.dropped_video_frames == 0
+        assert pipeline.push_status.connected and pipeline.stats.dropped_video_frames == 0
 
         await asyncio.to_thread(server.stop)
         await asyncio.sleep(2.0)  # the server is down ~2 s
-        down = pipeline.sink
+        down = pipeline.push_status
         assert not mix.done(), "the pipeline goes on without its server"
         assert not down.connected and down.failing_since is not None
         assert down.push_url_problem is False, "a server that went away is a network problem (status 5)"
@@ -184,10 +184,10 @@ def test_nginx_restart_mid_stream_reconnects_without_restarting_the_source(priva
     print(
         f"nginx-rtmp accepting again -> first new video at the server: {resume:.2f} s "
         f"(dropped {stats.dropped_video_frames} video frames, {stats.dropped_audio_blocks} audio blocks, "
-        f"{pipeline.sink.attempts} failed attempts)"
+        f"{pipeline.push_status.attempts} failed attempts)"
     )
     assert resume < 15
-    assert pipeline.sink.connected and pipeline.sink.reconnects == 1
+    assert pipeline.push_status.connected and pipeline.push_status.reconnects == 1
     assert source.starts == 1 and source.closes == 1, "the channel subscription stayed up the whole time"
     # The clock never waited for the sink: one tick per frame interval, delivered or not (``elapsed``
     # also counts opening the sink before the clock starts and closing it after: up to ~0.6 s).
@@ -243,7 +243,7 @@ def test_a_viewer_sees_the_clock_go_on_across_a_dropped_publisher(controllable_n
         url = f"http://{server.host}:{server.http_port}/control/drop/publisher?app=live&name=dropped"
         with urllib.request.urlopen(url, timeout=2) as response:  # (a short blocking call)
             assert response.read() == b"1"
-        while pipeline.sink.reconnects == 0:
+        while pipeline.push_status.reconnects == 0:
             await asyncio.sleep(0.05)
         await asyncio.sleep(3.0)  # past the next GOP boundary
         pipeline.stop()
@@ -285,8 +285,8 @@ def test_a_failing_push_gives_up_after_give_up_after_with_the_source_closed(
     async def scenario() -> SinkError:
         mix = asyncio.create_task(pipeline.run())
         await asyncio.sleep(1.0)
-        assert not mix.done() and not pipeline.sink.connected
-        assert pipeline.sink.push_url_problem is refused
+        assert not mix.done() and not pipeline.push_status.connected
+        assert pipeline.push_status.push_url_problem is refused
         assert source.starts == 1 and source.closes == 0, "the channel is mixed while the push fails"
         with pytest.raises(SinkError) as raised:
             await mix
@@ -300,7 +300,7 @@ def test_a_failing_push_gives_up_after_give_up_after_with_the_source_closed(
     assert error.push_url_problem is refused
     assert "secretkey" not in str(error) and "privatename" not in str(error), "the stream key is redacted"
     assert source.closes == 1, "the source is closed before run() raises"
-    assert pipeline.sink.attempts >= 2, "it kept trying until it gave up"
+    assert pipeline.push_status.attempts >= 2, "it kept trying until it gave up"
     assert pipeline.stats.video_frames == 0 and pipeline.stats.dropped_video_frames > 20
 
 
@@ -514,8 +514,8 @@ def test_blocking_opens_run_off_the_loop_with_backoff_and_the_push_resumes_at_th
         ticker = asyncio.create_task(loop_lateness(stop, lateness))
         mix = asyncio.create_task(pipeline.run())
         await asyncio.sleep(1.5)
-        states.append((pipeline.sink.connected, pipeline.sink.failing_since is not None))
-        while not pipeline.sink.connected:
+        states.append((pipeline.push_status.connected, pipeline.push_status.failing_since is not None))
+        while not pipeline.push_status.connected:
             await asyncio.sleep(0.05)
         await asyncio.sleep(1.0)
         pipeline.stop()
@@ -526,7 +526,7 @@ def test_blocking_opens_run_off_the_loop_with_backoff_and_the_push_resumes_at_th
 
     loop_thread = asyncio.run(scenario())
     assert states == [(False, True)], "failing while the first opens block"
-    assert len(opener.calls) == 4 and pipeline.sink.reconnects == 1
+    assert len(opener.calls) == 4 and pipeline.push_status.reconnects == 1
     # Each open blocked 1 s, in a thread: the loop's 10 ms sleeps stayed on time meanwhile.
     assert loop_thread not in opener.threads
     assert max(lateness) < 0.15, max(lateness)
@@ -572,7 +572,7 @@ def test_a_write_that_blocks_counts_as_a_failure_and_is_abandoned() -> None:
         stop = asyncio.Event()
         ticker = asyncio.create_task(loop_lateness(stop, lateness))
         mix = asyncio.create_task(pipeline.run())
-        while pipeline.sink.reconnects == 0:
+        while pipeline.push_status.reconnects == 0:
             assert not mix.done()
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.5)
@@ -588,7 +588,10 @@ def test_a_write_that_blocks_counts_as_a_failure_and_is_abandoned() -> None:
     stuck, fresh = opener.encoders
     assert stuck.aborted or not stuck.video, "the blocked encoder is aborted once its write returns"
     assert fresh.video and fresh.closed
-    assert pipeline.sink.last_error is not None and "write timed out after 0.5 s" in pipeline.sink.last_error
+    assert (
+        pipeline.push_status.last_error is not None
+        and "write timed out after 0.5 s" in pipeline.push_status.last_error
+    )
     assert max(lateness) < 0.15, max(lateness)
 
 

@@ -7,14 +7,14 @@ from typing import Any, cast
 import pytest
 
 from rtc_mpu.layouts import Layout, Pane, SpecError, system_layout
+from rtc_mpu.spec.colors import rgb_from_color_int
+from rtc_mpu.spec.streams import SourceType
 from rtc_mpu.spec.task import (
     DEFAULT_LAYOUT_IDS,
     CropMode,
-    SourceType,
     TaskSpec,
     UserPane,
     build_task_spec,
-    rgb_from_color_int,
 )
 
 

@@ -16,7 +16,7 @@ import numpy.typing as npt
 import pytest
 from av.video.reformatter import ColorRange, Colorspace
 
-from rtc_mpu.mixer.overlays.sprite import Sprite, blend, solid_rgba, sprite_from_rgba
+from rtc_mpu.mixer.overlays.sprite import Sprite, blend, sprite_from_rgba
 from rtc_mpu.mixer.video.color import rgb_to_yuv601
 from rtc_mpu.mixer.video.compositor import plane_view
 from tests.media import rgb
@@ -40,6 +40,13 @@ def make_frame(color: tuple[int, int, int], width: int = W, height: int = H) -> 
     for plane, value in zip(planes(frame), rgb_to_yuv601(*color), strict=True):
         plane.fill(value)
     return frame
+
+
+def solid_rgba(width: int, height: int, rgb: tuple[int, int, int], alpha: int = 255) -> npt.NDArray[np.uint8]:
+    """A ``(height, width, 4)`` uint8 straight-alpha RGBA picture of one 8-bit colour and alpha."""
+    picture = np.empty((height, width, 4), dtype=np.uint8)
+    picture[...] = (*rgb, alpha)
+    return picture
 
 
 def planes(frame: av.VideoFrame) -> Planes:
@@ -270,21 +277,14 @@ def test_bad_arguments() -> None:
         blend(planes(make_frame(BLACK, 32, 24)), sprite(solid_rgba(4, 4, RED), 40, 30, 4, 4))
 
 
-def test_solid_rgba() -> None:
-    picture = solid_rgba(3, 2, (1, 2, 3), alpha=4)
-    assert picture.shape == (2, 3, 4) and picture.dtype == np.uint8
-    assert (picture == (1, 2, 3, 4)).all()
-    with pytest.raises(ValueError):
-        solid_rgba(2, 2, (256, 0, 0))
-
-
 # --- micro-benchmark (python -m tests.test_sprite) ---------------------------------------------------
 
 
 def benchmark(frames: int = 500) -> dict[str, float]:
     """Milliseconds per 1280x720 frame to blend 2 image sprites of 256x144 (alpha varies), 4 text
     sprites of about 300x40 and a clock sprite (from :func:`rtc_mpu.mixer.overlays.text.render_text`)."""
-    from rtc_mpu.mixer.overlays.text import TextStyle, render_text
+    from rtc_mpu.mixer.overlays.text import render_text
+    from rtc_mpu.spec.overlays import TextStyle
 
     width, height = 1280, 720
     rng = np.random.default_rng(5)

@@ -15,7 +15,14 @@ import pytest
 
 from rtc_mpu.cli.main import main
 from rtc_mpu.stack import local_stack
-from rtc_mpu.stack.local_stack import SERVICES, ServiceError, StackConfig, stack_down, stack_status, stack_up
+from rtc_mpu.stack.local_stack import (
+    SERVICES,
+    ServiceStartError,
+    StackConfig,
+    stack_down,
+    stack_status,
+    stack_up,
+)
 from rtc_mpu.stack.ports import free_port
 from rtc_mpu.stack.process import write_pid_file
 
@@ -87,6 +94,7 @@ def _ports(config: StackConfig) -> list[int]:
     return [config.redis_port, config.janus_port, config.rtmp_port, config.hls_port]
 
 
+@pytest.mark.integration  # starts (or needs) the real Redis, Janus and nginx-rtmp
 @pytest.mark.timeout(60)
 def test_up_status_down(
     config: StackConfig, sleeper: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
@@ -140,6 +148,7 @@ def test_up_status_down(
     assert main(["stack", "status"]) == 3
 
 
+@pytest.mark.integration  # starts (or needs) the real Redis, Janus and nginx-rtmp
 @pytest.mark.timeout(20)
 def test_down_leaves_foreign_processes_alone(config: StackConfig, sleeper: subprocess.Popen[bytes]) -> None:
     # Every pid file names the foreign process: as a reused pid (another command line), as a record of
@@ -156,6 +165,7 @@ def test_down_leaves_foreign_processes_alone(config: StackConfig, sleeper: subpr
     assert not any(config.pid_file(name).exists() for name in SERVICES)
 
 
+@pytest.mark.integration  # starts (or needs) the real Redis, Janus and nginx-rtmp
 @pytest.mark.timeout(20)
 @pytest.mark.parametrize("variable", PORT_VARIABLES)
 def test_port_in_use_is_a_clear_error(tmp_path: Path, variable: str) -> None:
@@ -166,7 +176,7 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path, variable: str) -> None:
         port = taken.getsockname()[1]
         env[variable] = str(port)
         config = StackConfig.from_env(env)
-        with pytest.raises(ServiceError) as error:
+        with pytest.raises(ServiceStartError) as error:
             stack_up(config)
     message = str(error.value)
     assert f"port {port}" in message and variable in message and "already in use" in message
@@ -175,12 +185,13 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path, variable: str) -> None:
     assert not any(_answers(p) for p in _ports(config) if p != port)
 
 
+@pytest.mark.integration  # starts (or needs) the real Redis, Janus and nginx-rtmp
 @pytest.mark.timeout(30)
 def test_failed_start_stops_what_it_started(config: StackConfig, monkeypatch: pytest.MonkeyPatch) -> None:
     # nginx starts but never passes its readiness check: Redis and Janus, started by the same call,
     # are stopped again and nothing is left behind.
     monkeypatch.setattr(local_stack, "_nginx_answers", lambda config: False)
-    with pytest.raises(ServiceError, match=r"nginx \(started\) does not answer"):
+    with pytest.raises(ServiceStartError, match=r"nginx \(started\) does not answer"):
         stack_up(config, timeout=1.0)
     assert not any(config.pid_file(name).exists() for name in SERVICES)
     assert not any(_answers(port) for port in _ports(config))

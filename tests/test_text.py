@@ -18,13 +18,13 @@ from rtc_mpu.mixer.overlays.text import (
     FONT_PACKAGES,
     FontError,
     TextCache,
-    TextStyle,
     check_fonts,
     clock_text,
     render_text,
 )
 from rtc_mpu.mixer.video.color import rgb_to_yuv601
 from rtc_mpu.mixer.video.compositor import plane_view
+from rtc_mpu.spec.overlays import FONT_TYPES, TextStyle
 from tests.media import rgb
 from tests.test_sprite import make_frame, planes
 
@@ -52,7 +52,7 @@ def count(picture: npt.NDArray[np.uint8], color: tuple[int, int, int], tolerance
 
 
 def test_font_table() -> None:
-    assert sorted(FONT_FILES) == [0, 1, 2, 3, 4, 5]
+    assert tuple(sorted(FONT_FILES)) == FONT_TYPES == (0, 1, 2, 3, 4, 5)
     assert set(FONT_PACKAGES) == {
         "fonts-wqy-microhei",
         "fonts-wqy-zenhei",

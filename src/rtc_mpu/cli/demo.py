@@ -36,7 +36,7 @@ from rtc_mpu.mixer.sources.janus import room_name
 from rtc_mpu.mixer.sources.janus_http import JanusError
 from rtc_mpu.stack.local_stack import StackConfig, stack_down, stack_up
 from rtc_mpu.stack.ports import wait_for_port
-from rtc_mpu.stack.process import ServiceError
+from rtc_mpu.stack.process import ServiceStartError
 from rtc_mpu.stack.publisher import Publisher, synthetic_tracks
 
 log = logging.getLogger("mpu.demo")
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         statuses = stack_up(config)
-    except ServiceError as exc:
+    except ServiceStartError as exc:
         print(f"mpu demo: {exc}", file=sys.stderr)
         return 1
     started_here = all(status.note == "started" for status in statuses.values())

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from rtc_mpu.layouts import Layout, SpecError, layout_from_dict
 from rtc_mpu.mixer.pipeline import Pipeline, PipelineStats
-from rtc_mpu.spec.task import CropMode, SourceType, TaskSpec, UserPane, build_task_spec
+from rtc_mpu.spec.streams import SourceType
+from rtc_mpu.spec.task import CropMode, TaskSpec, UserPane, build_task_spec
 
 
 def _int_list(text: str) -> list[int]:

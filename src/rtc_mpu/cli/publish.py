@@ -21,8 +21,8 @@ import sys
 from aiortc import MediaStreamTrack
 
 from rtc_mpu.cli.mix import add_channel_arguments, channel_config
-from rtc_mpu.mixer.sources.base import SCREEN_SHARE_SUFFIX
 from rtc_mpu.mixer.sources.janus_http import JanusError
+from rtc_mpu.spec.streams import SCREEN_SHARE_SUFFIX
 from rtc_mpu.stack.publisher import Publisher, SyntheticVideoTrack, file_tracks, synthetic_tracks
 
 

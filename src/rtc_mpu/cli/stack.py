@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from rtc_mpu.stack.local_stack import (
-    ServiceError,
+    ServiceStartError,
     ServiceStatus,
     StackConfig,
     install_missing_packages,
@@ -76,7 +76,7 @@ def run_up(args: argparse.Namespace) -> int:
             if optional:
                 print(f"mpu stack: optional, not installed: {' '.join(optional)}", file=sys.stderr)
         statuses = stack_up(config)
-    except ServiceError as exc:
+    except ServiceStartError as exc:
         print(f"mpu stack up: {exc}", file=sys.stderr)
         return 1
     print_statuses(statuses)

@@ -1,41 +1,30 @@
 """The pipeline controller: source → (compositor + audio mixer) → encoder → sink, on one media clock.
 
 The event loop receives media (RTP for a live channel) and runs the clock. At every video tick it
-takes each pane's latest frame and hands a compose-and-encode job to one worker thread; at every
-audio block it mixes the users' jitter buffers (cheap numpy) and hands the block to the same thread.
-Compositing, scaling, x264/AAC encoding and network writes therefore never run on the event loop.
-Jobs run in clock order, so pts are strictly increasing.
+takes each pane's latest frame and hands a compose-and-encode job to the output's worker thread; at
+every audio block it mixes the users' jitter buffers (cheap numpy) and hands the block to the same
+thread. Compositing, scaling, x264/AAC encoding and network writes therefore never run on the event
+loop. Jobs run in clock order, so pts are strictly increasing.
 
 If the worker thread falls behind a live clock by more than :data:`MAX_PENDING_SECONDS`, video ticks
 are dropped (counted in the stats) rather than delaying audio or the RTP receiver; pts keep following
 the clock, so a player sees a frame held, never a time shift.
 
-Reconnecting (a live push, ``realtime`` to an RTMP target, with ``give_up_after`` not 0): when a
-write fails, a job stays blocked for more than ``write_timeout`` (the server stopped reading), or the
-sink cannot be opened, ``run()`` does not end. The broken connection is aborted on its own thread
-(never waited for), and while there is no connection the clock, the source and the audio mixer go on:
-every video tick and audio block that cannot be delivered is dropped and counted
-(``stats.dropped_video_frames``, ``stats.dropped_audio_blocks``). A new :class:`MediaEncoder` is
-opened on a new thread after an exponential backoff with *equal jitter* (:func:`reconnect_wait`); an
-open that takes more than ``open_timeout`` counts as failed and its thread is abandoned. Once open,
-encoding goes on from the current tick: video pts stay the clock's frame index and audio pts the
-clock's sample index, and the new connection starts with an IDR keyframe, so a player sees the
-picture freeze for the outage and go on at the right time, never a rewind. :attr:`Pipeline.sink`
-shows the state (for task status 5/6); after ``give_up_after`` seconds of continuous failure the
-source is closed and ``run()`` raises the last :class:`SinkError`. Nothing of this blocks the event
-loop: opens, writes and closes all run on worker threads.
+The encoder, the sink and the reconnects of a live push are the output's business
+(:class:`rtc_mpu.mixer.output.push.PushConnection`): while it is disconnected, the clock, the source
+and the audio mixer go on, and every video tick and audio block it cannot take is dropped and counted
+(``stats.dropped_video_frames``, ``stats.dropped_audio_blocks``). :attr:`Pipeline.push_status` shows
+its state (for task status 5/6); when it gives up, the source is closed and ``run()`` raises the last
+:class:`SinkError`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import concurrent.futures
 import json
 import logging
 import math
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -46,23 +35,18 @@ import av
 from rtc_mpu.mixer.audio.mixer import BLOCK_SAMPLES, SAMPLE_RATE, AudioMixer
 from rtc_mpu.mixer.audio.vad import VoiceActivityDetector
 from rtc_mpu.mixer.clock import MediaClock
-from rtc_mpu.mixer.output.encoder import Encoder, EncoderFactory, EncoderSettings, MediaEncoder
-from rtc_mpu.mixer.output.push import (
-    STABLE_CONNECTION_SECONDS,
-    JobThread,
-    SinkStatus,
-    abort_opened,
-    reconnect_wait,
-)
-from rtc_mpu.mixer.output.sinks import DEFAULT_OPEN_TIMEOUT, DEFAULT_WRITE_TIMEOUT, SinkError, SinkTarget
+from rtc_mpu.mixer.output.encoder import EncoderFactory, EncoderSettings, MediaEncoder
+from rtc_mpu.mixer.output.push import PushConnection, SinkStatus
+from rtc_mpu.mixer.output.sinks import DEFAULT_OPEN_TIMEOUT, DEFAULT_WRITE_TIMEOUT, SinkTarget
 from rtc_mpu.mixer.overlays.images import FetchLimits, ImageCache, ImageError
 from rtc_mpu.mixer.overlays.render import OverlayRenderer
 from rtc_mpu.mixer.overlays.text import check_fonts
-from rtc_mpu.mixer.sources.base import Source, StreamKey
+from rtc_mpu.mixer.sources.base import Source
 from rtc_mpu.mixer.video.compositor import Compositor, OverlayDraw, PaneDraw
 from rtc_mpu.mixer.video.geometry import pane_rect
 from rtc_mpu.mixer.video.selection import LayoutChoice, PaneAssignment, choose_layout
 from rtc_mpu.spec.overlays import Subscriptions
+from rtc_mpu.spec.streams import StreamKey
 from rtc_mpu.spec.task import MixMode, TaskSpec, UserPane
 
 log = logging.getLogger(__name__)
@@ -128,20 +112,19 @@ class Pipeline:
         preset: x264 preset.
         image_limits: how overlay images are fetched (size, time, private addresses). A live mix
             starts at once and draws each image when it arrives; an offline render waits for them.
-        retry_initial: ceiling of the first reconnect wait, in seconds (:func:`reconnect_wait`).
-        retry_max: largest reconnect wait ceiling, in seconds.
+        retry_initial, retry_max: the reconnect backoff's first and largest wait ceilings, in
+            seconds (see :class:`PushConnection`).
+        open_timeout, write_timeout: seconds a connection attempt, or one encode-and-write job, may
+            take before the push counts as failed; network targets only.
+        encoder_factory: makes and opens the encoder; :class:`MediaEncoder` unless a test says otherwise.
         give_up_after: seconds of continuous sink failure after which ``run()`` raises the last
             :class:`SinkError`; None never gives up; 0 (the default, as ``mpu render`` and ``mpu mix``
             want) raises at the first failure without reconnecting. Only a real-time push to a
             network target reconnects: a file is never reopened (that would truncate it).
-        open_timeout: seconds one connection attempt may take (TCP, RTMP handshake, publish) before
-            it counts as failed; network targets only.
-        write_timeout: seconds one encode-and-write job may block before the push counts as failed
-            (the server stopped reading); network targets only.
-        encoder_factory: makes and opens the encoder; :class:`MediaEncoder` unless a test says otherwise.
 
     Raises:
-        ValueError: offline rendering asked of a live source, or negative retry times.
+        ValueError: offline rendering asked of a live source, or retry, open or write times that are
+            not positive (or a negative ``give_up_after``).
         FontError: the task draws texts or clocks and a font is not installed.
     """
 
@@ -164,8 +147,6 @@ class Pipeline:
     ) -> None:
         if not realtime and source.live:
             raise ValueError("a live source can only be mixed in real time")
-        if min(retry_initial, retry_max, open_timeout, write_timeout) <= 0 or (give_up_after or 0) < 0:
-            raise ValueError("retry, open and write times must be positive and give_up_after >= 0")
         self.spec = spec
         self.source = source
         self.target = target
@@ -179,6 +160,19 @@ class Pipeline:
             audio_bitrate=spec.audio_bitrate,
             preset=preset,
             audio=spec.has_audio,
+        )
+        #: The output: its encoder, sink, job thread and reconnects.
+        self._push = PushConnection(
+            self.settings,
+            target,
+            realtime=realtime,
+            retry_initial=retry_initial,
+            retry_max=retry_max,
+            give_up_after=give_up_after,
+            open_timeout=open_timeout,
+            write_timeout=write_timeout,
+            max_backlog=MAX_PENDING_SECONDS if realtime else None,
+            encoder_factory=encoder_factory,
         )
         self._clock = MediaClock(realtime)
         self._stop = asyncio.Event()
@@ -202,30 +196,6 @@ class Pipeline:
         self._fetches: dict[str, asyncio.Task[None]] = {}
         self._vad = VoiceActivityDetector(spec.vad_interval)
         self._sei: bytes | None = None
-        self.retry_initial = retry_initial
-        self.retry_max = retry_max
-        self.give_up_after = give_up_after
-        self.open_timeout = open_timeout
-        self.write_timeout = write_timeout
-        self._encoder_factory = encoder_factory
-        #: The push's connection state (see :class:`SinkStatus`).
-        self.sink = SinkStatus()
-        #: Whether a failed sink is reopened (else the first failure ends ``run()``).
-        self._reconnecting = realtime and target.is_network and give_up_after != 0
-        self._encoder: Encoder | None = None
-        #: The thread of the open encoder: its writes, then its close.
-        self._thread: JobThread | None = None
-        #: Threads of closed or abandoned encoders, until they exit.
-        self._retired: list[JobThread] = []
-        self._pending: collections.deque[tuple[bool, concurrent.futures.Future[None]]] = collections.deque()
-        #: ``time.monotonic()`` when the current outage began (kept through short-lived connections).
-        self._outage_since: float | None = None
-        self._connected_at: float | None = None
-        self._last_error: SinkError | None = None
-        self._reconnect_task: asyncio.Task[None] | None = None
-        #: An unexpected error of the reconnect task, raised by the clock loop.
-        self._fatal: Exception | None = None
-        self._finishing = False
         #: Held while composing: the compositor and overlay renderer are used by one thread at a time.
         self._compose_lock = threading.Lock()
 
@@ -289,6 +259,12 @@ class Pipeline:
         """The layout and pane assignment of the latest frame."""
         return self._choice
 
+    @property
+    def push_status(self) -> SinkStatus:
+        """The output's connection state and counters (connected, failing since, reconnects, dropped
+        frames), updated on the event loop as the mix runs."""
+        return self._push.status
+
     # -- running -------------------------------------------------------------------------------
     async def run(self) -> PipelineStats:
         """Open the sink, start the source and produce output until done; always closes both.
@@ -305,186 +281,20 @@ class Pipeline:
             self._start_fetches()
             if not self._clock.realtime and self._fetches:
                 await asyncio.gather(*self._fetches.values())
-            await self._connect_first()
+            await self._push.open()
             await self.source.start(self)
             try:
                 await self._run_clock()
             finally:
                 await self.source.close()
-            self._finishing = True
-            await self._drain(0)
+            await self._push.drain()
         finally:
-            self._finishing = True
             for task in self._fetches.values():
                 task.cancel()
             await asyncio.gather(*self._fetches.values(), return_exceptions=True)
             await self._images.close()
-            if self._reconnect_task is not None:
-                self._reconnect_task.cancel()
-                await asyncio.gather(self._reconnect_task, return_exceptions=True)
-            try:
-                await self._close_encoder()
-            finally:
-                await self._wait_retired()
+            await self._push.close()
         return self.stats
-
-    # -- the sink's connection -------------------------------------------------------------------
-    def _job_timeout(self, seconds: float) -> float | None:
-        """How long to wait for a job that may block on the network (None: as long as it takes)."""
-        return seconds if self.target.is_network else None
-
-    async def _open(self) -> tuple[Encoder, JobThread]:
-        """Make and open an encoder on a new thread (which then runs its jobs), within ``open_timeout``.
-
-        Raises:
-            SinkError: the open failed or timed out (the thread is abandoned and closes what it opens).
-        """
-        thread = JobThread("mpu-encode")
-        future = thread.submit(lambda: self._encoder_factory(self.settings, self.target))
-        try:
-            encoder = await asyncio.wait_for(
-                asyncio.wrap_future(future), self._job_timeout(self.open_timeout)
-            )
-        except BaseException as exc:
-            thread.submit(lambda: abort_opened(future))
-            self._retire(thread)
-            if isinstance(exc, TimeoutError):
-                raise SinkError(
-                    f"connecting timed out after {self.open_timeout:g} s",
-                    self.target.display,
-                    push_url_problem=False,
-                ) from None
-            raise
-        return encoder, thread
-
-    async def _connect_first(self) -> None:
-        try:
-            encoder, thread = await self._open()
-        except SinkError as exc:
-            self._sink_failed(exc)  # raises unless reconnecting
-            return
-        self._connected(encoder, thread)
-        log.info("pushing to %s", self.target.display)
-
-    def _connected(self, encoder: Encoder, thread: JobThread) -> None:
-        self._encoder, self._thread = encoder, thread
-        self._connected_at = time.monotonic()
-        self.sink.connected = True
-        self.sink.failing_since = None
-
-    def _retire(self, thread: JobThread) -> None:
-        thread.shutdown()
-        self._retired = [t for t in self._retired if not t.exited.done()]
-        self._retired.append(thread)
-
-    def _note_error(self, exc: SinkError) -> None:
-        self._last_error = exc
-        self.sink.last_error = str(exc)
-        self.sink.push_url_problem = exc.push_url_problem
-
-    def _sink_failed(self, exc: SinkError) -> None:
-        """The open encoder (if any) failed: abort it without waiting, then reconnect or raise.
-
-        Raises:
-            SinkError: ``exc``, when this pipeline does not reconnect.
-        """
-        now = time.monotonic()
-        encoder, thread = self._encoder, self._thread
-        self._encoder = self._thread = None
-        for _, future in self._pending:
-            future.cancel()
-        self._pending.clear()
-        if thread is not None:
-            if encoder is not None:
-                thread.submit(encoder.abort)
-            self._retire(thread)
-        stable = self._connected_at is not None and now - self._connected_at >= STABLE_CONNECTION_SECONDS
-        if self._outage_since is None or stable:
-            self._outage_since = now
-            self.sink.attempts = 0
-        elif self._connected_at is not None:  # a reconnection that did not hold: back off further
-            self.sink.attempts += 1
-        self._connected_at = None
-        self.sink.connected = False
-        self.sink.failing_since = self._outage_since
-        self._note_error(exc)
-        if not self._reconnecting:
-            raise exc
-        if self._finishing:
-            log.warning("push failed while finishing: %s", exc)
-            return
-        log.warning("push failed: %s; reconnecting", exc)
-        if self._reconnect_task is None or self._reconnect_task.done():
-            self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
-
-    async def _reconnect(self) -> None:
-        """Reopen the sink with backoff until it is open (cancelled when the pipeline ends). An
-        unexpected error (a bug, not a :class:`SinkError`) is kept for :meth:`_check_sink` to raise."""
-        while self._encoder is None:
-            wait = reconnect_wait(self.sink.attempts, self.retry_initial, self.retry_max)
-            await asyncio.sleep(wait)
-            try:
-                encoder, thread = await self._open()
-            except Exception as exc:
-                if not isinstance(exc, SinkError):
-                    self._fatal = exc
-                    return
-                self.sink.attempts += 1
-                self._note_error(exc)
-                log.info(
-                    "reconnecting to %s failed (attempt %d): %s", self.target.display, self.sink.attempts, exc
-                )
-                continue
-            outage = time.monotonic() - (self._outage_since or time.monotonic())
-            self.sink.reconnects += 1
-            log.info(
-                "push reconnected to %s after %.1f s (%d failed attempts)",
-                self.target.display,
-                outage,
-                self.sink.attempts,
-            )
-            self._connected(encoder, thread)
-
-    def _check_sink(self) -> None:
-        """Once per clock step: end a stable connection's outage, catch a blocked write, give up.
-
-        Raises:
-            SinkError: the last failure, once the sink has failed for ``give_up_after`` seconds.
-            Exception: what made reopening the sink fail unexpectedly (not a SinkError).
-        """
-        if self._fatal is not None:
-            raise self._fatal
-        now = time.monotonic()
-        if self._encoder is not None:
-            if (
-                self._outage_since is not None
-                and now - (self._connected_at or now) >= STABLE_CONNECTION_SECONDS
-            ):
-                self._outage_since = None
-                self.sink.attempts = 0
-            thread = self._thread
-            busy = thread.busy_since if thread is not None else None
-            if self.target.is_network and busy is not None and now - busy > self.write_timeout:
-                self._sink_failed(self._write_timed_out())
-        if (
-            self._encoder is None
-            and self.give_up_after is not None
-            and self._outage_since is not None
-            and self._last_error is not None
-            and now - self._outage_since >= self.give_up_after
-        ):
-            log.warning(
-                "giving up on %s after %.1f s of failures: %s",
-                self.target.display,
-                now - self._outage_since,
-                self._last_error,
-            )
-            raise self._last_error
-
-    def _write_timed_out(self) -> SinkError:
-        return SinkError(
-            f"write timed out after {self.write_timeout:g} s", self.target.display, push_url_problem=False
-        )
 
     # -- overlays ------------------------------------------------------------------------------
     def _start_fetches(self) -> None:
@@ -507,44 +317,6 @@ class Pipeline:
             return
         if self._overlay is not None:
             self._overlay.set_image(url, rgba)
-
-    async def _close_encoder(self) -> None:
-        """Flush and close the open encoder after its running job (queued ones are cancelled).
-
-        Raises:
-            SinkError: the final writes failed, and this pipeline does not reconnect (a reconnecting
-                one only logs it: it was finishing anyway).
-        """
-        encoder, thread = self._encoder, self._thread
-        self._encoder = self._thread = None
-        for _, future in self._pending:
-            future.cancel()
-        self._pending.clear()
-        if thread is None or encoder is None:
-            return
-        closing = thread.submit(encoder.close)
-        self._retire(thread)
-        timeout = self._job_timeout(2 * self.write_timeout)
-        try:
-            await asyncio.wait_for(asyncio.wrap_future(closing), timeout)
-        except TimeoutError:
-            log.warning("closing %s timed out after %g s; abandoned", self.target.display, timeout)
-        except SinkError as exc:
-            self._note_error(exc)
-            if not self._reconnecting:
-                raise
-            log.warning("closing the push failed: %s", exc)
-
-    async def _wait_retired(self) -> None:
-        """Give the threads of closed or abandoned encoders a moment to exit (never forever)."""
-        waiting = [asyncio.wrap_future(t.exited) for t in self._retired if not t.exited.done()]
-        if waiting:
-            await asyncio.wait(waiting, timeout=self._job_timeout(self.write_timeout))
-        self._retired = [t for t in self._retired if not t.exited.done()]
-        if self._retired:
-            log.warning(
-                "%d encoder thread(s) still blocked on %s; abandoned", len(self._retired), self.target.display
-            )
 
     def _frame_budget(self) -> tuple[int | None, int | None]:
         if self.duration is None:
@@ -578,8 +350,8 @@ class Pipeline:
                 await self.source.advance_to(audio_due)
                 self._audio_tick(block_index)
                 block_index += 1
-            await self._drain(OFFLINE_QUEUE_DEPTH if not clock.realtime else None)
-            self._check_sink()
+            await self._push.collect(OFFLINE_QUEUE_DEPTH if not clock.realtime else None)
+            self._push.check()
 
     def _subscriptions(self) -> Subscriptions:
         return self.spec.subscriptions or Subscriptions()
@@ -649,14 +421,17 @@ class Pipeline:
 
     def _video_tick(self, index: int, late: bool) -> None:
         self.stats.video_ticks += 1
-        pending_video = sum(1 for is_video, _ in self._pending if is_video)
-        if (
-            late
-            or self._encoder is None
-            or (self._clock.realtime and pending_video > MAX_PENDING_SECONDS * self.settings.fps)
-        ):
-            self.stats.dropped_video_frames += 1
+        sei = self._sei
+        if late or not self._push.submit_video(index, self._picture_job(), sei):
+            self.stats.dropped_video_frames += 1  # late, or the output is disconnected or lagging
             return
+        self._sei = None
+        if sei is not None:
+            self.stats.sei_messages += 1
+        self.stats.video_frames += 1
+
+    def _picture_job(self) -> Callable[[], av.VideoFrame]:
+        """What composes this tick's picture from each pane's latest frame, run on the output's thread."""
         choice = self._current_choice()
         spec = self.spec
         draws = [
@@ -674,26 +449,20 @@ class Pipeline:
             for a in choice.assignments
         }
         now = datetime.now(UTC)
-        compositor, encoder = self._compositor, self._encoder
-        assert compositor is not None and encoder is not None
+        compositor = self._compositor
+        assert compositor is not None
         background, crop_mode = spec.background_rgb, spec.crop_mode
-        sei, self._sei = self._sei, None
-        if sei is not None:
-            self.stats.sei_messages += 1
-
         lock = self._compose_lock
 
-        def job() -> None:
+        def compose() -> av.VideoFrame:
             # Overlay sprites are made here, off the event loop: scaling a large image takes tens of ms.
             # The lock: a job of an aborted connection may still be composing on its old thread.
             with lock:
                 overlays: list[OverlayDraw] = renderer.draws(panes, now) if renderer is not None else []
                 compositor.set_style(background, crop_mode)
-                picture = compositor.compose(draws, overlays)
-            encoder.encode_video(picture, index, sei=sei)
+                return compositor.compose(draws, overlays)
 
-        self._submit(True, job)
-        self.stats.video_frames += 1
+        return compose
 
     def _audio_users(self) -> list[str]:
         """Whose audio may be mixed, in join order (a relay: the relayed user only)."""
@@ -721,37 +490,8 @@ class Pipeline:
                     self._sei = report.to_json()
         self.stats.users = list(self._users)
         self.stats.mixed_audio_users = self._audio.mixed_users()
-        encoder = self._encoder
-        if encoder is None:  # reconnecting: the block is mixed (buffers drained, VAD goes on), not sent
+        frame = AudioMixer.make_frame(block, index * BLOCK_SAMPLES)
+        if not self._push.submit_audio(frame):  # reconnecting: mixed (buffers drained, VAD goes on), not sent
             self.stats.dropped_audio_blocks += 1
             return
-        frame = AudioMixer.make_frame(block, index * BLOCK_SAMPLES)
-        self._submit(False, lambda: encoder.encode_audio(frame))
         self.stats.audio_blocks += 1
-
-    def _submit(self, is_video: bool, job: Callable[[], None]) -> None:
-        assert self._thread is not None
-        self._pending.append((is_video, self._thread.submit(job)))
-
-    async def _drain(self, keep: int | None) -> None:
-        """Collect finished jobs; wait until at most ``keep`` are pending. A :class:`SinkError` of a
-        job (or a job of a network push blocked for ``write_timeout``) goes to :meth:`_sink_failed`.
-
-        Raises:
-            SinkError: the sink failed and this pipeline does not reconnect.
-        """
-        pending = self._pending
-        while pending and (pending[0][1].done() or (keep is not None and len(pending) > keep)):
-            _, future = pending.popleft()
-            try:
-                if future.done():
-                    future.result()  # no asyncio future (nor a loop iteration) for a job already done
-                else:
-                    timeout = self._job_timeout(self.write_timeout)
-                    try:
-                        await asyncio.wait_for(asyncio.wrap_future(future), timeout)
-                    except TimeoutError:
-                        raise self._write_timed_out() from None
-            except SinkError as exc:
-                self._sink_failed(exc)
-                return

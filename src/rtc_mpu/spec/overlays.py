@@ -18,15 +18,21 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from rtc_mpu.layouts import SpecError
-from rtc_mpu.mixer.overlays.text import TextStyle
-from rtc_mpu.mixer.sources.base import StreamKey
-from rtc_mpu.spec.task import SourceType
+from rtc_mpu.spec.colors import MAX_COLOR
+from rtc_mpu.spec.streams import SourceType, StreamKey
 from rtc_mpu.spec.text_rules import CharRule, char_problem
 
 #: The value of SubSpecAudioUsers that means every user (shared/reference/mpu-api.md).
 ALL_STREAMS = "allStream"
 #: Most overlays of one kind (per task, or per pane for pane images and texts).
 MAX_OVERLAYS = 16
+#: The ``FontType`` ids of texts and clocks, 0..5 (shared/reference/mpu-api.md names six but not their
+#: typefaces; :data:`rtc_mpu.mixer.overlays.text.FONT_FILES` maps each to a font file).
+FONT_TYPES: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
+#: Font sizes accepted, in output pixels (the vendor's ``FontSize`` range).
+MIN_FONT_SIZE, MAX_FONT_SIZE = 1, 72
+#: Widest text border and box padding accepted, in output pixels (``BorderWidth``, ``BoxBorderWidth``).
+MAX_BORDER_WIDTH = 16
 
 
 class Display(enum.IntEnum):
@@ -79,6 +85,52 @@ class ImageOverlay:
     display: Display
     alpha: float
     layer: Layer
+
+
+@dataclass(frozen=True)
+class TextStyle:
+    """How a text or clock is drawn (hashable: a key of the mixer's text cache).
+
+    The options mirror FFmpeg's drawtext filter, which the vendor's options match one for one.
+
+    Attributes:
+        font_type: one of :data:`FONT_TYPES`.
+        font_size: em size in pixels of the output canvas, :data:`MIN_FONT_SIZE`..:data:`MAX_FONT_SIZE`.
+        font_color: the vendor's colour int ``R + G * 256 + B * 65536`` (:mod:`rtc_mpu.spec.colors`).
+        alpha: opacity of the text and its border, 0 (transparent) .. 1 (opaque); as in FFmpeg's
+            drawtext, the box is not affected.
+        border_color: colour int of the outline around the glyphs.
+        border_width: outline width in pixels, 0 for none (Pillow's ``stroke_width``).
+        box: draw a filled rectangle of ``box_color`` behind the text.
+        box_color: colour int of the box (opaque).
+        box_border_width: padding of the box around the text, in pixels (FFmpeg's ``boxborderw``).
+
+    Raises:
+        ValueError: a field out of its range.
+    """
+
+    font_type: int = 0
+    font_size: int = 24
+    font_color: int = MAX_COLOR
+    alpha: float = 1.0
+    border_color: int = 0
+    border_width: int = 0
+    box: bool = False
+    box_color: int = 0
+    box_border_width: int = 0
+
+    def __post_init__(self) -> None:
+        if self.font_type not in FONT_TYPES:
+            raise ValueError(f"font_type {self.font_type} is not one of {list(FONT_TYPES)}")
+        if not MIN_FONT_SIZE <= self.font_size <= MAX_FONT_SIZE:
+            raise ValueError(f"font_size {self.font_size} is outside {MIN_FONT_SIZE}..{MAX_FONT_SIZE}")
+        for name in ("font_color", "border_color", "box_color"):
+            if not 0 <= getattr(self, name) <= MAX_COLOR:
+                raise ValueError(f"{name} {getattr(self, name)} is outside 0..0xFFFFFF")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha {self.alpha} is outside 0..1")
+        if self.border_width < 0 or self.box_border_width < 0:
+            raise ValueError("border_width and box_border_width must not be negative")
 
 
 @dataclass(frozen=True)
@@ -244,15 +296,15 @@ def text_style(data: Mapping[str, Any], where: str) -> TextStyle:
         SpecError: InvalidParameter naming ``where``.
     """
     return TextStyle(
-        font_type=_integer(data, "font_type", 0, where, 0, 5),
-        font_size=_integer(data, "font_size", 24, where, 1, 72),
-        font_color=_integer(data, "font_color", 0xFFFFFF, where, 0, 0xFFFFFF),
+        font_type=_integer(data, "font_type", 0, where, min(FONT_TYPES), max(FONT_TYPES)),
+        font_size=_integer(data, "font_size", 24, where, MIN_FONT_SIZE, MAX_FONT_SIZE),
+        font_color=_integer(data, "font_color", MAX_COLOR, where, 0, MAX_COLOR),
         alpha=_number(data, "alpha", 1.0, where, 0.0, 1.0),
-        border_color=_integer(data, "border_color", 0, where, 0, 0xFFFFFF),
-        border_width=_integer(data, "border_width", 0, where, 0, 16),
+        border_color=_integer(data, "border_color", 0, where, 0, MAX_COLOR),
+        border_width=_integer(data, "border_width", 0, where, 0, MAX_BORDER_WIDTH),
         box=bool(_integer(data, "box", 0, where, 0, 1)),
-        box_color=_integer(data, "box_color", 0, where, 0, 0xFFFFFF),
-        box_border_width=_integer(data, "box_border_width", 0, where, 0, 16),
+        box_color=_integer(data, "box_color", 0, where, 0, MAX_COLOR),
+        box_border_width=_integer(data, "box_border_width", 0, where, 0, MAX_BORDER_WIDTH),
     )
 
 

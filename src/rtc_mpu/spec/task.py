@@ -9,7 +9,6 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from rtc_mpu.layouts import (
     Layout,
@@ -21,6 +20,9 @@ from rtc_mpu.layouts import (
     system_layout,
     task_profile,
 )
+from rtc_mpu.spec.colors import MAX_COLOR, rgb_from_color_int
+from rtc_mpu.spec.overlays import Overlays, Subscriptions
+from rtc_mpu.spec.streams import SourceType
 from rtc_mpu.spec.text_rules import char_problem
 
 #: Most LayoutIds a task may list (LayoutIds.N, N = 1..16).
@@ -32,13 +34,8 @@ MAX_USER_ID_LENGTH = 64
 #: LayoutIds used when a task names none: one system layout per user count from 1 to 9, so the
 #: mix grows from a single pane to a 3x3 gallery as users join.
 DEFAULT_LAYOUT_IDS = (1, 2, 5, 6, 7, 8, 9, 10, 11)
-#: BackgroundColor is R + G*256 + B*65536; its largest value is white.
-MAX_BACKGROUND_COLOR = 0xFFFFFF
 #: VadInterval bounds in milliseconds (the vendor documents no unit; we read milliseconds).
 MIN_VAD_INTERVAL_MS, MAX_VAD_INTERVAL_MS = 100, 60000
-
-if TYPE_CHECKING:  # runtime imports would be circular: these modules use SourceType
-    from rtc_mpu.spec.overlays import Overlays, Subscriptions
 
 
 class MixMode(enum.IntEnum):
@@ -63,14 +60,6 @@ class CropMode(enum.IntEnum):
     CROP = 1
     #: Scale to fit inside the pane; the uncovered bars show the background.
     PAD = 2
-
-
-class SourceType(enum.StrEnum):
-    """Which of a user's video streams a pane shows (``SourceType``); see
-    :mod:`rtc_mpu.mixer.sources.base`."""
-
-    CAMERA = "camera"
-    SHARE_SCREEN = "shareScreen"
 
 
 @dataclass(frozen=True)
@@ -162,13 +151,8 @@ class TaskSpec:
 
     @property
     def background_rgb(self) -> tuple[int, int, int]:
-        """The background colour as 8-bit (R, G, B)."""
+        """The background colour as 8-bit (R, G, B) (:func:`rtc_mpu.spec.colors.rgb_from_color_int`)."""
         return rgb_from_color_int(self.background_color)
-
-
-def rgb_from_color_int(color: int) -> tuple[int, int, int]:
-    """Split the vendor's colour integer ``R + G*256 + B*65536`` into 8-bit (R, G, B)."""
-    return color & 0xFF, (color >> 8) & 0xFF, (color >> 16) & 0xFF
 
 
 def _layouts(layout_ids: Sequence[int], custom_layouts: Mapping[int, Layout]) -> tuple[Layout, ...]:
@@ -305,7 +289,7 @@ def build_task_spec(
     if (
         isinstance(background_color, bool)
         or not isinstance(background_color, int)
-        or not 0 <= background_color <= MAX_BACKGROUND_COLOR
+        or not 0 <= background_color <= MAX_COLOR
     ):
         raise SpecError(
             "InvalidBackgroundColor.Malformed",

@@ -66,7 +66,7 @@ class Janus:
         """Write the configs and start Janus; wait until the HTTP API accepts connections.
 
         Raises:
-            ServiceError: Janus is not installed or did not come up.
+            ServiceStartError: Janus is not installed or did not come up.
         """
         binary = find_binary("janus", "janus")
         config_dir = self.run_dir / "config"

@@ -51,7 +51,7 @@ from rtc_mpu.stack.ports import port_in_use
 from rtc_mpu.stack.process import (
     REPO_ROOT,
     START_TIMEOUT,
-    ServiceError,
+    ServiceStartError,
     find_binary,
     read_pid_file,
     stop_recorded,
@@ -61,7 +61,7 @@ from rtc_mpu.stack.redis import Redis, ping
 __all__ = [
     "INSTALL_SCRIPT",
     "SERVICES",
-    "ServiceError",
+    "ServiceStartError",
     "ServiceStatus",
     "StackConfig",
     "install_missing_packages",
@@ -302,7 +302,7 @@ def missing_packages(include_tools: bool = True) -> list[str]:
 def _has_binary(name: str) -> bool:
     try:
         find_binary(name, name)
-    except ServiceError:
+    except ServiceStartError:
         return False
     return True
 
@@ -314,7 +314,7 @@ def install_missing_packages() -> list[str]:
     stderr). Returns the packages still missing afterwards that the services do not need (``ffmpeg``).
 
     Raises:
-        ServiceError: a package the services need is still missing.
+        ServiceStartError: a package the services need is still missing.
     """
     if not missing_packages():
         return []
@@ -322,7 +322,7 @@ def install_missing_packages() -> list[str]:
         subprocess.run(["bash", str(INSTALL_SCRIPT), "stack"], stdin=subprocess.DEVNULL, check=False)
     still = missing_packages(include_tools=False)
     if still:
-        raise ServiceError(
+        raise ServiceStartError(
             f"not installed: {' '.join(still)}: as root, run "
             f"apt-get update && apt-get install -y --no-install-recommends {' '.join(missing_packages())}"
         )
@@ -362,12 +362,12 @@ def stack_up(config: StackConfig, timeout: float = START_TIMEOUT) -> dict[str, S
     to start, those started by this call are stopped again.
 
     Raises:
-        ServiceError: a package is missing, a port is taken by another process (the message names
+        ServiceStartError: a package is missing, a port is taken by another process (the message names
             the port and the variable to change it), or a service did not come up (its log is quoted).
     """
     missing = missing_packages(include_tools=False)
     if missing:
-        raise ServiceError(
+        raise ServiceStartError(
             f"not installed: {' '.join(missing)}: apt-get install {' '.join(missing)} "
             "(scripts/install-system-deps.sh stack does it; `mpu stack up` runs it)"
         )
@@ -380,7 +380,7 @@ def stack_up(config: StackConfig, timeout: float = START_TIMEOUT) -> dict[str, S
             if record is not None and record.matches():
                 wanted = tuple(port for port, _, _ in spec.ports)
                 if record.ports != wanted:
-                    raise ServiceError(
+                    raise ServiceStartError(
                         f"{spec.name} is already running (pid {record.pid}) on port(s) "
                         f"{list(record.ports)}, not {list(wanted)}: run `mpu stack down` first"
                     )
@@ -392,7 +392,7 @@ def stack_up(config: StackConfig, timeout: float = START_TIMEOUT) -> dict[str, S
                 continue
             for port, what, variable in spec.ports:
                 if port_in_use(config.host, port):
-                    raise ServiceError(
+                    raise ServiceStartError(
                         f"port {port} ({what}) on {config.host} is already in use by another process: "
                         f"set {variable} to a free port, or stop that process"
                     )
@@ -409,7 +409,7 @@ def stack_up(config: StackConfig, timeout: float = START_TIMEOUT) -> dict[str, S
                     note = "started"
                 if not _wait(spec.answers, timeout):
                     where = ", ".join(spec.urls.values())
-                    raise ServiceError(
+                    raise ServiceStartError(
                         f"{spec.name} ({note}) does not answer at {where}; see {spec.log}"
                         + (" (or run `mpu stack down` and try again)" if note != "started" else "")
                     )

@@ -10,13 +10,13 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from rtc_mpu.stack.process import DEPLOY_DIR, ManagedProcess, ServiceError, find_binary, render_template
+from rtc_mpu.stack.process import DEPLOY_DIR, ManagedProcess, ServiceStartError, find_binary, render_template
 
 #: Where Debian installs the RTMP module.
 DEFAULT_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
 TEMPLATE = DEPLOY_DIR / "nginx-rtmp.conf.template"
 
-__all__ = ["NginxRtmp", "ServiceError"]
+__all__ = ["NginxRtmp", "ServiceStartError"]
 
 
 class NginxRtmp:
@@ -66,11 +66,13 @@ class NginxRtmp:
         """Start nginx and wait until both ports answer.
 
         Raises:
-            ServiceError: nginx or the RTMP module is not installed, or nginx did not come up.
+            ServiceStartError: nginx or the RTMP module is not installed, or nginx did not come up.
         """
         binary = find_binary("nginx", "nginx")
         if not DEFAULT_MODULE.exists():
-            raise ServiceError("the nginx RTMP module is not installed: apt-get install libnginx-mod-rtmp")
+            raise ServiceStartError(
+                "the nginx RTMP module is not installed: apt-get install libnginx-mod-rtmp"
+            )
         for sub in ("hls", "tmp"):
             (self.run_dir / sub).mkdir(parents=True, exist_ok=True)
         values = {

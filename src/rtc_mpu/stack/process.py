@@ -28,7 +28,7 @@ START_TIMEOUT = 15.0
 _DETACHED: dict[int, subprocess.Popen[bytes]] = {}
 
 
-class ServiceError(RuntimeError):
+class ServiceStartError(RuntimeError):
     """A local service is missing (package not installed) or did not start."""
 
 
@@ -36,7 +36,7 @@ def find_binary(name: str, package: str, fallback_dirs: Sequence[str] = ("/usr/s
     """The path of ``name``.
 
     Raises:
-        ServiceError: it is not installed; the message names the Debian package to install.
+        ServiceStartError: it is not installed; the message names the Debian package to install.
     """
     found = shutil.which(name)
     if found:
@@ -45,7 +45,7 @@ def find_binary(name: str, package: str, fallback_dirs: Sequence[str] = ("/usr/s
         candidate = Path(folder) / name
         if candidate.exists():
             return str(candidate)
-    raise ServiceError(
+    raise ServiceStartError(
         f"{name} is not installed: apt-get install {package} (scripts/install-system-deps.sh does it)"
     )
 
@@ -244,7 +244,7 @@ class ManagedProcess:
         (if given) returns True.
 
         Raises:
-            ServiceError: the process exited or was not ready in ``timeout`` seconds (the end of its
+            ServiceStartError: the process exited or was not ready in ``timeout`` seconds (the end of its
                 log is quoted).
         """
         detached = self.pid_file is not None
@@ -268,7 +268,7 @@ class ManagedProcess:
         if not ok or self.process.poll() is not None:
             self.stop()
             detail = self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
-            raise ServiceError(f"{self.name} did not start on {host}:{list(ports)}: {detail}")
+            raise ServiceStartError(f"{self.name} did not start on {host}:{list(ports)}: {detail}")
 
     def stop(self, stop_signal: int = signal.SIGTERM) -> None:
         """Stop the process (``stop_signal``, then SIGKILL after 5 s). Safe to call twice."""

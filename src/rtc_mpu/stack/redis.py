@@ -66,7 +66,7 @@ class Redis:
         """Write the config and start Redis; wait until it answers ``PING``.
 
         Raises:
-            ServiceError: redis-server is not installed or did not come up.
+            ServiceStartError: redis-server is not installed or did not come up.
         """
         binary = find_binary("redis-server", "redis-server")
         values = {"run_dir": str(self.run_dir), "host": self.host, "port": str(self.port)}

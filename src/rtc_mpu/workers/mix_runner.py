@@ -18,9 +18,10 @@ can be driven by tests and tools directly. One call runs one task in this proces
    stop-requested task ``stopping`` whatever a heartbeat says).
 4. **Push failures** (the RTMP server refuses or drops us, or restarts) are handled inside the
    pipeline, which reconnects with exponential backoff and jitter while the channel subscription and
-   the media clock go on (see :mod:`rtc_mpu.mixer.pipeline`). Each heartbeat reads ``pipeline.sink``: status
-   6 (push URL refused) or 5 (network) with state ``retrying`` while it fails, 1 (or 0) again once
-   pushing; after ``give_up_after`` seconds of failing, the task stops (status 2) with the reason.
+   the media clock go on (see :mod:`rtc_mpu.mixer.pipeline`). Each heartbeat reads
+   ``pipeline.push_status``: status 6 (push URL refused) or 5 (network) with state ``retrying`` while
+   it fails, 1 (or 0) again once pushing; after ``give_up_after`` seconds of failing, the task stops
+   (status 2) with the reason.
    A task taken over from another worker (a restart) whose first pushes are refused shows status 0,
    state ``starting`` and a reason saying it is being taken over, not 6, for up to
    :data:`TAKEOVER_GRACE_SECONDS`: the server may still hold the previous worker's connection.
@@ -392,7 +393,7 @@ class MixRunner:
             while not mix.done():
                 await asyncio.wait({mix}, timeout=self.settings.heartbeat_interval)
                 stats = pipeline.stats
-                sink = pipeline.sink
+                sink = pipeline.push_status
                 now = time.monotonic()
                 if stats.users:
                     empty_since = now
@@ -461,7 +462,7 @@ class MixRunner:
                 await mix
             except SinkError as exc:  # the pipeline gave up reconnecting (give_up_after)
                 if outcome is None:
-                    failing_since = pipeline.sink.failing_since
+                    failing_since = pipeline.push_status.failing_since
                     failed_for = time.monotonic() - failing_since if failing_since is not None else 0.0
                     outcome = Outcome(TaskStatus.STOPPED, f"gave up after {failed_for:.0f} s: {exc}")
         if outcome.handed_over:

@@ -1,13 +1,20 @@
-"""Worker settings from the environment (documented in README), read once per process."""
+"""Worker settings from the environment (documented in README), read once per process.
+
+The API process reads them too (the task store's lease and cooldown), so this module loads no media
+library: :meth:`WorkerSettings.image_limits` imports the mixer's image fetcher only when called.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from rtc_mpu.mixer.overlays.images import FetchLimits
 from rtc_mpu.workers.capacity import default_capacity
+
+if TYPE_CHECKING:  # the mixer loads aiohttp, numpy and Pillow: not in the API process
+    from rtc_mpu.mixer.overlays.images import FetchLimits
 
 
 def _float(name: str, default: float) -> float:
@@ -132,7 +139,9 @@ class WorkerSettings:
         )
 
     def image_limits(self) -> FetchLimits:
-        """How overlay images are fetched."""
+        """How overlay images are fetched (a worker's call: it imports the mixer's image fetcher)."""
+        from rtc_mpu.mixer.overlays.images import FetchLimits
+
         return FetchLimits(
             max_bytes=self.image_max_bytes, timeout=self.image_timeout, allow_private=self.image_allow_private
         )

@@ -183,11 +183,6 @@ class JitterBuffer:
         return self._depth
 
     @property
-    def playing(self) -> bool:
-        """True while playing, False while (re)buffering towards ``prefill_samples``."""
-        return self._playing
-
-    @property
     def underruns(self) -> int:
         """Number of times playback ran dry (each starvation episode counts once)."""
         return self._underruns

@@ -6,10 +6,11 @@ VBV (``maxrate = bufsize = bitrate``, ``nal-hrd=cbr``), an IDR keyframe exactly 
 AAC-LC at 48 kHz stereo. Video pts are frame indices in ``1/fps`` time_base units; audio pts are
 sample indices in ``1/48000`` units; both start at 0 on the same clock, so they start together.
 
-An encoder may also start mid-clock (the pipeline reconnects a failed push with a new encoder): its
-first frame then has pts ``index`` > 0 and is forced to be an IDR keyframe, so a player can start
-decoding at once; FFmpeg's FLV muxer writes such timestamps as they are (it only shifts negative ones),
-so the RTMP timestamps of a reconnected push continue the media clock across the gap.
+An encoder may also start mid-clock (:class:`rtc_mpu.mixer.output.push.PushConnection` reconnects a
+failed push with a new encoder): its first frame then has pts ``index`` > 0 and is forced to be an IDR
+keyframe, so a player can start decoding at once; FFmpeg's FLV muxer writes such timestamps as they
+are (it only shifts negative ones), so the RTMP timestamps of a reconnected push continue the media
+clock across the gap.
 
 Voice activity rides in the video as H.264 SEI (user data unregistered, :mod:`rtc_mpu.mixer.output.sei`):
 pass the
@@ -86,18 +87,14 @@ class EncoderSettings:
 
 @dataclass
 class EncoderStats:
-    """Counters of what reached the sink.
+    """What the encoder has done so far.
 
     Attributes:
-        video_frames, audio_frames: frames encoded.
-        keyframes: video keyframes written.
-        bytes_written: payload bytes of packets muxed.
+        video_frames: video frames encoded.
+        last_video_pts: clock frame index of the last video frame (-1: none yet); indices must increase.
     """
 
     video_frames: int = 0
-    audio_frames: int = 0
-    keyframes: int = 0
-    bytes_written: int = 0
     last_video_pts: int = field(default=-1)
 
 
@@ -247,7 +244,6 @@ class MediaEncoder:
             raise ValueError(f"audio blocks must be {BLOCK_SAMPLES} samples x {CHANNELS} channels")
         if self._audio is None:  # a video-only output: the block is dropped
             return
-        self.stats.audio_frames += 1
         self._write(self._audio.encode(frame))
 
     def _with_sei(self, packet: Packet[Stream]) -> Packet[Stream]:
@@ -275,9 +271,6 @@ class MediaEncoder:
         for packet in packets:
             if packet.stream is self._video:
                 packet = self._with_sei(packet)
-            if packet.stream is self._video and packet.is_keyframe:
-                self.stats.keyframes += 1
-            self.stats.bytes_written += packet.size
             try:
                 self._container.mux(packet)
             except (av.error.FFmpegError, OSError) as exc:

@@ -1,11 +1,33 @@
-"""The push's connection machinery of a live pipeline: the reconnect backoff, the connection state
-reported to the task status, and the per-connection job thread that can be abandoned when a write
-hangs. :class:`rtc_mpu.mixer.pipeline.Pipeline` uses them; they know nothing of compositing or audio.
+"""The push connection of a mix: one output (an RTMP push or a file) with its encoder, the job thread
+that encodes and writes off the event loop, and the reconnects of a live push.
+
+:class:`PushConnection` owns all of it; :class:`rtc_mpu.mixer.pipeline.Pipeline` keeps the media
+clock, the sources, the compositor and the audio mixer, and hands each video tick and audio block to
+the connection (:meth:`PushConnection.submit_video`, :meth:`PushConnection.submit_audio`), which
+either queues it on its job thread or drops and counts it. Jobs run in submission order, so pts are
+strictly increasing.
+
+Reconnecting (a live push, ``realtime`` to an RTMP target, with ``give_up_after`` not 0): when a
+write fails, a job stays blocked for more than ``write_timeout`` (the server stopped reading), or the
+sink cannot be opened, the connection does not end. The broken encoder is aborted on its own thread
+(never waited for), and while there is no connection every video tick and audio block submitted is
+dropped and counted (:attr:`SinkStatus.dropped_video_frames`, :attr:`SinkStatus.dropped_audio_blocks`).
+A new encoder is opened on a new thread after an exponential backoff with *equal jitter*
+(:func:`reconnect_wait`); an open that takes more than ``open_timeout`` counts as failed and its
+thread is abandoned. Once open, encoding goes on from the caller's current tick: video pts stay the
+clock's frame index and audio pts the clock's sample index, and the new connection starts with an IDR
+keyframe, so a player sees the picture freeze for the outage and go on at the right time, never a
+rewind. :attr:`PushConnection.status` shows the state (for task status 5/6); after ``give_up_after``
+seconds of continuous failure :meth:`PushConnection.check` raises the last :class:`SinkError`.
+Nothing of this blocks the event loop: opens, writes and closes all run on worker threads.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import concurrent.futures
+import logging
 import queue
 import random
 import threading
@@ -14,7 +36,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from rtc_mpu.mixer.output.encoder import Encoder
+import av
+
+from rtc_mpu.mixer.output.encoder import Encoder, EncoderFactory, EncoderSettings, MediaEncoder
+from rtc_mpu.mixer.output.sinks import DEFAULT_OPEN_TIMEOUT, DEFAULT_WRITE_TIMEOUT, SinkError, SinkTarget
+
+log = logging.getLogger(__name__)
 
 #: Seconds a new connection must carry the push before its outage counts as over: a server that
 #: accepts and then drops us again at once keeps the give-up timer running and the backoff growing.
@@ -51,7 +78,8 @@ def reconnect_wait(
 
 @dataclass
 class SinkStatus:
-    """The push's connection state, for task status and tests (owned and updated by the pipeline).
+    """The state and counters of one :class:`PushConnection`, for task status and tests (owned and
+    updated by the connection, on the event loop).
 
     Attributes:
         connected: an encoder is open and the push is being written.
@@ -64,6 +92,9 @@ class SinkStatus:
         reconnects: reconnections that succeeded.
         attempts: reconnection attempts that failed in the current outage (the next one is number
             ``attempts + 1``); 0 while no outage is going on.
+        dropped_video_frames: video frames handed to the connection but not sent: it was
+            disconnected, or its job thread lagged a live clock (see ``max_backlog``).
+        dropped_audio_blocks: audio blocks handed to the connection while it was disconnected.
     """
 
     connected: bool = False
@@ -72,16 +103,17 @@ class SinkStatus:
     push_url_problem: bool = False
     reconnects: int = 0
     attempts: int = 0
+    dropped_video_frames: int = 0
+    dropped_audio_blocks: int = 0
 
 
 class JobThread:
     """One daemon thread running submitted callables in order: the jobs of one encoder (connection).
 
     A ``ThreadPoolExecutor``'s threads are joined by ``shutdown(wait=True)`` and at interpreter exit,
-    but a write to a server that stopped reading blocks for good (:mod:`rtc_mpu.mixer.output.sinks`). This
-    thread can
-    be abandoned instead: :meth:`shutdown` only asks it to exit once the jobs already queued are done,
-    and as a daemon it never holds up the process's exit.
+    but a write to a server that stopped reading blocks for good (:mod:`rtc_mpu.mixer.output.sinks`).
+    This thread can be abandoned instead: :meth:`shutdown` only asks it to exit once the jobs already
+    queued are done, and as a daemon it never holds up the process's exit.
     """
 
     def __init__(self, name: str) -> None:
@@ -128,3 +160,401 @@ def abort_opened(opening: concurrent.futures.Future[Encoder]) -> None:
     """Abort the encoder ``opening`` made, if it made one (an open given up on, run after it ends)."""
     if opening.done() and not opening.cancelled() and opening.exception() is None:
         opening.result().abort()
+
+
+class PushConnection:
+    """One output of the mix: its encoder and sink, the job thread that runs them, and its reconnects.
+
+    The caller (the pipeline, on the event loop) drives it:
+
+    1. :meth:`open` once, before the clock starts;
+    2. per video tick :meth:`submit_video`, per audio block :meth:`submit_audio`: each returns
+       whether the frame was queued (False: dropped and counted in :attr:`status`);
+    3. after every clock step :meth:`collect` (finished jobs, and backpressure for an offline
+       render) and :meth:`check` (blocked writes, the end of an outage, giving up);
+    4. at the end :meth:`drain` (what was submitted is written) when the mix ended normally, then
+       always :meth:`close` (the encoder is flushed with ``encode(None)``, the trailer written, the
+       sink closed).
+
+    Every method runs on the event loop and never blocks it: opens, encodes, writes and closes run
+    on the connection's :class:`JobThread` (a new one per encoder, abandoned if it hangs). Everything
+    of one output is in here, with its own :attr:`status`: a second output is a second connection fed
+    the same ticks, and its failures and reconnects never touch the first. (Each connection opens its
+    own :class:`~rtc_mpu.mixer.output.encoder.Encoder`, which both encodes and writes; sharing one
+    encode between outputs needs the muxing split from the encoding first.)
+
+    Args:
+        settings: what to encode (size, fps, bit/s).
+        target: the validated sink (see :func:`rtc_mpu.mixer.output.sinks.sink_target`).
+        realtime: the output is paced by the wall clock (a live push). Only a real-time push to a
+            network target reconnects (and only with ``give_up_after`` not 0): a file is never
+            reopened (that would truncate it).
+        retry_initial: ceiling of the first reconnect wait, in seconds (:func:`reconnect_wait`).
+        retry_max: largest reconnect wait ceiling, in seconds.
+        give_up_after: seconds of continuous failure after which :meth:`check` raises the last
+            :class:`SinkError`; None never gives up; 0 raises at the first failure without
+            reconnecting.
+        open_timeout: seconds one connection attempt may take (TCP, RTMP handshake, publish) before
+            it counts as failed; network targets only.
+        write_timeout: seconds one encode-and-write job may block before the push counts as failed
+            (the server stopped reading); network targets only. Closing may take twice as long.
+        max_backlog: seconds of video (at ``settings.fps``) that may wait for the job thread before
+            further video frames are dropped; None never drops for lag (an offline render, paced by
+            :meth:`collect` instead).
+        encoder_factory: makes and opens the encoder (blocking; run on the job thread);
+            :class:`MediaEncoder` unless a test says otherwise.
+
+    Raises:
+        ValueError: a retry, open or write time is not positive, or ``give_up_after`` is negative.
+    """
+
+    def __init__(
+        self,
+        settings: EncoderSettings,
+        target: SinkTarget,
+        *,
+        realtime: bool = True,
+        retry_initial: float = 0.5,
+        retry_max: float = 5.0,
+        give_up_after: float | None = 0.0,
+        open_timeout: float = DEFAULT_OPEN_TIMEOUT,
+        write_timeout: float = DEFAULT_WRITE_TIMEOUT,
+        max_backlog: float | None = None,
+        encoder_factory: EncoderFactory = MediaEncoder,
+    ) -> None:
+        if min(retry_initial, retry_max, open_timeout, write_timeout) <= 0 or (give_up_after or 0) < 0:
+            raise ValueError("retry, open and write times must be positive and give_up_after >= 0")
+        self.settings = settings
+        self.target = target
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self.give_up_after = give_up_after
+        self.open_timeout = open_timeout
+        self.write_timeout = write_timeout
+        self.max_backlog = max_backlog
+        self._encoder_factory = encoder_factory
+        #: The connection's state and counters (see :class:`SinkStatus`).
+        self.status = SinkStatus()
+        #: Whether a failed sink is reopened (else the first failure is raised).
+        self.reconnecting = realtime and target.is_network and give_up_after != 0
+        self._encoder: Encoder | None = None
+        #: The thread of the open encoder: its writes, then its close.
+        self._thread: JobThread | None = None
+        #: Threads of closed or abandoned encoders, until they exit.
+        self._retired: list[JobThread] = []
+        #: Submitted jobs in order, each with whether it is a video frame.
+        self._pending: collections.deque[tuple[bool, concurrent.futures.Future[None]]] = collections.deque()
+        #: ``time.monotonic()`` when the current outage began (kept through short-lived connections).
+        self._outage_since: float | None = None
+        self._connected_at: float | None = None
+        self._last_error: SinkError | None = None
+        self._reconnect_task: asyncio.Task[None] | None = None
+        #: An unexpected error of the reconnect task, raised by :meth:`check`.
+        self._fatal: Exception | None = None
+        self._finishing = False
+
+    # -- the caller's side ---------------------------------------------------------------------
+    async def open(self) -> None:
+        """Open the first connection, within ``open_timeout`` seconds (network targets).
+
+        Raises:
+            SinkError: the sink could not be opened and this connection does not reconnect (one that
+                does starts reconnecting in the background and returns).
+        """
+        try:
+            encoder, thread = await self._open()
+        except SinkError as exc:
+            self._failed(exc)  # raises unless reconnecting
+            return
+        self._connected(encoder, thread)
+        log.info("pushing to %s", self.target.display)
+
+    def submit_video(
+        self, index: int, picture: Callable[[], av.VideoFrame], sei: bytes | None = None
+    ) -> bool:
+        """Queue a video frame, or drop it (counted in ``status.dropped_video_frames``) while
+        disconnected or when more than ``max_backlog`` seconds of video already wait.
+
+        Args:
+            index: media-clock frame index: the pts, in ``1/fps`` time_base units.
+            picture: makes the frame; called on the job thread, so composition runs off the loop.
+            sei: voice-activity JSON for an H.264 SEI in this frame (see
+                :meth:`MediaEncoder.encode_video`), or None.
+
+        Returns:
+            True if queued; False if dropped (the caller keeps ``sei`` for a later frame).
+        """
+        encoder, thread = self._encoder, self._thread
+        if encoder is None or thread is None or self._backlogged():
+            self.status.dropped_video_frames += 1
+            return False
+
+        def job() -> None:
+            encoder.encode_video(picture(), index, sei=sei)
+
+        self._pending.append((True, thread.submit(job)))
+        return True
+
+    def submit_audio(self, frame: av.AudioFrame) -> bool:
+        """Queue one mixed audio block (pts in ``1/48000`` time_base units, the clock's sample index),
+        or drop it (counted in ``status.dropped_audio_blocks``) while disconnected.
+
+        Returns:
+            True if queued; False if dropped.
+        """
+        encoder, thread = self._encoder, self._thread
+        if encoder is None or thread is None:
+            self.status.dropped_audio_blocks += 1
+            return False
+        self._pending.append((False, thread.submit(lambda: encoder.encode_audio(frame))))
+        return True
+
+    async def collect(self, keep: int | None) -> None:
+        """Collect finished jobs; wait until at most ``keep`` jobs are pending (None: no waiting). A
+        :class:`SinkError` of a job (or a job of a network push blocked for ``write_timeout`` seconds)
+        counts as a failure of the connection: it is aborted and reopened, or the error is raised.
+
+        Raises:
+            SinkError: the sink failed and this connection does not reconnect.
+        """
+        pending = self._pending
+        while pending and (pending[0][1].done() or (keep is not None and len(pending) > keep)):
+            _, future = pending.popleft()
+            try:
+                if future.done():
+                    future.result()  # no asyncio future (nor a loop iteration) for a job already done
+                else:
+                    timeout = self._job_timeout(self.write_timeout)
+                    try:
+                        await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+                    except TimeoutError:
+                        raise self._write_timed_out() from None
+            except SinkError as exc:
+                self._failed(exc)
+                return
+
+    def check(self) -> None:
+        """Once per clock step: end a stable connection's outage, catch a blocked write, give up.
+
+        Raises:
+            SinkError: the last failure, once the sink has failed for ``give_up_after`` seconds.
+            Exception: what made reopening the sink fail unexpectedly (not a SinkError).
+        """
+        if self._fatal is not None:
+            raise self._fatal
+        now = time.monotonic()
+        if self._encoder is not None:
+            if (
+                self._outage_since is not None
+                and now - (self._connected_at or now) >= STABLE_CONNECTION_SECONDS
+            ):
+                self._outage_since = None
+                self.status.attempts = 0
+            thread = self._thread
+            busy = thread.busy_since if thread is not None else None
+            if self.target.is_network and busy is not None and now - busy > self.write_timeout:
+                self._failed(self._write_timed_out())
+        if (
+            self._encoder is None
+            and self.give_up_after is not None
+            and self._outage_since is not None
+            and self._last_error is not None
+            and now - self._outage_since >= self.give_up_after
+        ):
+            log.warning(
+                "giving up on %s after %.1f s of failures: %s",
+                self.target.display,
+                now - self._outage_since,
+                self._last_error,
+            )
+            raise self._last_error
+
+    async def drain(self) -> None:
+        """Wait until every submitted job is done (each within ``write_timeout`` seconds on a network
+        target). From now on a failure is not reconnected.
+
+        Raises:
+            SinkError: a job failed and this connection does not reconnect (one that does only
+                logs it: it was finishing anyway).
+        """
+        self._finishing = True
+        await self.collect(0)
+
+    async def close(self) -> None:
+        """Stop reconnecting, flush the encoder (``encode(None)``), write the trailer and close the
+        sink after the running job (queued ones are cancelled), then give the threads of closed or
+        abandoned encoders a moment to exit. Never waits forever on a network target: closing may take
+        ``2 * write_timeout`` seconds, and each waiting thread ``write_timeout`` more.
+
+        Raises:
+            SinkError: the final writes failed and this connection does not reconnect.
+        """
+        self._finishing = True
+        if self._reconnect_task is not None:
+            self._reconnect_task.cancel()
+            await asyncio.gather(self._reconnect_task, return_exceptions=True)
+        try:
+            await self._close_encoder()
+        finally:
+            await self._wait_retired()
+
+    # -- the connection ------------------------------------------------------------------------
+    def _backlogged(self) -> bool:
+        """More than ``max_backlog`` seconds of video frames wait for the job thread."""
+        if self.max_backlog is None:
+            return False
+        pending_video = sum(1 for is_video, _ in self._pending if is_video)
+        return pending_video > self.max_backlog * self.settings.fps
+
+    def _job_timeout(self, seconds: float) -> float | None:
+        """How long to wait for a job that may block on the network (None: as long as it takes)."""
+        return seconds if self.target.is_network else None
+
+    async def _open(self) -> tuple[Encoder, JobThread]:
+        """Make and open an encoder on a new thread (which then runs its jobs), within ``open_timeout``.
+
+        Raises:
+            SinkError: the open failed or timed out (the thread is abandoned and closes what it opens).
+        """
+        thread = JobThread("mpu-encode")
+        future = thread.submit(lambda: self._encoder_factory(self.settings, self.target))
+        try:
+            encoder = await asyncio.wait_for(
+                asyncio.wrap_future(future), self._job_timeout(self.open_timeout)
+            )
+        except BaseException as exc:
+            thread.submit(lambda: abort_opened(future))
+            self._retire(thread)
+            if isinstance(exc, TimeoutError):
+                raise SinkError(
+                    f"connecting timed out after {self.open_timeout:g} s",
+                    self.target.display,
+                    push_url_problem=False,
+                ) from None
+            raise
+        return encoder, thread
+
+    def _connected(self, encoder: Encoder, thread: JobThread) -> None:
+        self._encoder, self._thread = encoder, thread
+        self._connected_at = time.monotonic()
+        self.status.connected = True
+        self.status.failing_since = None
+
+    def _retire(self, thread: JobThread) -> None:
+        thread.shutdown()
+        self._retired = [t for t in self._retired if not t.exited.done()]
+        self._retired.append(thread)
+
+    def _note_error(self, exc: SinkError) -> None:
+        self._last_error = exc
+        self.status.last_error = str(exc)
+        self.status.push_url_problem = exc.push_url_problem
+
+    def _failed(self, exc: SinkError) -> None:
+        """The open encoder (if any) failed: abort it without waiting, then reconnect or raise.
+
+        Raises:
+            SinkError: ``exc``, when this connection does not reconnect.
+        """
+        now = time.monotonic()
+        encoder, thread = self._encoder, self._thread
+        self._encoder = self._thread = None
+        for _, future in self._pending:
+            future.cancel()
+        self._pending.clear()
+        if thread is not None:
+            if encoder is not None:
+                thread.submit(encoder.abort)
+            self._retire(thread)
+        stable = self._connected_at is not None and now - self._connected_at >= STABLE_CONNECTION_SECONDS
+        if self._outage_since is None or stable:
+            self._outage_since = now
+            self.status.attempts = 0
+        elif self._connected_at is not None:  # a reconnection that did not hold: back off further
+            self.status.attempts += 1
+        self._connected_at = None
+        self.status.connected = False
+        self.status.failing_since = self._outage_since
+        self._note_error(exc)
+        if not self.reconnecting:
+            raise exc
+        if self._finishing:
+            log.warning("push failed while finishing: %s", exc)
+            return
+        log.warning("push failed: %s; reconnecting", exc)
+        if self._reconnect_task is None or self._reconnect_task.done():
+            self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        """Reopen the sink with backoff until it is open (cancelled by :meth:`close`). An unexpected
+        error (a bug, not a :class:`SinkError`) is kept for :meth:`check` to raise."""
+        while self._encoder is None:
+            wait = reconnect_wait(self.status.attempts, self.retry_initial, self.retry_max)
+            await asyncio.sleep(wait)
+            try:
+                encoder, thread = await self._open()
+            except Exception as exc:
+                if not isinstance(exc, SinkError):
+                    self._fatal = exc
+                    return
+                self.status.attempts += 1
+                self._note_error(exc)
+                log.info(
+                    "reconnecting to %s failed (attempt %d): %s",
+                    self.target.display,
+                    self.status.attempts,
+                    exc,
+                )
+                continue
+            outage = time.monotonic() - (self._outage_since or time.monotonic())
+            self.status.reconnects += 1
+            log.info(
+                "push reconnected to %s after %.1f s (%d failed attempts)",
+                self.target.display,
+                outage,
+                self.status.attempts,
+            )
+            self._connected(encoder, thread)
+
+    def _write_timed_out(self) -> SinkError:
+        return SinkError(
+            f"write timed out after {self.write_timeout:g} s", self.target.display, push_url_problem=False
+        )
+
+    async def _close_encoder(self) -> None:
+        """Flush and close the open encoder after its running job (queued ones are cancelled).
+
+        Raises:
+            SinkError: the final writes failed, and this connection does not reconnect (a
+                reconnecting one only logs it: it was finishing anyway).
+        """
+        encoder, thread = self._encoder, self._thread
+        self._encoder = self._thread = None
+        for _, future in self._pending:
+            future.cancel()
+        self._pending.clear()
+        if thread is None or encoder is None:
+            return
+        closing = thread.submit(encoder.close)
+        self._retire(thread)
+        timeout = self._job_timeout(2 * self.write_timeout)
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(closing), timeout)
+        except TimeoutError:
+            log.warning("closing %s timed out after %g s; abandoned", self.target.display, timeout)
+        except SinkError as exc:
+            self._note_error(exc)
+            if not self.reconnecting:
+                raise
+            log.warning("closing the push failed: %s", exc)
+
+    async def _wait_retired(self) -> None:
+        """Give the threads of closed or abandoned encoders a moment to exit (never forever)."""
+        waiting = [asyncio.wrap_future(t.exited) for t in self._retired if not t.exited.done()]
+        if waiting:
+            await asyncio.wait(waiting, timeout=self._job_timeout(self.write_timeout))
+        self._retired = [t for t in self._retired if not t.exited.done()]
+        if self._retired:
+            log.warning(
+                "%d encoder thread(s) still blocked on %s; abandoned", len(self._retired), self.target.display
+            )

@@ -11,8 +11,8 @@ Timeouts: PyAV applies ``av.open(timeout=...)`` to inputs only, and opens an out
 options, so neither an interrupt callback nor ``rw_timeout`` reaches an RTMP *output*. Only the TCP
 connect has FFmpeg's own default timeout; the RTMP handshake and every later write wait as long as
 the server keeps the connection open without answering or reading. Bound them from outside: run
-the blocking calls on a thread that may be abandoned (``rtc_mpu.mixer.pipeline`` does, with
-:data:`DEFAULT_OPEN_TIMEOUT` and :data:`DEFAULT_WRITE_TIMEOUT`).
+the blocking calls on a thread that may be abandoned (:class:`rtc_mpu.mixer.output.push.PushConnection`
+does, with :data:`DEFAULT_OPEN_TIMEOUT` and :data:`DEFAULT_WRITE_TIMEOUT`).
 """
 
 from __future__ import annotations

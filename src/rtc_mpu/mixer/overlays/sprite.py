@@ -6,8 +6,8 @@ held
 as premultiplied uint16 planes. :func:`blend` then draws it with a handful of numpy operations over
 its own rectangle only: no RGB round trip and no full-frame temporaries.
 
-Colour: the coefficients are those of :func:`rtc_mpu.mixer.video.color.rgb_to_yuv601` (ITU-R BT.601-7,
-Kr = 0.299, Kb = 0.114, scaled to 8-bit limited range: Y 16..235, Cb/Cr 16..240), vectorised.
+Colour: :data:`rtc_mpu.mixer.video.color.BT601_MATRIX` (ITU-R BT.601-7, 8-bit limited range: Y 16..235,
+Cb/Cr 16..240), the numbers of :func:`rtc_mpu.mixer.video.color.rgb_to_yuv601`, vectorised.
 
 Alpha: 0 (transparent) .. 255 (opaque). Chroma is subsampled 2x2 weighted by alpha, so the colour
 of transparent pixels does not bleed into the visible ones at the picture's edges.
@@ -22,25 +22,16 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from rtc_mpu.mixer.video.color import BT601_MATRIX, BT601_OFFSET, C_RANGE, Y_RANGE
 from rtc_mpu.mixer.video.geometry import even
 
 Plane = npt.NDArray[np.uint8]
 Plane16 = npt.NDArray[np.uint16]
 _Float = npt.NDArray[np.float32]
 
-#: BT.601 limited-range rows (Y, Cb, Cr) per 8-bit R, G, B, the same numbers as rtc_mpu.mixer.video.color.
-_MATRIX = np.array(
-    [
-        [65.481, 128.553, 24.966],
-        [-37.797, -74.203, 112.0],
-        [112.0, -93.786, -18.214],
-    ],
-    dtype=np.float32,
-) / np.float32(255)
-_OFFSET = np.array([16.0, 128.0, 128.0], dtype=np.float32)
-#: Legal code ranges of BT.601 limited range (Lanczos ringing may overshoot them).
-_Y_RANGE = (16.0, 235.0)
-_C_RANGE = (16.0, 240.0)
+#: :data:`~rtc_mpu.mixer.video.color.BT601_MATRIX` per 8-bit R, G, B, divided by 255, as float32.
+_MATRIX = np.array(BT601_MATRIX, dtype=np.float32) / np.float32(255)
+_OFFSET = np.array(BT601_OFFSET, dtype=np.float32)
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,26 +63,6 @@ class Sprite:
     inv_alpha_y: Plane16
     inv_alpha_uv: Plane16
     opaque_planes: tuple[Plane, Plane, Plane] | None = None
-
-
-def solid_rgba(width: int, height: int, rgb: tuple[int, int, int], alpha: int = 255) -> npt.NDArray[np.uint8]:
-    """A ``(height, width, 4)`` uint8 straight-alpha RGBA picture of one colour.
-
-    Args:
-        width, height: size in pixels, >= 0.
-        rgb: 8-bit (R, G, B).
-        alpha: 0 (transparent) .. 255 (opaque).
-
-    Raises:
-        ValueError: a negative size or a component outside 0..255.
-    """
-    if width < 0 or height < 0:
-        raise ValueError(f"size {width}x{height} must not be negative")
-    if not all(0 <= c <= 255 for c in (*rgb, alpha)):
-        raise ValueError(f"colour {rgb} / alpha {alpha} must be in 0..255")
-    picture = np.empty((height, width, 4), dtype=np.uint8)
-    picture[...] = (*rgb, alpha)
-    return picture
 
 
 def _premultiplied(rgba: npt.NDArray[np.uint8]) -> _Float:
@@ -197,7 +168,7 @@ def _sprite(picture: _Float, x: int, y: int, opacity: float) -> Sprite | None:
     luma = np.zeros((height, width), dtype=np.float32)  # alpha 0: any legal code will do
     np.divide(yuv_premul[0], coverage, out=luma, where=shown)
     luma += _OFFSET[0]
-    luma_code = np.rint(np.clip(luma, *_Y_RANGE)).astype(np.uint16)
+    luma_code = np.rint(np.clip(luma, *Y_RANGE)).astype(np.uint16)  # Lanczos ringing may overshoot
     y_premul = luma_code * alpha_int
     inv_alpha_y = 255 - alpha_int
 
@@ -216,7 +187,7 @@ def _sprite(picture: _Float, x: int, y: int, opacity: float) -> Sprite | None:
         mean = np.zeros(block_coverage.shape, dtype=np.float32)
         np.divide(block_sum(yuv_premul[row]), block_coverage, out=mean, where=block_shown)
         mean += _OFFSET[row]
-        code = np.rint(np.clip(mean, *_C_RANGE)).astype(np.uint16)
+        code = np.rint(np.clip(mean, *C_RANGE)).astype(np.uint16)
         chroma_premul.append(code * chroma_alpha)
     inv_alpha_uv = 255 - chroma_alpha
 

@@ -1,12 +1,14 @@
 """Text and clock bitmaps drawn with Pillow (FreeType), for :mod:`rtc_mpu.mixer.overlays.sprite` to blend.
 
-The vendor's API (shared/reference/mpu-api.md) names six font types (``FontType`` 0..5) but does not
-say which typefaces they are; :data:`FONT_FILES` is our mapping to free fonts that cover both CJK
-and Latin, packaged by Debian (:data:`FONT_PACKAGES`). :func:`check_fonts` is meant for start-up so
-a missing package fails early and says how to install it, not on the first frame with a text.
+The vendor's API (shared/reference/mpu-api.md) names six font types
+(:data:`rtc_mpu.spec.overlays.FONT_TYPES`) but does not say which typefaces they are; :data:`FONT_FILES`
+is our mapping to free fonts that cover both CJK and Latin, packaged by Debian (:data:`FONT_PACKAGES`).
+:func:`check_fonts` is meant for start-up so a missing package fails early and says how to install it,
+not on the first frame with a text.
 
-The style options mirror FFmpeg's drawtext filter, which the vendor's options match one for one:
-font colour and opacity, an outline (border) and an optional filled box with padding behind it.
+The style (:class:`rtc_mpu.spec.overlays.TextStyle`) mirrors FFmpeg's drawtext filter, which the
+vendor's options match one for one: font colour and opacity, an outline (border) and an optional
+filled box with padding behind it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -24,6 +25,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
+
+from rtc_mpu.spec.colors import rgb_from_color_int
+from rtc_mpu.spec.overlays import TextStyle
 
 #: The Debian packages of the font files below (``apt-get install -y ...``).
 FONT_PACKAGES: tuple[str, ...] = (
@@ -36,8 +40,9 @@ FONT_PACKAGES: tuple[str, ...] = (
 _WQY = Path("/usr/share/fonts/truetype/wqy")
 _ARPHIC = Path("/usr/share/fonts/truetype/arphic")
 
-#: FontType -> (font file, face index in the TrueType collection). Ours: the vendor publishes none.
-#: Paths and face indices as installed by :data:`FONT_PACKAGES` (``dpkg -L``, ``fc-list``).
+#: FontType (each of :data:`rtc_mpu.spec.overlays.FONT_TYPES`) -> (font file, face index in the
+#: TrueType collection). Ours: the vendor publishes none. Paths and face indices as installed by
+#: :data:`FONT_PACKAGES` (``dpkg -L``, ``fc-list``).
 FONT_FILES: Mapping[int, tuple[Path, int]] = MappingProxyType(
     {
         0: (_WQY / "wqy-microhei.ttc", 0),  # WenQuanYi Micro Hei: sans serif (hei)
@@ -48,9 +53,6 @@ FONT_FILES: Mapping[int, tuple[Path, int]] = MappingProxyType(
         5: (_WQY / "wqy-zenhei.ttc", 2),  # WenQuanYi Zen Hei Sharp: with embedded bitmaps
     }
 )
-
-#: Font sizes accepted, in output pixels (the vendor's FontSize range).
-MIN_FONT_SIZE, MAX_FONT_SIZE = 1, 72
 
 RGBA = npt.NDArray[np.uint8]
 
@@ -98,55 +100,6 @@ def _font(font_type: int, size: int) -> ImageFont.FreeTypeFont:
         return _load_font(str(path), index, size)
     except OSError as exc:
         raise FontError(f"font file {path} (FontType {font_type}) does not open: {exc}") from exc
-
-
-def _rgb(color: int) -> tuple[int, int, int]:
-    """The vendor's colour int ``R + G * 256 + B * 65536`` as (R, G, B)."""
-    return color & 0xFF, (color >> 8) & 0xFF, (color >> 16) & 0xFF
-
-
-@dataclass(frozen=True)
-class TextStyle:
-    """How a text or clock is drawn (hashable: a :class:`TextCache` key).
-
-    Attributes:
-        font_type: 0..5, see :data:`FONT_FILES`.
-        font_size: em size in pixels of the output canvas, 1..72.
-        font_color: the vendor's colour int ``R + G * 256 + B * 65536`` (0..0xFFFFFF).
-        alpha: opacity of the text and its border, 0 (transparent) .. 1 (opaque); as in FFmpeg's
-            drawtext, the box is not affected.
-        border_color: colour int of the outline around the glyphs.
-        border_width: outline width in pixels, 0 for none (Pillow's ``stroke_width``).
-        box: draw a filled rectangle of ``box_color`` behind the text.
-        box_color: colour int of the box (opaque).
-        box_border_width: padding of the box around the text, in pixels (FFmpeg's ``boxborderw``).
-
-    Raises:
-        ValueError: a field out of its range.
-    """
-
-    font_type: int = 0
-    font_size: int = 24
-    font_color: int = 0xFFFFFF
-    alpha: float = 1.0
-    border_color: int = 0
-    border_width: int = 0
-    box: bool = False
-    box_color: int = 0
-    box_border_width: int = 0
-
-    def __post_init__(self) -> None:
-        if self.font_type not in FONT_FILES:
-            raise ValueError(f"font_type {self.font_type} is not one of {sorted(FONT_FILES)}")
-        if not MIN_FONT_SIZE <= self.font_size <= MAX_FONT_SIZE:
-            raise ValueError(f"font_size {self.font_size} is outside {MIN_FONT_SIZE}..{MAX_FONT_SIZE}")
-        for name in ("font_color", "border_color", "box_color"):
-            if not 0 <= getattr(self, name) <= 0xFFFFFF:
-                raise ValueError(f"{name} {getattr(self, name)} is outside 0..0xFFFFFF")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha {self.alpha} is outside 0..1")
-        if self.border_width < 0 or self.box_border_width < 0:
-            raise ValueError("border_width and box_border_width must not be negative")
 
 
 def _empty() -> RGBA:
@@ -235,7 +188,7 @@ def render_text(
     color = np.zeros((height, width, 3), dtype=np.float32)
     alpha = np.zeros((height, width), dtype=np.float32)
     if style.box:
-        color[...] = _rgb(style.box_color)
+        color[...] = rgb_from_color_int(style.box_color)
         alpha[...] = 1.0
     layers = [(glyphs, style.font_color)]
     if stroke:
@@ -244,7 +197,7 @@ def render_text(
         coverage = np.asarray(mask, dtype=np.float32) * np.float32(style.alpha / 255)
         keep = 1 - coverage
         color *= keep[..., None]
-        color += coverage[..., None] * np.array(_rgb(layer_color), dtype=np.float32)
+        color += coverage[..., None] * np.array(rgb_from_color_int(layer_color), dtype=np.float32)
         alpha *= keep
         alpha += coverage
     shown = alpha > 0

@@ -1,40 +1,19 @@
 """The ``Source`` interface: how the pipeline learns who is in a channel and receives their media.
 
 A source (the Janus VideoRoom channel, local files, synthetic test users) reports users in join
-order, their video streams and their decoded frames to a :class:`FrameReceiver` (the pipeline).
-
-Screen sharing convention: a user's screen share is a second video stream of the same user, with
-``SourceType.SHARE_SCREEN``; a source that sees it as a separate publisher named
-``<UserId>`` + :data:`SCREEN_SHARE_SUFFIX` reports it under ``<UserId>`` with that source type.
+order, their video streams (:class:`rtc_mpu.spec.streams.StreamKey`, screen shares following the
+convention of :mod:`rtc_mpu.spec.streams`) and their decoded frames to a :class:`FrameReceiver` (the
+pipeline).
 """
 
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
 from typing import Protocol
 
 import av
 
-from rtc_mpu.spec.task import SourceType
-
-#: Suffix of a publisher id that carries another user's screen share: ``alice`` + ``.screen``.
-SCREEN_SHARE_SUFFIX = ".screen"
-
-
-@dataclass(frozen=True, order=True)
-class StreamKey:
-    """One video stream of one user: ``(user_id, source_type)``."""
-
-    user_id: str
-    source_type: SourceType = SourceType.CAMERA
-
-
-def stream_key_for_publisher(publisher_id: str) -> StreamKey:
-    """Map a channel publisher id to the stream it carries, following the screen-share convention."""
-    if publisher_id.endswith(SCREEN_SHARE_SUFFIX) and len(publisher_id) > len(SCREEN_SHARE_SUFFIX):
-        return StreamKey(publisher_id[: -len(SCREEN_SHARE_SUFFIX)], SourceType.SHARE_SCREEN)
-    return StreamKey(publisher_id, SourceType.CAMERA)
+from rtc_mpu.spec.streams import StreamKey
 
 
 class FrameReceiver(Protocol):

@@ -21,7 +21,8 @@ from pathlib import Path
 import av
 from av.container import InputContainer
 
-from rtc_mpu.mixer.sources.base import FrameReceiver, Source, StreamKey
+from rtc_mpu.mixer.sources.base import FrameReceiver, Source
+from rtc_mpu.spec.streams import StreamKey
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Naming: the room of channel ``ChannelId`` of app ``AppId`` is the string ``"<AppId>:<ChannelId>"``
 (Janus' VideoRoom runs with ``string_ids = true``); a publisher's id is its UserId, and a publisher
-``<UserId>.screen`` is that user's screen share (:data:`rtc_mpu.mixer.sources.base.SCREEN_SHARE_SUFFIX`).
+``<UserId>.screen`` is that user's screen share (:data:`rtc_mpu.spec.streams.SCREEN_SHARE_SUFFIX`).
 
 How it works: the source joins the room as a participant that never publishes (a *listener*), which
 gives it the current publishers and then ``publishers`` / ``unpublished`` / ``leaving`` events in
@@ -37,7 +37,7 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError
 
-from rtc_mpu.mixer.sources.base import FrameReceiver, Source, StreamKey, stream_key_for_publisher
+from rtc_mpu.mixer.sources.base import FrameReceiver, Source
 from rtc_mpu.mixer.sources.janus_http import (
     JanusError,
     JanusHandle,
@@ -45,6 +45,7 @@ from rtc_mpu.mixer.sources.janus_http import (
     JanusUnreachableError,
     JsonDict,
 )
+from rtc_mpu.spec.streams import StreamKey, stream_key_for_publisher
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,6 @@ LONG_POLL_TIMEOUT = 40.0
 KEEPALIVE_INTERVAL = 25.0
 #: Janus error code: the session does not exist (any more), e.g. after Janus restarted.
 ERROR_SESSION_NOT_FOUND = 458
-#: Janus error code: the handle does not exist.
-ERROR_HANDLE_NOT_FOUND = 459
 
 JsonDict = dict[str, Any]
 

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rtc_mpu.layouts import Layout, Pane
-from rtc_mpu.mixer.sources.base import StreamKey
-from rtc_mpu.spec.task import SourceType, UserPane
+from rtc_mpu.spec.streams import SourceType, StreamKey
+from rtc_mpu.spec.task import UserPane
 
 
 @dataclass(frozen=True)
@@ -36,13 +36,6 @@ class LayoutChoice:
 
     layout: Layout
     assignments: tuple[PaneAssignment, ...]
-
-    def stream_in_pane(self, pane_id: int) -> StreamKey | None:
-        """The stream drawn in pane ``pane_id``, or None."""
-        for assignment in self.assignments:
-            if assignment.pane.id == pane_id:
-                return assignment.stream
-        return None
 
 
 def eligible_streams(streams: Sequence[StreamKey], user_panes: Sequence[UserPane]) -> list[StreamKey]:
