@@ -1,6 +1,6 @@
 """System layouts, the MediaEncode and TaskProfile tables, and the layout schema.
 
-Expected values are copied literally from shared/reference/mpu-api.md, not derived from the data files.
+Expected values are copied literally from the vendor's MPU API documentation, not derived from the data files.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""build_task_spec: defaults, each error code (shared/reference/mpu-api.md, "Errors"), colours."""
+"""build_task_spec: defaults, each error code (the vendor's MPU API, 2018-01-11, "Errors"), colours."""
 
 from __future__ import annotations
 

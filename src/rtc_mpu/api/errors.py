@@ -1,6 +1,6 @@
 """One JSON error shape for every error: ``{"code", "message", "field", "request_id"}``.
 
-Codes follow Alibaba Cloud RTC's where it has one (shared/reference/mpu-api.md "Errors"), and
+Codes follow Alibaba Cloud RTC's where it has one (the vendor's MPU API, 2018-01-11 "Errors"), and
 rtc-mpu's own otherwise (README "Error codes").
 """
 

@@ -1,5 +1,5 @@
 """Answers of the MPU RPC dialect: JSON (default) or XML (``Format=XML``), and the vendor's error shape
-``{"RequestId", "HostId", "Code", "Message"}`` (shared/reference/mpu-api.md "Errors").
+``{"RequestId", "HostId", "Code", "Message"}`` (the vendor's MPU API, 2018-01-11 "Errors").
 
 XML follows the vendor's convention: the root element is ``<Action>Response`` (``Error`` for errors),
 a dict becomes child elements, a list repeats its parent's element name for each item.

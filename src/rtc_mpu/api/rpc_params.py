@@ -5,7 +5,7 @@ This module is pure (no Flask): give it every ``(name, value)`` pair of the quer
 form body, in any order, and it returns the business parameters. It never raises anything but
 :class:`RpcParamError`, whatever the input.
 
-Rules (shared/reference/mpu-api.md "Wire formats"):
+Rules (the vendor's MPU API, 2018-01-11 "Wire formats"):
 
 * Names are ASCII ``[A-Za-z0-9_]`` segments joined by dots, at most 200 characters. The signature and
   protocol parameters (:data:`COMMON_PARAMS`: Action, Version, Signature, ...) are dropped. Keys become

@@ -45,7 +45,7 @@ class FullMatch(Regexp):
         return value
 
 
-#: TaskId: ``[A-Za-z0-9_-]``, at most 55 bytes (shared/reference/mpu-api.md).
+#: TaskId: ``[A-Za-z0-9_-]``, at most 55 bytes (the vendor's MPU API, 2018-01-11).
 TASK_ID = FullMatch(r"^[A-Za-z0-9_-]{1,55}$", error="must be 1-55 characters of A-Z a-z 0-9 _ -")
 
 

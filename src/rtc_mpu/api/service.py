@@ -35,7 +35,7 @@ APP_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 #: Custom layout ids start here (:mod:`rtc_mpu.workers.layout_store`); smaller ids are system layouts.
 FIRST_CUSTOM_LAYOUT_ID = 100
 #: Error code per request field whose malformed value has a vendor code of its own
-#: (shared/reference/mpu-api.md "Errors").
+#: (the vendor's MPU API, 2018-01-11 "Errors").
 MALFORMED_CODES = {
     "layout_ids": "InvalidLayoutID.Malformed",
     "media_encode": "InvalidMediaEncode.Malformed",

@@ -1,6 +1,6 @@
 """Request signatures of Alibaba Cloud's RPC APIs, so the official SDKs can call us unchanged.
 
-Two schemes (shared/reference/mpu-api.md, "Wire formats of the official Python SDKs"):
+Two schemes (the vendor's MPU API, 2018-01-11, "Wire formats of the official Python SDKs"):
 
 - **RPC signature v1** (``aliyun-python-sdk-core``): parameters ``AccessKeyId``, ``SignatureMethod=
   HMAC-SHA1``, ``SignatureVersion=1.0``, ``SignatureNonce``, ``Timestamp`` (ISO 8601 UTC) and

@@ -1,4 +1,4 @@
-"""The MediaEncode and TaskProfile tables (Alibaba Cloud RTC MPU, shared/reference/mpu-api.md)."""
+"""The MediaEncode and TaskProfile tables (Alibaba Cloud RTC MPU, the vendor's MPU API, 2018-01-11)."""
 
 from __future__ import annotations
 

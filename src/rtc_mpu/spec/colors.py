@@ -1,6 +1,6 @@
 """The vendor's colour integers (``BackgroundColor``, ``FontColor``, ``BorderColor``, ``BoxColor``).
 
-A colour is one integer ``R + G * 256 + B * 65536`` with 8-bit components (shared/reference/mpu-api.md),
+A colour is one integer ``R + G * 256 + B * 65536`` with 8-bit components (the vendor's MPU API, 2018-01-11),
 so 0 is black and :data:`MAX_COLOR` (0xFFFFFF) white.
 """
 

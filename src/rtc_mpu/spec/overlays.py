@@ -1,6 +1,7 @@
 """What a task draws besides its panes, and whom it mixes: overlays (Backgrounds, Watermarks, pane
 Images and Texts, ClockWidgets) and the subscription lists (SubSpec*/UnsubSpec*), validated from the
-task's snake_case parameters (:class:`rtc_mpu.workers.model.TaskParams` dicts, shared/reference/mpu-api.md).
+task's snake_case parameters (:class:`rtc_mpu.workers.model.TaskParams` dicts, the vendor's MPU API,
+2018-01-11).
 
 Coordinates are normalized: Backgrounds, Watermarks and ClockWidgets to the canvas, pane Images and
 Texts to their pane. ZOrder is one scale for panes and overlays: everything is drawn by ascending
@@ -22,11 +23,11 @@ from rtc_mpu.spec.colors import MAX_COLOR
 from rtc_mpu.spec.streams import SourceType, StreamKey
 from rtc_mpu.spec.text_rules import CharRule, char_problem
 
-#: The value of SubSpecAudioUsers that means every user (shared/reference/mpu-api.md).
+#: The value of SubSpecAudioUsers that means every user (the vendor's MPU API, 2018-01-11).
 ALL_STREAMS = "allStream"
 #: Most overlays of one kind (per task, or per pane for pane images and texts).
 MAX_OVERLAYS = 16
-#: The ``FontType`` ids of texts and clocks, 0..5 (shared/reference/mpu-api.md names six but not their
+#: The ``FontType`` ids of texts and clocks, 0..5 (the vendor's MPU API, 2018-01-11 names six but not their
 #: typefaces; :data:`rtc_mpu.mixer.overlays.text.FONT_FILES` maps each to a font file).
 FONT_TYPES: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
 #: Font sizes accepted, in output pixels (the vendor's ``FontSize`` range).

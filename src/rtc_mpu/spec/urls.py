@@ -1,7 +1,7 @@
 """StreamURL checks: what may reach FFmpeg as an output URL, how it appears in logs, its lease keys.
 
 FFmpeg opens many protocols (``file:``, ``concat:``, ``tcp:``, ...); only ``rtmp://`` and ``rtmps://``
-with a host may ever be handed to it as a push URL (shared/DESIGN.md, "Security rules").
+with a host may ever be handed to it as a push URL (docs/architecture.md, "Security rules").
 
 A StreamURL names a *destination*: scheme, host, port, app and stream name. The same destination
 can be spelled many ways (``localhost`` and ``127.0.0.1``, ``2130706433``, ``0x7f000001``, ``127.1``,

@@ -38,7 +38,7 @@ VIDEO_CLOCK_RATE = 90000
 AUDIO_PTIME = 0.020
 #: Audio sample rate of the tone track, Hz.
 AUDIO_RATE = 48000
-#: Per-publisher bitrate cap (REMB) of rooms created by the demo publisher, bit/s (shared/DESIGN.md:
+#: Per-publisher bitrate cap (REMB) of rooms created by the demo publisher, bit/s (docs/architecture.md:
 #: a 128 kbit/s cap drives browsers down to 320x240 at 7-10 fps).
 ROOM_BITRATE = 1_500_000
 #: Most publishers in a room created by the demo publisher.

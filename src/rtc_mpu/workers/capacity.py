@@ -12,7 +12,7 @@ what the estimate does not see (inputs larger than assumed, start-up, overlays, 
 - *Composite and encode*: proportional to the output's pixel rate; :data:`ENCODE_CPU_720P30` = 0.26
   CPU-s/s at 1280x720 30 fps. README "Benchmarks": one live 2-user 720p30 mix (two 640x360 inputs)
   measured 0.44 CPU-s/s in total; less two decoded 360p users (2 x 0.09) that leaves 0.26, in line
-  with the ffmpeg CLI encoding the same canvas (0.23, shared/DESIGN.md).
+  with the ffmpeg CLI encoding the same canvas (0.23, docs/architecture.md).
 - *Receive and decode one input* (RTP, SRTP, VP8, Opus; inputs arrive at 30 fps whatever the output's
   fps): measured 0.09 CPU-s/s at 640x360 (:data:`DECODE_CPU_360P`) and 0.18-0.21 at 1280x720
   (:data:`DECODE_CPU_720P` = 0.20; README "RTC channel", ``bench.channel_delay``). An input is assumed

@@ -1,6 +1,6 @@
 """The Celery app: one long-running Celery task per mix, on the Redis broker.
 
-Delivery policy (shared/DESIGN.md "A task's life"):
+Delivery policy (docs/architecture.md "A task's life"):
 - **Ack early** (``task_acks_late = False``): a message is acknowledged when a worker starts it, so
   a mix running for hours is never redelivered by the broker's visibility timeout. Crash recovery
   is ours, not the broker's: the reconciler re-enqueues tasks whose heartbeat stopped.

@@ -1,6 +1,6 @@
 """What a mix task is, as stored in Redis and shown by the API: parameters, status, errors.
 
-Statuses follow Alibaba Cloud RTC's GetMPUTaskStatus codes (shared/reference/mpu-api.md); ``state``
+Statuses follow Alibaba Cloud RTC's GetMPUTaskStatus codes (the vendor's MPU API, 2018-01-11); ``state``
 and ``reason`` say more. A task is *active* until it ends; only active tasks hold their StreamURL.
 """
 
@@ -75,7 +75,7 @@ class TaskParams:
     """StartMPUTask's parameters in snake_case, JSON-serialisable; :meth:`to_spec` validates them.
 
     Every field is the snake_case form of the wire parameter of the same name
-    (shared/reference/mpu-api.md): ``channel_id`` (ChannelId), ``stream_url`` (StreamURL),
+    (the vendor's MPU API, 2018-01-11): ``channel_id`` (ChannelId), ``stream_url`` (StreamURL),
     ``task_profile`` (TaskProfile), ``media_encode`` (MediaEncode), ``layout_ids`` (LayoutIds),
     ``user_panes`` (UserPanes: dicts with pane_id, user_id, source_type, segment_type, images,
     texts), ``background_color`` (BackgroundColor, ``R + G*256 + B*65536``), ``crop_mode``

@@ -90,7 +90,7 @@ from rtc_mpu.workers.model import (
 
 log = logging.getLogger(__name__)
 
-#: A TaskId (shared/reference/mpu-api.md): ``[A-Za-z0-9_-]``, at most 55 bytes.
+#: A TaskId (the vendor's MPU API, 2018-01-11): ``[A-Za-z0-9_-]``, at most 55 bytes.
 TASK_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,55}")
 #: The first id of custom layouts (:mod:`rtc_mpu.workers.layout_store`); smaller LayoutIds are system layouts.
 FIRST_CUSTOM_LAYOUT_ID = 100

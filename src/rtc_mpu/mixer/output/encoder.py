@@ -1,6 +1,6 @@
 """The encoder: H.264 (libx264) + AAC-LC into FLV (or another container), with one media clock.
 
-Settings follow shared/DESIGN.md "Media timing": ``tune=zerolatency``, constant bitrate through the
+Settings follow docs/architecture.md "Media timing": ``tune=zerolatency``, constant bitrate through the
 VBV (``maxrate = bufsize = bitrate``, ``nal-hrd=cbr``), an IDR keyframe exactly every
 ``gop_seconds`` (forced on the media clock's frame index; scene-cut keyframes off), no B-frames;
 AAC-LC at 48 kHz stereo. Video pts are frame indices in ``1/fps`` time_base units; audio pts are
@@ -42,7 +42,7 @@ from rtc_mpu.mixer.audio.mixer import BLOCK_SAMPLES, CHANNELS, SAMPLE_RATE
 from rtc_mpu.mixer.output.sei import build_sei_nal, insert_sei_nal
 from rtc_mpu.mixer.output.sinks import SinkError, SinkTarget, open_sink, start_sink
 
-#: Keyframe interval (GOP) in seconds (shared/DESIGN.md).
+#: Keyframe interval (GOP) in seconds (docs/architecture.md).
 DEFAULT_GOP_SECONDS = 2
 #: x264 speed preset; "veryfast" is the usual live-streaming trade-off on a CPU.
 DEFAULT_PRESET = "veryfast"

@@ -1,7 +1,7 @@
 """Fetching the images of a mix task's overlays (watermarks, backgrounds, pane images) safely.
 
 An image URL comes from the API caller, so fetching it must not become a way into the worker's network
-(shared/DESIGN.md, "Security rules"):
+(docs/architecture.md, "Security rules"):
 
 - only ``http://`` and ``https://`` URLs, for the first request and for every redirect target;
 - the connection only ever goes to an address that was checked: host names are resolved through

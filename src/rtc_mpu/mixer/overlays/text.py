@@ -1,6 +1,6 @@
 """Text and clock bitmaps drawn with Pillow (FreeType), for :mod:`rtc_mpu.mixer.overlays.sprite` to blend.
 
-The vendor's API (shared/reference/mpu-api.md) names six font types
+The vendor's API (the vendor's MPU API, 2018-01-11) names six font types
 (:data:`rtc_mpu.spec.overlays.FONT_TYPES`) but does not say which typefaces they are; :data:`FONT_FILES`
 is our mapping to free fonts that cover both CJK and Latin, packaged by Debian (:data:`FONT_PACKAGES`).
 :func:`check_fonts` is meant for start-up so a missing package fails early and says how to install it,
