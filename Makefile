@@ -33,7 +33,7 @@ test: system-deps $(STAMP) lint typecheck
 test-unit: $(STAMP)
 	$(BIN)/pytest -m "not integration"
 
-# Integration tests only: real Redis, Janus, nginx-rtmp, Chromium and service processes.
+# Integration tests only: real Redis, Janus, nginx-rtmp, Chromium, service processes, real-time mixes.
 test-integration: system-deps $(STAMP)
 	$(BIN)/pytest -m integration
 

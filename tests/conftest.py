@@ -3,9 +3,11 @@ the real servers (Redis, Janus, nginx-rtmp) and the test tiers.
 
 Tiers: a test that needs a real server is marked ``integration`` (``make test-integration``); the others
 are unit tests (``make test-unit``, ``pytest -m "not integration"``), which need no Redis, Janus,
-nginx-rtmp or browser installed. A test is marked here when it uses one of :data:`SERVER_FIXTURES`,
-directly or through another fixture; a module that starts a server another way (in the test's body, a
-subprocess) marks its tests itself.
+nginx-rtmp or browser installed and take well under a minute. A test is marked here when it uses one of
+:data:`SERVER_FIXTURES`, directly or through another fixture; a module that starts a server another way
+(in the test's body, a subprocess) marks its tests itself, and so does one whose test runs a mix or
+a retry loop paced in real time (seconds of wall clock each: test_overlays, test_pipeline_live,
+test_sink_reconnect, test_janus_source), to keep the unit tier quick.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ __all__ = ["COLORS", "TONES", "decode_audio", "decode_video", "rgb", "tone_level
 
 
 def write_test_clip(path: Path, **kwargs: Any) -> Path:
-    """A solid-colour clip with a tone (see :func:`rtc_mpu.stack.demo_media.write_clip`); never a moving
-    box."""
+    """A solid-colour clip with a tone (see :func:`rtc_mpu.stack.demo_media.write_clip`); never a
+    moving box."""
     return write_clip(path, moving_box=False, **kwargs)
 
 

@@ -1,14 +1,14 @@
-"""The REST API in process (Flask test client): on a real Redis task store, and (the second half) on
-an in-memory fake store with the same API-side methods and errors, for every answer the API gives."""
+"""The REST API in process (Flask test client), on the real task store on the session's Redis: the
+main paths, then (the second half, with access keys of its own) every answer the API gives. A store
+whose Redis is unreachable, or whose method raises, is made by failure injection on a real store."""
 
 from __future__ import annotations
 
 import base64
 import json
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import replace
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -16,21 +16,15 @@ from apiflask import APIFlask
 from flask.testing import FlaskClient
 
 from rtc_mpu.api.app import create_app
-from rtc_mpu.spec.urls import redact_url
 from rtc_mpu.stack.ports import free_port
-from rtc_mpu.stack.redis import Redis
 from rtc_mpu.workers.model import (
-    StoreUnavailableError,
-    StreamURLCoolingDownError,
-    StreamURLInUseError,
-    TaskExistsError,
-    TaskNotFoundError,
-    TaskParams,
     TaskRecord,
     TaskState,
     TaskStatus,
 )
+from rtc_mpu.workers.stats import TaskStats
 from rtc_mpu.workers.store import TaskStore
+from tests.conftest import StoreFactory
 
 KEYS = "k1:s1,bound:s2:onlyapp"
 #: What the schema fills in for a pane given with only its id, user and source.
@@ -60,8 +54,8 @@ def make_client(store: TaskStore, queue: Queue) -> FlaskClient:
 
 
 @pytest.fixture
-def store(redis_server: Redis) -> TaskStore:
-    return TaskStore.from_url(redis_server.url, prefix=f"api{uuid.uuid4().hex[:8]}", cooldown_seconds=5.0)
+def store(make_store: StoreFactory) -> TaskStore:
+    return make_store(cooldown_seconds=5.0)
 
 
 @pytest.fixture
@@ -112,13 +106,13 @@ def test_start_get_list_update_stop(client: FlaskClient, queue: Queue) -> None:
     [
         ({"channel_id": "room", "stream_url": "rtmp://h/live/s"}, "MissingParameter", "task_id"),
         (task("bad id!"), "InvalidParameter", "task_id"),
-        (task(stream_url="file:/etc/passwd"), "InvalidStreamURL.Malformed", "StreamURL"),
-        (task(stream_url="http://h/live/s"), "InvalidStreamURL.Malformed", "StreamURL"),
-        (task(layout_ids=[3, 4]), "InvalidLayoutID.Malformed", "LayoutIds"),
-        (task(layout_ids=[12]), "InvalidLayoutID.Malformed", "LayoutIds"),
-        (task(media_encode=999), "InvalidMediaEncode.Malformed", "MediaEncode"),
-        (task(background_color=-1), "InvalidBackgroundColor.Malformed", "BackgroundColor"),
-        (task(crop_mode=5), "InvalidParameter", "CropMode"),
+        (task(stream_url="file:/etc/passwd"), "InvalidStreamURL.Malformed", "stream_url"),
+        (task(stream_url="http://h/live/s"), "InvalidStreamURL.Malformed", "stream_url"),
+        (task(layout_ids=[3, 4]), "InvalidLayoutID.Malformed", "layout_ids"),
+        (task(layout_ids=[1, 12]), "InvalidLayoutID.Malformed", "layout_ids.1"),
+        (task(media_encode=999), "InvalidMediaEncode.Malformed", "media_encode"),
+        (task(background_color=-1), "InvalidBackgroundColor.Malformed", "background_color"),
+        (task(crop_mode=5), "InvalidParameter", "crop_mode"),
         (task(layout_ids="six"), "InvalidLayoutID.Malformed", "layout_ids"),
     ],
 )
@@ -218,109 +212,32 @@ STREAM_KEY = "mysecretstreamkey"
 URL = f"rtmp://live.example.com/live/{STREAM_KEY}?auth=topsecret"
 
 
-class FakeStore:
-    """In-memory TaskStore: same API-side methods, same errors (no Redis)."""
+@contextmanager
+def redis_down(store: TaskStore) -> Iterator[None]:
+    """Failure injection: within the block the store's Redis is unreachable (its connections go to a
+    closed port), so every call raises StoreUnavailableError as with Redis down; afterwards it is
+    reachable again."""
+    pool = store.client.connection_pool
+    port = pool.connection_kwargs["port"]
+    pool.disconnect()
+    pool.connection_kwargs["port"] = free_port()
+    pool.reset()  # forget the connections made to the real port
+    try:
+        yield
+    finally:
+        pool.disconnect()
+        pool.connection_kwargs["port"] = port
+        pool.reset()
 
-    lease_seconds = 15.0
 
-    def __init__(self) -> None:
-        self.records: dict[tuple[str, str], TaskRecord] = {}
-        self.leases: dict[str, tuple[str, str]] = {}
-        self.cooldowns: dict[str, int] = {}  # stream_key -> seconds left
-        self.down = False
-        self.calls: list[str] = []
-
-    def _check(self, name: str) -> None:
-        self.calls.append(name)
-        if self.down:
-            raise StoreUnavailableError("task store unavailable: ConnectionError: refused")
-
-    def ping(self) -> None:
-        self._check("ping")
-
-    def start_task(self, record: TaskRecord) -> TaskRecord:
-        self._check("start_task")
-        existing = self.records.get((record.app_id, record.task_id))
-        if existing is not None and existing.active:
-            raise TaskExistsError(f"task {record.task_id} already exists for AppId {record.app_id}")
-        holder = self.leases.get(record.stream_key)
-        if holder is not None:
-            raise StreamURLInUseError(
-                f"StreamURL {redact_url(record.stream_key)} is in use by task {holder[0]}/{holder[1]}"
-            )
-        left = self.cooldowns.get(record.stream_key)
-        if left:
-            raise StreamURLCoolingDownError(
-                f"StreamURL {redact_url(record.stream_key)} was used by a task that ended; "
-                f"try again in {left} s",
-                seconds_left=left,
-            )
-        now = time.time()
-        stored = replace(record, created_at=now, updated_at=now)
-        self.records[(record.app_id, record.task_id)] = stored
-        self.leases[record.stream_key] = (record.app_id, record.task_id)
-        return stored
-
-    def get_task(self, app_id: str, task_id: str) -> TaskRecord:
-        self._check("get_task")
-        try:
-            return self.records[(app_id, task_id)]
-        except KeyError:
-            raise TaskNotFoundError(f"no task {task_id!r} for AppId {app_id!r}") from None
-
-    def list_tasks(self, app_id: str) -> list[TaskRecord]:
-        self._check("list_tasks")
-        return sorted((r for (a, _), r in self.records.items() if a == app_id), key=lambda r: r.created_at)
-
-    def request_stop(self, app_id: str, task_id: str) -> TaskRecord:
-        self._check("request_stop")
-        record = self.get_task(app_id, task_id)
-        if not record.active:
-            return record
-        if record.state is TaskState.QUEUED:  # no worker yet: ends at once
-            record = replace(
-                record,
-                state=TaskState.ENDED,
-                status=TaskStatus.STOPPED_BY_USER,
-                reason="stopped by the user",
-                ended_at=time.time(),
-            )
-            self.leases.pop(record.stream_key, None)
-            self.cooldowns[record.stream_key] = 10
-        else:
-            record = replace(record, stop_requested=True, state=TaskState.STOPPING, reason="stop requested")
-        self.records[(app_id, task_id)] = record
-        return record
-
-    def finish(
-        self,
-        app_id: str,
-        task_id: str,
-        token: int | None,
-        status: TaskStatus,
-        reason: str,
-        *,
-        cooldown: bool = True,
-    ) -> TaskRecord | None:
-        self._check("finish")
-        record = self.records.get((app_id, task_id))
-        if record is None or not record.active or (token is None and record.fence):
-            return None
-        record = replace(record, state=TaskState.ENDED, status=status, reason=reason, ended_at=time.time())
-        self.leases.pop(record.stream_key, None)
-        if cooldown:
-            self.cooldowns[record.stream_key] = 10
-        self.records[(app_id, task_id)] = record
-        return record
-
-    def update_params(self, app_id: str, task_id: str, params: TaskParams) -> TaskRecord:
-        self._check("update_params")
-        record = self.records.get((app_id, task_id))
-        if record is None or not record.active:
-            raise TaskNotFoundError(f"no active task {task_id!r} for AppId {app_id!r}")
-        record = replace(record, params=params, spec_version=record.spec_version + 1)
-        self.records[(app_id, task_id)] = record
-        return record
+def running(store: TaskStore, task_id: str = "t1", **beat: Any) -> int:
+    """Claim a started task as worker ``host/1`` and heartbeat it RUNNING ("pushing", or as ``beat``
+    says); the fencing token."""
+    token = store.claim(APP, task_id, "host/1")
+    assert token is not None
+    fields: dict[str, Any] = {"status": TaskStatus.RUNNING, "state": TaskState.RUNNING, "reason": "pushing"}
+    assert store.heartbeat(APP, task_id, token, **(fields | beat)) is not None
+    return token
 
 
 class Enqueue:
@@ -337,8 +254,8 @@ class Enqueue:
 
 
 @pytest.fixture
-def fake_store() -> FakeStore:
-    return FakeStore()
+def api_store(make_store: StoreFactory) -> TaskStore:
+    return make_store()
 
 
 @pytest.fixture
@@ -347,19 +264,23 @@ def enqueue() -> Enqueue:
 
 
 @pytest.fixture
-def fake_app(fake_store: FakeStore, enqueue: Enqueue) -> APIFlask:
+def api_app(api_store: TaskStore, enqueue: Enqueue) -> APIFlask:
+    return make_app(api_store, enqueue)
+
+
+def make_app(store: TaskStore, enqueue: Enqueue) -> APIFlask:
     return create_app(
         {
             "MPU_ACCESS_KEYS": f"{KEY}:{SECRET},{BOUND_KEY}:{BOUND_SECRET}:other|third",
-            "STORE": fake_store,
+            "STORE": store,
             "ENQUEUE": enqueue,
         }
     )
 
 
 @pytest.fixture
-def fake_client(fake_app: APIFlask) -> Iterator[FlaskClient]:
-    with fake_app.test_client() as client:
+def api_client(api_app: APIFlask) -> Iterator[FlaskClient]:
+    with api_app.test_client() as client:
         yield client
 
 
@@ -409,9 +330,9 @@ def no_secrets(response: Any) -> None:
 
 
 def test_create_returns_the_task_redacted_and_enqueues_once(
-    fake_client: FlaskClient, fake_store: FakeStore, enqueue: Enqueue
+    api_client: FlaskClient, api_store: TaskStore, enqueue: Enqueue
 ) -> None:
-    response = fake_client.post(f"/v1/apps/{APP}/tasks", json=start_body(), headers=basic())
+    response = api_client.post(f"/v1/apps/{APP}/tasks", json=start_body(), headers=basic())
     assert response.status_code == 201, response.get_json()
     no_secrets(response)
     task = response.get_json()
@@ -420,47 +341,46 @@ def test_create_returns_the_task_redacted_and_enqueues_once(
     assert task["status"] == 0 and task["status_text"] == "waiting for the channel"
     assert task["state"] == "queued" and task["layout_ids"] == [1, 2]
     assert enqueue.calls == [(APP, "t1")]
-    stored = fake_store.records[(APP, "t1")]
+    stored = api_store.get_task(APP, "t1")
     assert stored.params.stream_url == URL  # the worker gets the real URL
     assert stored.stream_key == "rtmp://live.example.com:1935/live/mysecretstreamkey"
     assert stored.params.layout_ids == (1, 2) and stored.params.media_encode == 27
 
 
-def test_get_and_list(fake_client: FlaskClient, fake_store: FakeStore) -> None:
-    assert post_task(fake_client, start_body())[0] == 201
+def test_get_and_list(api_client: FlaskClient, api_store: TaskStore) -> None:
+    assert post_task(api_client, start_body())[0] == 201
     assert (
-        post_task(fake_client, start_body(task_id="t2", stream_url="rtmps://cdn.example.com/app/other-key"))[
-            0
-        ]
+        post_task(api_client, start_body(task_id="t2", stream_url="rtmps://cdn.example.com/app/other-key"))[0]
         == 201
     )
-    running = replace(
-        fake_store.records[(APP, "t1")],
-        status=TaskStatus.RUNNING,
-        state=TaskState.RUNNING,
-        reason="pushing",
-        layout_id=2,
-        users=["u1", "u2"],
-        stats={"video_frames": 300},
-        worker="host/1",
-        fence=1,
-        heartbeat_at=time.time(),
-    )
-    fake_store.records[(APP, "t1")] = running
-    response = fake_client.get(f"/v1/apps/{APP}/tasks/t1", headers=basic())
+    running(api_store, layout_id=2, users=["u1", "u2"], stats=TaskStats(video_frames=300, sink_reconnects=1))
+    response = api_client.get(f"/v1/apps/{APP}/tasks/t1", headers=basic())
     assert response.status_code == 200
     no_secrets(response)
     task = response.get_json()
     assert task["status"] == 1 and task["status_text"] == "running" and task["state"] == "running"
-    assert task["layout_id"] == 2 and task["users"] == ["u1", "u2"] and task["stats"] == {"video_frames": 300}
+    assert task["layout_id"] == 2 and task["users"] == ["u1", "u2"]
+    assert task["stats"] == {  # the wire keys of TaskOut.stats
+        "video_frames": 300,
+        "dropped_video_frames": 0,
+        "audio_blocks": 0,
+        "dropped_audio_blocks": 0,
+        "sink_reconnects": 1,
+        "layout_changes": 0,
+        "mixed_audio_users": [],
+        "overlay_problems": {},
+        "vad": None,
+        "sei_messages": 0,
+    }
     assert task["worker"] == "host/1"
-    response = fake_client.get(f"/v1/apps/{APP}/tasks", headers=basic())
+    response = api_client.get(f"/v1/apps/{APP}/tasks", headers=basic())
     assert response.status_code == 200
     no_secrets(response)
     tasks = response.get_json()["tasks"]
     assert [t["task_id"] for t in tasks] == ["t1", "t2"]
+    assert tasks[1]["stats"] == {}, "no worker reported yet"
     assert tasks[1]["stream_url"] == "rtmps://cdn.example.com/app/oth***"
-    assert fake_client.get("/v1/apps/empty/tasks", headers=basic()).get_json() == {"tasks": []}
+    assert api_client.get("/v1/apps/empty/tasks", headers=basic()).get_json() == {"tasks": []}
 
 
 @pytest.mark.parametrize(
@@ -473,16 +393,20 @@ def test_get_and_list(fake_client: FlaskClient, fake_store: FakeStore) -> None:
         (TaskStatus.PUSH_URL_PROBLEM, "push URL problem"),
     ],
 )
-def test_status_texts(fake_client: FlaskClient, fake_store: FakeStore, status: TaskStatus, text: str) -> None:
-    assert post_task(fake_client, start_body())[0] == 201
-    fake_store.records[(APP, "t1")] = replace(fake_store.records[(APP, "t1")], status=status)
-    task = fake_client.get(f"/v1/apps/{APP}/tasks/t1", headers=basic()).get_json()
+def test_status_texts(api_client: FlaskClient, api_store: TaskStore, status: TaskStatus, text: str) -> None:
+    assert post_task(api_client, start_body())[0] == 201
+    token = running(api_store)
+    if status in (TaskStatus.NETWORK_PROBLEM, TaskStatus.PUSH_URL_PROBLEM):
+        api_store.heartbeat(APP, "t1", token, status=status, state=TaskState.RETRYING)
+    else:
+        api_store.finish(APP, "t1", token, status, "ended")
+    task = api_client.get(f"/v1/apps/{APP}/tasks/t1", headers=basic()).get_json()
     assert (task["status"], task["status_text"]) == (int(status), text)
 
 
-def test_optional_fields_are_stored(fake_client: FlaskClient, fake_store: FakeStore) -> None:
+def test_optional_fields_are_stored(api_client: FlaskClient, api_store: TaskStore) -> None:
     status, task = post_task(
-        fake_client,
+        api_client,
         start_body(
             layout_ids=[6],
             user_panes=[
@@ -496,7 +420,7 @@ def test_optional_fields_are_stored(fake_client: FlaskClient, fake_store: FakeSt
         ),
     )
     assert status == 201, task
-    params = fake_store.records[(APP, "t1")].params
+    params = api_store.get_task(APP, "t1").params
     assert params.layout_ids == (6,) and params.background_color == 0x00FF00 and params.crop_mode == 1
     assert params.task_profile == "4IN_1080P" and params.media_encode == 20
     assert params.user_panes == (
@@ -505,56 +429,56 @@ def test_optional_fields_are_stored(fake_client: FlaskClient, fake_store: FakeSt
     )
 
 
-def test_unsupported_parameters_are_accepted_and_reported_as_not_applied(fake_client: FlaskClient) -> None:
+def test_unsupported_parameters_are_accepted_and_reported_as_not_applied(api_client: FlaskClient) -> None:
     body = start_body(
         sub_spec_users=["alice"],
         task_mode=1,
         user_panes=[{"pane_id": 0, "user_id": "alice", "segment_type": 1}],
         enhanced_param={"enable_virtual_conference": True, "enable_voice_changer": False},
     )
-    status, task = post_task(fake_client, body)
+    status, task = post_task(api_client, body)
     assert status == 201, task
     assert task["ignored"] == [
         "user_panes.segment_type",
         "task_mode",
         "enhanced_param.enable_virtual_conference",
     ]
-    status, plain = post_task(fake_client, start_body(task_id="t2", stream_url="rtmp://h/live/other"))
+    status, plain = post_task(api_client, start_body(task_id="t2", stream_url="rtmp://h/live/other"))
     assert status == 201 and plain["ignored"] == []
 
 
-def test_unknown_task_is_404(fake_client: FlaskClient) -> None:
+def test_unknown_task_is_404(api_client: FlaskClient) -> None:
     for method in ("get", "delete"):
-        response = getattr(fake_client, method)(f"/v1/apps/{APP}/tasks/nope", headers=basic())
+        response = getattr(api_client, method)(f"/v1/apps/{APP}/tasks/nope", headers=basic())
         assert_error(response, 404, "InvalidTask.NotFound")
-    response = fake_client.patch(
+    response = api_client.patch(
         f"/v1/apps/{APP}/tasks/nope/layout", json={"layout_ids": [1]}, headers=basic()
     )
     assert_error(response, 404, "InvalidTask.NotFound")
 
 
-def test_unknown_path_and_method_use_the_error_shape(fake_client: FlaskClient) -> None:
-    assert_error(fake_client.get("/v2/nothing", headers=basic()), 404, "NotFound")
-    response = fake_client.put(f"/v1/apps/{APP}/tasks/t1", json={}, headers=basic())
+def test_unknown_path_and_method_use_the_error_shape(api_client: FlaskClient) -> None:
+    assert_error(api_client.get("/v2/nothing", headers=basic()), 404, "NotFound")
+    response = api_client.put(f"/v1/apps/{APP}/tasks/t1", json={}, headers=basic())
     assert_error(response, 405, "MethodNotAllowed")
 
 
-# -- fake_store conflicts ---------------------------------------------------------------------------
+# -- api_store conflicts ---------------------------------------------------------------------------
 
 
-def test_task_existed_is_409(fake_client: FlaskClient, enqueue: Enqueue) -> None:
-    assert post_task(fake_client, start_body())[0] == 201
-    response = fake_client.post(
+def test_task_existed_is_409(api_client: FlaskClient, enqueue: Enqueue) -> None:
+    assert post_task(api_client, start_body())[0] == 201
+    response = api_client.post(
         f"/v1/apps/{APP}/tasks", json=start_body(stream_url="rtmp://h/live/another"), headers=basic()
     )
     assert_error(response, 409, "TaskExisted")
     assert len(enqueue.calls) == 1
 
 
-def test_stream_url_in_use_is_409_and_names_no_other_task(fake_client: FlaskClient, enqueue: Enqueue) -> None:
-    assert post_task(fake_client, start_body(task_id="first"))[0] == 201
+def test_stream_url_in_use_is_409_and_names_no_other_task(api_client: FlaskClient, enqueue: Enqueue) -> None:
+    assert post_task(api_client, start_body(task_id="first"))[0] == 201
     # Another query string is the same stream.
-    response = fake_client.post(
+    response = api_client.post(
         f"/v1/apps/{APP}/tasks",
         json=start_body(task_id="second", stream_url=URL.replace("topsecret", "other")),
         headers=basic(),
@@ -564,11 +488,11 @@ def test_stream_url_in_use_is_409_and_names_no_other_task(fake_client: FlaskClie
     assert enqueue.calls == [(APP, "first")]
 
 
-def test_stream_url_cooling_down_is_409_with_the_seconds(
-    fake_client: FlaskClient, fake_store: FakeStore
-) -> None:
-    fake_store.cooldowns["rtmp://live.example.com:1935/live/mysecretstreamkey"] = 7
-    response = fake_client.post(f"/v1/apps/{APP}/tasks", json=start_body(), headers=basic())
+def test_stream_url_cooling_down_is_409_with_the_seconds(make_store: StoreFactory, enqueue: Enqueue) -> None:
+    with make_app(make_store(cooldown_seconds=7.0), enqueue).test_client() as api_client:
+        assert post_task(api_client, start_body(task_id="before"))[0] == 201
+        assert api_client.delete(f"/v1/apps/{APP}/tasks/before", headers=basic()).status_code == 200
+        response = api_client.post(f"/v1/apps/{APP}/tasks", json=start_body(), headers=basic())
     data = assert_error(response, 409, "StreamURL.CoolingDown")
     assert "7 s" in data["message"]
 
@@ -586,17 +510,17 @@ def test_stream_url_cooling_down_is_409_with_the_seconds(
         (start_body(task_id="a b"), "InvalidParameter", "task_id"),
         (start_body(task_id="x" * 56), "InvalidParameter", "task_id"),
         (start_body(channel_id=""), "InvalidParameter", "channel_id"),
-        (start_body(stream_url="file:/etc/passwd"), "InvalidStreamURL.Malformed", "StreamURL"),
-        (start_body(stream_url="http://example.com/live/x"), "InvalidStreamURL.Malformed", "StreamURL"),
-        (start_body(stream_url="rtmp://host-only"), "InvalidStreamURL.Malformed", "StreamURL"),
-        (start_body(layout_ids=[3, 4]), "InvalidLayoutID.Malformed", "LayoutIds"),
-        (start_body(layout_ids=[12]), "InvalidLayoutID.Malformed", "LayoutIds"),
+        (start_body(stream_url="file:/etc/passwd"), "InvalidStreamURL.Malformed", "stream_url"),
+        (start_body(stream_url="http://example.com/live/x"), "InvalidStreamURL.Malformed", "stream_url"),
+        (start_body(stream_url="rtmp://host-only"), "InvalidStreamURL.Malformed", "stream_url"),
+        (start_body(layout_ids=[3, 4]), "InvalidLayoutID.Malformed", "layout_ids"),
+        (start_body(layout_ids=[12]), "InvalidLayoutID.Malformed", "layout_ids.0"),
         (start_body(layout_ids=list(range(1, 18))), "InvalidLayoutID.Malformed", "layout_ids"),
-        (start_body(media_encode=999), "InvalidMediaEncode.Malformed", "MediaEncode"),
-        (start_body(task_profile="NOPE"), "InvalidTaskProfile.Malformed", "TaskProfile"),
-        (start_body(background_color=-1), "InvalidBackgroundColor.Malformed", "BackgroundColor"),
-        (start_body(background_color=0x1000000), "InvalidBackgroundColor.Malformed", "BackgroundColor"),
-        (start_body(crop_mode=5), "InvalidParameter", "CropMode"),
+        (start_body(media_encode=999), "InvalidMediaEncode.Malformed", "media_encode"),
+        (start_body(task_profile="NOPE"), "InvalidTaskProfile.Malformed", "task_profile"),
+        (start_body(background_color=-1), "InvalidBackgroundColor.Malformed", "background_color"),
+        (start_body(background_color=0x1000000), "InvalidBackgroundColor.Malformed", "background_color"),
+        (start_body(crop_mode=5), "InvalidParameter", "crop_mode"),
         (start_body(user_panes=[{"pane_id": 0}]), "MissingParameter", "user_panes.0.user_id"),
         (
             start_body(user_panes=[{"pane_id": 0, "user_id": "u", "source_type": "x"}]),
@@ -611,7 +535,7 @@ def test_stream_url_cooling_down_is_409_with_the_seconds(
         (
             start_body(user_panes=[{"pane_id": 0, "user_id": "u"}, {"pane_id": 0, "user_id": "v"}]),
             "InvalidParameter",
-            "UserPanes.PaneId",
+            "user_panes.1.pane_id",
         ),
         # wrong JSON types
         (start_body(task_id=5), "InvalidParameter", "task_id"),
@@ -629,11 +553,11 @@ def test_stream_url_cooling_down_is_409_with_the_seconds(
     ],
 )
 def test_bad_input_is_400_with_code_and_field(
-    fake_client: FlaskClient, fake_store: FakeStore, enqueue: Enqueue, data: Any, code: str, field: str | None
+    api_client: FlaskClient, api_store: TaskStore, enqueue: Enqueue, data: Any, code: str, field: str | None
 ) -> None:
-    response = fake_client.post(f"/v1/apps/{APP}/tasks", json=data, headers=basic())
+    response = api_client.post(f"/v1/apps/{APP}/tasks", json=data, headers=basic())
     assert_error(response, 400, code, field)
-    assert "start_task" not in fake_store.calls and enqueue.calls == []
+    assert api_store.list_tasks(APP) == [] and enqueue.calls == []
 
 
 @pytest.mark.parametrize(
@@ -646,9 +570,9 @@ def test_bad_input_is_400_with_code_and_field(
     ],
 )
 def test_non_json_body_is_400(
-    fake_client: FlaskClient, enqueue: Enqueue, payload: bytes, content_type: str
+    api_client: FlaskClient, enqueue: Enqueue, payload: bytes, content_type: str
 ) -> None:
-    response = fake_client.post(
+    response = api_client.post(
         f"/v1/apps/{APP}/tasks", data=payload, headers={**basic(), "Content-Type": content_type}
     )
     data = assert_error(response, 400, "InvalidParameter")
@@ -656,13 +580,13 @@ def test_non_json_body_is_400(
     assert enqueue.calls == []
 
 
-def test_invalid_app_id_is_400(fake_client: FlaskClient) -> None:
-    response = fake_client.get("/v1/apps/bad:app/tasks", headers=basic())
+def test_invalid_app_id_is_400(api_client: FlaskClient) -> None:
+    response = api_client.get("/v1/apps/bad:app/tasks", headers=basic())
     assert_error(response, 400, "InvalidParameter", "app_id")
 
 
-def test_too_large_body_is_413(fake_client: FlaskClient, enqueue: Enqueue) -> None:
-    response = fake_client.post(
+def test_too_large_body_is_413(api_client: FlaskClient, enqueue: Enqueue) -> None:
+    response = api_client.post(
         f"/v1/apps/{APP}/tasks", json=start_body(channel_id="x" * 70_000), headers=basic()
     )
     assert_error(response, 413, "RequestTooLarge")
@@ -672,12 +596,12 @@ def test_too_large_body_is_413(fake_client: FlaskClient, enqueue: Enqueue) -> No
 # -- authentication ----------------------------------------------------------------------------
 
 
-def test_no_credentials_is_403_with_a_challenge(fake_client: FlaskClient, fake_store: FakeStore) -> None:
+def test_no_credentials_is_403_with_a_challenge(api_client: FlaskClient, api_store: TaskStore) -> None:
     for headers in ({}, {"Authorization": "Bearer abc"}, {"Authorization": "Basic !!!"}):
-        response = fake_client.post(f"/v1/apps/{APP}/tasks", json=start_body(), headers=headers)
+        response = api_client.post(f"/v1/apps/{APP}/tasks", json=start_body(), headers=headers)
         assert_error(response, 403, "Forbidden")
         assert response.headers["WWW-Authenticate"].startswith("Basic")
-    assert fake_store.calls == []
+    assert api_store.list_tasks(APP) == []
 
 
 @pytest.mark.parametrize(
@@ -692,54 +616,50 @@ def test_no_credentials_is_403_with_a_challenge(fake_client: FlaskClient, fake_s
     ],
 )
 def test_bad_credentials_are_403_on_every_endpoint(
-    fake_client: FlaskClient, fake_store: FakeStore, enqueue: Enqueue, key: str, secret: str, code: str
+    api_client: FlaskClient, api_store: TaskStore, enqueue: Enqueue, key: str, secret: str, code: str
 ) -> None:
     headers = basic(key, secret)
     requests = [
-        fake_client.post(f"/v1/apps/{APP}/tasks", json=start_body(), headers=headers),
-        fake_client.post(f"/v1/apps/{APP}/tasks", json={"bad": "body"}, headers=headers),  # auth first
-        fake_client.get(f"/v1/apps/{APP}/tasks", headers=headers),
-        fake_client.get(f"/v1/apps/{APP}/tasks/t1", headers=headers),
-        fake_client.patch(f"/v1/apps/{APP}/tasks/t1/layout", json={"layout_ids": [1]}, headers=headers),
-        fake_client.delete(f"/v1/apps/{APP}/tasks/t1", headers=headers),
+        api_client.post(f"/v1/apps/{APP}/tasks", json=start_body(), headers=headers),
+        api_client.post(f"/v1/apps/{APP}/tasks", json={"bad": "body"}, headers=headers),  # auth first
+        api_client.get(f"/v1/apps/{APP}/tasks", headers=headers),
+        api_client.get(f"/v1/apps/{APP}/tasks/t1", headers=headers),
+        api_client.patch(f"/v1/apps/{APP}/tasks/t1/layout", json={"layout_ids": [1]}, headers=headers),
+        api_client.delete(f"/v1/apps/{APP}/tasks/t1", headers=headers),
     ]
     for response in requests:
         assert_error(response, 403, code)
         no_secrets(response)
-    assert fake_store.calls == [] and enqueue.calls == []
+    assert api_store.list_tasks(APP) == [] and enqueue.calls == []
 
 
-def test_bound_key_works_on_its_apps(fake_client: FlaskClient) -> None:
-    status, task = post_task(
-        fake_client, start_body(), app_id="other", headers=basic(BOUND_KEY, BOUND_SECRET)
-    )
+def test_bound_key_works_on_its_apps(api_client: FlaskClient) -> None:
+    status, task = post_task(api_client, start_body(), app_id="other", headers=basic(BOUND_KEY, BOUND_SECRET))
     assert status == 201, task
-    response = fake_client.get("/v1/apps/other/tasks/t1", headers=basic(BOUND_KEY, BOUND_SECRET))
+    response = api_client.get("/v1/apps/other/tasks/t1", headers=basic(BOUND_KEY, BOUND_SECRET))
     assert response.status_code == 200
-    # the unbound key may act on any fake_app
-    assert fake_client.get("/v1/apps/other/tasks/t1", headers=basic()).status_code == 200
+    # the unbound key may act on any api_app
+    assert api_client.get("/v1/apps/other/tasks/t1", headers=basic()).status_code == 200
 
 
-def test_the_app_refuses_to_start_without_keys(
-    fake_store: FakeStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_app_refuses_to_start_without_keys(api_store: TaskStore, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MPU_ACCESS_KEYS", raising=False)
     with pytest.raises(ValueError, match="MPU_ACCESS_KEYS"):
-        create_app({"STORE": fake_store})
+        create_app({"STORE": api_store})
     with pytest.raises(ValueError, match="MPU_ACCESS_KEYS"):
-        create_app({"STORE": fake_store, "MPU_ACCESS_KEYS": " , "})
+        create_app({"STORE": api_store, "MPU_ACCESS_KEYS": " , "})
     with pytest.raises(ValueError, match="entry #1") as error:
-        create_app({"STORE": fake_store, "MPU_ACCESS_KEYS": "onlyakey-nosecret"})
+        create_app({"STORE": api_store, "MPU_ACCESS_KEYS": "onlyakey-nosecret"})
     with pytest.raises(ValueError) as error:
-        create_app({"STORE": fake_store, "MPU_ACCESS_KEYS": "AK:topsecret:app:extra"})
+        create_app({"STORE": api_store, "MPU_ACCESS_KEYS": "AK:topsecret:app:extra"})
     assert "topsecret" not in str(error.value)
     monkeypatch.setenv("MPU_ACCESS_KEYS", f"{KEY}:{SECRET}")
-    assert create_app({"STORE": fake_store}) is not None
+    assert create_app({"STORE": api_store}) is not None
 
 
-def test_auth_can_be_disabled_for_tests_only_explicitly(fake_store: FakeStore, enqueue: Enqueue) -> None:
+def test_auth_can_be_disabled_for_tests_only_explicitly(api_store: TaskStore, enqueue: Enqueue) -> None:
     app = create_app(
-        {"MPU_ACCESS_KEYS": "", "MPU_AUTH_DISABLED": True, "STORE": fake_store, "ENQUEUE": enqueue}
+        {"MPU_ACCESS_KEYS": "", "MPU_AUTH_DISABLED": True, "STORE": api_store, "ENQUEUE": enqueue}
     )
     with app.test_client() as client:
         assert client.post(f"/v1/apps/{APP}/tasks", json=start_body()).status_code == 201
@@ -748,9 +668,9 @@ def test_auth_can_be_disabled_for_tests_only_explicitly(fake_store: FakeStore, e
 # -- layout updates and stop -------------------------------------------------------------------
 
 
-def test_patch_layout_changes_the_stored_params(fake_client: FlaskClient, fake_store: FakeStore) -> None:
-    assert post_task(fake_client, start_body())[0] == 201
-    response = fake_client.patch(
+def test_patch_layout_changes_the_stored_params(api_client: FlaskClient, api_store: TaskStore) -> None:
+    assert post_task(api_client, start_body())[0] == 201
+    response = api_client.patch(
         f"/v1/apps/{APP}/tasks/t1/layout",
         json={"layout_ids": [6], "background_color": 255, "user_panes": [{"pane_id": 2, "user_id": "bob"}]},
         headers=basic(),
@@ -758,118 +678,121 @@ def test_patch_layout_changes_the_stored_params(fake_client: FlaskClient, fake_s
     assert response.status_code == 200, response.get_json()
     no_secrets(response)
     assert response.get_json()["layout_ids"] == [6]
-    record = fake_store.records[(APP, "t1")]
+    record = api_store.get_task(APP, "t1")
     assert record.spec_version == 2
     assert record.params.layout_ids == (6,) and record.params.background_color == 255
     assert record.params.user_panes == (
         {**PANE_DEFAULTS, "pane_id": 2, "user_id": "bob", "source_type": "camera"},
     )
     assert record.params.stream_url == URL and record.params.media_encode == 27  # the rest is kept
-    response = fake_client.patch(f"/v1/apps/{APP}/tasks/t1/layout", json={"crop_mode": 1}, headers=basic())
+    response = api_client.patch(f"/v1/apps/{APP}/tasks/t1/layout", json={"crop_mode": 1}, headers=basic())
     assert response.status_code == 200
-    record = fake_store.records[(APP, "t1")]
+    record = api_store.get_task(APP, "t1")
     assert record.spec_version == 3 and record.params.crop_mode == 1 and record.params.layout_ids == (6,)
 
 
 @pytest.mark.parametrize(
     ("data", "code", "field"),
     [
-        ({"layout_ids": [3, 4]}, "InvalidLayoutID.Malformed", "LayoutIds"),
-        ({"layout_ids": [99]}, "InvalidLayoutID.Malformed", "LayoutIds"),
+        ({"layout_ids": [3, 4]}, "InvalidLayoutID.Malformed", "layout_ids"),
+        ({"layout_ids": [99]}, "InvalidLayoutID.Malformed", "layout_ids.0"),
         ({"layout_ids": []}, "InvalidLayoutID.Malformed", "layout_ids"),
-        ({"background_color": -1}, "InvalidBackgroundColor.Malformed", "BackgroundColor"),
-        ({"crop_mode": 0}, "InvalidParameter", "CropMode"),
+        ({"background_color": -1}, "InvalidBackgroundColor.Malformed", "background_color"),
+        ({"crop_mode": 0}, "InvalidParameter", "crop_mode"),
         ({"layout_ids": "6"}, "InvalidLayoutID.Malformed", "layout_ids"),
         ({"media_encode": 1}, "InvalidMediaEncode.Malformed", "media_encode"),  # not a layout field
         ({}, "MissingParameter", "layout_ids"),
     ],
 )
 def test_patch_layout_validates(
-    fake_client: FlaskClient, fake_store: FakeStore, data: dict[str, Any], code: str, field: str | None
+    api_client: FlaskClient, api_store: TaskStore, data: dict[str, Any], code: str, field: str | None
 ) -> None:
-    assert post_task(fake_client, start_body())[0] == 201
-    response = fake_client.patch(f"/v1/apps/{APP}/tasks/t1/layout", json=data, headers=basic())
+    assert post_task(api_client, start_body())[0] == 201
+    response = api_client.patch(f"/v1/apps/{APP}/tasks/t1/layout", json=data, headers=basic())
     assert_error(response, 400, code, field)
-    assert "update_params" not in fake_store.calls
-    assert fake_store.records[(APP, "t1")].spec_version == 1
+    assert api_store.get_task(APP, "t1").spec_version == 1
 
 
-def test_patch_layout_of_an_ended_task_is_404(fake_client: FlaskClient, fake_store: FakeStore) -> None:
-    assert post_task(fake_client, start_body())[0] == 201
-    assert fake_client.delete(f"/v1/apps/{APP}/tasks/t1", headers=basic()).status_code == 200
-    response = fake_client.patch(f"/v1/apps/{APP}/tasks/t1/layout", json={"layout_ids": [1]}, headers=basic())
+def test_patch_layout_of_an_ended_task_is_404(api_client: FlaskClient, api_store: TaskStore) -> None:
+    assert post_task(api_client, start_body())[0] == 201
+    assert api_client.delete(f"/v1/apps/{APP}/tasks/t1", headers=basic()).status_code == 200
+    response = api_client.patch(f"/v1/apps/{APP}/tasks/t1/layout", json={"layout_ids": [1]}, headers=basic())
     assert_error(response, 404, "InvalidTask.NotFound")
 
 
-def test_delete_requests_a_stop(fake_client: FlaskClient, fake_store: FakeStore) -> None:
-    assert post_task(fake_client, start_body())[0] == 201
-    fake_store.records[(APP, "t1")] = replace(
-        fake_store.records[(APP, "t1")], state=TaskState.RUNNING, status=TaskStatus.RUNNING
-    )
-    response = fake_client.delete(f"/v1/apps/{APP}/tasks/t1", headers=basic())
+def test_delete_requests_a_stop(api_client: FlaskClient, api_store: TaskStore) -> None:
+    assert post_task(api_client, start_body())[0] == 201
+    running(api_store)
+    response = api_client.delete(f"/v1/apps/{APP}/tasks/t1", headers=basic())
     assert response.status_code == 200
     no_secrets(response)
     task = response.get_json()
     assert task["state"] == "stopping" and task["status"] == 1
-    assert fake_store.calls.count("request_stop") == 1
-    assert fake_store.records[(APP, "t1")].stop_requested
+    assert api_store.get_task(APP, "t1").stop_requested
 
 
-def test_delete_of_a_queued_task_ends_it(fake_client: FlaskClient) -> None:
-    assert post_task(fake_client, start_body())[0] == 201
-    task = fake_client.delete(f"/v1/apps/{APP}/tasks/t1", headers=basic()).get_json()
+def test_delete_of_a_queued_task_ends_it(api_client: FlaskClient) -> None:
+    assert post_task(api_client, start_body())[0] == 201
+    task = api_client.delete(f"/v1/apps/{APP}/tasks/t1", headers=basic()).get_json()
     assert task["state"] == "ended" and task["status"] == 3 and task["ended_at"] > 0
     # idempotent
-    assert fake_client.delete(f"/v1/apps/{APP}/tasks/t1", headers=basic()).get_json()["state"] == "ended"
+    assert api_client.delete(f"/v1/apps/{APP}/tasks/t1", headers=basic()).get_json()["state"] == "ended"
 
 
 # -- Redis down, queue down --------------------------------------------------------------------
 
 
 def test_redis_down_is_503_everywhere_and_nothing_is_enqueued(
-    fake_client: FlaskClient, fake_store: FakeStore, enqueue: Enqueue
+    api_client: FlaskClient, api_store: TaskStore, enqueue: Enqueue
 ) -> None:
-    assert post_task(fake_client, start_body(task_id="before"))[0] == 201
+    assert post_task(api_client, start_body(task_id="before"))[0] == 201
     enqueue.calls.clear()
-    fake_store.down = True
-    responses = [
-        fake_client.post(
-            f"/v1/apps/{APP}/tasks", json=start_body(task_id="t9", stream_url="rtmp://h/l/s"), headers=basic()
-        ),
-        fake_client.get(f"/v1/apps/{APP}/tasks", headers=basic()),
-        fake_client.get(f"/v1/apps/{APP}/tasks/before", headers=basic()),
-        fake_client.patch(f"/v1/apps/{APP}/tasks/before/layout", json={"layout_ids": [1]}, headers=basic()),
-        fake_client.delete(f"/v1/apps/{APP}/tasks/before", headers=basic()),
-        fake_client.get("/v1/health"),
-    ]
+    with redis_down(api_store):
+        responses = [
+            api_client.post(
+                f"/v1/apps/{APP}/tasks",
+                json=start_body(task_id="t9", stream_url="rtmp://h/l/s"),
+                headers=basic(),
+            ),
+            api_client.get(f"/v1/apps/{APP}/tasks", headers=basic()),
+            api_client.get(f"/v1/apps/{APP}/tasks/before", headers=basic()),
+            api_client.patch(
+                f"/v1/apps/{APP}/tasks/before/layout", json={"layout_ids": [1]}, headers=basic()
+            ),
+            api_client.delete(f"/v1/apps/{APP}/tasks/before", headers=basic()),
+            api_client.get("/v1/health"),
+        ]
     for response in responses:
         assert_error(response, 503, "ServiceUnavailable")
     assert enqueue.calls == []
-    assert (APP, "t9") not in fake_store.records
+    (before,) = api_store.list_tasks(APP)  # no t9, and nothing changed
+    assert (before.task_id, before.state, before.spec_version) == ("before", TaskState.QUEUED, 1)
 
 
 def test_enqueue_failure_is_503_and_ends_the_task(
-    fake_client: FlaskClient, fake_store: FakeStore, enqueue: Enqueue, caplog: pytest.LogCaptureFixture
+    api_client: FlaskClient, api_store: TaskStore, enqueue: Enqueue, caplog: pytest.LogCaptureFixture
 ) -> None:
     enqueue.fail = True
-    response = fake_client.post(f"/v1/apps/{APP}/tasks", json=start_body(), headers=basic())
+    response = api_client.post(f"/v1/apps/{APP}/tasks", json=start_body(), headers=basic())
     assert_error(response, 503, "ServiceUnavailable")
     no_secrets(response)
     assert enqueue.calls == [(APP, "t1")]
-    record = fake_store.records[(APP, "t1")]
+    record = api_store.get_task(APP, "t1")
     assert not record.active, "no half-started task is left behind"
-    assert fake_store.calls.count("finish") == 1 and record.stream_key not in fake_store.cooldowns
+    assert "nothing was started" in record.reason
     assert "brokerpassword" not in caplog.text and STREAM_KEY not in caplog.text
+    enqueue.fail = False  # it never pushed: no cooldown, a retry starts at once
+    assert post_task(api_client, start_body())[0] == 201
 
 
 def test_unexpected_error_is_500_internal_error(
-    fake_app: APIFlask, fake_client: FlaskClient, fake_store: FakeStore, caplog: pytest.LogCaptureFixture
+    api_app: APIFlask, api_client: FlaskClient, api_store: TaskStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     def boom(app_id: str) -> list[TaskRecord]:
         raise RuntimeError(f"kaboom with {URL}")
 
-    fake_store.list_tasks = boom  # type: ignore[method-assign]
-    response = fake_client.get(f"/v1/apps/{APP}/tasks", headers=basic())
+    api_store.list_tasks = boom  # type: ignore[method-assign]
+    response = api_client.get(f"/v1/apps/{APP}/tasks", headers=basic())
     data = assert_error(response, 500, "InternalError")
     assert data["request_id"] in caplog.text
     assert STREAM_KEY not in caplog.text
@@ -878,15 +801,16 @@ def test_unexpected_error_is_500_internal_error(
 # -- health, OpenAPI, docs ---------------------------------------------------------------------
 
 
-def test_health(fake_client: FlaskClient, fake_store: FakeStore) -> None:
-    response = fake_client.get("/v1/health")
+def test_health(api_client: FlaskClient, api_store: TaskStore) -> None:
+    response = api_client.get("/v1/health")
     assert response.status_code == 200 and response.get_json() == {"redis": "ok"}
-    fake_store.down = True
-    assert_error(fake_client.get("/v1/health"), 503, "ServiceUnavailable")
+    with redis_down(api_store):
+        assert_error(api_client.get("/v1/health"), 503, "ServiceUnavailable")
+    assert api_client.get("/v1/health").status_code == 200
 
 
-def test_openapi_document(fake_client: FlaskClient) -> None:
-    response = fake_client.get("/openapi.json")
+def test_openapi_document(api_client: FlaskClient) -> None:
+    response = api_client.get("/openapi.json")
     assert response.status_code == 200
     spec = json.loads(response.get_data(as_text=True))
     assert spec["info"]["title"] == "rtc-mpu"
@@ -906,8 +830,8 @@ def test_openapi_document(fake_client: FlaskClient) -> None:
     assert "HTTP Basic" in spec["info"]["description"]
 
 
-def test_docs_page(fake_client: FlaskClient) -> None:
-    assert fake_client.get("/docs").status_code == 200
+def test_docs_page(api_client: FlaskClient) -> None:
+    assert api_client.get("/docs").status_code == 200
 
 
 # -- issue 11 on the real store: malformed URLs (D4), destinations (D8), stopping (D9) ---------------
@@ -933,7 +857,7 @@ def test_a_malformed_stream_url_is_400_never_500(client: FlaskClient, queue: Que
     response = client.post("/v1/apps/a1/tasks", json=task(stream_url=url), headers=GOOD)
     assert response.status_code == 400, response.json
     assert response.json is not None and response.json["code"] == "InvalidStreamURL.Malformed"
-    assert response.json["field"] == "StreamURL" or response.json["field"] == "stream_url"
+    assert response.json["field"] == "stream_url" and response.json["message"].startswith("stream_url: ")
     assert queue.calls == []
 
 
@@ -993,7 +917,7 @@ def test_a_host_that_does_not_resolve_is_400_unresolvable(
         "/v1/apps/a1/tasks", json=task(stream_url="rtmp://push.invalid/live/k?auth=zz"), headers=GOOD
     )
     assert response.status_code == 400 and response.json is not None
-    assert (response.json["code"], response.json["field"]) == ("InvalidStreamURL.Unresolvable", "StreamURL")
+    assert (response.json["code"], response.json["field"]) == ("InvalidStreamURL.Unresolvable", "stream_url")
     assert "push.invalid" in response.json["message"] and "zz" not in response.get_data(as_text=True)
     assert asked == ["push.invalid"] and queue.calls == []
     ok = client.post(

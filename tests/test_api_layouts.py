@@ -64,9 +64,9 @@ def test_layout_crud(client: FlaskClient) -> None:
     [
         ({"panes": HALVES}, "MissingParameter", "name"),
         ({"name": "x", "panes": []}, "InvalidParameter", "panes"),
-        ({"name": "x", "panes": [{**HALVES[0], "x": 0.9}]}, "InvalidLayoutID.Malformed", "Panes"),
+        ({"name": "x", "panes": [{**HALVES[0], "x": 0.9}]}, "InvalidLayoutID.Malformed", "panes.0"),
         ({"name": "x", "panes": [{**HALVES[0], "width": 0}]}, "InvalidParameter", "panes.0.width"),
-        ({"name": "x", "panes": [HALVES[0], HALVES[0]]}, "InvalidLayoutID.Malformed", "Panes"),
+        ({"name": "x", "panes": [HALVES[0], HALVES[0]]}, "InvalidLayoutID.Malformed", "panes"),
         ({"name": "x", "panes": [{**p, "major_pane": 1} for p in HALVES]}, "InvalidParameter", "panes"),
         ({"name": "x", "panes": HALVES, "audio_mix_count": 0}, "InvalidParameter", "audio_mix_count"),
     ],
@@ -111,6 +111,6 @@ def test_update_task_changes_overlays_and_subscriptions(client: FlaskClient, tas
     assert params.sub_spec_users == ("alice", "bob") and params.watermarks[0]["alpha"] == 0.5
     assert params.watermarks[0]["x"] == 0.0 and params.watermarks[0]["display"] == 1  # defaults filled in
     status, error = call(client, "PATCH", "/v1/apps/a1/tasks/t1", {"media_encode": 27})
-    assert (status, error["code"], error["field"]) == (400, "InvalidMediaEncode.Malformed", "MediaEncode")
+    assert (status, error["code"], error["field"]) == (400, "InvalidMediaEncode.Malformed", "media_encode")
     status, error = call(client, "PATCH", "/v1/apps/a1/tasks/t1", {})
     assert (status, error["code"]) == (400, "MissingParameter")

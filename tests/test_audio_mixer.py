@@ -142,7 +142,10 @@ def max_db_outside(freqs: F64, db: F64, exclude: Sequence[float], bins: int = 12
 def find_lag(out: npt.NDArray[np.floating], ref: npt.NDArray[np.floating], max_lag: int) -> int:
     """Lag (samples) at which ``out`` best matches ``ref`` delayed, searched in [0, max_lag]."""
     m = min(len(out), len(ref)) - max_lag
-    scores = [float(np.dot(out[lag : lag + m], ref[:m])) for lag in range(max_lag + 1)]
+    # scores[lag] = dot(out[lag : lag + m], ref[:m]), in one call (a loop of dots is 10x slower).
+    scores = np.correlate(
+        np.asarray(out[: m + max_lag], np.float64), np.asarray(ref[:m], np.float64), "valid"
+    )
     return int(np.argmax(scores))
 
 

@@ -383,28 +383,6 @@ def test_runner_without_a_node_claims_without_accounting(store: TaskStore) -> No
     assert store.get_task("app1", "a").node is None
 
 
-class PlainStore:
-    """A runner's store without claim_on (an older test double)."""
-
-    def claim(self, app_id: str, task_id: str, worker: str) -> int | None:
-        return None
-
-    def get_task(self, app_id: str, task_id: str) -> TaskRecord:
-        raise AssertionError
-
-    def heartbeat(self, app_id: str, task_id: str, token: int, **fields: Any) -> TaskRecord | None:
-        return None
-
-    def finish(self, app_id: str, task_id: str, token: int | None, status: TaskStatus, reason: str) -> None:
-        return None
-
-
-def test_runner_with_a_node_needs_a_capacity_store() -> None:
-    assert MixRunner(PlainStore(), "a", "t", "w", WorkerSettings()).run() is None
-    with pytest.raises(TypeError, match="claim_on"):
-        MixRunner(PlainStore(), "a", "t", "w", WorkerSettings(), node="n").claim()
-
-
 # -- what the API shows ----------------------------------------------------------------------------
 
 

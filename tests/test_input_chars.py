@@ -384,7 +384,7 @@ def check_rest(response: TestResponse, target: RestTarget, path: Path, seen: str
     assert response.status_code == 400 and data is not None, (str(target), path, response.data[:300])
     field = ".".join(str(p) for p in path)
     assert data["field"] == field and data["code"] == validation_code(path, ""), (str(target), data)
-    if target.location != "path":  # (the AppId's message is rtc_mpu.api.auth's: "AppId must be ...")
+    if target.location != "path":  # (the AppId's message is rtc_mpu.api.auth's: "app_id: must be ...")
         assert data["message"].startswith(f"{field}: contains"), data
 
 
@@ -695,14 +695,19 @@ def test_rpc_any_text_in_any_field(
 
 
 def test_the_spec_refuses_them_too() -> None:
-    with pytest.raises(SpecError, match="UserId contains a control"):
+    with pytest.raises(SpecError, match="contains a control") as caught:
         build_task_spec(user_panes=[UserPane(0, "a\nb")])
-    with pytest.raises(SpecError, match="bidirectional"):
-        build_subscriptions(sub_spec_users=["\u202eevil"])
+    assert caught.value.field == ("user_panes", 0, "user_id")
+    with pytest.raises(SpecError, match="bidirectional") as caught:
+        build_subscriptions(sub_spec_users=["ok", "\u202eevil"])
+    assert caught.value.field == ("sub_spec_users", 1)
     hebrew = "\u202b\u05e2\u05d1\u05e8\u05d9\u05ea\u202c"  # in a right-to-left embedding
     assert text_overlay({"text": f"two\nlines {hebrew}"}, "UserPanes.1.Texts.1", Layer.PANE_OVERLAY).text
-    with pytest.raises(SpecError, match="Text contains a control"):
-        text_overlay({"text": "a\x00"}, "UserPanes.1.Texts.1", Layer.PANE_OVERLAY)
+    with pytest.raises(SpecError, match="contains a control") as caught:
+        text_overlay(
+            {"text": "a\x00"}, "UserPanes.1.Texts.1", Layer.PANE_OVERLAY, path=("user_panes", 0, "texts", 0)
+        )
+    assert caught.value.field == ("user_panes", 0, "texts", 0, "text")
 
 
 def test_the_layout_store_refuses_bad_names(task_store: TaskStore) -> None:
@@ -711,7 +716,7 @@ def test_the_layout_store_refuses_bad_names(task_store: TaskStore) -> None:
     for name in ("a\nb", "\ud800", "\u2066"):
         with pytest.raises(SpecError) as caught:
             layouts.create(APP, name=name, panes=panes)
-        assert (caught.value.code, caught.value.field) == ("InvalidParameter", "Name")
+        assert (caught.value.code, caught.value.field) == ("InvalidParameter", ("name",))
     layout = layouts.create(APP, name="ok", panes=panes)
     with pytest.raises(SpecError):
         layouts.modify(APP, layout.id, name="x\x85")

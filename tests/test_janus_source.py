@@ -138,6 +138,7 @@ def test_users_media_join_order_leave_and_rejoin(janus: Janus) -> None:
     run(scenario)
 
 
+@pytest.mark.integration  # retries paced in real time: seconds of wall clock (tiers: tests/conftest.py)
 @pytest.mark.timeout(60)
 def test_unreachable_janus_is_retried_with_backoff() -> None:
     from rtc_mpu.stack.ports import free_port

@@ -148,28 +148,33 @@ def test_ids_are_never_reused(store: LayoutStore) -> None:
 @pytest.mark.parametrize(
     ("app_id", "kwargs", "code", "field"),
     [
-        ("app1", {"name": "n" * 65}, "InvalidParameter", "Name"),
-        ("app1", {"name": 7}, "InvalidParameter", "Name"),
-        ("app1", {"panes": []}, "InvalidLayoutID.Malformed", "Panes"),
-        ("app1", {"panes": "panes"}, "InvalidLayoutID.Malformed", "Panes"),
+        ("app1", {"name": "n" * 65}, "InvalidParameter", ("name",)),
+        ("app1", {"name": 7}, "InvalidParameter", ("name",)),
+        ("app1", {"panes": []}, "InvalidLayoutID.Malformed", ("panes",)),
+        ("app1", {"panes": "panes"}, "InvalidLayoutID.Malformed", ("panes",)),
         (
             "app1",
             {"panes": [{"id": 0, "x": 0.5, "y": 0, "width": 0.6, "height": 1}]},
             "InvalidLayoutID.Malformed",
-            "Panes",
+            ("panes", 0),
         ),
-        ("app1", {"panes": [*one_pane(0.5), *one_pane(0.5)]}, "InvalidLayoutID.Malformed", "Panes"),
-        ("app1", {"panes": [{"id": 0, "x": 0, "y": 0, "width": 1}]}, "InvalidLayoutID.Malformed", "Panes"),
-        ("app1", {"audio_mix_count": 0}, "InvalidLayoutID.Malformed", "AudioMixCount"),
-        ("app1", {"audio_mix_count": 17}, "InvalidLayoutID.Malformed", "AudioMixCount"),
-        ("app1", {"major_pane": 3}, "InvalidLayoutID.Malformed", "MajorPane"),
-        ("", {}, "InvalidParameter", "AppId"),
-        ("a:b", {}, "InvalidParameter", "AppId"),
-        ("a/b", {}, "InvalidParameter", "AppId"),
+        ("app1", {"panes": [*one_pane(0.5), *one_pane(0.5)]}, "InvalidLayoutID.Malformed", ("panes",)),
+        (
+            "app1",
+            {"panes": [{"id": 0, "x": 0, "y": 0, "width": 1}]},
+            "InvalidLayoutID.Malformed",
+            ("panes", 0),
+        ),
+        ("app1", {"audio_mix_count": 0}, "InvalidLayoutID.Malformed", ("audio_mix_count",)),
+        ("app1", {"audio_mix_count": 17}, "InvalidLayoutID.Malformed", ("audio_mix_count",)),
+        ("app1", {"major_pane": 3}, "InvalidLayoutID.Malformed", ("panes",)),
+        ("", {}, "InvalidParameter", ("app_id",)),
+        ("a:b", {}, "InvalidParameter", ("app_id",)),
+        ("a/b", {}, "InvalidParameter", ("app_id",)),
     ],
 )
 def test_invalid_create_writes_nothing(
-    store: LayoutStore, app_id: str, kwargs: dict[str, Any], code: str, field: str
+    store: LayoutStore, app_id: str, kwargs: dict[str, Any], code: str, field: tuple[str | int, ...]
 ) -> None:
     arguments: dict[str, Any] = {"name": "ok", "panes": PANES, **kwargs}
     with pytest.raises(SpecError) as caught:
@@ -498,7 +503,7 @@ def test_a_delete_between_the_layout_check_and_the_start_refuses_the_start(
     assert (caught.value.status, caught.value.code, caught.value.field) == (
         400,
         "InvalidLayoutID.Malformed",
-        "LayoutIds",
+        ("layout_ids",),
     )
     assert tasks.active_tasks() == [] and layouts.list("app1") == (0, [])
     assert not list(tasks.client.scan_iter(match=f"{tasks.prefix}:lease:*"))

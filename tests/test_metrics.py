@@ -10,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rtc_mpu.api.app import create_app
 from rtc_mpu.workers.model import TaskState, TaskStatus
+from rtc_mpu.workers.stats import TaskStats
 from tests.conftest import StoreFactory
 
 AUTH = {"Authorization": "Basic " + base64.b64encode(b"k1:s1").decode()}
@@ -38,7 +39,7 @@ def test_metrics_count_tasks_and_show_no_stream_key(make_store: StoreFactory) ->
         assert client.post("/v1/apps/a1/tasks", json=body, headers=AUTH).status_code == 201
     token = store.claim_on("a1", "t2", "host:1", node="node-a", cost=0.75, capacity=4).token
     assert token is not None
-    store.heartbeat("a1", "t2", token, status=TaskStatus.RUNNING, stats={"dropped_video_frames": 7})
+    store.heartbeat("a1", "t2", token, status=TaskStatus.RUNNING, stats=TaskStats(dropped_video_frames=7))
     client.delete("/v1/apps/a1/tasks/t3", headers=AUTH)
 
     assert client.get("/metrics").status_code == 403  # authenticated like the API

@@ -181,6 +181,7 @@ def test_watermark_background_and_pane_image_positions_alpha_and_zorder(
     assert near(mean(picture, Rect(small.x + 4, small.y + 4, 40, 20)), COLORS[1])
 
 
+@pytest.mark.integration  # a mix paced in real time: seconds of wall clock (tiers: tests/conftest.py)
 @pytest.mark.timeout(60)
 def test_texts_and_clock(tmp_path: Path, clips: list[Path]) -> None:
     out = tmp_path / "texts.flv"
@@ -226,6 +227,7 @@ def test_texts_and_clock(tmp_path: Path, clips: list[Path]) -> None:
     assert 1 <= changes <= 3, changes
 
 
+@pytest.mark.integration  # a mix paced in real time: seconds of wall clock (tiers: tests/conftest.py)
 @pytest.mark.timeout(60)
 def test_placeholder_shows_while_the_camera_is_off(tmp_path: Path, image_server: str) -> None:
     out = tmp_path / "placeholder.flv"
@@ -265,6 +267,7 @@ def test_placeholder_shows_while_the_camera_is_off(tmp_path: Path, image_server:
     assert near(mean(frames[int(2.7 * FPS)], inner), COLORS[0]), "her camera again"
 
 
+@pytest.mark.integration  # a mix paced in real time: seconds of wall clock (tiers: tests/conftest.py)
 @pytest.mark.timeout(60)
 def test_screen_share_pane_subscriptions_and_vad_sei(tmp_path: Path) -> None:
     out = tmp_path / "share.flv"
@@ -309,6 +312,7 @@ def test_screen_share_pane_subscriptions_and_vad_sei(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("stream_type", "video", "audio"), [(0, True, True), (1, False, True), (2, True, False)]
 )
+@pytest.mark.integration  # a mix paced in real time: seconds of wall clock (tiers: tests/conftest.py)
 def test_relay_one_user(tmp_path: Path, stream_type: int, video: bool, audio: bool) -> None:
     out = tmp_path / "relay.flv"
     task = params(mix_mode=0, stream_type=stream_type, sub_spec_users=("bob",))
@@ -351,6 +355,7 @@ def test_background_image_under_the_panes_and_private_addresses_refused(
     assert stats.overlay_problems == {"Backgrounds.1": "address 127.0.0.1 is private or loopback"}
 
 
+@pytest.mark.integration  # a mix paced in real time: seconds of wall clock (tiers: tests/conftest.py)
 @pytest.mark.timeout(60)
 def test_subscriptions_change_on_a_running_mix(tmp_path: Path) -> None:
     """UpdateMPUTask's path: a new spec with other subscription lists takes effect at the next frame."""

@@ -30,6 +30,7 @@ def close_to(actual: list[float], expected: tuple[int, int, int]) -> bool:
     return max(abs(a - e) for a, e in zip(actual, expected, strict=True)) <= 12
 
 
+@pytest.mark.integration  # a mix paced in real time: seconds of wall clock (tiers: tests/conftest.py)
 @pytest.mark.timeout(60)
 def test_layout_switches_as_users_join_and_leave(tmp_path: Path) -> None:
     out = tmp_path / "live.flv"
@@ -63,6 +64,7 @@ def test_layout_switches_as_users_join_and_leave(tmp_path: Path) -> None:
     assert tone_level_db(last, rate, TONES[1]) > -20 and tone_level_db(last, rate, TONES[0]) < -50
 
 
+@pytest.mark.integration  # a mix paced in real time: seconds of wall clock (tiers: tests/conftest.py)
 @pytest.mark.timeout(60)
 def test_stop_flushes_and_closes_a_valid_file(tmp_path: Path) -> None:
     out = tmp_path / "stopped.mp4"

@@ -18,12 +18,12 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from xml.etree import ElementTree
 
 import av
 import numpy as np
 import pytest
+import redis
 
 import rtc_mpu.stack.nginx_rtmp as nginx_rtmp_module
 from rtc_mpu.mixer.audio.mixer import BLOCK_SAMPLES, AudioMixer
@@ -34,11 +34,15 @@ from rtc_mpu.mixer.pipeline import Pipeline
 from rtc_mpu.mixer.sources.base import FrameReceiver
 from rtc_mpu.mixer.sources.janus import ChannelStatus
 from rtc_mpu.spec.task import build_task_spec
+from rtc_mpu.spec.urls import stream_url_key
 from rtc_mpu.stack.nginx_rtmp import NginxRtmp
 from rtc_mpu.stack.ports import free_port
 from rtc_mpu.workers import mix_runner
 from rtc_mpu.workers.model import TaskParams, TaskRecord, TaskState, TaskStatus
 from rtc_mpu.workers.settings import WorkerSettings
+from rtc_mpu.workers.stats import TaskStats
+from rtc_mpu.workers.store import TaskStore
+from tests.conftest import StoreFactory
 from tests.media import COLORS, TONES, rgb
 from tests.scripted_source import ScriptedSource, ScriptedUser
 
@@ -304,20 +308,14 @@ def test_a_failing_push_gives_up_after_give_up_after_with_the_source_closed(
     assert pipeline.stats.video_frames == 0 and pipeline.stats.dropped_video_frames > 20
 
 
-class FakeStore:
-    """The task store a runner needs, in memory: records every heartbeat; ``stop`` requests a stop."""
+class RecordingStore(TaskStore):
+    """The real task store, recording what the runner reports: each heartbeat's (status, state,
+    reason), and how it finished the task."""
 
-    def __init__(self, record: TaskRecord) -> None:
-        self.record = record
+    def __init__(self, client: redis.Redis, *, prefix: str) -> None:
+        super().__init__(client, prefix=prefix)
         self.beats: list[tuple[TaskStatus | None, TaskState | None, str | None]] = []
         self.finished: tuple[TaskStatus, str] | None = None
-        self.stop = False
-
-    def claim(self, app_id: str, task_id: str, worker: str) -> int | None:
-        return 1
-
-    def get_task(self, app_id: str, task_id: str) -> TaskRecord:
-        return self.record
 
     def heartbeat(
         self,
@@ -330,22 +328,39 @@ class FakeStore:
         reason: str | None = None,
         layout_id: int | None = None,
         users: list[str] | None = None,
-        stats: dict[str, Any] | None = None,
+        stats: TaskStats | None = None,
     ) -> TaskRecord | None:
         self.beats.append((status, state, reason))
-        return dataclasses.replace(self.record, stop_requested=self.stop)
+        return super().heartbeat(
+            app_id,
+            task_id,
+            token,
+            status=status,
+            state=state,
+            reason=reason,
+            layout_id=layout_id,
+            users=users,
+            stats=stats,
+        )
 
     def finish(
-        self, app_id: str, task_id: str, token: int | None, status: TaskStatus, reason: str
+        self,
+        app_id: str,
+        task_id: str,
+        token: int | None,
+        status: TaskStatus,
+        reason: str,
+        *,
+        cooldown: bool = True,
     ) -> TaskRecord | None:
         self.finished = (status, reason)
-        return None
+        return super().finish(app_id, task_id, token, status, reason, cooldown=cooldown)
 
     def latest(self) -> tuple[TaskStatus | None, TaskState | None, str | None]:
         return self.beats[-1] if self.beats else (None, None, None)
 
 
-def wait_beat(store: FakeStore, status: TaskStatus, timeout: float) -> str:
+def wait_beat(store: RecordingStore, status: TaskStatus, timeout: float) -> str:
     """Wait for a heartbeat with ``status``; its reason."""
     deadline = time.monotonic() + timeout
     while store.latest()[0] is not status:
@@ -356,7 +371,7 @@ def wait_beat(store: FakeStore, status: TaskStatus, timeout: float) -> str:
 
 @pytest.mark.timeout(45)
 def test_the_runner_reports_5_while_the_server_is_down_1_once_back_and_gives_up_after_a_while(
-    private_nginx: NginxRtmp, monkeypatch: pytest.MonkeyPatch
+    private_nginx: NginxRtmp, make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server = private_nginx
     channels: list[CountingSource] = []
@@ -371,7 +386,9 @@ def test_the_runner_reports_5_while_the_server_is_down_1_once_back_and_gives_up_
     monkeypatch.setattr(mix_runner, "JanusSource", channel)
     url = server.rtmp_url("runner") + "?auth=secretkey"
     params = TaskParams(channel_id="c1", stream_url=url, media_encode=1, layout_ids=(1,))
-    store = FakeStore(TaskRecord("app", "t1", params, stream_key="k"))
+    base = make_store()  # the fixture's prefix, emptied afterwards
+    store = RecordingStore(base.client, prefix=base.prefix)
+    store.start_task(TaskRecord("app", "t1", params, stream_url_key(url)))
     settings = dataclasses.replace(
         WorkerSettings(), heartbeat_interval=0.2, retry_initial=0.2, retry_max=0.5, give_up_after=3.0
     )
@@ -490,6 +507,7 @@ async def loop_lateness(stop: asyncio.Event, lateness: list[float]) -> None:
         lateness.append(loop.time() - due)
 
 
+@pytest.mark.integration  # a mix paced in real time: seconds of wall clock (tiers: tests/conftest.py)
 @pytest.mark.timeout(30)
 def test_blocking_opens_run_off_the_loop_with_backoff_and_the_push_resumes_at_the_clock() -> None:
     opener = FlakyOpener(failures=3, block=1.0)
@@ -551,6 +569,7 @@ def test_blocking_opens_run_off_the_loop_with_backoff_and_the_push_resumes_at_th
     assert encoder.closed and source.starts == 1 and source.closes == 1
 
 
+@pytest.mark.integration  # a mix paced in real time: seconds of wall clock (tiers: tests/conftest.py)
 @pytest.mark.timeout(30)
 def test_a_write_that_blocks_counts_as_a_failure_and_is_abandoned() -> None:
     stall = threading.Event()

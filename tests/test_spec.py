@@ -75,7 +75,7 @@ def test_explicit_profile_is_case_insensitive() -> None:
 
 def test_unknown_profile() -> None:
     error = raises("InvalidTaskProfile.Malformed", profile="5IN_720P")
-    assert error.field == "TaskProfile"
+    assert error.field == ("task_profile",)
 
 
 def test_spec_is_immutable() -> None:
@@ -90,19 +90,19 @@ def test_spec_is_immutable() -> None:
 @pytest.mark.parametrize("layout_id", [12, 99, 0, -1])
 def test_unknown_layout_id(layout_id: int) -> None:
     error = raises("InvalidLayoutID.Malformed", layout_ids=[1, layout_id])
-    assert error.field == "LayoutIds"
+    assert error.field == ("layout_ids", 1)
 
 
 @pytest.mark.parametrize("bad", [True, "1", 1.0, None])
 def test_layout_id_must_be_an_int(bad: Any) -> None:
     error = raises("InvalidLayoutID.Malformed", layout_ids=[bad])
-    assert error.field == "LayoutIds"
+    assert error.field == ("layout_ids", 0)
 
 
 @pytest.mark.parametrize("ids", [[3, 4], [2, 13], [1, 2, 3], [6, 11, 13, 2]])
 def test_two_layouts_with_the_same_pane_count(ids: list[int]) -> None:
     error = raises("InvalidLayoutID.Malformed", layout_ids=ids)
-    assert error.field == "LayoutIds"
+    assert error.field == ("layout_ids",)
 
 
 def test_a_layout_listed_twice() -> None:
@@ -122,7 +122,7 @@ def test_at_most_16_layout_ids() -> None:
 )
 def test_layout_with_more_panes_than_the_profile(ids: list[int] | None, profile: str) -> None:
     error = raises("InvalidLayoutID.Malformed", layout_ids=ids, profile=profile)
-    assert error.field == "LayoutIds"
+    assert error.field == ("layout_ids",)
 
 
 def test_layout_with_as_many_panes_as_the_profile() -> None:
@@ -151,7 +151,7 @@ def test_custom_layout_not_given_is_unknown() -> None:
 @pytest.mark.parametrize("encode_id", [2, 29, 44, -1])
 def test_unknown_media_encode(encode_id: int) -> None:
     error = raises("InvalidMediaEncode.Malformed", media_encode_id=encode_id)
-    assert error.field == "MediaEncode"
+    assert error.field == ("media_encode",)
 
 
 @pytest.mark.parametrize(
@@ -159,7 +159,7 @@ def test_unknown_media_encode(encode_id: int) -> None:
 )
 def test_media_encode_above_the_profile(encode_id: int, profile: str) -> None:
     error = raises("InvalidMediaEncode.Malformed", media_encode_id=encode_id, layout_ids=[1], profile=profile)
-    assert error.field == "MediaEncode"
+    assert error.field == ("media_encode",)
 
 
 def test_portrait_encoding_within_the_profile() -> None:
@@ -188,7 +188,7 @@ def test_audio_only_ignores_layout_ids() -> None:
 @pytest.mark.parametrize("color", [-1, 16777216, True, False, "red", 1.5, None])
 def test_bad_background_color(color: Any) -> None:
     error = raises("InvalidBackgroundColor.Malformed", background_color=color)
-    assert error.field == "BackgroundColor"
+    assert error.field == ("background_color",)
 
 
 @pytest.mark.parametrize(
@@ -221,7 +221,7 @@ def test_crop_modes(value: int, mode: CropMode) -> None:
 @pytest.mark.parametrize("value", [0, 3, -1, "pad"])
 def test_bad_crop_mode(value: Any) -> None:
     error = raises("InvalidParameter", crop_mode=value)
-    assert error.field == "CropMode"
+    assert error.field == ("crop_mode",)
 
 
 # --- UserPanes ------------------------------------------------------------------------------------
@@ -245,28 +245,28 @@ def test_user_panes_are_kept_and_source_types_normalized() -> None:
 @pytest.mark.parametrize(
     ("panes", "field"),
     [
-        ([UserPane(16, "alice")], "UserPanes.PaneId"),
-        ([UserPane(-1, "alice")], "UserPanes.PaneId"),
-        ([UserPane(cast(int, True), "alice")], "UserPanes.PaneId"),
-        ([UserPane(cast(int, "1"), "alice")], "UserPanes.PaneId"),
-        ([UserPane(0, "")], "UserPanes.UserId"),
-        ([UserPane(0, "u" * 65)], "UserPanes.UserId"),
-        ([UserPane(0, cast(str, 7))], "UserPanes.UserId"),
-        ([UserPane(0, "alice"), UserPane(0, "bob")], "UserPanes.PaneId"),
-        ([UserPane(0, "alice"), UserPane(1, "alice")], "UserPanes.UserId"),
+        ([UserPane(16, "alice")], ("user_panes", 0, "pane_id")),
+        ([UserPane(-1, "alice")], ("user_panes", 0, "pane_id")),
+        ([UserPane(cast(int, True), "alice")], ("user_panes", 0, "pane_id")),
+        ([UserPane(cast(int, "1"), "alice")], ("user_panes", 0, "pane_id")),
+        ([UserPane(0, "")], ("user_panes", 0, "user_id")),
+        ([UserPane(0, "u" * 65)], ("user_panes", 0, "user_id")),
+        ([UserPane(0, cast(str, 7))], ("user_panes", 0, "user_id")),
+        ([UserPane(0, "alice"), UserPane(0, "bob")], ("user_panes", 1, "pane_id")),
+        ([UserPane(0, "alice"), UserPane(1, "alice")], ("user_panes", 1, "user_id")),
         (
             [
                 UserPane(0, "alice", SourceType.SHARE_SCREEN),
                 UserPane(3, "alice", cast(SourceType, "shareScreen")),
             ],
-            "UserPanes.UserId",
+            ("user_panes", 1, "user_id"),
         ),
-        ([UserPane(0, "alice", cast(SourceType, "window"))], "UserPanes.SourceType"),
-        ([UserPane(0, "alice", cast(SourceType, "Camera"))], "UserPanes.SourceType"),
-        ([UserPane(i, f"user{i}") for i in range(16)] + [UserPane(0, "x")], "UserPanes"),
+        ([UserPane(0, "alice", cast(SourceType, "window"))], ("user_panes", 0, "source_type")),
+        ([UserPane(0, "alice", cast(SourceType, "Camera"))], ("user_panes", 0, "source_type")),
+        ([UserPane(i, f"user{i}") for i in range(16)] + [UserPane(0, "x")], ("user_panes",)),
     ],
 )
-def test_bad_user_panes(panes: list[UserPane], field: str) -> None:
+def test_bad_user_panes(panes: list[UserPane], field: tuple[str | int, ...]) -> None:
     error = raises("InvalidParameter", user_panes=panes)
     assert error.field == field
 

@@ -28,6 +28,7 @@ from rtc_mpu.workers.model import (
     TaskStatus,
     TaskStoppingError,
 )
+from rtc_mpu.workers.stats import TaskStats, VadSnapshot
 from rtc_mpu.workers.store import STOPPING_REASON, TaskStore, _text
 from tests.conftest import StoreFactory
 
@@ -67,7 +68,7 @@ def test_start_get_list_round_trip(store: TaskStore) -> None:
     assert got.params.layout_ids == (1, 6)
     assert got.params.user_panes == ({"pane_id": 0, "user_id": "u1"},)
     assert got.params.stream_url == URL and got.stream_key == KEY
-    assert got.users == [] and got.stats == {} and got.fence == 0
+    assert got.users == [] and got.stats is None and got.fence == 0
     assert before - 1 < got.created_at == got.updated_at < time.time() + 1  # the server's clock
     assert [r.task_id for r in store.list_tasks("app1")] == ["t1", "t2"]
     assert [(r.app_id, r.task_id) for r in store.list_tasks("app2")] == [("app2", "t1")]
@@ -293,7 +294,13 @@ def test_heartbeat_updates_fields_and_keeps_the_lease(make_store: StoreFactory) 
     assert token is not None
     claimed_at = store.get_task("app1", "t1").heartbeat_at
     time.sleep(0.05)
-    stats = {"video_frames": 10, "mixed_audio_users": [], "nested": {"a": []}}
+    # Empty lists and objects survive the scripts (Redis' Lua cjson would turn [] into {}).
+    stats = TaskStats(
+        video_frames=10,
+        mixed_audio_users=(),
+        overlay_problems={},
+        vad=VadSnapshot(ts_ms=1500, speaker=None, speaking=(), levels_dbfs={"u1": -100.0}),
+    )
     beat = store.heartbeat(
         "app1",
         "t1",
@@ -313,6 +320,9 @@ def test_heartbeat_updates_fields_and_keeps_the_lease(make_store: StoreFactory) 
         6,
     )
     assert beat.users == ["u1", "u2"] and beat.stats == stats
+    raw = store.client.hget(store.task_key("app1", "t1"), "stats")
+    assert raw is not None and TaskStats.from_json(raw) == stats
+    assert b'"mixed_audio_users":[]' in raw and b'"overlay_problems":{}' in raw
     assert beat.heartbeat_at > claimed_at and beat.updated_at == beat.heartbeat_at
     assert beat == store.get_task("app1", "t1")
     only_status = store.heartbeat("app1", "t1", token, status=TaskStatus.NETWORK_PROBLEM)
@@ -679,7 +689,7 @@ def test_a_start_or_update_naming_a_missing_custom_layout_is_refused(store: Task
     assert (caught.value.code, caught.value.http_status, caught.value.field) == (
         "InvalidLayoutID.Malformed",
         400,
-        "LayoutIds",
+        ("layout_ids",),
     )
     assert store.active_tasks() == [] and lease_holder(store) is None
     store.client.hset(store.layouts_key("app1"), "100", "{}")

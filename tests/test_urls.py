@@ -93,7 +93,7 @@ def test_refuses(url: str) -> None:
     with pytest.raises(SpecError) as info:
         validate_stream_url(url)
     assert info.value.code == "InvalidStreamURL.Malformed"
-    assert info.value.field == "StreamURL"
+    assert info.value.field == ("stream_url",)
 
 
 @pytest.mark.parametrize("url", REJECTED)
@@ -261,7 +261,7 @@ def test_every_parse_failure_is_malformed(url: str) -> None:
     for check in (validate_stream_url, stream_url_key, lease_keys):
         with pytest.raises(SpecError) as info:
             check(url)
-        assert (info.value.code, info.value.field) == ("InvalidStreamURL.Malformed", "StreamURL"), check
+        assert (info.value.code, info.value.field) == ("InvalidStreamURL.Malformed", ("stream_url",)), check
         assert SECRET not in str(info.value)
     redact_url(url)  # never raises either
 
@@ -404,7 +404,7 @@ def test_localhost_and_127_0_0_1_share_a_lease_key() -> None:
 def test_a_name_that_does_not_resolve_is_unresolvable(table: dict[str, list[str]], text: str) -> None:
     with pytest.raises(SpecError) as info:
         lease_keys(f"rtmp://push.example.com/live/x?auth={SECRET}", Resolver(table))
-    assert (info.value.code, info.value.field) == ("InvalidStreamURL.Unresolvable", "StreamURL")
+    assert (info.value.code, info.value.field) == ("InvalidStreamURL.Unresolvable", ("stream_url",))
     assert text in info.value.message and "push.example.com" in info.value.message
     assert SECRET not in str(info.value) and "/live/x" not in str(info.value)
 

@@ -3,8 +3,10 @@
 Configuration (keys of ``config``, else environment variables):
 - ``MPU_ACCESS_KEYS``: access keys (see :mod:`rtc_mpu.api.auth`); the app refuses to start without any.
 - ``MPU_REDIS_URL``: the task store (default ``redis://127.0.0.1:6379/0``).
-- ``STORE``: a task store object (tests); default: :class:`rtc_mpu.workers.store.TaskStore` on the URL.
-- ``LAYOUT_STORE``: a custom layout store (tests); default: one on the task store's Redis.
+- ``STORE``: a task store (a :class:`rtc_mpu.workers.store_protocol.TaskStoreProtocol`; tests give one
+  on their own Redis); default: :class:`rtc_mpu.workers.store.TaskStore` on the URL.
+- ``LAYOUT_STORE``: a custom layout store (a :class:`rtc_mpu.workers.store_protocol.LayoutStoreProtocol`;
+  tests); default: one on the task store's Redis.
 - ``ENQUEUE``: ``(app_id, task_id) -> None`` that queues a mix; default: the Celery task.
 - ``MPU_AUTH_DISABLED``: True switches authentication off (tests only; never from the environment).
 - ``MPU_RATE_LIMIT``, ``MPU_RATE_BURST``: requests per second per access key (20) and the burst (40);
@@ -44,6 +46,7 @@ from rtc_mpu.api.rpc_format import JSONProvider
 from rtc_mpu.api.schemas import ErrorOut
 from rtc_mpu.api.service import APP_ID, MixService
 from rtc_mpu.api.tasks import bp as tasks_bp
+from rtc_mpu.workers.store_protocol import TaskStoreProtocol
 
 #: Largest request body accepted, in bytes.
 MAX_CONTENT_LENGTH = 64 * 1024
@@ -73,8 +76,8 @@ addresses that failed for it, further attempts are answered 429 `Throttling.Auth
 **Limits**: request bodies up to 64 KiB (413 `RequestTooLarge`), query strings up to 32 KiB (414
 `RequestURITooLong`), JSON bodies of at most 2000 values nested at most 8 deep (400 `InvalidParameter`).
 
-**Errors** all have one shape: `{"code", "message", "field", "request_id"}` (field: the request
-parameter at fault, or null)."""
+**Errors** all have one shape: `{"code", "message", "field", "request_id"}` (field: the JSON path
+of the request field at fault, such as `user_panes.0.user_id`, or null; the message starts with it)."""
 
 
 class Services:
@@ -101,15 +104,11 @@ class Services:
         Raises:
             ServiceError: Redis is unavailable (503).
         """
-        store: Any = self.service.store
-        register = getattr(store, "use_nonce", None)
-        if register is None:  # a test double without a nonce register
-            return True
-        return bool(self.service.call_store(register, key_id, nonce, ttl_seconds))
+        return self.service.call_store(self.service.store.use_nonce, key_id, nonce, ttl_seconds)
 
 
-def _task_store_factory(redis_url: str) -> Callable[[], Any]:
-    def make() -> Any:
+def _task_store_factory(redis_url: str) -> Callable[[], TaskStoreProtocol]:
+    def make() -> TaskStoreProtocol:
         from rtc_mpu.workers.settings import WorkerSettings
         from rtc_mpu.workers.store import TaskStore
 
@@ -121,16 +120,12 @@ def _task_store_factory(redis_url: str) -> Callable[[], Any]:
     return make
 
 
-def _redis_of(service: MixService) -> Callable[[], tuple[redis.Redis, str] | None]:
+def _redis_of(service: MixService) -> Callable[[], tuple[redis.Redis, str]]:
     """The task store's Redis client and key prefix, for the rate limiter and the authentication
-    throttle (None for a store without)."""
+    throttle (made on first use, as the store)."""
 
-    def target() -> tuple[redis.Redis, str] | None:
-        store: Any = service.store
-        client, prefix = getattr(store, "client", None), getattr(store, "prefix", None)
-        if isinstance(client, redis.Redis) and isinstance(prefix, str):
-            return client, prefix
-        return None
+    def target() -> tuple[redis.Redis, str]:
+        return service.store.client, service.store.prefix
 
     return target
 

@@ -225,7 +225,7 @@ def guard_app_request() -> None:
     if not services.auth_disabled:
         throttle(authenticate(services.access_keys, app_id).key_id)
     if not APP_ID.fullmatch(app_id):
-        raise api_error(400, "InvalidParameter", "AppId must be 1-64 characters of A-Z a-z 0-9 _ -", "app_id")
+        raise api_error(400, "InvalidParameter", "must be 1-64 characters of A-Z a-z 0-9 _ -", "app_id")
     if request.method in ("POST", "PUT", "PATCH"):
         problem: str | None
         try:

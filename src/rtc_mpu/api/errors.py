@@ -2,11 +2,18 @@
 
 Codes follow Alibaba Cloud RTC's where it has one (the vendor's MPU API, 2018-01-11 "Errors"), and
 rtc-mpu's own otherwise (README "Error codes").
+
+The request field at fault is named here, for both dialects, from the one path every layer raises
+with (:data:`rtc_mpu.layouts.FieldPath`: the schemas' snake_case names, 0-based positions): REST
+answers its JSON path (:func:`rest_field`, ``user_panes.0.user_id``), RPC the vendor's name
+(:func:`rpc_field`, ``UserPanes.1.UserId``, through :func:`rtc_mpu.api.rpc_params.wire_name`, the one
+table of wire names); in both the message starts with it (:func:`with_field`).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import traceback
 import uuid
 from typing import Any
@@ -16,8 +23,10 @@ from flask import g, request
 from werkzeug.exceptions import HTTPException
 
 from rtc_mpu.api.rpc_format import error_response
+from rtc_mpu.api.rpc_params import wire_name
 from rtc_mpu.api.service import ServiceError, validation_code
 from rtc_mpu.cli.logs import Verbatim
+from rtc_mpu.layouts import FieldPath
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +55,24 @@ def request_id() -> str:
     return rid
 
 
+def rest_field(path: FieldPath | None) -> str | None:
+    """The REST name of a request field: its JSON path, dotted (``user_panes.0.user_id``), or None."""
+    return ".".join(str(part) for part in path) if path else None
+
+
+def rpc_field(path: FieldPath | None) -> str | None:
+    """The RPC name of a request field: the vendor's parameter (``UserPanes.1.UserId``), or None."""
+    return wire_name(path) if path else None
+
+
+def with_field(name: str | None, text: str) -> str:
+    """An error message: ``text`` led by the field's ``name`` in the dialect's spelling (``"name: text"``),
+    unless there is no field or ``text`` already starts with that name (``"CropMode 5 must be..."``)."""
+    if not name or re.match(re.escape(name) + r"(?![\w.])", text):
+        return text
+    return f"{name}: {text}"
+
+
 def api_error(
     status: int, code: str, message: str, field: str | None = None, headers: dict[str, str] | None = None
 ) -> HTTPError:
@@ -70,8 +97,8 @@ def _validation(detail: Any) -> tuple[str, str, str | None]:
     field is dotted (``user_panes.0.user_id``); an error of the whole body has no field."""
     path, text = first_problem(detail, [])
     keys = [p for p in path[1:] if p != "_schema"]  # path[0]: the location (json...)
-    field = ".".join(keys) or None
-    return validation_code(keys, text), f"{field}: {text}" if field else text, field
+    field = rest_field(tuple(keys))
+    return validation_code(keys, text), with_field(field, text), field
 
 
 def register(app: APIFlask) -> None:
@@ -88,7 +115,7 @@ def register(app: APIFlask) -> None:
         status = 400 if error.status_code == 422 else error.status_code
         body = {
             "code": code or DEFAULT_CODES.get(status, "Error"),
-            "message": message,
+            "message": with_field(field, message),
             "field": field,
             "request_id": request_id(),
         }
@@ -96,12 +123,10 @@ def register(app: APIFlask) -> None:
 
     @app.errorhandler(ServiceError)
     def service_error(error: ServiceError) -> Any:
-        field = error.field if isinstance(error.field, str) or error.field is None else None
-        if isinstance(error.field, tuple):
-            field = ".".join(str(p) for p in error.field)
+        field = rest_field(error.field)
         return {
             "code": error.code,
-            "message": error.message,
+            "message": with_field(field, error.message),
             "field": field,
             "request_id": request_id(),
         }, error.status

@@ -17,9 +17,7 @@ like the REST API: Prometheus' ``basic_auth``); a scrape while Redis is down ans
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
-import redis
 from apiflask import APIBlueprint
 from flask import Response, current_app
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
@@ -27,7 +25,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from rtc_mpu.api.auth import authenticate_any
 from rtc_mpu.api.service import ServiceError
-from rtc_mpu.workers.model import StoreUnavailableError, TaskState, TaskStatus
+from rtc_mpu.workers.model import TaskState, TaskStatus
+from rtc_mpu.workers.store_protocol import TaskStoreProtocol
 
 bp = APIBlueprint("metrics", __name__, enable_openapi=False)
 
@@ -36,15 +35,14 @@ bp = APIBlueprint("metrics", __name__, enable_openapi=False)
 QUEUE = "mixes"
 
 
-def _gauges(store: Any) -> CollectorRegistry:
+def _gauges(store: TaskStoreProtocol) -> CollectorRegistry:
     """A fresh registry holding this scrape's values.
 
     Raises:
         StoreUnavailableError: Redis failed.
     """
     registry = CollectorRegistry()
-    lease = getattr(store, "lease_seconds", 15.0)
-    records = [record.as_seen(lease) for record in store.active_tasks()]
+    records = [record.as_seen(store.lease_seconds) for record in store.active_tasks()]
     by_state = Counter(str(record.state) for record in records)
     tasks = Gauge("mpu_tasks", "Active mix tasks by state", ["state"], registry=registry)
     for state in TaskState:
@@ -56,35 +54,34 @@ def _gauges(store: Any) -> CollectorRegistry:
     )
     for status in TaskStatus:
         statuses.labels(str(int(status))).set(by_status.get(int(status), 0))
-    for name, help_text, key in (
+    stats = [record.stats for record in records if record.stats is not None]
+    for name, help_text, total in (
         (
             "mpu_task_dropped_video_frames",
             "Video frames dropped, summed over active tasks",
-            "dropped_video_frames",
+            sum(s.dropped_video_frames for s in stats),
         ),
         (
             "mpu_task_dropped_audio_blocks",
             "Audio blocks dropped, summed over active tasks",
-            "dropped_audio_blocks",
+            sum(s.dropped_audio_blocks for s in stats),
         ),
-        ("mpu_task_sink_reconnects", "RTMP reconnections, summed over active tasks", "sink_reconnects"),
+        (
+            "mpu_task_sink_reconnects",
+            "RTMP reconnections, summed over active tasks",
+            sum(s.sink_reconnects for s in stats),
+        ),
     ):
-        total = sum(int(record.stats.get(key) or 0) for record in records)
         Gauge(name, help_text, registry=registry).set(total)
     Gauge("mpu_task_restarts", "Worker restarts, summed over active tasks", registry=registry).set(
         sum(record.restarts for record in records)
     )
-    client = store.client
     load = Gauge("mpu_node_load", "Capacity units booked on a worker node", ["node"], registry=registry)
-    prefix = f"{store.prefix}:load:"
-    try:
-        queued = int(client.llen(QUEUE))
-        for key in client.scan_iter(match=f"{prefix}*", count=100):
-            node = (key.decode() if isinstance(key, bytes) else key)[len(prefix) :]
-            load.labels(node).set(sum(float(v) for v in client.hvals(key)))
-    except redis.exceptions.RedisError as exc:
-        raise StoreUnavailableError(f"the task store is unavailable ({exc.__class__.__name__})") from None
-    Gauge("mpu_queue_length", "Mix messages waiting in the Celery queue", registry=registry).set(queued)
+    for node, units in store.node_loads().items():
+        load.labels(node).set(units)
+    Gauge("mpu_queue_length", "Mix messages waiting in the Celery queue", registry=registry).set(
+        store.queue_length(QUEUE)
+    )
     return registry
 
 

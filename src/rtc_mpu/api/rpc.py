@@ -37,7 +37,7 @@ from flask import Response, current_app, request
 from marshmallow import Schema, ValidationError
 
 from rtc_mpu.api.auth import admit_attempt, count_failure
-from rtc_mpu.api.errors import first_problem, request_id
+from rtc_mpu.api.errors import first_problem, request_id, rpc_field, with_field
 from rtc_mpu.api.ratelimit import AUTH_THROTTLING_CODE, THROTTLING_CODE, AuthThrottledError, Decision
 from rtc_mpu.api.rpc_format import error_response, render
 from rtc_mpu.api.rpc_params import RpcParamError, parse_rpc_params, wire_name
@@ -73,6 +73,7 @@ from rtc_mpu.api.signatures import (
 from rtc_mpu.layouts import Layout
 from rtc_mpu.spec.urls import redact_url
 from rtc_mpu.workers.model import TaskRecord
+from rtc_mpu.workers.stats import VadSnapshot
 
 bp = APIBlueprint("rpc", __name__, enable_openapi=False)
 
@@ -114,7 +115,7 @@ class Call:
         """The parameters (less ``exclude``) validated by a REST schema.
 
         Raises:
-            ServiceError: the first invalid or missing parameter, with its wire name.
+            ServiceError: the first invalid or missing parameter.
         """
         data = {k: v for k, v in self.params.items() if k not in exclude}
         try:
@@ -124,9 +125,7 @@ class Call:
             keys: list[str | int] = [int(p) if isinstance(p, str) and p.isdigit() else p for p in path]
             if text == "Unknown field.":
                 text = "unknown parameter"
-            raise ServiceError(
-                400, validation_code(keys, text), f"{wire_name(keys)}: {text}", tuple(keys)
-            ) from None
+            raise ServiceError(400, validation_code(keys, text), text, tuple(keys)) from None
         return loaded
 
 
@@ -160,7 +159,7 @@ def _check_characters(params: dict[str, Any]) -> None:
     found = first_character_problem(params)
     if found is not None:
         path, problem = found
-        raise ServiceError(400, validation_code(path, problem), f"{wire_name(path)}: {problem}", path)
+        raise ServiceError(400, validation_code(path, problem), problem, path)
 
 
 def _layout_id(call: Call) -> int:
@@ -186,21 +185,22 @@ def _status(record: TaskRecord) -> dict[str, Any]:
         "Ignored": [wire_name(name.split(".")) for name in record.params.ignored()],
         "OverlayProblems": [
             {"Name": name, "Reason": reason}
-            for name, reason in record.stats.get("overlay_problems", {}).items()
+            for name, reason in (record.stats.overlay_problems if record.stats else {}).items()
         ],
-        "Vad": _vad(record.stats.get("vad")),
+        "Vad": _vad(record.stats.vad if record.stats else None),
     }
 
 
-def _vad(report: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A voice-activity report in wire names, user ids as values (never as XML element names)."""
-    if not report:
+def _vad(report: VadSnapshot | None) -> dict[str, Any] | None:
+    """A voice-activity report in wire names (``Ts`` in ms, ``Level`` in dBFS), user ids as values
+    (never as XML element names)."""
+    if report is None:
         return None
     return {
-        "Ts": report.get("ts"),
-        "Speaker": report.get("speaker"),
-        "Speaking": list(report.get("speaking", [])),
-        "Levels": [{"UserId": user, "Level": level} for user, level in report.get("levels", {}).items()],
+        "Ts": report.ts_ms,
+        "Speaker": report.speaker,
+        "Speaking": list(report.speaking),
+        "Levels": [{"UserId": user, "Level": level} for user, level in report.levels_dbfs.items()],
     }
 
 
@@ -433,5 +433,7 @@ def rpc() -> Response:
         return error_response(exc.http_status, exc.code, exc.message, rid, host, xml)
     except RpcParamError as exc:
         return error_response(400, exc.code, exc.message, rid, host, xml)
-    except ServiceError as exc:
-        return error_response(exc.status, exc.code, exc.message, rid, host, xml)
+    except ServiceError as exc:  # the vendor's shape has no field: the message names it
+        return error_response(
+            exc.status, exc.code, with_field(rpc_field(exc.field), exc.message), rid, host, xml
+        )

@@ -452,7 +452,12 @@ class ErrorOut(Schema):
 
     code = String(metadata={"description": "e.g. MissingParameter, InvalidLayoutID.Malformed, TaskExisted"})
     message = String()
-    field = String(allow_none=True)
+    field = String(
+        allow_none=True,
+        metadata={
+            "description": "the JSON path of the request field at fault (user_panes.0.user_id), or null"
+        },
+    )
     request_id = String()
 
 

@@ -2,8 +2,10 @@
 
 The views validate a request with the schemas of :mod:`rtc_mpu.api.schemas` (snake_case field names) and
 call a :class:`MixService` method; every failure is a :class:`ServiceError` with the error code,
-HTTP status and the parameter at fault, which each dialect renders in its own error shape. Nothing
-here knows about HTTP requests, Flask or the wire names.
+HTTP status and the request field at fault (a :data:`rtc_mpu.layouts.FieldPath`, snake_case as the
+schemas name it), which each dialect renders in its own error shape and names (:mod:`rtc_mpu.api.errors`:
+REST ``field`` ``user_panes.0.user_id``, RPC message ``UserPanes.1.UserId: ...``). Nothing here knows
+about HTTP requests, Flask or the wire names.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, ParamSpec, TypeVar
 
-from rtc_mpu.layouts import Layout, SpecError, system_layout
+from rtc_mpu.layouts import FieldPath, Layout, SpecError, system_layout
 from rtc_mpu.spec import urls
 from rtc_mpu.spec.urls import Resolver, stream_url_key
 from rtc_mpu.workers.model import (
@@ -27,8 +29,12 @@ from rtc_mpu.workers.model import (
     TaskStatus,
     TaskStoppingError,
 )
+from rtc_mpu.workers.store_protocol import LayoutStoreProtocol, TaskStoreProtocol
 
 log = logging.getLogger(__name__)
+#: The parameters and the result of a store call (:meth:`MixService.call_store`).
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 #: AppIds: no ``:`` (a channel's Janus room is ``"<AppId>:<ChannelId>"``, which must name one app).
 APP_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -62,15 +68,14 @@ class ServiceError(Exception):
     Attributes:
         status: the HTTP status (400, 403, 404, 409, 503...).
         code: the error code (vendor codes where the vendor has one).
-        message: for people; never contains a secret or a stream key.
-        field: the parameter at fault: a wire name (``LayoutIds``) for errors found by the spec
-            validation, a path of snake_case names and 0-based list positions
-            (``("user_panes", 0, "user_id")``) for errors found by the schemas, or None.
+        message: for people; never contains a secret or a stream key. The dialects lead it with the
+            field's name (:func:`rtc_mpu.api.errors.with_field`).
+        field: the request field at fault, in the schemas' snake_case names and 0-based list
+            positions (``("user_panes", 0, "user_id")``: :data:`rtc_mpu.layouts.FieldPath`), whoever
+            found the error (schemas, spec validation, stores), or None.
     """
 
-    def __init__(
-        self, status: int, code: str, message: str, field: str | tuple[str | int, ...] | None = None
-    ) -> None:
+    def __init__(self, status: int, code: str, message: str, field: FieldPath | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -85,29 +90,6 @@ def validation_code(path: Sequence[str | int], text: str) -> str:
     if "Missing data" in text:
         return "MissingParameter"
     return MALFORMED_CODES.get(str(path[0]) if path else "", "InvalidParameter")
-
-
-class TaskStoreLike(Protocol):
-    """The part of :class:`rtc_mpu.workers.store.TaskStore` the service uses."""
-
-    lease_seconds: float
-
-    def start_task(self, record: TaskRecord) -> TaskRecord: ...
-    def get_task(self, app_id: str, task_id: str) -> TaskRecord: ...
-    def list_tasks(self, app_id: str) -> list[TaskRecord]: ...
-    def request_stop(self, app_id: str, task_id: str) -> TaskRecord: ...
-    def finish(
-        self,
-        app_id: str,
-        task_id: str,
-        token: int | None,
-        status: TaskStatus,
-        reason: str,
-        *,
-        cooldown: bool = True,
-    ) -> TaskRecord | None: ...
-    def update_params(self, app_id: str, task_id: str, params: TaskParams) -> TaskRecord: ...
-    def ping(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -193,9 +175,9 @@ class MixService:
     """Tasks and layouts of every app, on the task store.
 
     Args:
-        store_factory: makes the :class:`rtc_mpu.workers.store.TaskStore` on first use.
-        layouts_factory: makes the :class:`rtc_mpu.workers.layout_store.LayoutStore` on first use; None: one
-            on the task store's Redis client and key prefix.
+        store_factory: makes the task store (:class:`rtc_mpu.workers.store.TaskStore`) on first use.
+        layouts_factory: makes the custom layout store (:class:`rtc_mpu.workers.layout_store.LayoutStore`)
+            on first use; None: one on the task store's Redis client and key prefix.
         enqueue: ``(app_id, task_id) -> None``, queues the mix on a worker.
         resolve: how a StreamURL's host name is resolved when a task starts (tests inject one);
             None: :func:`rtc_mpu.spec.urls.system_resolve`, bounded by
@@ -204,28 +186,28 @@ class MixService:
 
     def __init__(
         self,
-        store_factory: Callable[[], TaskStoreLike],
-        layouts_factory: Callable[[], Any] | None,
+        store_factory: Callable[[], TaskStoreProtocol],
+        layouts_factory: Callable[[], LayoutStoreProtocol] | None,
         enqueue: Callable[[str, str], None],
         resolve: Resolver | None = None,
     ) -> None:
         self._store_factory = store_factory
         self._layouts_factory = layouts_factory
-        self._store: TaskStoreLike | None = None
-        self._layouts: Any = None
+        self._store: TaskStoreProtocol | None = None
+        self._layouts: LayoutStoreProtocol | None = None
         self.enqueue = enqueue
         self.resolve = resolve
 
     # -- plumbing --------------------------------------------------------------------------------
     @property
-    def store(self) -> TaskStoreLike:
+    def store(self) -> TaskStoreProtocol:
         """The task store (made on first use)."""
         if self._store is None:
             self._store = self._store_factory()
         return self._store
 
     @property
-    def layouts(self) -> Any:
+    def layouts(self) -> LayoutStoreProtocol:
         """The custom layout store (made on first use)."""
         if self._layouts is None:
             if self._layouts_factory is not None:
@@ -233,13 +215,20 @@ class MixService:
             else:
                 from rtc_mpu.workers.layout_store import LayoutStore
 
-                store: Any = self.store
-                self._layouts = LayoutStore(store.client, prefix=store.prefix)
+                self._layouts = LayoutStore(self.store.client, prefix=self.store.prefix)
         return self._layouts
 
     @staticmethod
-    def call_store(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Call a store, turning its errors into :class:`ServiceError` (404, 409, 503...)."""
+    def call_store(function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """Call a store (or a validation), turning its errors into :class:`ServiceError`.
+
+        Returns:
+            What ``function`` returns.
+
+        Raises:
+            ServiceError: for a :class:`rtc_mpu.workers.model.StoreError` (its status and code: 404,
+                409, 503...), a :class:`rtc_mpu.layouts.SpecError` (400 with its code and field).
+        """
         try:
             return function(*args, **kwargs)
         except StreamURLInUseError as exc:  # the store names the holder: maybe another AppId's task
@@ -264,7 +253,10 @@ class MixService:
         missing = [i for i in custom_ids if i not in found]
         if missing:
             raise ServiceError(
-                400, "InvalidLayoutID.Malformed", f"no layout {missing[0]} for this AppId", "LayoutIds"
+                400,
+                "InvalidLayoutID.Malformed",
+                f"no layout {missing[0]} for this AppId",
+                ("layout_ids", params.layout_ids.index(missing[0])),
             )
         params = replace(params, custom_layouts=tuple(found[i].to_dict() for i in custom_ids))
         self.call_store(params.to_spec)
@@ -321,7 +313,7 @@ class MixService:
             ServiceError: InvalidTask.NotFound (404), ServiceUnavailable (503).
         """
         record: TaskRecord = self.call_store(self.store.get_task, app_id, task_id)
-        return record.as_seen(getattr(self.store, "lease_seconds", 15.0))
+        return record.as_seen(self.store.lease_seconds)
 
     def list_tasks(self, app_id: str) -> list[TaskRecord]:
         """The app's active and recently ended tasks.
@@ -329,7 +321,7 @@ class MixService:
         Raises:
             ServiceError: ServiceUnavailable (503).
         """
-        lease = getattr(self.store, "lease_seconds", 15.0)
+        lease = self.store.lease_seconds
         return [r.as_seen(lease) for r in self.call_store(self.store.list_tasks, app_id)]
 
     def stop_task(self, app_id: str, task_id: str) -> TaskRecord:
@@ -370,7 +362,7 @@ class MixService:
                 400,
                 "InvalidMediaEncode.Malformed",
                 f"MediaEncode cannot change while a task runs (it is {record.params.media_encode})",
-                "MediaEncode",
+                ("media_encode",),
             )
         params = self._with_layouts(app_id, _params_from(changes, record.params))
         before, after = self.call_store(record.params.to_spec), self.call_store(params.to_spec)

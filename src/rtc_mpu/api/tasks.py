@@ -41,8 +41,8 @@ READ_ERRORS = {
 }
 WRITE_ERRORS = {
     **READ_ERRORS,
-    400: "Missing or invalid parameter (the code names it; field is the parameter), or a JSON body of "
-    "more than 2000 values or nested deeper than 8 (InvalidParameter)",
+    400: "Missing or invalid parameter (the code says what is wrong; field is its JSON path), or a JSON "
+    "body of more than 2000 values or nested deeper than 8 (InvalidParameter)",
     413: "Request body larger than 64 KiB (RequestTooLarge)",
 }
 START_ERRORS = {
@@ -90,7 +90,7 @@ def task_out(record: TaskRecord) -> dict[str, Any]:
         "layout_id": record.layout_id,
         "layout_ids": list(record.params.layout_ids),
         "users": record.users,
-        "stats": record.stats,
+        "stats": {} if record.stats is None else record.stats.to_dict(),
         "ignored": record.params.ignored(),
         "created_at": record.created_at,
         "updated_at": record.updated_at,

@@ -85,12 +85,12 @@ def _custom_layouts(paths: list[Path]) -> dict[int, Layout]:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise SpecError(
-                "InvalidLayoutID.Malformed", f"cannot read layout file {path}: {exc}", "LayoutIds"
+                "InvalidLayoutID.Malformed", f"cannot read layout file {path}: {exc}", ("layout_ids",)
             ) from None
         for item in data if isinstance(data, list) else [data]:
             if not isinstance(item, dict):
                 raise SpecError(
-                    "InvalidLayoutID.Malformed", f"{path}: a layout must be an object", "LayoutIds"
+                    "InvalidLayoutID.Malformed", f"{path}: a layout must be an object", ("layout_ids",)
                 )
             layout = layout_from_dict(item)
             layouts[layout.id] = layout

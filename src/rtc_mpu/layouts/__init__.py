@@ -1,6 +1,6 @@
 """Layout data: system layouts, the MediaEncode and TaskProfile tables, and their schema."""
 
-from rtc_mpu.layouts.errors import SpecError
+from rtc_mpu.layouts.errors import FieldPath, SpecError
 from rtc_mpu.layouts.schema import Layout, Pane, layout_from_dict
 from rtc_mpu.layouts.system import system_layout, system_layouts
 from rtc_mpu.layouts.tables import (
@@ -14,6 +14,7 @@ from rtc_mpu.layouts.tables import (
 )
 
 __all__ = [
+    "FieldPath",
     "Layout",
     "MediaEncode",
     "Pane",

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from rtc_mpu.layouts.errors import SpecError
+from rtc_mpu.layouts.errors import FieldPath, SpecError
 
 #: Maximum panes in a layout: the largest TaskProfile input count (16IN_*).
 MAX_PANES = 16
@@ -79,45 +79,46 @@ class Layout:
         }
 
 
-def _number(value: Any, what: str) -> float:
+def _number(value: Any, what: str, field: FieldPath) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SpecError(_CODE, f"{what} must be a number, got {value!r}", "Panes")
+        raise SpecError(_CODE, f"{what} must be a number, got {value!r}", field)
     result = float(value)
     if not math.isfinite(result):
-        raise SpecError(_CODE, f"{what} must be finite, got {value!r}", "Panes")
+        raise SpecError(_CODE, f"{what} must be finite, got {value!r}", field)
     return result
 
 
-def _integer(value: Any, what: str, field: str) -> int:
+def _integer(value: Any, what: str, field: FieldPath) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise SpecError(_CODE, f"{what} must be an integer, got {value!r}", field)
     return value
 
 
-def make_pane(data: Mapping[str, Any], where: str) -> Pane:
-    """Validate one pane mapping (keys id, x, y, width, height, optional zorder) into a :class:`Pane`.
+def make_pane(data: Mapping[str, Any], where: str, path: FieldPath = ("panes",)) -> Pane:
+    """Validate one pane mapping (keys id, x, y, width, height, optional zorder) into a :class:`Pane`;
+    errors name ``where`` in their message and have the field ``path`` (the pane's, e.g. ``("panes", 0)``).
 
     Raises:
         SpecError: ``InvalidLayoutID.Malformed`` when a value is missing, not a number, or the pane
             does not lie inside the canvas.
     """
     try:
-        pane_id = _integer(data["id"], f"{where} id", "Panes")
-        x = _number(data["x"], f"{where} x")
-        y = _number(data["y"], f"{where} y")
-        width = _number(data["width"], f"{where} width")
-        height = _number(data["height"], f"{where} height")
+        pane_id = _integer(data["id"], f"{where} id", path)
+        x = _number(data["x"], f"{where} x", path)
+        y = _number(data["y"], f"{where} y", path)
+        width = _number(data["width"], f"{where} width", path)
+        height = _number(data["height"], f"{where} height", path)
     except KeyError as exc:
-        raise SpecError(_CODE, f"{where} lacks {exc.args[0]!r}", "Panes") from None
-    zorder = _integer(data.get("zorder", 0), f"{where} zorder", "Panes")
+        raise SpecError(_CODE, f"{where} lacks {exc.args[0]!r}", path) from None
+    zorder = _integer(data.get("zorder", 0), f"{where} zorder", path)
     if not 0 <= pane_id < MAX_PANES:
-        raise SpecError(_CODE, f"{where} id {pane_id} is outside 0..{MAX_PANES - 1}", "Panes")
+        raise SpecError(_CODE, f"{where} id {pane_id} is outside 0..{MAX_PANES - 1}", path)
     if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
-        raise SpecError(_CODE, f"{where} corner ({x}, {y}) is outside the canvas [0, 1]", "Panes")
+        raise SpecError(_CODE, f"{where} corner ({x}, {y}) is outside the canvas [0, 1]", path)
     if not (0.0 < width <= 1.0 and 0.0 < height <= 1.0):
-        raise SpecError(_CODE, f"{where} size {width} x {height} must be in (0, 1]", "Panes")
+        raise SpecError(_CODE, f"{where} size {width} x {height} must be in (0, 1]", path)
     if x + width > 1.0 + _EDGE_EPSILON or y + height > 1.0 + _EDGE_EPSILON:
-        raise SpecError(_CODE, f"{where} ({x}, {y}, {width} x {height}) reaches outside the canvas", "Panes")
+        raise SpecError(_CODE, f"{where} ({x}, {y}, {width} x {height}) reaches outside the canvas", path)
     return Pane(id=pane_id, x=x, y=y, width=width, height=height, zorder=zorder)
 
 
@@ -133,38 +134,38 @@ def layout_from_dict(data: Mapping[str, Any], *, where: str | None = None) -> La
             16 panes, duplicate pane ids, a pane outside the canvas, a major pane that does not
             exist, an AudioMixCount outside 1..16.
     """
-    layout_id = _integer(data.get("id"), "layout id", "LayoutId")
+    layout_id = _integer(data.get("id"), "layout id", ("layout_id",))
     where = f"layout {layout_id}" if where is None else where
     name = data.get("name", "")
     if not isinstance(name, str):
-        raise SpecError(_CODE, f"{where} name must be a string", "Name")
+        raise SpecError(_CODE, f"{where} name must be a string", ("name",))
     raw_panes = data.get("panes")
     if not isinstance(raw_panes, list) or not raw_panes:
-        raise SpecError(_CODE, f"{where} must have at least one pane", "Panes")
+        raise SpecError(_CODE, f"{where} must have at least one pane", ("panes",))
     if len(raw_panes) > MAX_PANES:
-        raise SpecError(_CODE, f"{where} has {len(raw_panes)} panes; at most {MAX_PANES}", "Panes")
+        raise SpecError(_CODE, f"{where} has {len(raw_panes)} panes; at most {MAX_PANES}", ("panes",))
     panes = []
     for index, raw in enumerate(raw_panes):
         if not isinstance(raw, Mapping):
-            raise SpecError(_CODE, f"{where} pane #{index} must be an object", "Panes")
-        panes.append(make_pane(raw, f"{where} pane #{index}"))
+            raise SpecError(_CODE, f"{where} pane #{index} must be an object", ("panes", index))
+        panes.append(make_pane(raw, f"{where} pane #{index}", ("panes", index)))
     ids = [p.id for p in panes]
     if len(set(ids)) != len(ids):
-        raise SpecError(_CODE, f"{where} has duplicate pane ids {sorted(ids)}", "Panes")
+        raise SpecError(_CODE, f"{where} has duplicate pane ids {sorted(ids)}", ("panes",))
     audio_mix_count = _integer(
-        data.get("audio_mix_count", MAX_AUDIO_MIX_COUNT), "AudioMixCount", "AudioMixCount"
+        data.get("audio_mix_count", MAX_AUDIO_MIX_COUNT), "AudioMixCount", ("audio_mix_count",)
     )
     if not 1 <= audio_mix_count <= MAX_AUDIO_MIX_COUNT:
         raise SpecError(
             _CODE,
             f"{where} AudioMixCount {audio_mix_count} is outside 1..{MAX_AUDIO_MIX_COUNT}",
-            "AudioMixCount",
+            ("audio_mix_count",),
         )
     major = data.get("major_pane")
     if major is not None:
-        major = _integer(major, "major pane", "MajorPane")
+        major = _integer(major, "major pane", ("panes",))
         if major not in ids:
-            raise SpecError(_CODE, f"{where} major pane {major} is not one of its panes", "MajorPane")
+            raise SpecError(_CODE, f"{where} major pane {major} is not one of its panes", ("panes",))
     return Layout(
         id=layout_id,
         name=name,

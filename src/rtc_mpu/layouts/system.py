@@ -33,6 +33,6 @@ def system_layout(layout_id: int) -> Layout:
         raise SpecError(
             "InvalidLayoutID.Malformed",
             f"LayoutId {layout_id!r} is not a system layout ({sorted(layouts)}) nor a custom one",
-            "LayoutIds",
+            ("layout_ids",),
         )
     return layouts[layout_id]

@@ -101,7 +101,7 @@ def media_encode(encode_id: int) -> MediaEncode:
         raise SpecError(
             "InvalidMediaEncode.Malformed",
             f"MediaEncode {encode_id!r} is not one of {sorted(table)}",
-            "MediaEncode",
+            ("media_encode",),
         )
     return table[encode_id]
 
@@ -142,7 +142,7 @@ def task_profile(name: str) -> TaskProfile:
     raise SpecError(
         "InvalidTaskProfile.Malformed",
         f"TaskProfile {name!r} is not one of {sorted(profiles)}",
-        "TaskProfile",
+        ("task_profile",),
     )
 
 
@@ -163,6 +163,6 @@ def smallest_profile(encode: MediaEncode, video_inputs: int) -> TaskProfile:
         raise SpecError(
             "InvalidTaskProfile.Malformed",
             f"no TaskProfile allows {video_inputs} video inputs at {encode.width}x{encode.height}",
-            "TaskProfile",
+            ("task_profile",),
         )
     return min(candidates, key=lambda p: (p.max_long_side * p.max_short_side, p.max_video_inputs))

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from rtc_mpu.layouts import SpecError
+from rtc_mpu.layouts import FieldPath, SpecError
 from rtc_mpu.spec.colors import MAX_COLOR
 from rtc_mpu.spec.streams import SourceType, StreamKey
 from rtc_mpu.spec.text_rules import CharRule, char_problem
@@ -241,113 +241,121 @@ class Subscriptions:
         return self == Subscriptions()
 
 
-def _number(data: Mapping[str, Any], name: str, default: float, where: str, low: float, high: float) -> float:
+def _number(
+    data: Mapping[str, Any], name: str, default: float, path: FieldPath, low: float, high: float
+) -> float:
     value = data.get(name, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise SpecError("InvalidParameter", f"{where}: {name} must be a number", where)
+        raise SpecError("InvalidParameter", "must be a number", (*path, name))
     if not low <= value <= high:
-        raise SpecError("InvalidParameter", f"{where}: {name} {value} is outside {low}..{high}", where)
+        raise SpecError("InvalidParameter", f"{value} is outside {low}..{high}", (*path, name))
     return float(value)
 
 
-def _integer(data: Mapping[str, Any], name: str, default: int, where: str, low: int, high: int) -> int:
+def _integer(data: Mapping[str, Any], name: str, default: int, path: FieldPath, low: int, high: int) -> int:
     value = data.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise SpecError("InvalidParameter", f"{where}: {name} must be an integer in {low}..{high}", where)
+        raise SpecError("InvalidParameter", f"must be an integer in {low}..{high}", (*path, name))
     return value
 
 
-def _box(data: Mapping[str, Any], where: str) -> Box:
+def _box(data: Mapping[str, Any], path: FieldPath) -> Box:
     box = Box(
-        _number(data, "x", 0.0, where, 0.0, 1.0),
-        _number(data, "y", 0.0, where, 0.0, 1.0),
-        _number(data, "width", 1.0, where, 0.0, 1.0),
-        _number(data, "height", 1.0, where, 0.0, 1.0),
+        _number(data, "x", 0.0, path, 0.0, 1.0),
+        _number(data, "y", 0.0, path, 0.0, 1.0),
+        _number(data, "width", 1.0, path, 0.0, 1.0),
+        _number(data, "height", 1.0, path, 0.0, 1.0),
     )
     if box.width <= 0 or box.height <= 0:
-        raise SpecError("InvalidParameter", f"{where}: Width and Height must be > 0", where)
+        raise SpecError("InvalidParameter", "Width and Height must be > 0", path)
     return box
 
 
-def image_overlay(data: Mapping[str, Any], where: str, layer: Layer) -> ImageOverlay:
-    """Validate an image overlay dict (url, x, y, width, height, z_order, display, alpha).
+def image_overlay(data: Mapping[str, Any], where: str, layer: Layer, path: FieldPath = ()) -> ImageOverlay:
+    """Validate an image overlay dict (url, x, y, width, height, z_order, display, alpha); ``where``
+    names it in status reports (``Backgrounds.1``), ``path`` is its request field
+    (``("backgrounds", 0)``).
 
     Raises:
-        SpecError: InvalidParameter naming ``where``.
+        SpecError: InvalidParameter with the field at fault under ``path``.
     """
     url = data.get("url")
     if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")) or len(url) > 2048:
-        raise SpecError("InvalidParameter", f"{where}: Url must be an http(s) URL", where)
+        raise SpecError("InvalidParameter", "must be an http(s) URL", (*path, "url"))
     highest = 2 if layer is Layer.PANE_OVERLAY else 1
     return ImageOverlay(
         where=where,
         url=url,
-        box=_box(data, where),
-        zorder=_integer(data, "z_order", 0, where, 0, 100),
-        display=Display(_integer(data, "display", 1, where, 0, highest)),
-        alpha=_number(data, "alpha", 1.0, where, 0.0, 1.0),
+        box=_box(data, path),
+        zorder=_integer(data, "z_order", 0, path, 0, 100),
+        display=Display(_integer(data, "display", 1, path, 0, highest)),
+        alpha=_number(data, "alpha", 1.0, path, 0.0, 1.0),
         layer=layer,
     )
 
 
-def text_style(data: Mapping[str, Any], where: str) -> TextStyle:
-    """Validate the font and box fields of a text or clock dict into a :class:`TextStyle`.
+def text_style(data: Mapping[str, Any], path: FieldPath = ()) -> TextStyle:
+    """Validate the font and box fields of a text or clock dict (request field ``path``) into a
+    :class:`TextStyle`.
 
     Raises:
-        SpecError: InvalidParameter naming ``where``.
+        SpecError: InvalidParameter with the field at fault under ``path``.
     """
     return TextStyle(
-        font_type=_integer(data, "font_type", 0, where, min(FONT_TYPES), max(FONT_TYPES)),
-        font_size=_integer(data, "font_size", 24, where, MIN_FONT_SIZE, MAX_FONT_SIZE),
-        font_color=_integer(data, "font_color", MAX_COLOR, where, 0, MAX_COLOR),
-        alpha=_number(data, "alpha", 1.0, where, 0.0, 1.0),
-        border_color=_integer(data, "border_color", 0, where, 0, MAX_COLOR),
-        border_width=_integer(data, "border_width", 0, where, 0, MAX_BORDER_WIDTH),
-        box=bool(_integer(data, "box", 0, where, 0, 1)),
-        box_color=_integer(data, "box_color", 0, where, 0, MAX_COLOR),
-        box_border_width=_integer(data, "box_border_width", 0, where, 0, MAX_BORDER_WIDTH),
+        font_type=_integer(data, "font_type", 0, path, min(FONT_TYPES), max(FONT_TYPES)),
+        font_size=_integer(data, "font_size", 24, path, MIN_FONT_SIZE, MAX_FONT_SIZE),
+        font_color=_integer(data, "font_color", MAX_COLOR, path, 0, MAX_COLOR),
+        alpha=_number(data, "alpha", 1.0, path, 0.0, 1.0),
+        border_color=_integer(data, "border_color", 0, path, 0, MAX_COLOR),
+        border_width=_integer(data, "border_width", 0, path, 0, MAX_BORDER_WIDTH),
+        box=bool(_integer(data, "box", 0, path, 0, 1)),
+        box_color=_integer(data, "box_color", 0, path, 0, MAX_COLOR),
+        box_border_width=_integer(data, "box_border_width", 0, path, 0, MAX_BORDER_WIDTH),
     )
 
 
 def text_overlay(
-    data: Mapping[str, Any], where: str, layer: Layer, time_zone: str | None = None
+    data: Mapping[str, Any], where: str, layer: Layer, time_zone: str | None = None, path: FieldPath = ()
 ) -> TextOverlay:
-    """Validate a text dict (text, x, y, z_order and the style fields) or a clock dict (no text).
+    """Validate a text dict (text, x, y, z_order and the style fields) or a clock dict (no text);
+    ``where`` names it in status reports, ``path`` is its request field.
 
     Raises:
-        SpecError: InvalidParameter naming ``where`` (also an unknown time zone, or a character
-            :mod:`rtc_mpu.spec.text_rules` refuses in texts).
+        SpecError: InvalidParameter with the field at fault under ``path`` (also an unknown time zone,
+            or a character :mod:`rtc_mpu.spec.text_rules` refuses in texts).
     """
     text = data.get("text", "")
     if not isinstance(text, str) or len(text) > 256 or (layer is not Layer.CLOCK and not text):
-        raise SpecError("InvalidParameter", f"{where}: Text must be 1..256 characters", where)
+        raise SpecError("InvalidParameter", "must be 1..256 characters", (*path, "text"))
     problem = char_problem(text, CharRule.TEXT)
     if problem is not None:
-        raise SpecError("InvalidParameter", f"{where}: Text {problem}", where)
+        raise SpecError("InvalidParameter", problem, (*path, "text"))
     if time_zone is not None:
         try:
             ZoneInfo(time_zone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise SpecError("InvalidParameter", f"{where}: unknown time zone {time_zone!r}", where) from None
+            raise SpecError(
+                "InvalidParameter", f"unknown time zone {time_zone!r}", (*path, "time_zone")
+            ) from None
     return TextOverlay(
         where=where,
         text=text,
-        x=_number(data, "x", 0.0, where, 0.0, 1.0),
-        y=_number(data, "y", 0.0, where, 0.0, 1.0),
-        zorder=_integer(data, "z_order", 0, where, 0, 100),
-        style=text_style(data, where),
+        x=_number(data, "x", 0.0, path, 0.0, 1.0),
+        y=_number(data, "y", 0.0, path, 0.0, 1.0),
+        zorder=_integer(data, "z_order", 0, path, 0, 100),
+        style=text_style(data, path),
         layer=layer,
         time_zone=time_zone,
     )
 
 
-def _items(values: Any, where: str) -> list[Mapping[str, Any]]:
+def _items(values: Any, path: FieldPath) -> list[Mapping[str, Any]]:
     if values is None:
         return []
     if not isinstance(values, Sequence) or isinstance(values, (str, bytes)) or len(values) > MAX_OVERLAYS:
-        raise SpecError("InvalidParameter", f"{where}: at most {MAX_OVERLAYS} items", where)
+        raise SpecError("InvalidParameter", f"at most {MAX_OVERLAYS} items", path)
     if not all(isinstance(item, Mapping) for item in values):
-        raise SpecError("InvalidParameter", f"{where}: items must be objects", where)
+        raise SpecError("InvalidParameter", "items must be objects", path)
     return list(values)
 
 
@@ -369,33 +377,45 @@ def build_overlays(
     Raises:
         SpecError: InvalidParameter naming the first invalid item.
     """
+    # ``where`` (1-based, the vendor's names) names an overlay in status reports; the request field of
+    # an error is its path (0-based, snake_case).
     backs = [
-        image_overlay(d, f"Backgrounds.{i}", Layer.BACKGROUND)
-        for i, d in enumerate(_items(list(backgrounds), "Backgrounds"), 1)
+        image_overlay(d, f"Backgrounds.{i + 1}", Layer.BACKGROUND, ("backgrounds", i))
+        for i, d in enumerate(_items(list(backgrounds), ("backgrounds",)))
     ]
     marks = [
-        image_overlay(d, f"Watermarks.{i}", Layer.WATERMARK)
-        for i, d in enumerate(_items(list(watermarks), "Watermarks"), 1)
+        image_overlay(d, f"Watermarks.{i + 1}", Layer.WATERMARK, ("watermarks", i))
+        for i, d in enumerate(_items(list(watermarks), ("watermarks",)))
     ]
     clocks = [
-        text_overlay(d, f"ClockWidgets.{i}", Layer.CLOCK, d.get("time_zone") or clock_time_zone)
-        for i, d in enumerate(_items(list(clock_widgets), "ClockWidgets"), 1)
+        text_overlay(
+            d,
+            f"ClockWidgets.{i + 1}",
+            Layer.CLOCK,
+            d.get("time_zone") or clock_time_zone,
+            ("clock_widgets", i),
+        )
+        for i, d in enumerate(_items(list(clock_widgets), ("clock_widgets",)))
     ]
     panes = []
-    for n, pane in enumerate(_items(list(user_panes), "UserPanes"), 1):
+    for n, pane in enumerate(_items(list(user_panes), ("user_panes",))):
         images = [
-            image_overlay(d, f"UserPanes.{n}.Images.{i}", Layer.PANE_OVERLAY)
-            for i, d in enumerate(_items(pane.get("images"), f"UserPanes.{n}.Images"), 1)
+            image_overlay(
+                d, f"UserPanes.{n + 1}.Images.{i + 1}", Layer.PANE_OVERLAY, ("user_panes", n, "images", i)
+            )
+            for i, d in enumerate(_items(pane.get("images"), ("user_panes", n, "images")))
         ]
         texts = [
-            text_overlay(d, f"UserPanes.{n}.Texts.{i}", Layer.PANE_OVERLAY)
-            for i, d in enumerate(_items(pane.get("texts"), f"UserPanes.{n}.Texts"), 1)
+            text_overlay(
+                d, f"UserPanes.{n + 1}.Texts.{i + 1}", Layer.PANE_OVERLAY, path=("user_panes", n, "texts", i)
+            )
+            for i, d in enumerate(_items(pane.get("texts"), ("user_panes", n, "texts")))
         ]
         shown = tuple(image for image in images if image.display is not Display.NEVER)
         if shown or texts:
             pane_id = pane.get("pane_id")
             if isinstance(pane_id, bool) or not isinstance(pane_id, int):
-                raise SpecError("InvalidParameter", f"UserPanes.{n}: PaneId must be an integer", "UserPanes")
+                raise SpecError("InvalidParameter", "must be an integer", ("user_panes", n, "pane_id"))
             panes.append(PaneOverlays(pane_id, shown, tuple(texts)))
     visible = [image for image in backs + marks if image.display is not Display.NEVER]
     return Overlays(
@@ -427,13 +447,13 @@ def build_subscriptions(**lists: Iterable[str]) -> Subscriptions:
     values: dict[str, frozenset[str]] = {}
     for name, users in lists.items():
         if name not in names:
-            raise SpecError("InvalidParameter", f"unknown subscription list {name}", name)
+            raise SpecError("InvalidParameter", f"unknown subscription list {name}", (name,))
         users = list(users)
-        if not all(isinstance(u, str) and u for u in users):
-            raise SpecError("InvalidParameter", f"{name}: user ids must be non-empty strings", name)
-        for user in users:
+        for index, user in enumerate(users):
+            if not isinstance(user, str) or not user:
+                raise SpecError("InvalidParameter", "user ids must be non-empty strings", (name, index))
             problem = char_problem(user)
             if problem is not None:
-                raise SpecError("InvalidParameter", f"{name}: a user id {problem}", name)
+                raise SpecError("InvalidParameter", problem, (name, index))
         values[names[name]] = frozenset(users)
     return Subscriptions(**values)

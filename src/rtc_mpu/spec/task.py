@@ -1,7 +1,9 @@
 """The task spec: one immutable, validated description of a mix that the API builds and the pipeline runs.
 
 Field names follow the field's terms; the StartMPUTask parameter each comes from is named in the
-docstrings so the API layer can map errors back to the wire.
+docstrings. Errors name the request field at fault by its path in the request schemas' snake_case
+names (``("user_panes", 1, "pane_id")``, :data:`rtc_mpu.layouts.FieldPath`), which each API dialect
+renders in its own names.
 """
 
 from __future__ import annotations
@@ -157,16 +159,22 @@ class TaskSpec:
 
 def _layouts(layout_ids: Sequence[int], custom_layouts: Mapping[int, Layout]) -> tuple[Layout, ...]:
     if len(layout_ids) > MAX_LAYOUT_IDS:
-        raise SpecError("InvalidLayoutID.Malformed", f"at most {MAX_LAYOUT_IDS} LayoutIds", "LayoutIds")
+        raise SpecError("InvalidLayoutID.Malformed", f"at most {MAX_LAYOUT_IDS} LayoutIds", ("layout_ids",))
     result = []
-    for layout_id in layout_ids:
+    for index, layout_id in enumerate(layout_ids):
         if isinstance(layout_id, bool) or not isinstance(layout_id, int):
             raise SpecError(
-                "InvalidLayoutID.Malformed", f"LayoutId {layout_id!r} is not an integer", "LayoutIds"
+                "InvalidLayoutID.Malformed",
+                f"LayoutId {layout_id!r} is not an integer",
+                ("layout_ids", index),
             )
-        result.append(custom_layouts[layout_id] if layout_id in custom_layouts else system_layout(layout_id))
+        try:
+            found = custom_layouts[layout_id] if layout_id in custom_layouts else system_layout(layout_id)
+        except SpecError as exc:
+            raise SpecError(exc.code, exc.message, ("layout_ids", index)) from None
+        result.append(found)
     if len({layout.id for layout in result}) != len(result):
-        raise SpecError("InvalidLayoutID.Malformed", "LayoutIds lists a layout twice", "LayoutIds")
+        raise SpecError("InvalidLayoutID.Malformed", "LayoutIds lists a layout twice", ("layout_ids",))
     counts = [layout.pane_count for layout in result]
     for layout in result:
         if counts.count(layout.pane_count) > 1:
@@ -175,45 +183,51 @@ def _layouts(layout_ids: Sequence[int], custom_layouts: Mapping[int, Layout]) ->
                 "InvalidLayoutID.Malformed",
                 f"LayoutIds {same} have the same pane count ({layout.pane_count}); "
                 "the task could not choose between them",
-                "LayoutIds",
+                ("layout_ids",),
             )
     return tuple(result)
 
 
 def _user_panes(user_panes: Sequence[UserPane]) -> tuple[UserPane, ...]:
+    """Validate the pinned panes; errors name the pane's field by its position in ``user_panes``
+    (the request's order)."""
     if len(user_panes) > MAX_USER_PANES:
-        raise SpecError("InvalidParameter", f"at most {MAX_USER_PANES} UserPanes", "UserPanes")
+        raise SpecError("InvalidParameter", f"at most {MAX_USER_PANES} UserPanes", ("user_panes",))
     seen_panes: set[int] = set()
     seen_streams: set[tuple[str, SourceType]] = set()
-    for pane in user_panes:
+    for index, pane in enumerate(user_panes):
         if isinstance(pane.pane_id, bool) or not isinstance(pane.pane_id, int) or not 0 <= pane.pane_id < 16:
             raise SpecError(
-                "InvalidParameter", f"UserPanes PaneId {pane.pane_id!r} is outside 0..15", "UserPanes.PaneId"
+                "InvalidParameter",
+                f"PaneId {pane.pane_id!r} is outside 0..15",
+                ("user_panes", index, "pane_id"),
             )
         if not isinstance(pane.user_id, str) or not pane.user_id or len(pane.user_id) > MAX_USER_ID_LENGTH:
             raise SpecError(
                 "InvalidParameter",
-                f"UserPanes UserId {pane.user_id!r} must be 1..64 characters",
-                "UserPanes.UserId",
+                f"UserId {pane.user_id!r} must be 1..64 characters",
+                ("user_panes", index, "user_id"),
             )
         problem = char_problem(pane.user_id)
         if problem is not None:
-            raise SpecError("InvalidParameter", f"UserPanes UserId {problem}", "UserPanes.UserId")
+            raise SpecError("InvalidParameter", f"UserId {problem}", ("user_panes", index, "user_id"))
         try:
             source = SourceType(pane.source_type)
         except ValueError:
             raise SpecError(
                 "InvalidParameter",
-                f"UserPanes SourceType {pane.source_type!r} must be camera or shareScreen",
-                "UserPanes.SourceType",
+                f"SourceType {pane.source_type!r} must be camera or shareScreen",
+                ("user_panes", index, "source_type"),
             ) from None
         if pane.pane_id in seen_panes:
-            raise SpecError("InvalidParameter", f"PaneId {pane.pane_id} is pinned twice", "UserPanes.PaneId")
+            raise SpecError(
+                "InvalidParameter", f"PaneId {pane.pane_id} is pinned twice", ("user_panes", index, "pane_id")
+            )
         if (pane.user_id, source) in seen_streams:
             raise SpecError(
                 "InvalidParameter",
                 f"user {pane.user_id!r} {source} is pinned to two panes",
-                "UserPanes.UserId",
+                ("user_panes", index, "user_id"),
             )
         seen_panes.add(pane.pane_id)
         seen_streams.add((pane.user_id, source))
@@ -278,13 +292,13 @@ def build_task_spec(
         raise SpecError(
             "InvalidMediaEncode.Malformed",
             f"MediaEncode {encode.id} ({encode.width}x{encode.height}) exceeds TaskProfile {resolved.name}",
-            "MediaEncode",
+            ("media_encode",),
         )
     if largest > resolved.max_video_inputs and not encode.audio_only:
         raise SpecError(
             "InvalidLayoutID.Malformed",
             f"a layout has {largest} panes; TaskProfile {resolved.name} allows {resolved.max_video_inputs}",
-            "LayoutIds",
+            ("layout_ids",),
         )
     if (
         isinstance(background_color, bool)
@@ -294,13 +308,13 @@ def build_task_spec(
         raise SpecError(
             "InvalidBackgroundColor.Malformed",
             f"BackgroundColor {background_color!r} must be an integer R + G*256 + B*65536 in 0..16777215",
-            "BackgroundColor",
+            ("background_color",),
         )
     try:
         mode = CropMode(crop_mode)
     except ValueError:
         raise SpecError(
-            "InvalidParameter", f"CropMode {crop_mode!r} must be 1 (crop) or 2 (pad)", "CropMode"
+            "InvalidParameter", f"CropMode {crop_mode!r} must be 1 (crop) or 2 (pad)", ("crop_mode",)
         ) from None
     mode_, stream_type_, relay_source_, vad_interval, sei = _mix_options(
         mix_mode, stream_type, relay_source, vad_interval_ms, payload_type
@@ -338,19 +352,19 @@ def _mix_options(
         mode = MixMode(mix_mode)
     except ValueError:
         raise SpecError(
-            "InvalidParameter", f"MixMode {mix_mode!r} must be 0 (relay) or 1 (mix)", "MixMode"
+            "InvalidParameter", f"MixMode {mix_mode!r} must be 0 (relay) or 1 (mix)", ("mix_mode",)
         ) from None
     try:
         kind = StreamType(stream_type)
     except ValueError:
         raise SpecError(
-            "InvalidParameter", f"StreamType {stream_type!r} must be 0, 1 or 2", "StreamType"
+            "InvalidParameter", f"StreamType {stream_type!r} must be 0, 1 or 2", ("stream_type",)
         ) from None
     try:
         source = SourceType(relay_source)
     except ValueError:
         raise SpecError(
-            "InvalidParameter", f"SourceType {relay_source!r} must be camera or shareScreen", "SourceType"
+            "InvalidParameter", f"SourceType {relay_source!r} must be camera or shareScreen", ("source_type",)
         ) from None
     interval = 1000 if vad_interval_ms is None else vad_interval_ms
     if (
@@ -361,8 +375,8 @@ def _mix_options(
         raise SpecError(
             "InvalidParameter",
             f"VadInterval must be {MIN_VAD_INTERVAL_MS}..{MAX_VAD_INTERVAL_MS} milliseconds",
-            "VadInterval",
+            ("vad_interval",),
         )
     if payload_type not in (0, 1):
-        raise SpecError("InvalidParameter", "PayloadType must be 0 or 1", "PayloadType")
+        raise SpecError("InvalidParameter", "PayloadType must be 0 or 1", ("payload_type",))
     return mode, kind, source, interval / 1000, payload_type == 1

@@ -39,7 +39,7 @@ RESOLVE_TIMEOUT = 2.0
 MAX_CONCURRENT_LOOKUPS = 16
 _CODE = "InvalidStreamURL.Malformed"
 _UNRESOLVABLE = "InvalidStreamURL.Unresolvable"
-_FIELD = "StreamURL"
+_FIELD = ("stream_url",)
 #: ASCII whitespace and control characters.
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
 #: Unicode categories refused anywhere in a StreamURL: controls, format characters (bidi overrides,
@@ -197,7 +197,7 @@ def parse_stream_url(url: str) -> Destination:
     destination.
 
     Raises:
-        SpecError: ``InvalidStreamURL.Malformed`` (field ``StreamURL``) for anything else: another
+        SpecError: ``InvalidStreamURL.Malformed`` (field ``("stream_url",)``) for anything else: another
             scheme, no host, a bad host or IP literal, a bad port (not 1-65535, not digits), no app
             or stream name, whitespace, control, format or surrogate characters, or more than 2048
             characters. The message never repeats the URL (its query may hold a key).
@@ -332,7 +332,7 @@ def lease_keys(url: str, resolve: Resolver | None = None, *, timeout: float = RE
 
     Raises:
         SpecError: ``InvalidStreamURL.Malformed`` as :func:`parse_stream_url`;
-            ``InvalidStreamURL.Unresolvable`` (field ``StreamURL``) when the host name does not
+            ``InvalidStreamURL.Unresolvable`` (field ``("stream_url",)``) when the host name does not
             resolve to any IP address within ``timeout``. The message names the host, never the
             path or the query.
     """

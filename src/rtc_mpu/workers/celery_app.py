@@ -8,10 +8,9 @@ Delivery policy (docs/architecture.md "A task's life"):
   worker fetches a message only while it has a free mix slot (with early acks, prefetch alone would let
   a worker whose slots all run mixes reserve more messages, which would wait behind hours-long mixes).
 - **Capacity**: each worker node (a Celery worker, its ``-n`` name) takes tasks up to its capacity
-  (``MPU_WORKER_CAPACITY`` units, :mod:`rtc_mpu.workers.capacity`), checked atomically by the claim. A task
-  that
-  does not fit is sent back with a countdown of about 2 s (:func:`requeue_mix`) and keeps state QUEUED,
-  so another node, or this one later, takes it.
+  (``MPU_WORKER_CAPACITY`` units, :mod:`rtc_mpu.workers.capacity`), checked atomically by the
+  claim. A task that does not fit is sent back with a countdown of about 2 s (:func:`requeue_mix`) and keeps
+  state QUEUED, so another node, or this one later, takes it.
 - **Concurrency = mix slots** (``MPU_MIX_SLOTS``, prefork: each mix in its own process, no GIL sharing).
 - **A fresh process per mix** (``worker_max_tasks_per_child`` = ``MPU_MIXES_PER_PROCESS``, default 1):
   a pool process exits after its mix and the pool forks a new one, so a mix's memory goes back to the
@@ -47,6 +46,7 @@ from celery import Celery, bootsteps
 from celery.signals import worker_init, worker_ready, worker_shutting_down
 
 from rtc_mpu.workers.settings import WorkerSettings, worker_id
+from rtc_mpu.workers.store_protocol import TaskStoreProtocol
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,8 @@ class _RefillPool(bootsteps.StartStopStep):  # type: ignore[misc]  # Celery is u
 app.steps["worker"].add(_RefillPool)
 
 
-def _store() -> Any:
+def _store() -> TaskStoreProtocol:
+    """A task store on the worker settings' Redis, with their lease and cooldown."""
     from rtc_mpu.workers.store import TaskStore
 
     return TaskStore.from_url(
@@ -182,10 +183,15 @@ def requeue_mix(app_id: str, task_id: str, countdown: float) -> None:
     run_mix.apply_async(args=[app_id, task_id], queue=QUEUE, countdown=countdown, retry=False)
 
 
-def reconcile_once(store: Any) -> list[str]:
+def reconcile_once(store: TaskStoreProtocol) -> list[str]:
     """Re-enqueue every task whose worker died; end those that were stopping (status 3, leases
     released with their cooldowns) and fail those restarted too often; re-enqueue the never-claimed
-    tasks idle for :data:`RESCUE_QUEUED_AFTER` seconds. Returns their names."""
+    tasks idle for :data:`RESCUE_QUEUED_AFTER` seconds. Returns their names (``<app_id>/<task_id>``).
+
+    Raises:
+        StoreUnavailableError: Redis failed.
+        kombu / redis errors: the broker is unreachable.
+    """
     from rtc_mpu.workers.model import TaskStatus
 
     handled = []

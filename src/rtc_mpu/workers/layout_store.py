@@ -20,10 +20,10 @@ task lists the layout, and the task store's start and update scripts refuse a ta
 layout that is not in ``{p}:app:<app_id>:layouts`` (:meth:`rtc_mpu.workers.store.TaskStore.layouts_key`),
 each check atomic with its own write. Whichever runs first wins; the other is refused.
 
-Every change is one Lua script: create (limit check, id, write), modify (existence check, write)
-and delete (in-use check, delete) are atomic on the server. The delete script reads task records
-whose names it computes, so, like the task store, this store works on a single Redis server (or a
-primary with replicas), not on Redis Cluster.
+Every change is one Lua script (``rtc_mpu/workers/lua/layout_*.lua``, package data): create (limit
+check, id, write), modify (existence check, write) and delete (in-use check, delete) are atomic on
+the server. The delete script reads task records whose names it computes, so, like the task store,
+this store works on a single Redis server (or a primary with replicas), not on Redis Cluster.
 
 Errors: every Redis failure is raised as :class:`~rtc_mpu.workers.model.StoreUnavailableError` (the same
 mapping as :mod:`rtc_mpu.workers.store`); invalid input as :class:`~layouts.SpecError`, before anything is
@@ -42,7 +42,7 @@ import redis
 from rtc_mpu.layouts import Layout, SpecError, layout_from_dict
 from rtc_mpu.spec.text_rules import char_problem
 from rtc_mpu.workers.model import StoreError
-from rtc_mpu.workers.store import DEFAULT_TIMEOUT, _unavailable, redis_client
+from rtc_mpu.workers.store import DEFAULT_TIMEOUT, _unavailable, load_script, redis_client
 
 #: The first id given to an app's custom layouts (system layouts are 1..13).
 FIRST_CUSTOM_LAYOUT_ID = 100
@@ -84,65 +84,7 @@ class LayoutLimitError(StoreError):
     code, http_status = "InvalidLayout.LimitExceeded", 400
 
 
-# KEYS: layouts hash, id counter. ARGV: limit, first id, the layout's JSON without its "id" member
-# (starting with '{"name":...', so the script prepends '{"id":<id>,').
-_CREATE = """
-if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[1]) then
-  return {'limit'}
-end
-local first = tonumber(ARGV[2])
-local id = redis.call('INCR', KEYS[2])
-if id < first then
-  redis.call('SET', KEYS[2], first)
-  id = first
-end
-redis.call('HSET', KEYS[1], id, '{"id":' .. id .. ',' .. string.sub(ARGV[3], 2))
-return {'ok', id}
-"""
-
-# KEYS: layouts hash. ARGV: layout id, the layout's JSON.
-_MODIFY = """
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
-  return 0
-end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return 1
-"""
-
-# KEYS: layouts hash, the app's task index. ARGV: layout id, task key prefix ('{p}:task:<app>/'),
-# how many TaskIds to return.
-_DELETE = """
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
-  return {'missing'}
-end
-local layout_id = tonumber(ARGV[1])
-local named, limit, count = {}, tonumber(ARGV[3]), 0
-for _, task_id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '+inf', '+inf')) do
-  local f = redis.call('HMGET', ARGV[2] .. task_id, 'state', 'params')
-  if f[1] and f[1] ~= '"ended"' and f[2] then
-    local ok, params = pcall(cjson.decode, f[2])
-    if ok and type(params) == 'table' and type(params['layout_ids']) == 'table' then
-      for _, listed in ipairs(params['layout_ids']) do
-        if tonumber(listed) == layout_id then
-          count = count + 1
-          if #named < limit then
-            named[#named + 1] = task_id
-          end
-          break
-        end
-      end
-    end
-  end
-end
-if count > 0 then
-  return {'in_use', count, unpack(named)}
-end
-redis.call('HDEL', KEYS[1], ARGV[1])
-return {'ok'}
-"""
-
-
-def _dump(value: Any) -> str:
+def _dump(value: object) -> str:
     # ASCII escapes: any str (even one with lone surrogates) encodes; repr floats round-trip exactly.
     return json.dumps(value, separators=(",", ":"))
 
@@ -165,14 +107,14 @@ def _custom_id(layout_id: object) -> bool:
 
 def _check_name(name: object) -> str:
     if not isinstance(name, str):
-        raise SpecError("InvalidParameter", f"Name must be a string, got {name!r}", "Name")
+        raise SpecError("InvalidParameter", f"Name must be a string, got {name!r}", ("name",))
     if len(name) > MAX_NAME_LENGTH:
         raise SpecError(
-            "InvalidParameter", f"Name has {len(name)} characters; at most {MAX_NAME_LENGTH}", "Name"
+            "InvalidParameter", f"Name has {len(name)} characters; at most {MAX_NAME_LENGTH}", ("name",)
         )
     problem = char_problem(name)  # the NAME rule: names are shown in RPC XML answers and in logs
     if problem is not None:
-        raise SpecError("InvalidParameter", f"Name {problem}", "Name")
+        raise SpecError("InvalidParameter", f"Name {problem}", ("name",))
     return name
 
 
@@ -188,7 +130,7 @@ def _build(
     until the store gives it its own)."""
     checked = _check_name(name)
     if isinstance(panes, (str, bytes)) or not isinstance(panes, Sequence):
-        raise SpecError("InvalidLayoutID.Malformed", "Panes must be a list of panes", "Panes")
+        raise SpecError("InvalidLayoutID.Malformed", "Panes must be a list of panes", ("panes",))
     data: dict[str, Any] = {
         "id": FIRST_CUSTOM_LAYOUT_ID if layout_id is None else layout_id,
         "name": checked,
@@ -228,9 +170,9 @@ class LayoutStore:
             raise ValueError("the key prefix must not be empty")
         self.client = client
         self.prefix = prefix
-        self._create = client.register_script(_CREATE)
-        self._modify = client.register_script(_MODIFY)
-        self._delete = client.register_script(_DELETE)
+        self._create = client.register_script(load_script("layout_create.lua"))
+        self._modify = client.register_script(load_script("layout_modify.lua"))
+        self._delete = client.register_script(load_script("layout_delete.lua"))
 
     @classmethod
     def from_url(cls, url: str, *, timeout: float = DEFAULT_TIMEOUT, prefix: str = "mpu") -> LayoutStore:
@@ -275,7 +217,7 @@ class LayoutStore:
         app_id: str,
         *,
         name: str,
-        panes: Sequence[Mapping[str, Any]],
+        panes: Sequence[Mapping[str, object]],
         audio_mix_count: int | None = None,
         major_pane: int | None = None,
     ) -> Layout:
@@ -293,7 +235,7 @@ class LayoutStore:
             The stored layout, with its new id.
 
         Raises:
-            SpecError: ``InvalidParameter`` (field ``AppId`` or ``Name``) for a bad AppId or name
+            SpecError: ``InvalidParameter`` (field ``("app_id",)`` or ``("name",)``) for a bad AppId or name
                 (too long, or a character :mod:`rtc_mpu.spec.text_rules` refuses in names), or
                 ``InvalidLayoutID.Malformed`` from :func:`layouts.layout_from_dict`; nothing is
                 written then.
@@ -301,7 +243,7 @@ class LayoutStore:
             StoreUnavailableError: Redis failed.
         """
         if not _valid_app_id(app_id):
-            raise SpecError("InvalidParameter", f"invalid AppId {app_id!r}", "AppId")
+            raise SpecError("InvalidParameter", f"invalid AppId {app_id!r}", ("app_id",))
         layout = _build(None, name, panes, audio_mix_count, major_pane)
         body = layout.to_dict()
         del body["id"]
@@ -322,7 +264,7 @@ class LayoutStore:
         layout_id: int,
         *,
         name: str | None = None,
-        panes: Sequence[Mapping[str, Any]] | None = None,
+        panes: Sequence[Mapping[str, object]] | None = None,
         audio_mix_count: int | None = None,
         major_pane: int | None = None,
     ) -> Layout:

@@ -26,6 +26,11 @@ can be driven by tests and tools directly. One call runs one task in this proces
    state ``starting`` and a reason saying it is being taken over, not 6, for up to
    :data:`TAKEOVER_GRACE_SECONDS`: the server may still hold the previous worker's connection.
 5. **Finish**: release the leases, set the URL cooldowns, final status and reason.
+
+Each decision is a small function without I/O, tested without servers: what a claimed task mixes
+(:func:`mix_plan`), what a heartbeat reports (:func:`heartbeat_report`: status from the push and the
+users, :func:`task_stats`), how the run ends from the record a heartbeat returned
+(:func:`next_outcome`), and a push given up on (:func:`gave_up`); :class:`MixRunner` does the I/O.
 """
 
 from __future__ import annotations
@@ -35,17 +40,19 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
 
 from rtc_mpu.layouts import SpecError
 from rtc_mpu.mixer.output.push import SinkStatus
-from rtc_mpu.mixer.output.sinks import SinkError, sink_target
-from rtc_mpu.mixer.pipeline import Pipeline
+from rtc_mpu.mixer.output.sinks import SinkError, SinkTarget, sink_target
+from rtc_mpu.mixer.pipeline import Pipeline, PipelineStats
 from rtc_mpu.mixer.sources.janus import ChannelConfig, ChannelStatus, JanusSource
+from rtc_mpu.spec.task import TaskSpec
 from rtc_mpu.spec.urls import redact_url
 from rtc_mpu.workers.capacity import params_cost, requeue_delay
-from rtc_mpu.workers.model import Claim, ClaimResult, TaskNotFoundError, TaskRecord, TaskState, TaskStatus
+from rtc_mpu.workers.model import ClaimResult, TaskNotFoundError, TaskRecord, TaskState, TaskStatus
 from rtc_mpu.workers.settings import WorkerSettings
+from rtc_mpu.workers.stats import TaskStats, VadSnapshot
+from rtc_mpu.workers.store_protocol import TaskStoreProtocol
 
 log = logging.getLogger(__name__)
 
@@ -54,49 +61,6 @@ log = logging.getLogger(__name__)
 #: keeps the previous worker's connection, and refuses a second publisher of the stream, until it
 #: notices that connection is gone (at once for a closed socket, up to its timeout for a lost host).
 TAKEOVER_GRACE_SECONDS = 60.0
-
-
-class MixStore(Protocol):
-    """The parts of :class:`rtc_mpu.workers.store.TaskStore` a runner uses."""
-
-    def claim(self, app_id: str, task_id: str, worker: str) -> int | None: ...
-
-    def get_task(self, app_id: str, task_id: str) -> TaskRecord: ...
-
-    def heartbeat(
-        self,
-        app_id: str,
-        task_id: str,
-        token: int,
-        *,
-        status: TaskStatus | None = None,
-        state: TaskState | None = None,
-        reason: str | None = None,
-        layout_id: int | None = None,
-        users: list[str] | None = None,
-        stats: dict[str, Any] | None = None,
-    ) -> TaskRecord | None: ...
-
-    def finish(
-        self, app_id: str, task_id: str, token: int | None, status: TaskStatus, reason: str
-    ) -> TaskRecord | None: ...
-
-
-@runtime_checkable
-class CapacityStore(MixStore, Protocol):
-    """A store that also claims within a node's capacity
-    (:meth:`rtc_mpu.workers.store.TaskStore.claim_on`)."""
-
-    def claim_on(
-        self,
-        app_id: str,
-        task_id: str,
-        worker: str,
-        *,
-        node: str | None = None,
-        cost: float = 0.0,
-        capacity: float | None = None,
-    ) -> Claim: ...
 
 
 #: ``(app_id, task_id, countdown_seconds) -> None``: queue a task again, to be delivered after the countdown.
@@ -117,6 +81,84 @@ class Outcome:
     def ends(self) -> bool:
         """The task ends here (neither fenced out nor handed over): it is *stopping* meanwhile."""
         return not (self.fenced or self.handed_over)
+
+
+@dataclass(frozen=True)
+class MixPlan:
+    """What a claimed task mixes, validated (:func:`mix_plan`).
+
+    Attributes:
+        spec: the mixer's task, from the parameters of ``spec_version``.
+        target: the StreamURL, validated.
+        channel: the channel to subscribe to.
+        spec_version: the version of the parameters ``spec`` was made from.
+        restart: the task had been claimed by another worker before (a takeover).
+    """
+
+    spec: TaskSpec
+    target: SinkTarget
+    channel: ChannelConfig
+    spec_version: int
+    restart: bool
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """What one heartbeat reports (:meth:`rtc_mpu.workers.store.TaskStore.heartbeat`).
+
+    Attributes:
+        status, state, reason: from :func:`push_report`.
+        layout_id: the layout in use (None before the first frame, or audio only).
+        users: the channel's users, in join order.
+        stats: the output statistics so far.
+    """
+
+    status: TaskStatus
+    state: TaskState
+    reason: str
+    layout_id: int | None
+    users: list[str]
+    stats: TaskStats
+
+
+@dataclass
+class Supervision:
+    """What the supervision of one run remembers from one heartbeat to the next.
+
+    Attributes:
+        empty_since: ``time.monotonic()`` seconds since when the channel has had nobody to mix.
+        takeover_until: for a task taken over from another worker that has not pushed yet, the
+            monotonic time until which a refused push is shown as the takeover (:func:`push_report`);
+            None otherwise.
+        spec_version: the version of the parameters the pipeline runs.
+        outcome: how the run ends, once decided (:func:`next_outcome`); None while it goes on.
+    """
+
+    empty_since: float
+    takeover_until: float | None
+    spec_version: int
+    outcome: Outcome | None = None
+
+    @classmethod
+    def start(cls, plan: MixPlan, now: float) -> Supervision:
+        """The state when the mix starts at monotonic time ``now`` (seconds): the channel counts as
+        empty from now; a restart gets :data:`TAKEOVER_GRACE_SECONDS` of takeover."""
+        takeover_until = now + TAKEOVER_GRACE_SECONDS if plan.restart else None
+        return cls(empty_since=now, takeover_until=takeover_until, spec_version=plan.spec_version)
+
+    def observe(self, users: bool, connected: bool, now: float) -> None:
+        """Note what a heartbeat at monotonic time ``now`` sees: somebody to mix (``users``) restarts
+        the empty-channel timer; a connected push ends the takeover."""
+        if users:
+            self.empty_since = now
+        if connected:
+            self.takeover_until = None
+
+    @property
+    def ending(self) -> str | None:
+        """Why the task is ending, once it is (it ends here: neither fenced out nor handed over);
+        None while it runs."""
+        return self.outcome.reason if self.outcome is not None and self.outcome.ends else None
 
 
 def waiting_reason(source: JanusSource) -> str:
@@ -185,6 +227,105 @@ def push_report(
     return status, state, reason
 
 
+def task_stats(stats: PipelineStats, push: SinkStatus) -> TaskStats:
+    """The statistics a heartbeat reports, from the pipeline's and its push's.
+
+    Raises:
+        ValueError: ``stats.vad`` is not a voice-activity report
+            (:meth:`rtc_mpu.mixer.audio.vad.VadReport.to_json`, parsed).
+    """
+    return TaskStats(
+        video_frames=stats.video_frames,
+        dropped_video_frames=stats.dropped_video_frames,
+        audio_blocks=stats.audio_blocks,
+        dropped_audio_blocks=stats.dropped_audio_blocks,
+        sink_reconnects=push.reconnects,
+        layout_changes=stats.layout_changes,
+        mixed_audio_users=tuple(stats.mixed_audio_users),
+        overlay_problems=dict(stats.overlay_problems),
+        vad=None if stats.vad is None else VadSnapshot.from_dict(stats.vad),
+        sei_messages=stats.sei_messages,
+    )
+
+
+def heartbeat_report(
+    stats: PipelineStats,
+    push: SinkStatus,
+    waiting: str,
+    now: float,
+    *,
+    takeover_until: float | None = None,
+    ending: str | None = None,
+) -> Heartbeat:
+    """What a heartbeat reports: the status from the push and the users (:func:`push_report`, whose
+    arguments these are), the layout, the users and the statistics (:func:`task_stats`).
+
+    Raises:
+        ValueError: as :func:`task_stats`.
+    """
+    status, state, reason = push_report(
+        push, bool(stats.users), waiting, now, takeover_until=takeover_until, ending=ending
+    )
+    return Heartbeat(status, state, reason, stats.layout_id, list(stats.users), task_stats(stats, push))
+
+
+def next_outcome(
+    current: Outcome | None,
+    fresh: TaskRecord | None,
+    *,
+    draining: bool,
+    empty_seconds: float,
+    empty_timeout: float,
+) -> Outcome | None:
+    """How the run ends, from the record a heartbeat returned: ``current`` when nothing changes
+    (the same object), a new :class:`Outcome` when the run must end now, None while it goes on.
+
+    In this order: no record (fenced out, or the lease may have expired) ends the push at once,
+    whatever was decided before; a run already ending stays so; a stop request ends the task
+    (status 3; before ``draining``: a stopped task is not handed over); a worker shutting down hands
+    it over; a channel empty for ``empty_timeout`` seconds ends it (status 4).
+
+    Args:
+        current: what was decided before (None: nothing yet).
+        fresh: the record the heartbeat returned (None: this worker must stop pushing).
+        draining: this worker is shutting down.
+        empty_seconds: how long the channel has had nobody to mix, in seconds.
+        empty_timeout: after how many seconds an empty channel ends the task.
+    """
+    if fresh is None:
+        return Outcome(fenced=True)
+    if current is not None:
+        return current
+    if fresh.stop_requested:
+        return Outcome(TaskStatus.STOPPED_BY_USER, "stopped by the user")
+    if draining:
+        return Outcome(handed_over=True)
+    if empty_seconds >= empty_timeout:
+        return Outcome(TaskStatus.CHANNEL_ENDED, f"the channel was empty for {empty_timeout:g} s")
+    return None
+
+
+def gave_up(error: SinkError, failing_since: float | None, now: float) -> Outcome:
+    """The outcome of a push the pipeline stopped retrying (``give_up_after``): status 2, for how long
+    it failed (``failing_since`` and ``now`` in ``time.monotonic()`` seconds) and why."""
+    failed_for = now - failing_since if failing_since is not None else 0.0
+    return Outcome(TaskStatus.STOPPED, f"gave up after {failed_for:.0f} s: {error}")
+
+
+def mix_plan(record: TaskRecord, settings: WorkerSettings) -> MixPlan | Outcome:
+    """What a claimed task mixes, or, when its parameters or its StreamURL do not validate, the
+    outcome that ends it (status 2, "invalid parameters: <code>: <message>")."""
+    try:
+        spec = record.params.to_spec(settings.clock_time_zone)
+        target = sink_target(record.params.stream_url)
+    except SpecError as exc:
+        return Outcome(TaskStatus.STOPPED, f"invalid parameters: {exc.code}: {exc.message}")
+    channel = ChannelConfig(
+        settings.janus_url, record.app_id, record.params.channel_id, api_secret=settings.janus_api_secret
+    )
+    return MixPlan(spec, target, channel, record.spec_version, restart=record.restarts > 0)
+
+
 class MixRunner:
     """Runs one task (see the module docstring).
 
@@ -194,8 +335,7 @@ class MixRunner:
         worker: this worker's name for the record.
         settings: timings, where Janus is, and the node's capacity (``settings.capacity``, units).
         node: the worker node this process belongs to (Celery's node name): the claim then checks
-            and takes ``settings.capacity`` of that node, and the store must be a
-            :class:`CapacityStore`. None: no capacity accounting (tools, tests).
+            and takes ``settings.capacity`` of that node. None: no capacity accounting (tools, tests).
         requeue: with ``node``, how a task that does not fit is queued again (``(app_id, task_id,
             countdown seconds)``); None: it is not (the reconciler rescues it later).
         draining: tells whether this worker is shutting down (SIGTERM): the runner then hands the
@@ -205,7 +345,7 @@ class MixRunner:
 
     def __init__(
         self,
-        store: MixStore,
+        store: TaskStoreProtocol,
         app_id: str,
         task_id: str,
         worker: str,
@@ -258,7 +398,7 @@ class MixRunner:
     def claim(self) -> int | None:
         """Claim the task; its fencing token, or None.
 
-        Without a node: :meth:`MixStore.claim`. With one: the task's cost
+        Without a node: :meth:`rtc_mpu.workers.store.TaskStore.claim`. With one: the task's cost
         (:func:`rtc_mpu.workers.capacity.params_cost` of its stored parameters) is claimed within the node's
         capacity in one atomic step (:meth:`rtc_mpu.workers.store.TaskStore.claim_on`). A never-claimed task
         that does not fit keeps state QUEUED with the reason "queued: no worker has capacity for it
@@ -271,23 +411,19 @@ class MixRunner:
 
         Raises:
             StoreUnavailableError: the store failed.
-            TypeError: a node is given but the store cannot claim within a capacity.
         """
         self.no_capacity = False
         if self.node is None:
             return self.store.claim(self.app_id, self.task_id, self.worker)
-        store = self.store
-        if not isinstance(store, CapacityStore):
-            raise TypeError("claiming within a node's capacity needs a store with claim_on")
         try:
-            record = store.get_task(self.app_id, self.task_id)
+            record = self.store.get_task(self.app_id, self.task_id)
         except TaskNotFoundError:
             return None
         if not record.active:
             return None
         cost = params_cost(record.params)
         capacity = self.settings.capacity if self.settings.capacity > 0 else None
-        claim = store.claim_on(
+        claim = self.store.claim_on(
             self.app_id, self.task_id, self.worker, node=self.node, cost=cost, capacity=capacity
         )
         if claim.result is not ClaimResult.NO_CAPACITY:
@@ -313,19 +449,29 @@ class MixRunner:
             log.error("task %s: cannot queue it again (%s); the reconciler will", name, exc)
         return None
 
-    async def _beat_off_loop(self, token: int, **fields: Any) -> TaskRecord | None:
+    async def _beat_off_loop(self, token: int, beat: Heartbeat) -> TaskRecord | None:
         """:meth:`_beat` in a thread: a store that hangs (Redis paused, a network partition) must not
         stall the event loop that receives the channel's media and runs the media clock."""
-        return await asyncio.to_thread(self._beat, token, **fields)
+        return await asyncio.to_thread(self._beat, token, beat)
 
-    def _beat(self, token: int, **fields: Any) -> TaskRecord | None:
+    def _beat(self, token: int, beat: Heartbeat) -> TaskRecord | None:
         """Heartbeat; the fresh record, or None when this worker must stop pushing: fenced out by a
         newer claim, or unable to renew its lease for so long that it may have expired (the store is
         unreachable for ``lease_seconds`` minus two heartbeats: after that another worker could take
         the task over, and the URL must never be pushed twice). A shorter store outage is ridden out:
         the mix goes on and the next heartbeat catches up."""
         try:
-            fresh = self.store.heartbeat(self.app_id, self.task_id, token, **fields)
+            fresh = self.store.heartbeat(
+                self.app_id,
+                self.task_id,
+                token,
+                status=beat.status,
+                state=beat.state,
+                reason=beat.reason,
+                layout_id=beat.layout_id,
+                users=beat.users,
+                stats=beat.stats,
+            )
         except Exception as exc:  # the store is down: keep mixing, try again at the next beat
             silent = time.monotonic() - self._renewed_at
             if silent >= self.settings.lease_seconds - 2 * self.settings.heartbeat_interval:
@@ -341,9 +487,8 @@ class MixRunner:
     def _hand_over(self, token: int) -> None:
         """Give the task back (the push has stopped) and queue it again for another worker."""
         reason = f"handed over: worker {self.worker} is shutting down; resuming on another worker"
-        release = getattr(self.store, "release", None)
         try:
-            released = release(self.app_id, self.task_id, token, reason) if release else None
+            released = self.store.release(self.app_id, self.task_id, token, reason)
         except Exception as exc:  # the store is down: the lease expires and the reconciler restarts it
             log.error("task %s/%s: cannot hand over (%s); it restarts later", self.app_id, self.task_id, exc)
             return
@@ -354,117 +499,103 @@ class MixRunner:
                 log.error("task %s/%s: cannot queue it again (%s)", self.app_id, self.task_id, exc)
 
     async def _run(self, token: int) -> Outcome:
+        """Mix the claimed task until it ends, then end it in the store (or hand it over); how it
+        ended.
+
+        Raises:
+            StoreUnavailableError: the store failed reading the task or ending it.
+        """
         record = self.store.get_task(self.app_id, self.task_id)
         self._last = record
-        try:
-            spec = record.params.to_spec(self.settings.clock_time_zone)
-            target = sink_target(record.params.stream_url)
-        except SpecError as exc:
-            invalid = Outcome(TaskStatus.STOPPED, f"invalid parameters: {exc.code}: {exc.message}")
-            self.store.finish(self.app_id, self.task_id, token, invalid.status, invalid.reason)
-            return invalid
-        version = record.spec_version
-        channel = ChannelConfig(
-            self.settings.janus_url,
-            self.app_id,
-            record.params.channel_id,
-            api_secret=self.settings.janus_api_secret,
-        )
-        empty_since = time.monotonic()
-        outcome: Outcome | None = None
-        # A restart: the previous worker's push may still be held by the server for a while.
-        takeover_until = empty_since + TAKEOVER_GRACE_SECONDS if record.restarts > 0 else None
+        plan = mix_plan(record, self.settings)
+        if isinstance(plan, Outcome):
+            self.store.finish(self.app_id, self.task_id, token, plan.status, plan.reason)
+            return plan
         log.info(
-            "task %s/%s: mixing %s into %s", self.app_id, self.task_id, channel.room, redact_url(target.url)
+            "task %s/%s: mixing %s into %s",
+            self.app_id,
+            self.task_id,
+            plan.channel.room,
+            redact_url(plan.target.url),
         )
+        run = Supervision.start(plan, time.monotonic())
+        outcome = run.outcome
         while outcome is None:
-            source = JanusSource(channel)
-            pipeline = Pipeline(
-                spec,
-                source,
-                target,
-                realtime=True,
-                image_limits=self.settings.image_limits(),
-                retry_initial=self.settings.retry_initial,
-                retry_max=self.settings.retry_max,
-                give_up_after=self.settings.give_up_after,
-            )
-            mix = asyncio.create_task(pipeline.run())
-            while not mix.done():
-                await asyncio.wait({mix}, timeout=self.settings.heartbeat_interval)
-                stats = pipeline.stats
-                sink = pipeline.push_status
-                now = time.monotonic()
-                if stats.users:
-                    empty_since = now
-                if sink.connected:
-                    takeover_until = None  # pushing: the takeover is over
-                status, state, reason = push_report(
-                    sink,
-                    bool(stats.users),
-                    waiting_reason(source),
-                    now,
-                    takeover_until=takeover_until,
-                    ending=outcome.reason if outcome is not None and outcome.ends else None,
-                )
-                fresh = await self._beat_off_loop(
-                    token,
-                    status=status,
-                    state=state,
-                    reason=reason,
-                    layout_id=stats.layout_id,
-                    users=list(stats.users),
-                    stats={
-                        "video_frames": stats.video_frames,
-                        "dropped_video_frames": stats.dropped_video_frames,
-                        "audio_blocks": stats.audio_blocks,
-                        "dropped_audio_blocks": stats.dropped_audio_blocks,
-                        "sink_reconnects": sink.reconnects,
-                        "layout_changes": stats.layout_changes,
-                        "mixed_audio_users": list(stats.mixed_audio_users),
-                        "overlay_problems": dict(stats.overlay_problems),
-                        "vad": stats.vad,
-                        "sei_messages": stats.sei_messages,
-                    },
-                )
-                if fresh is None:
-                    why = "its lease may have expired" if self.lease_lost else "fenced out by a newer claim"
-                    log.warning("task %s/%s: %s; stopping the push", self.app_id, self.task_id, why)
-                    outcome = Outcome(fenced=True)
-                    pipeline.stop()
-                elif outcome is not None:
-                    pass  # already ending: the push is being stopped
-                elif fresh.stop_requested:  # before draining: a stopped task is not handed over
-                    outcome = Outcome(TaskStatus.STOPPED_BY_USER, "stopped by the user")
-                    pipeline.stop()
-                elif self.draining():
-                    log.warning("task %s/%s: this worker shuts down; handing over", self.app_id, self.task_id)
-                    outcome = Outcome(handed_over=True)
-                    pipeline.stop()
-                elif now - empty_since >= self.settings.empty_timeout:
-                    outcome = Outcome(
-                        TaskStatus.CHANNEL_ENDED,
-                        f"the channel was empty for {self.settings.empty_timeout:g} s",
-                    )
-                    pipeline.stop()
-                elif fresh.spec_version != version:
-                    try:
-                        pipeline.update_spec(fresh.params.to_spec(self.settings.clock_time_zone))
-                        version = fresh.spec_version
-                        log.info(
-                            "task %s/%s: layout updated (version %d)", self.app_id, self.task_id, version
-                        )
-                    except (SpecError, ValueError) as exc:
-                        log.warning("task %s/%s: update refused: %s", self.app_id, self.task_id, exc)
-                        version = fresh.spec_version
-                self._last = fresh
-            try:
-                await mix
-            except SinkError as exc:  # the pipeline gave up reconnecting (give_up_after)
-                if outcome is None:
-                    failing_since = pipeline.push_status.failing_since
-                    failed_for = time.monotonic() - failing_since if failing_since is not None else 0.0
-                    outcome = Outcome(TaskStatus.STOPPED, f"gave up after {failed_for:.0f} s: {exc}")
+            await self._mix(token, plan, run)
+            outcome = run.outcome
+        return await self._end(token, outcome)
+
+    async def _mix(self, token: int, plan: MixPlan, run: Supervision) -> None:
+        """One pipeline from the channel to the StreamURL, supervised every ``heartbeat_interval``
+        seconds (:meth:`_supervise`) until it has ended; a push the pipeline gave up on decides the
+        outcome if nothing else did. A pipeline that ends without an outcome is started again by
+        :meth:`_run` (with the parameters the run started with)."""
+        source = JanusSource(plan.channel)
+        pipeline = Pipeline(
+            plan.spec,
+            source,
+            plan.target,
+            realtime=True,
+            image_limits=self.settings.image_limits(),
+            retry_initial=self.settings.retry_initial,
+            retry_max=self.settings.retry_max,
+            give_up_after=self.settings.give_up_after,
+        )
+        mix = asyncio.create_task(pipeline.run())
+        while not mix.done():
+            await asyncio.wait({mix}, timeout=self.settings.heartbeat_interval)
+            await self._supervise(token, source, pipeline, run)
+        try:
+            await mix
+        except SinkError as exc:  # the pipeline gave up reconnecting (give_up_after)
+            if run.outcome is None:
+                run.outcome = gave_up(exc, pipeline.push_status.failing_since, time.monotonic())
+
+    async def _supervise(self, token: int, source: JanusSource, pipeline: Pipeline, run: Supervision) -> None:
+        """One heartbeat (:func:`heartbeat_report`), then what its record asks for
+        (:func:`next_outcome`): stop the pipeline when the run must end, or apply a new
+        ``spec_version``."""
+        stats, push, now = pipeline.stats, pipeline.push_status, time.monotonic()
+        run.observe(bool(stats.users), push.connected, now)
+        beat = heartbeat_report(
+            stats, push, waiting_reason(source), now, takeover_until=run.takeover_until, ending=run.ending
+        )
+        fresh = await self._beat_off_loop(token, beat)
+        outcome = next_outcome(
+            run.outcome,
+            fresh,
+            draining=self.draining(),
+            empty_seconds=now - run.empty_since,
+            empty_timeout=self.settings.empty_timeout,
+        )
+        if outcome is not run.outcome:
+            if outcome is not None and outcome.fenced:
+                why = "its lease may have expired" if self.lease_lost else "fenced out by a newer claim"
+                log.warning("task %s/%s: %s; stopping the push", self.app_id, self.task_id, why)
+            elif outcome is not None and outcome.handed_over:
+                log.warning("task %s/%s: this worker shuts down; handing over", self.app_id, self.task_id)
+            run.outcome = outcome
+            pipeline.stop()
+        elif outcome is None and fresh is not None and fresh.spec_version != run.spec_version:
+            self._update(pipeline, fresh, run)
+        self._last = fresh
+
+    def _update(self, pipeline: Pipeline, fresh: TaskRecord, run: Supervision) -> None:
+        """Apply the parameters of ``fresh`` (a new ``spec_version``) at the pipeline's next frame; a
+        version that does not validate is logged and skipped."""
+        try:
+            pipeline.update_spec(fresh.params.to_spec(self.settings.clock_time_zone))
+            log.info("task %s/%s: layout updated (version %d)", self.app_id, self.task_id, fresh.spec_version)
+        except (SpecError, ValueError) as exc:
+            log.warning("task %s/%s: update refused: %s", self.app_id, self.task_id, exc)
+        run.spec_version = fresh.spec_version
+
+    async def _end(self, token: int, outcome: Outcome) -> Outcome:
+        """End the task as ``outcome`` says: hand it over, or finish it (nothing when fenced out).
+
+        Raises:
+            StoreUnavailableError: the store failed finishing it.
+        """
         if outcome.handed_over:
             await asyncio.to_thread(self._hand_over, token)
         elif not outcome.fenced:

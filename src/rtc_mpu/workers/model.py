@@ -12,10 +12,11 @@ import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from rtc_mpu.layouts import Layout, SpecError, layout_from_dict
+from rtc_mpu.layouts import FieldPath, Layout, SpecError, layout_from_dict
 from rtc_mpu.spec.overlays import build_overlays, build_subscriptions
 from rtc_mpu.spec.task import TaskSpec, UserPane, build_task_spec
 from rtc_mpu.spec.urls import validate_stream_url
+from rtc_mpu.workers.stats import TaskStats
 
 
 class TaskStatus(enum.IntEnum):
@@ -153,13 +154,15 @@ class TaskParams:
         """
         validate_stream_url(self.stream_url)
         panes = []
-        for pane in self.user_panes:
+        for index, pane in enumerate(self.user_panes):
             try:
                 panes.append(
                     UserPane(int(pane["pane_id"]), str(pane["user_id"]), pane.get("source_type", "camera"))
                 )
             except (KeyError, TypeError, ValueError):
-                raise SpecError("InvalidParameter", f"malformed UserPane {pane!r}", "UserPanes") from None
+                raise SpecError(
+                    "InvalidParameter", f"malformed UserPane {pane!r}", ("user_panes", index)
+                ) from None
         overlays = build_overlays(
             backgrounds=self.backgrounds,
             watermarks=self.watermarks,
@@ -232,7 +235,8 @@ class TaskRecord:
         spec_version: bumped at each parameter update; the worker applies a new version at once.
         created_at, updated_at, heartbeat_at, ended_at: Unix times in seconds (0: never).
         layout_id, users: the layout in use and the channel's users (join order), from the worker.
-        stats: output statistics from the worker (frames, dropped frames, bytes...).
+        stats: the output statistics its worker last reported (:class:`rtc_mpu.workers.stats.TaskStats`);
+            None until a worker's first heartbeat (shown as ``{}``, and stored so).
         lease_keys: the names of its StreamURL leases and cooldowns (:func:`rtc_mpu.spec.urls.lease_keys`:
             ``stream_key`` and the addresses its host resolved to when it started), all taken and
             released together; empty in records of older versions, where ``stream_key`` is the only one.
@@ -258,7 +262,7 @@ class TaskRecord:
     ended_at: float = 0.0
     layout_id: int | None = None
     users: list[str] = field(default_factory=list)
-    stats: dict[str, Any] = field(default_factory=dict)
+    stats: TaskStats | None = None
     lease_keys: list[str] = field(default_factory=list)
 
     @property
@@ -287,15 +291,24 @@ class TaskRecord:
         data["params"] = self.params.to_dict()
         data["status"] = int(self.status)
         data["state"] = str(self.state)
+        data["stats"] = {} if self.stats is None else self.stats.to_dict()
         return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str | bytes) -> TaskRecord:
-        """Inverse of :meth:`to_json`."""
+        """Inverse of :meth:`to_json` (``stats`` ``{}`` or absent: None).
+
+        Raises:
+            ValueError, KeyError, TypeError: not the JSON of a record.
+        """
         data = json.loads(text)
         data["params"] = TaskParams.from_dict(data["params"])
         data["status"] = TaskStatus(data["status"])
         data["state"] = TaskState(data["state"])
+        stats = data.get("stats") or {}
+        if not isinstance(stats, dict):
+            raise ValueError(f"a record's stats must be a JSON object, got {type(stats).__name__}")
+        data["stats"] = TaskStats.from_dict(stats) if stats else None
         return cls(**data)
 
 
@@ -340,12 +353,12 @@ class StoreError(RuntimeError):
     Attributes:
         code: the error code returned to clients.
         http_status: the HTTP status for it.
-        field: the request parameter at fault (its wire name), or None.
+        field: the request field at fault (a :data:`rtc_mpu.layouts.FieldPath`), or None.
     """
 
     code = "InternalError"
     http_status = 500
-    field: str | None = None
+    field: FieldPath | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -373,7 +386,7 @@ class TaskStoppingError(StoreError):
 class CustomLayoutMissingError(StoreError):
     """A custom layout the task names does not exist (any more) for the AppId."""
 
-    code, http_status, field = "InvalidLayoutID.Malformed", 400, "LayoutIds"
+    code, http_status, field = "InvalidLayoutID.Malformed", 400, ("layout_ids",)
 
 
 class StreamURLInUseError(StoreError):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from rtc_mpu.workers.capacity import default_capacity
+from rtc_mpu.workers.store_protocol import DEFAULT_COOLDOWN_SECONDS, DEFAULT_LEASE_SECONDS
 
 if TYPE_CHECKING:  # the mixer loads aiohttp, numpy and Pillow: not in the API process
     from rtc_mpu.mixer.overlays.images import FetchLimits
@@ -79,8 +80,10 @@ class WorkerSettings:
         empty_timeout: seconds an empty channel is mixed before the task stops by itself with
             status 4 (``MPU_EMPTY_TIMEOUT``, default 30).
         heartbeat_interval: seconds between heartbeats/lease renewals (``MPU_HEARTBEAT_INTERVAL``).
-        lease_seconds: how long a lease outlives the last heartbeat (``MPU_LEASE_SECONDS``).
-        cooldown_seconds: how long a StreamURL is refused after its task stopped (``MPU_COOLDOWN``).
+        lease_seconds: seconds a lease outlives the last heartbeat (``MPU_LEASE_SECONDS``, default
+            :data:`~rtc_mpu.workers.store_protocol.DEFAULT_LEASE_SECONDS`, 8).
+        cooldown_seconds: seconds a StreamURL is refused after its task stopped (``MPU_COOLDOWN``,
+            default :data:`~rtc_mpu.workers.store_protocol.DEFAULT_COOLDOWN_SECONDS`, 10).
         retry_initial, retry_max: RTMP reconnect backoff bounds in seconds.
         give_up_after: seconds of continuous push failure before the task stops (``MPU_GIVE_UP_AFTER``).
         max_restarts: restarts after worker deaths before a task is marked failed.
@@ -101,8 +104,8 @@ class WorkerSettings:
     capacity: float = field(default_factory=default_capacity)
     empty_timeout: float = 30.0
     heartbeat_interval: float = 1.0
-    lease_seconds: float = 8.0
-    cooldown_seconds: float = 10.0
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
+    cooldown_seconds: float = DEFAULT_COOLDOWN_SECONDS
     retry_initial: float = 1.0
     retry_max: float = 5.0
     give_up_after: float = 300.0

@@ -29,6 +29,8 @@ unambiguous because a TaskId never contains ``/``):
   while one of its stream keys has one.
 - read only: ``{p}:app:<app_id>:layouts`` of :mod:`rtc_mpu.workers.layout_store`: a start or an update checks
   that the custom layouts it names exist, in the same script as its write.
+- read only: a Celery queue of the broker on the same server (a list named after the queue, without
+  the prefix), for its length (:meth:`TaskStore.queue_length`).
 - ``{p}:nonce:<AccessKeyId>:<sha256 of nonce>``: a signed request's nonce, kept for twice the
   timestamp window (:meth:`TaskStore.use_nonce`).
 - ``{p}:restarting:<app_id>/<task_id>``: a restart of the stale task was queued; expires after the
@@ -45,6 +47,10 @@ unambiguous because a TaskId never contains ``/``):
 The scripts compute the lease and cooldown key names from the record's stream keys, so this store
 works on a single Redis server (or a primary with replicas), not on Redis Cluster. It needs Redis 5 or
 newer (scripts that call ``TIME`` before writing).
+
+The scripts are the ``.lua`` files of ``rtc_mpu/workers/lua/`` (package data, :func:`load_script`);
+the task scripts start with ``prelude.lua``, whose functions they share. Each file's header says its
+KEYS and ARGV.
 
 Errors: every Redis failure (connection refused, timeout, any ``redis.exceptions.RedisError``) is
 raised as :class:`~rtc_mpu.workers.model.StoreUnavailableError`. A connection that fails before a command is
@@ -63,7 +69,7 @@ import math
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from importlib import resources
 
 import redis
 from redis.backoff import NoBackoff
@@ -87,6 +93,8 @@ from rtc_mpu.workers.model import (
     TaskStoppingError,
     no_capacity_reason,
 )
+from rtc_mpu.workers.stats import TaskStats
+from rtc_mpu.workers.store_protocol import DEFAULT_COOLDOWN_SECONDS, DEFAULT_LEASE_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -103,409 +111,22 @@ _SERVER_TIMES = ("created_at", "updated_at")
 #: States a worker may report (QUEUED and ENDED belong to the store; WORKER_LOST is only shown).
 _HEARTBEAT_STATES = frozenset({TaskState.STARTING, TaskState.RUNNING, TaskState.RETRYING, TaskState.STOPPING})
 
-# Shared Lua: the server's time, and ending a task (lease, cooldown, indexes, TTL).
-_PRELUDE = """
-local function now()
-  local t = redis.call('TIME')
-  local usec = tonumber(t[2])
-  return t[1] .. '.' .. string.format('%06d', usec), tonumber(t[1]) * 1000 + math.floor(usec / 1000),
-    tonumber(t[1]) + usec / 1000000
-end
 
--- The task's entry in the load of the node it was claimed by, if any (ARGV[1] prefix).
-local function release_load(rec, name)
-  local node = redis.call('HGET', rec, 'node')
-  if node and node ~= 'null' then
-    redis.call('HDEL', ARGV[1] .. ':load:' .. cjson.decode(node), name)
-  end
-end
+def load_script(name: str, *, prelude: bool = False) -> str:
+    """The Lua script ``lua/<name>`` shipped in this package (package data, read with
+    :mod:`importlib.resources`, so it works from a wheel or a zip too).
 
--- The task's stream keys (the names of its leases and cooldowns): the record's lease_keys, or its
--- stream_key alone for a record written before lease_keys existed.
-local function stream_keys(rec)
-  local f = redis.call('HMGET', rec, 'lease_keys', 'stream_key')
-  if f[1] then
-    local keys = cjson.decode(f[1])
-    if type(keys) == 'table' and #keys > 0 then
-      return keys
-    end
-  end
-  return {cjson.decode(f[2])}
-end
+    Args:
+        name: the file name, e.g. ``"claim.lua"``.
+        prelude: prepend ``lua/prelude.lua`` (the server's time, ending a task, leases), which the
+            task store's scripts share.
 
--- Another task holding one of the leases of keys, and that key; nil if none (ARGV[1] prefix).
-local function lease_taken(keys, name)
-  for _, key in ipairs(keys) do
-    local holder = redis.call('GET', ARGV[1] .. ':lease:' .. key)
-    if holder and holder ~= name then
-      return holder, key
-    end
-  end
-  return nil
-end
-
--- Every lease of keys to name, with a TTL of ttl_ms, or none when ttl_ms is nil (ARGV[1] prefix).
-local function set_leases(keys, name, ttl_ms)
-  for _, key in ipairs(keys) do
-    if ttl_ms then
-      redis.call('SET', ARGV[1] .. ':lease:' .. key, name, 'PX', ttl_ms)
-    else
-      redis.call('SET', ARGV[1] .. ':lease:' .. key, name)
-    end
-  end
-end
-
--- KEYS[1] record, KEYS[2] app index, KEYS[3] active set; ARGV[1] prefix, ARGV[2] name, ARGV[3] task id.
--- Each lease of keys that names the task is deleted, and gets its own cooldown unless another task holds it.
-local function end_task(keys, status, reason_json, cooldown_ms, ttl_ms, now_text, now_ms)
-  local rec, name = KEYS[1], ARGV[2]
-  redis.call('HSET', rec, 'state', '"ended"', 'status', status, 'reason', reason_json,
-    'ended_at', now_text, 'updated_at', now_text)
-  for _, key in ipairs(keys) do
-    local lease = ARGV[1] .. ':lease:' .. key
-    local holder = redis.call('GET', lease)
-    if holder == name then
-      redis.call('DEL', lease)
-    end
-    if cooldown_ms > 0 and (not holder or holder == name) then
-      redis.call('SET', ARGV[1] .. ':cooldown:' .. key, name, 'PX', cooldown_ms)
-    end
-  end
-  redis.call('SREM', KEYS[3], name)
-  release_load(rec, name)
-  redis.call('PEXPIRE', rec, ttl_ms)
-  redis.call('ZADD', KEYS[2], now_ms + ttl_ms, ARGV[3])
-  if redis.call('ZCOUNT', KEYS[2], '+inf', '+inf') == 0 then
-    redis.call('PEXPIRE', KEYS[2], ttl_ms)
-  end
-end
-
-local function url_taken_reason(holder)
-  return cjson.encode('stopped: its StreamURL was taken by task ' .. holder .. ' while it had no live worker')
-end
-"""
-
-# KEYS: record, app index, active set, the app's custom layouts (hash, rtc_mpu.workers.layout_store).
-# ARGV: prefix, name, task id, stream keys to lease (JSON array), custom layout ids the task names
-# (JSON array of strings), then field/value pairs of the record.
-# All the leases or none: each key must be free (or held by an ended task) and not cooling down.
-_START = (
-    _PRELUDE
-    + """
-local state = redis.call('HGET', KEYS[1], 'state')
-if state and state ~= '"ended"' then
-  return {'exists'}
-end
-local keys = cjson.decode(ARGV[4])
-for _, key in ipairs(keys) do
-  local holder = redis.call('GET', ARGV[1] .. ':lease:' .. key)
-  if holder then
-    local holder_state = redis.call('HGET', ARGV[1] .. ':task:' .. holder, 'state')
-    if holder_state and holder_state ~= '"ended"' then
-      return {'in_use', holder, key}
-    end
-  end
-end
-local cooling = nil
-for _, key in ipairs(keys) do
-  local pttl = redis.call('PTTL', ARGV[1] .. ':cooldown:' .. key)
-  if pttl ~= -2 and (cooling == nil or pttl > cooling) then
-    cooling = pttl
-  end
-end
-if cooling ~= nil then
-  return {'cooling', cooling}
-end
--- The custom layouts it names must still exist: checked here, atomically with the delete script's
--- check for active tasks that list a layout, so a layout is never deleted under a starting task.
-for _, id in ipairs(cjson.decode(ARGV[5])) do
-  if redis.call('HEXISTS', KEYS[4], id) == 0 then
-    return {'no_layout', id}
-  end
-end
-local now_text, now_ms = now()
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
-redis.call('HSET', KEYS[1], 'created_at', now_text, 'updated_at', now_text)
-set_leases(keys, ARGV[2], nil)
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms)
-redis.call('ZADD', KEYS[2], '+inf', ARGV[3])
-redis.call('PERSIST', KEYS[2])
-redis.call('SADD', KEYS[3], ARGV[2])
-return {'ok', redis.call('HGETALL', KEYS[1])}
-"""
-)
-
-# KEYS: record, app index, active set, fence counter[, the node's load].
-# ARGV: prefix, name, task id, worker (JSON), lease ms, cooldown ms, ended ttl ms, node (JSON, null
-# without a node), cost (units, JSON number), capacity (units; '' = unlimited), reason when refused (JSON).
-_CLAIM = (
-    _PRELUDE
-    + """
-local f = redis.call('HMGET', KEYS[1], 'state', 'stop_requested', 'fence', 'heartbeat_at', 'stream_key',
-  'restarts', 'node')
-if not f[1] or f[1] == '"ended"' then
-  return {'gone'}
-end
-local lease_ms, cooldown_ms, ttl_ms = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local now_text, now_ms, now_s = now()
-local fence = tonumber(f[3])
-if fence > 0 and (now_s - tonumber(f[4])) * 1000 < lease_ms then
-  return {'held'}
-end
-local keys = stream_keys(KEYS[1])
-if f[2] == 'true' then
-  end_task(keys, '3', '"stopped by the user"', cooldown_ms, ttl_ms, now_text, now_ms)
-  return {'stopped'}
-end
-local holder = lease_taken(keys, ARGV[2])
-if holder then
-  end_task(keys, '2', url_taken_reason(holder), 0, ttl_ms, now_text, now_ms)
-  return {'url_taken', holder}
-end
-local load = 0
-if KEYS[5] then
-  -- The node's load: its live tasks' costs. Entries of tasks that ended, moved to another node or
-  -- whose heartbeat is stale (the worker died or hangs) are dropped here, so a dead worker's load
-  -- never blocks its node for good.
-  local others = 0
-  local entries = redis.call('HGETALL', KEYS[5])
-  for i = 1, #entries, 2 do
-    local other = entries[i]
-    if other ~= ARGV[2] then
-      local o = redis.call('HMGET', ARGV[1] .. ':task:' .. other, 'state', 'fence', 'heartbeat_at', 'node')
-      if not o[1] or o[1] == '"ended"' or tonumber(o[2]) == 0 or o[4] ~= ARGV[8]
-          or (now_s - tonumber(o[3])) * 1000 >= lease_ms then
-        redis.call('HDEL', KEYS[5], other)
-      else
-        load = load + tonumber(entries[i + 1])
-        others = others + 1
-      end
-    end
-  end
-  -- A task bigger than the whole capacity still runs on an idle node (else it never would).
-  if ARGV[10] ~= '' and others > 0 and load + tonumber(ARGV[9]) > tonumber(ARGV[10]) + 1e-9 then
-    if fence == 0 then
-      redis.call('HSET', KEYS[1], 'reason', ARGV[11], 'updated_at', now_text)
-    end
-    return {'no_capacity', tostring(load), tostring(fence)}
-  end
-end
-local token = redis.call('INCR', KEYS[4])
-local restarts = tonumber(f[6])
-local reason = '"starting"'
-if fence > 0 then
-  restarts = restarts + 1
-  if tonumber(f[4]) == 0 then
-    reason = '"restarting: taking over from the previous worker, which handed the task over"'
-  else
-    reason = '"restarting: taking over from the previous worker, which stopped heartbeating"'
-  end
-end
-if f[7] and f[7] ~= 'null' and f[7] ~= ARGV[8] then
-  redis.call('HDEL', ARGV[1] .. ':load:' .. cjson.decode(f[7]), ARGV[2])
-end
-if KEYS[5] then
-  redis.call('HSET', KEYS[5], ARGV[2], ARGV[9])
-end
-redis.call('HSET', KEYS[1], 'fence', token, 'worker', ARGV[4], 'state', '"starting"', 'status', '0',
-  'reason', reason, 'heartbeat_at', now_text, 'updated_at', now_text, 'restarts', restarts,
-  'node', ARGV[8], 'cost', ARGV[9])
-set_leases(keys, ARGV[2], lease_ms)
-return {'ok', token, tostring(load)}
-"""
-)
-
-# KEYS: record, app index, active set.
-# ARGV: prefix, name, task id, token, lease ms, ended ttl ms, then field/value pairs to set.
-_HEARTBEAT = (
-    _PRELUDE
-    + """
-local f = redis.call('HMGET', KEYS[1], 'state', 'fence', 'stop_requested')
-if not f[1] or f[1] == '"ended"' then
-  return {'gone'}
-end
-local fence = tonumber(f[2])
-if fence == 0 or fence ~= tonumber(ARGV[4]) then
-  return {'fenced'}
-end
-local now_text, now_ms = now()
-local keys = stream_keys(KEYS[1])
-local holder = lease_taken(keys, ARGV[2])
-if holder then
-  end_task(keys, '2', url_taken_reason(holder), 0, tonumber(ARGV[6]), now_text, now_ms)
-  return {'url_taken', holder}
-end
-set_leases(keys, ARGV[2], tonumber(ARGV[5]))
-local node = redis.call('HMGET', KEYS[1], 'node', 'cost')
-if node[1] and node[1] ~= 'null' then
-  -- Back in the node's load if a claim dropped it as stale while this worker could not heartbeat.
-  redis.call('HSET', ARGV[1] .. ':load:' .. cjson.decode(node[1]), ARGV[2], node[2] or '0')
-end
-if f[3] == 'true' then
-  -- A stop was requested: the task stays 'stopping', with the stop's reason, until it ends.
-  for i = 7, #ARGV, 2 do
-    if ARGV[i] ~= 'state' and ARGV[i] ~= 'reason' then
-      redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-    end
-  end
-  redis.call('HSET', KEYS[1], 'state', '"stopping"')
-elseif #ARGV > 6 then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 7))
-end
-redis.call('HSET', KEYS[1], 'heartbeat_at', now_text, 'updated_at', now_text)
-return {'ok', redis.call('HGETALL', KEYS[1])}
-"""
-)
-
-# KEYS: record, app index, active set.
-# ARGV: prefix, name, task id, token ('' = unclaimed), status, reason (JSON), cooldown ms, ended ttl ms.
-_FINISH = (
-    _PRELUDE
-    + """
-local f = redis.call('HMGET', KEYS[1], 'state', 'fence')
-if not f[1] or f[1] == '"ended"' then
-  return {'gone'}
-end
-local fence = tonumber(f[2])
-if ARGV[4] == '' then
-  if fence ~= 0 then
-    return {'fenced'}
-  end
-elseif fence == 0 or fence ~= tonumber(ARGV[4]) then
-  return {'fenced'}
-end
-local now_text, now_ms = now()
-end_task(stream_keys(KEYS[1]), ARGV[5], ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), now_text, now_ms)
-return {'ok', redis.call('HGETALL', KEYS[1])}
-"""
-)
-
-# KEYS: record, app index, active set.
-# ARGV: prefix, name, task id, token, reason (JSON), cooldown ms, ended ttl ms.
-# A task whose stop was requested is not handed over: it ends (status 3, cooldown), as the user asked.
-_RELEASE = (
-    _PRELUDE
-    + """
-local f = redis.call('HMGET', KEYS[1], 'state', 'fence', 'stop_requested')
-if not f[1] or f[1] == '"ended"' or tonumber(f[2]) ~= tonumber(ARGV[4]) then
-  return {'fenced'}
-end
-local now_text, now_ms = now()
-local keys = stream_keys(KEYS[1])
-if f[3] == 'true' then
-  end_task(keys, '3', '"stopped by the user"', tonumber(ARGV[6]), tonumber(ARGV[7]), now_text, now_ms)
-  return {'ok', redis.call('HGETALL', KEYS[1])}
-end
-release_load(KEYS[1], ARGV[2])
-redis.call('HSET', KEYS[1], 'state', '"queued"', 'status', '0', 'reason', ARGV[5], 'worker', 'null',
-  'heartbeat_at', '0', 'updated_at', now_text)
-for _, key in ipairs(keys) do
-  local lease = ARGV[1] .. ':lease:' .. key
-  if redis.call('GET', lease) == ARGV[2] then
-    redis.call('PERSIST', lease)
-  end
-end
-return {'ok', redis.call('HGETALL', KEYS[1])}
-"""
-)
-
-# KEYS: record, app index, active set.
-# ARGV: prefix, name, task id, lease ms, cooldown ms, ended ttl ms, reason while stopping (JSON).
-# Without a live worker the task ends at once; with one it is 'stopping' (its status unchanged) until
-# the worker has ended the push; a task already stopping is left as it is.
-_REQUEST_STOP = (
-    _PRELUDE
-    + """
-local f = redis.call('HMGET', KEYS[1], 'state', 'fence', 'heartbeat_at', 'stop_requested')
-if not f[1] then
-  return {'missing'}
-end
-if f[1] ~= '"ended"' then
-  local now_text, now_ms, now_s = now()
-  if tonumber(f[2]) == 0 or (now_s - tonumber(f[3])) * 1000 >= tonumber(ARGV[4]) then
-    redis.call('HSET', KEYS[1], 'stop_requested', 'true')
-    end_task(stream_keys(KEYS[1]), '3', '"stopped by the user"', tonumber(ARGV[5]), tonumber(ARGV[6]),
-      now_text, now_ms)
-  elseif f[4] ~= 'true' then
-    redis.call('HSET', KEYS[1], 'stop_requested', 'true', 'state', '"stopping"', 'reason', ARGV[7],
-      'updated_at', now_text)
-  end
-end
-return {'ok', redis.call('HGETALL', KEYS[1])}
-"""
-)
-
-# KEYS: record, the app's custom layouts (hash). ARGV: params (JSON), the record's stream key as read
-# (JSON), custom layout ids the params name (JSON array of strings).
-_UPDATE_PARAMS = (
-    _PRELUDE
-    + """
-local f = redis.call('HMGET', KEYS[1], 'state', 'stream_key', 'stop_requested')
-if not f[1] or f[1] == '"ended"' then
-  return {'missing'}
-end
-if f[3] == 'true' or f[1] == '"stopping"' then
-  return {'stopping'}
-end
-if f[2] ~= ARGV[2] then
-  return {'url_changed'}
-end
--- Atomically with the delete script's in-use check (see _START).
-for _, id in ipairs(cjson.decode(ARGV[3])) do
-  if redis.call('HEXISTS', KEYS[2], id) == 0 then
-    return {'no_layout', id}
-  end
-end
-local now_text = now()
-redis.call('HINCRBY', KEYS[1], 'spec_version', 1)
-redis.call('HSET', KEYS[1], 'params', ARGV[1], 'updated_at', now_text)
-return {'ok', redis.call('HGETALL', KEYS[1])}
-"""
-)
-
-# KEYS: app index. ARGV: record key prefix ('{p}:task:<app_id>/'). Records of the app, still stored.
-_LIST_APP = """
-local out = {}
-for _, task_id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local rec = redis.call('HGETALL', ARGV[1] .. task_id)
-  if #rec > 0 then
-    out[#out + 1] = rec
-  end
-end
-return out
-"""
-
-# KEYS: active set. ARGV: record key prefix ('{p}:task:'), idle ms. Names of the never-claimed tasks
-# whose record nobody touched for idle ms; their updated_at is set to now (one rescue per idle time).
-_RESCUE_QUEUED = (
-    _PRELUDE
-    + """
-local now_text, now_ms, now_s = now()
-local out = {}
-for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local rec = ARGV[1] .. name
-  local f = redis.call('HMGET', rec, 'state', 'fence', 'updated_at')
-  if f[1] == '"queued"' and tonumber(f[2]) == 0 and (now_s - tonumber(f[3])) * 1000 >= tonumber(ARGV[2]) then
-    redis.call('HSET', rec, 'updated_at', now_text)
-    out[#out + 1] = name
-  end
-end
-return out
-"""
-)
-
-# KEYS: active set. ARGV: record key prefix ('{p}:task:'). Records of all active tasks.
-_LIST_ACTIVE = """
-local out = {}
-for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local rec = redis.call('HGETALL', ARGV[1] .. name)
-  if #rec > 0 then
-    out[#out + 1] = rec
-  end
-end
-return out
-"""
+    Raises:
+        FileNotFoundError: no such script in the package (a broken installation).
+    """
+    folder = resources.files("rtc_mpu.workers").joinpath("lua")
+    text = folder.joinpath(name).read_text(encoding="utf-8")
+    return folder.joinpath("prelude.lua").read_text(encoding="utf-8") + text if prelude else text
 
 
 def _custom_layout_ids(params: TaskParams) -> list[str]:
@@ -517,7 +138,7 @@ def _custom_layout_ids(params: TaskParams) -> list[str]:
     ]
 
 
-def _dump(value: Any) -> str:
+def _dump(value: object) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -575,10 +196,12 @@ class TaskStore:
         client: a synchronous redis-py client. Give it socket timeouts (connect and read) and no
             automatic retries, as :meth:`from_url` does; responses may be bytes or str.
         prefix: prefix of every key.
-        cooldown_seconds: how long a StreamURL is refused after its task ended, in seconds.
+        cooldown_seconds: how long a StreamURL is refused after its task ended, in seconds
+            (default :data:`~rtc_mpu.workers.store_protocol.DEFAULT_COOLDOWN_SECONDS`, as the workers').
         lease_seconds: how long a claimed task's StreamURL lease outlives its last heartbeat, in
             seconds; a claimed task whose heartbeat is at least this old is *stale* (its worker died)
-            and may be claimed again.
+            and may be claimed again (default
+            :data:`~rtc_mpu.workers.store_protocol.DEFAULT_LEASE_SECONDS`, as the workers').
         ended_ttl_seconds: how long an ended task's record is kept (for status queries), in seconds.
 
     Raises:
@@ -590,8 +213,8 @@ class TaskStore:
         client: redis.Redis,
         *,
         prefix: str = "mpu",
-        cooldown_seconds: float = 10.0,
-        lease_seconds: float = 15.0,
+        cooldown_seconds: float = DEFAULT_COOLDOWN_SECONDS,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
         ended_ttl_seconds: float = 86400.0,
     ) -> None:
         if not prefix:
@@ -606,16 +229,16 @@ class TaskStore:
         self._cooldown_ms = round(cooldown_seconds * 1000)
         self._lease_ms = _ms(lease_seconds)
         self._ttl_ms = _ms(ended_ttl_seconds)
-        self._start = client.register_script(_START)
-        self._claim = client.register_script(_CLAIM)
-        self._heartbeat = client.register_script(_HEARTBEAT)
-        self._finish = client.register_script(_FINISH)
-        self._release = client.register_script(_RELEASE)
-        self._request_stop = client.register_script(_REQUEST_STOP)
-        self._update_params = client.register_script(_UPDATE_PARAMS)
-        self._list_app = client.register_script(_LIST_APP)
-        self._list_active = client.register_script(_LIST_ACTIVE)
-        self._rescue_queued = client.register_script(_RESCUE_QUEUED)
+        self._start = client.register_script(load_script("start.lua", prelude=True))
+        self._claim = client.register_script(load_script("claim.lua", prelude=True))
+        self._heartbeat = client.register_script(load_script("heartbeat.lua", prelude=True))
+        self._finish = client.register_script(load_script("finish.lua", prelude=True))
+        self._release = client.register_script(load_script("release.lua", prelude=True))
+        self._request_stop = client.register_script(load_script("request_stop.lua", prelude=True))
+        self._update_params = client.register_script(load_script("update_params.lua", prelude=True))
+        self._list_app = client.register_script(load_script("list_app.lua"))
+        self._list_active = client.register_script(load_script("list_active.lua"))
+        self._rescue_queued = client.register_script(load_script("rescue_queued.lua", prelude=True))
 
     @classmethod
     def from_url(
@@ -624,8 +247,8 @@ class TaskStore:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         prefix: str = "mpu",
-        cooldown_seconds: float = 10.0,
-        lease_seconds: float = 15.0,
+        cooldown_seconds: float = DEFAULT_COOLDOWN_SECONDS,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
         ended_ttl_seconds: float = 86400.0,
     ) -> TaskStore:
         """A store on a new client for ``url`` (``redis://host:port/db``).
@@ -1020,6 +643,33 @@ class TaskStore:
             flat = self.client.hgetall(self.load_key(node))
         return {_text(name): float(_text(cost)) for name, cost in flat.items()}
 
+    def node_loads(self) -> dict[str, float]:
+        """Every worker node's load as stored: node name -> the sum of its entries' costs, in units
+        (:meth:`node_load`; entries of dead tasks count until the node's next claim drops them).
+        Nodes whose load hash is gone (no entries) are absent.
+
+        Raises:
+            StoreUnavailableError: Redis failed.
+        """
+        prefix = self.load_key("")
+        loads: dict[str, float] = {}
+        with _unavailable():
+            for key in self.client.scan_iter(match=f"{prefix}*", count=100):
+                costs = self.client.hvals(key)
+                if costs:
+                    loads[_text(key)[len(prefix) :]] = sum(float(_text(cost)) for cost in costs)
+        return loads
+
+    def queue_length(self, queue: str) -> int:
+        """How many messages wait in the Celery queue ``queue`` of the broker on this store's Redis
+        (Celery's Redis transport keeps a queue as a list named after it, without this store's prefix).
+
+        Raises:
+            StoreUnavailableError: Redis failed.
+        """
+        with _unavailable():
+            return int(self.client.llen(queue))
+
     def rescue_queued(self, idle_seconds: float) -> list[tuple[str, str]]:
         """Never-claimed tasks (state QUEUED) whose record nobody touched for ``idle_seconds``: their
         Celery message may be lost (a worker killed while holding it), so the caller enqueues them
@@ -1052,7 +702,7 @@ class TaskStore:
         reason: str | None = None,
         layout_id: int | None = None,
         users: list[str] | None = None,
-        stats: dict[str, Any] | None = None,
+        stats: TaskStats | None = None,
     ) -> TaskRecord | None:
         """Report progress and renew the StreamURL leases, if ``token`` still holds the task.
 
@@ -1084,7 +734,7 @@ class TaskStore:
             ("reason", reason),
             ("layout_id", layout_id),
             ("users", users),
-            ("stats", stats),
+            ("stats", None if stats is None else stats.to_dict()),
         ):
             if value is not None:
                 fields += [key, _dump(value)]

@@ -12,13 +12,12 @@ keyframe, so a player can start decoding at once; FFmpeg's FLV muxer writes such
 are (it only shifts negative ones), so the RTMP timestamps of a reconnected push continue the media
 clock across the gap.
 
-Voice activity rides in the video as H.264 SEI (user data unregistered, :mod:`rtc_mpu.mixer.output.sei`):
-pass the
-JSON of a :class:`rtc_mpu.mixer.audio.vad.VadReport` as ``encode_video(..., sei=...)``; the SEI NAL unit goes
-into
-the access unit of that frame.  libx264 (through FFmpeg, also with ``GLOBAL_HEADER`` for FLV/MP4, where
-SPS/PPS go to the extradata) returns Annex B packets; the NAL unit is inserted in Annex B form and the
-FLV/MP4 muxers convert the whole access unit to length-prefixed AVCC themselves.
+Voice activity rides in the video as H.264 SEI (user data unregistered,
+:mod:`rtc_mpu.mixer.output.sei`): pass the JSON of a :class:`rtc_mpu.mixer.audio.vad.VadReport` as
+``encode_video(..., sei=...)``; the SEI NAL unit goes into the access unit of that frame.  libx264 (through
+FFmpeg, also with ``GLOBAL_HEADER`` for FLV/MP4, where SPS/PPS go to the extradata) returns Annex B packets;
+the NAL unit is inserted in Annex B form and the FLV/MP4 muxers convert the whole access unit to
+length-prefixed AVCC themselves.
 
 Blocking (encodes and network writes): call it from one worker thread, never from the event loop.
 """
@@ -101,9 +100,9 @@ class EncoderStats:
 class Encoder(Protocol):
     """What the pipeline needs of an encoder: :class:`MediaEncoder`, or a stand-in in tests.
 
-    Every method blocks (encoding, network writes) and raises :class:`rtc_mpu.mixer.output.sinks.SinkError`
-    when the
-    endpoint fails; all of them run on one worker thread, never on the event loop.
+    Every method blocks (encoding, network writes) and raises
+    :class:`rtc_mpu.mixer.output.sinks.SinkError` when the endpoint fails; all of them run on one
+    worker thread, never on the event loop.
     """
 
     def encode_video(self, frame: av.VideoFrame, index: int, sei: bytes | None = None) -> None:
@@ -207,11 +206,10 @@ class MediaEncoder:
         Args:
             frame: the composited picture; its ``pts``, ``time_base`` and ``pict_type`` are set here.
             index: media-clock frame index; pts in video_time_base units.
-            sei: UTF-8 JSON bytes, see rtc_mpu.mixer.audio.vad.VadReport.to_json; sent as an H.264 SEI user
-                data
-                unregistered message (:data:`rtc_mpu.mixer.output.sei.SEI_UUID`) in this frame's access unit,
-                before
-                its first slice (the packet whose pts equals ``index``, whenever the encoder returns it).
+            sei: UTF-8 JSON bytes (:meth:`rtc_mpu.mixer.audio.vad.VadReport.to_json`), sent as an
+                H.264 SEI user data unregistered message (:data:`rtc_mpu.mixer.output.sei.SEI_UUID`)
+                in this frame's access unit, before its first slice (the packet whose pts equals
+                ``index``, whenever the encoder returns it).
 
         Raises:
             SinkError: the sink failed.

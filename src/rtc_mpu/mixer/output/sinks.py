@@ -84,9 +84,7 @@ def sink_target(target: str) -> SinkTarget:
         return SinkTarget(url, "flv", redact_url(url), True)
     suffix = Path(target).suffix.lower()
     if suffix not in FILE_FORMATS:
-        raise SpecError(
-            "InvalidParameter", f"output file must end in one of {sorted(FILE_FORMATS)}", "output"
-        )
+        raise SpecError("InvalidParameter", f"output file must end in one of {sorted(FILE_FORMATS)}")
     absolute = str(Path(target).resolve())
     return SinkTarget(absolute, FILE_FORMATS[suffix], target, False)
 

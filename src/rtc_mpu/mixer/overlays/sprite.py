@@ -1,10 +1,9 @@
 """Overlay pictures with alpha (images, texts, clocks), prepared once and blended per frame.
 
 A :class:`Sprite` is an RGBA picture already scaled, placed and clipped on the canvas and converted
-to BT.601 limited-range YUV420p (the compositor's output format, see :mod:`rtc_mpu.mixer.video.compositor`),
-held
-as premultiplied uint16 planes. :func:`blend` then draws it with a handful of numpy operations over
-its own rectangle only: no RGB round trip and no full-frame temporaries.
+to BT.601 limited-range YUV420p (the compositor's output format, see
+:mod:`rtc_mpu.mixer.video.compositor`), held as premultiplied uint16 planes. :func:`blend` then draws it with
+a handful of numpy operations over its own rectangle only: no RGB round trip and no full-frame temporaries.
 
 Colour: :data:`rtc_mpu.mixer.video.color.BT601_MATRIX` (ITU-R BT.601-7, 8-bit limited range: Y 16..235,
 Cb/Cr 16..240), the numbers of :func:`rtc_mpu.mixer.video.color.rgb_to_yuv601`, vectorised.
@@ -224,9 +223,9 @@ def blend(planes: tuple[Plane, Plane, Plane], sprite: Sprite) -> None:
 
     Args:
         planes: writable uint8 (Y, U, V) planes of a frame, e.g. from
-            :func:`rtc_mpu.mixer.video.compositor.plane_view`; Y ``(H, W)``, U and V ``(H / 2, W / 2)``, with
-            the
-            sprite's rectangle inside (as :func:`sprite_from_rgba` made it for that canvas).
+            :func:`rtc_mpu.mixer.video.compositor.plane_view`; Y ``(H, W)``, U and V
+            ``(H / 2, W / 2)``, with the sprite's rectangle inside (as :func:`sprite_from_rgba` made it for
+            that canvas).
 
     Raises:
         ValueError: the sprite does not fit in the planes.

@@ -1,0 +1,75 @@
+-- Runs after prelude.lua, which rtc_mpu.workers.store prepends.
+-- KEYS: record, app index, active set, fence counter[, the node's load].
+-- ARGV: prefix, name, task id, worker (JSON), lease ms, cooldown ms, ended ttl ms, node (JSON, null
+-- without a node), cost (units, JSON number), capacity (units; '' = unlimited), reason when refused (JSON).
+local f = redis.call('HMGET', KEYS[1], 'state', 'stop_requested', 'fence', 'heartbeat_at', 'stream_key',
+  'restarts', 'node')
+if not f[1] or f[1] == '"ended"' then
+  return {'gone'}
+end
+local lease_ms, cooldown_ms, ttl_ms = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local now_text, now_ms, now_s = now()
+local fence = tonumber(f[3])
+if fence > 0 and (now_s - tonumber(f[4])) * 1000 < lease_ms then
+  return {'held'}
+end
+local keys = stream_keys(KEYS[1])
+if f[2] == 'true' then
+  end_task(keys, '3', '"stopped by the user"', cooldown_ms, ttl_ms, now_text, now_ms)
+  return {'stopped'}
+end
+local holder = lease_taken(keys, ARGV[2])
+if holder then
+  end_task(keys, '2', url_taken_reason(holder), 0, ttl_ms, now_text, now_ms)
+  return {'url_taken', holder}
+end
+local load = 0
+if KEYS[5] then
+  -- The node's load: its live tasks' costs. Entries of tasks that ended, moved to another node or
+  -- whose heartbeat is stale (the worker died or hangs) are dropped here, so a dead worker's load
+  -- never blocks its node for good.
+  local others = 0
+  local entries = redis.call('HGETALL', KEYS[5])
+  for i = 1, #entries, 2 do
+    local other = entries[i]
+    if other ~= ARGV[2] then
+      local o = redis.call('HMGET', ARGV[1] .. ':task:' .. other, 'state', 'fence', 'heartbeat_at', 'node')
+      if not o[1] or o[1] == '"ended"' or tonumber(o[2]) == 0 or o[4] ~= ARGV[8]
+          or (now_s - tonumber(o[3])) * 1000 >= lease_ms then
+        redis.call('HDEL', KEYS[5], other)
+      else
+        load = load + tonumber(entries[i + 1])
+        others = others + 1
+      end
+    end
+  end
+  -- A task bigger than the whole capacity still runs on an idle node (else it never would).
+  if ARGV[10] ~= '' and others > 0 and load + tonumber(ARGV[9]) > tonumber(ARGV[10]) + 1e-9 then
+    if fence == 0 then
+      redis.call('HSET', KEYS[1], 'reason', ARGV[11], 'updated_at', now_text)
+    end
+    return {'no_capacity', tostring(load), tostring(fence)}
+  end
+end
+local token = redis.call('INCR', KEYS[4])
+local restarts = tonumber(f[6])
+local reason = '"starting"'
+if fence > 0 then
+  restarts = restarts + 1
+  if tonumber(f[4]) == 0 then
+    reason = '"restarting: taking over from the previous worker, which handed the task over"'
+  else
+    reason = '"restarting: taking over from the previous worker, which stopped heartbeating"'
+  end
+end
+if f[7] and f[7] ~= 'null' and f[7] ~= ARGV[8] then
+  redis.call('HDEL', ARGV[1] .. ':load:' .. cjson.decode(f[7]), ARGV[2])
+end
+if KEYS[5] then
+  redis.call('HSET', KEYS[5], ARGV[2], ARGV[9])
+end
+redis.call('HSET', KEYS[1], 'fence', token, 'worker', ARGV[4], 'state', '"starting"', 'status', '0',
+  'reason', reason, 'heartbeat_at', now_text, 'updated_at', now_text, 'restarts', restarts,
+  'node', ARGV[8], 'cost', ARGV[9])
+set_leases(keys, ARGV[2], lease_ms)
+return {'ok', token, tostring(load)}

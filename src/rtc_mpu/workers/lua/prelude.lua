@@ -1,0 +1,80 @@
+-- Prepended to the task store's scripts that need it (rtc_mpu.workers.store.load_script).
+-- Shared Lua: the server's time, and ending a task (lease, cooldown, indexes, TTL).
+local function now()
+  local t = redis.call('TIME')
+  local usec = tonumber(t[2])
+  return t[1] .. '.' .. string.format('%06d', usec), tonumber(t[1]) * 1000 + math.floor(usec / 1000),
+    tonumber(t[1]) + usec / 1000000
+end
+
+-- The task's entry in the load of the node it was claimed by, if any (ARGV[1] prefix).
+local function release_load(rec, name)
+  local node = redis.call('HGET', rec, 'node')
+  if node and node ~= 'null' then
+    redis.call('HDEL', ARGV[1] .. ':load:' .. cjson.decode(node), name)
+  end
+end
+
+-- The task's stream keys (the names of its leases and cooldowns): the record's lease_keys, or its
+-- stream_key alone for a record written before lease_keys existed.
+local function stream_keys(rec)
+  local f = redis.call('HMGET', rec, 'lease_keys', 'stream_key')
+  if f[1] then
+    local keys = cjson.decode(f[1])
+    if type(keys) == 'table' and #keys > 0 then
+      return keys
+    end
+  end
+  return {cjson.decode(f[2])}
+end
+
+-- Another task holding one of the leases of keys, and that key; nil if none (ARGV[1] prefix).
+local function lease_taken(keys, name)
+  for _, key in ipairs(keys) do
+    local holder = redis.call('GET', ARGV[1] .. ':lease:' .. key)
+    if holder and holder ~= name then
+      return holder, key
+    end
+  end
+  return nil
+end
+
+-- Every lease of keys to name, with a TTL of ttl_ms, or none when ttl_ms is nil (ARGV[1] prefix).
+local function set_leases(keys, name, ttl_ms)
+  for _, key in ipairs(keys) do
+    if ttl_ms then
+      redis.call('SET', ARGV[1] .. ':lease:' .. key, name, 'PX', ttl_ms)
+    else
+      redis.call('SET', ARGV[1] .. ':lease:' .. key, name)
+    end
+  end
+end
+
+-- KEYS[1] record, KEYS[2] app index, KEYS[3] active set; ARGV[1] prefix, ARGV[2] name, ARGV[3] task id.
+-- Each lease of keys that names the task is deleted, and gets its own cooldown unless another task holds it.
+local function end_task(keys, status, reason_json, cooldown_ms, ttl_ms, now_text, now_ms)
+  local rec, name = KEYS[1], ARGV[2]
+  redis.call('HSET', rec, 'state', '"ended"', 'status', status, 'reason', reason_json,
+    'ended_at', now_text, 'updated_at', now_text)
+  for _, key in ipairs(keys) do
+    local lease = ARGV[1] .. ':lease:' .. key
+    local holder = redis.call('GET', lease)
+    if holder == name then
+      redis.call('DEL', lease)
+    end
+    if cooldown_ms > 0 and (not holder or holder == name) then
+      redis.call('SET', ARGV[1] .. ':cooldown:' .. key, name, 'PX', cooldown_ms)
+    end
+  end
+  redis.call('SREM', KEYS[3], name)
+  release_load(rec, name)
+  redis.call('PEXPIRE', rec, ttl_ms)
+  redis.call('ZADD', KEYS[2], now_ms + ttl_ms, ARGV[3])
+  if redis.call('ZCOUNT', KEYS[2], '+inf', '+inf') == 0 then
+    redis.call('PEXPIRE', KEYS[2], ttl_ms)
+  end
+end
+
+local function url_taken_reason(holder)
+  return cjson.encode('stopped: its StreamURL was taken by task ' .. holder .. ' while it had no live worker')
+end
