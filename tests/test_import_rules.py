@@ -44,8 +44,8 @@ FLASK = ("flask", "apiflask", "werkzeug")
 #: ``rtc_mpu.layouts`` have a stricter rule, see :func:`violation`.
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "rtc_mpu.mixer": (*FLASK, *CELERY, "rtc_mpu.api", "rtc_mpu.workers", "rtc_mpu.cli"),
-    "rtc_mpu.api": (*MEDIA_LIBRARIES, *CELERY, "rtc_mpu.mixer"),
-    "rtc_mpu.workers": (*FLASK, "rtc_mpu.api"),
+    "rtc_mpu.api": (*MEDIA_LIBRARIES, *CELERY, "rtc_mpu.mixer", "rtc_mpu.cli"),
+    "rtc_mpu.workers": (*FLASK, "rtc_mpu.api", "rtc_mpu.cli"),
 }
 #: What the plain-data packages may import of the project; besides that, only the standard library.
 PLAIN_DATA: dict[str, tuple[str, ...]] = {

@@ -52,8 +52,8 @@ from rtc_mpu.api.schemas import (
 )
 from rtc_mpu.api.service import MAX_PAGE_NUM, validation_code
 from rtc_mpu.api.signatures import rpc_v1_signature
-from rtc_mpu.cli.logs import SafeFormatter, Verbatim, configure_logging
 from rtc_mpu.layouts import SpecError
+from rtc_mpu.logs import SafeFormatter, Verbatim, configure_logging
 from rtc_mpu.spec.overlays import Layer, build_subscriptions, text_overlay
 from rtc_mpu.spec.task import UserPane, build_task_spec
 from rtc_mpu.spec.text_rules import CharRule, char_problem, escape_for_log

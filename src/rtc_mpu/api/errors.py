@@ -25,8 +25,8 @@ from werkzeug.exceptions import HTTPException
 from rtc_mpu.api.rpc_format import error_response
 from rtc_mpu.api.rpc_params import wire_name
 from rtc_mpu.api.service import ServiceError, validation_code
-from rtc_mpu.cli.logs import Verbatim
 from rtc_mpu.layouts import FieldPath
+from rtc_mpu.logs import Verbatim
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 
-from rtc_mpu.cli.logs import configure_logging
+from rtc_mpu.logs import configure_logging
 
 #: Subcommand → (module defining ``add_parser``, one-line help).
 COMMANDS: dict[str, tuple[str, str]] = {
