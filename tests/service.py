@@ -2,53 +2,22 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rtc_mpu.cli.demo import ApiClient
 from rtc_mpu.stack.ports import free_port, wait_for_port
 
 #: The access key every e2e test uses.
 ACCESS_KEY, SECRET = "testkey", "test-secret"
-
-
-def call_api(
-    base: str,
-    method: str,
-    path: str,
-    body: Mapping[str, Any] | None = None,
-    key: str = ACCESS_KEY,
-    secret: str = SECRET,
-) -> tuple[int, dict[str, Any]]:
-    """A JSON request to the REST API at ``base`` with HTTP Basic auth (10 s timeout); returns
-    (HTTP status, decoded body), error statuses included."""
-    request = urllib.request.Request(
-        base + path,
-        method=method,
-        data=json.dumps(dict(body)).encode() if body is not None else None,
-        headers={
-            "Authorization": "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode(),
-            "Content-Type": "application/json",
-        },
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            answer: dict[str, Any] = json.loads(response.read() or b"{}")
-            return response.status, answer
-    except urllib.error.HTTPError as exc:
-        error: dict[str, Any] = json.loads(exc.read() or b"{}")
-        return exc.code, error
 
 
 @dataclass
@@ -111,8 +80,8 @@ class Service:
     def call(
         self, method: str, path: str, body: Mapping[str, Any] | None = None
     ) -> tuple[int, dict[str, Any]]:
-        """An authenticated JSON request; returns (HTTP status, decoded body)."""
-        return call_api(self.base, method, path, body)
+        """A JSON request with the e2e access key; returns (HTTP status, decoded body)."""
+        return ApiClient(self.base, ACCESS_KEY, SECRET).call(method, path, body)
 
     def wait_task(self, app_id: str, task_id: str, predicate: Any, timeout: float) -> dict[str, Any]:
         """Poll GET until ``predicate(task)`` holds; fail with the last task and the logs."""
@@ -124,3 +93,30 @@ class Service:
                 return task
             time.sleep(0.1)
         raise AssertionError(f"task never matched: {task}\n--- worker log ---\n{self.log('worker')}")
+
+
+def service_env(redis_url: str, janus_url: str, **settings: str) -> dict[str, str]:
+    """This process's environment for the service on ``redis_url`` and ``janus_url``: the e2e access
+    key, heartbeats every 0.5 s, INFO logs, then ``settings`` (``MPU_*`` names)."""
+    env = dict(os.environ)
+    env.update(
+        MPU_REDIS_URL=redis_url,
+        MPU_JANUS_URL=janus_url,
+        MPU_ACCESS_KEYS=f"{ACCESS_KEY}:{SECRET}",
+        MPU_HEARTBEAT_INTERVAL="0.5",
+        MPU_LOG_LEVEL="INFO",
+        **settings,
+    )
+    return env
+
+
+@contextlib.contextmanager
+def running_service(env: dict[str, str], log_dir: Path) -> Iterator[Service]:
+    """The API and one worker started with ``env``, logging into ``log_dir``; all stopped afterwards."""
+    service = Service(env, log_dir)
+    service.start_api()
+    service.start_worker()
+    try:
+        yield service
+    finally:
+        service.stop_all()

@@ -4,7 +4,6 @@ whose Redis is unreachable, or whose method raises, is made by failure injection
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from collections.abc import Iterator
@@ -25,15 +24,12 @@ from rtc_mpu.workers.model import (
 from rtc_mpu.workers.stats import TaskStats
 from rtc_mpu.workers.store import TaskStore
 from tests.conftest import StoreFactory
+from tests.signing import basic_auth
 
 KEYS = "k1:s1,bound:s2:onlyapp"
 #: What the schema fills in for a pane given with only its id, user and source.
 PANE_DEFAULTS = {"segment_type": 0, "images": [], "texts": []}
-GOOD = {"Authorization": "Basic " + base64.b64encode(b"k1:s1").decode()}
-
-
-def auth(key: str, secret: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()}
+GOOD = basic_auth("k1", "s1")
 
 
 class Queue:
@@ -155,15 +151,15 @@ def test_conflicts_and_unknown_tasks(client: FlaskClient) -> None:
     ("headers", "code"),
     [
         ({}, "Forbidden"),
-        (auth("nobody", "s1"), "InvalidAccessKeyId.NotFound"),
-        (auth("k1", "wrong"), "SignatureDoesNotMatch"),
-        (auth("bound", "s2"), "Forbidden"),
+        (basic_auth("nobody", "s1"), "InvalidAccessKeyId.NotFound"),
+        (basic_auth("k1", "wrong"), "SignatureDoesNotMatch"),
+        (basic_auth("bound", "s2"), "Forbidden"),
     ],
 )
 def test_bad_credentials_are_403(client: FlaskClient, headers: dict[str, str], code: str) -> None:
     response = client.post("/v1/apps/a1/tasks", json=task(), headers=headers)
     assert response.status_code == 403 and response.json is not None and response.json["code"] == code
-    assert client.get("/v1/apps/onlyapp/tasks", headers=auth("bound", "s2")).status_code == 200
+    assert client.get("/v1/apps/onlyapp/tasks", headers=basic_auth("bound", "s2")).status_code == 200
 
 
 def test_redis_down_is_503_and_nothing_is_enqueued(queue: Queue) -> None:
@@ -285,7 +281,8 @@ def api_client(api_app: APIFlask) -> Iterator[FlaskClient]:
 
 
 def basic(key: str = KEY, secret: str = SECRET) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()}
+    """Basic auth, by default with ``KEY`` and ``SECRET``."""
+    return basic_auth(key, secret)
 
 
 def start_body(**overrides: Any) -> dict[str, Any]:

@@ -4,28 +4,22 @@ set with the test client's ``environ_base`` ``REMOTE_ADDR``."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import ipaddress
 import time
-import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlencode
 from xml.etree import ElementTree
 
 import pytest
-from alibabacloud_tea_openapi.utils import Utils
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from rtc_mpu.api.app import create_app
 from rtc_mpu.api.ratelimit import AuthFailureLimit, parse_address, source_address
-from rtc_mpu.api.signatures import ACS3, rpc_v1_signature
 from rtc_mpu.stack.ports import free_port
 from rtc_mpu.workers.store import TaskStore
+from tests.signing import acs3_authorization, acs3_headers, api_client, basic_auth, rpc_v1_params
 
 KEYS = {"k1": "s1", "k2": "s2", "bound": "s3"}
 ACCESS_KEYS = "k1:s1,k2:s2,bound:s3:other"
@@ -38,49 +32,24 @@ def make_client(task_store: TaskStore) -> ClientFactory:
     """A test client of an API on the real store, with the given throttle settings (rate limit off)."""
 
     def make(store: Any = None, **settings: Any) -> FlaskClient:
-        config = {
-            "MPU_ACCESS_KEYS": ACCESS_KEYS,
-            "STORE": task_store if store is None else store,
-            "ENQUEUE": lambda a, t: None,
-            "MPU_RATE_LIMIT": 0,
-            **settings,
-        }
-        return create_app(config).test_client()
+        return api_client(task_store if store is None else store, ACCESS_KEYS, MPU_RATE_LIMIT=0, **settings)
 
     return make
-
-
-def basic(key: str, secret: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()}
 
 
 def rest(
     client: FlaskClient, addr: str, key: str = "k1", secret: str | None = None, forwarded: str | None = None
 ) -> TestResponse:
     """GET the task list of app1 from ``addr`` with ``key`` and ``secret`` (default: the right one)."""
-    headers = basic(key, KEYS.get(key, "x") if secret is None else secret)
+    headers = basic_auth(key, KEYS.get(key, "x") if secret is None else secret)
     if forwarded is not None:
         headers["X-Forwarded-For"] = forwarded
     return client.get("/v1/apps/app1/tasks", headers=headers, environ_base={"REMOTE_ADDR": addr})
 
 
 def signed_params(key: str = "k1", secret: str | None = None, **extra: str) -> dict[str, str]:
-    params = {
-        "Action": "GetMPUTaskStatus",
-        "Version": "2018-01-11",
-        "AppId": "app1",
-        "TaskId": "t1",
-        "AccessKeyId": key,
-        "SignatureMethod": "HMAC-SHA1",
-        "SignatureVersion": "1.0",
-        "SignatureNonce": uuid.uuid4().hex,
-        "Timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        **extra,
-    }
-    params["Signature"] = rpc_v1_signature(
-        KEYS[key] if secret is None else secret, "GET", list(params.items())
-    )
-    return params
+    """A GetMPUTaskStatus of task t1, RPC v1, signed by ``key`` (default secret: the right one)."""
+    return rpc_v1_params(key, KEYS[key] if secret is None else secret, **extra)
 
 
 def rpc(
@@ -95,18 +64,9 @@ def rpc(
 def acs3(client: FlaskClient, addr: str, key: str = "k1", secret: str | None = None) -> TestResponse:
     """The same call signed with ACS3 (every header signed, as the newer SDK does)."""
     query = {"AppId": "app1", "TaskId": "t1"}
-    headers = {
-        "host": "localhost",
-        "x-acs-action": "GetMPUTaskStatus",
-        "x-acs-version": "2018-01-11",
-        "x-acs-date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "x-acs-signature-nonce": uuid.uuid4().hex,
-        "x-acs-content-sha256": hashlib.sha256(b"").hexdigest(),
-    }
-    fake = SimpleNamespace(pathname="/", query=query, headers=headers, method="POST")
-    payload = headers["x-acs-content-sha256"]
-    headers["Authorization"] = Utils.get_authorization(
-        fake, ACS3, payload, key, KEYS[key] if secret is None else secret
+    headers = acs3_headers()
+    headers["Authorization"] = acs3_authorization(
+        query, headers, b"", key, KEYS[key] if secret is None else secret
     )
     return client.post("/", query_string=query, headers=headers, environ_base={"REMOTE_ADDR": addr})
 
@@ -187,7 +147,9 @@ def test_metrics_is_throttled_too(make_client: ClientFactory) -> None:
     client = make_client()
 
     def scrape(secret: str) -> TestResponse:
-        return client.get("/metrics", headers=basic("k1", secret), environ_base={"REMOTE_ADDR": "10.0.0.1"})
+        return client.get(
+            "/metrics", headers=basic_auth("k1", secret), environ_base={"REMOTE_ADDR": "10.0.0.1"}
+        )
 
     assert [scrape("wrong").status_code for _ in range(LIMIT)] == [403] * LIMIT
     assert_rest_throttled(scrape("s1"))

@@ -24,7 +24,7 @@ from rtc_mpu.stack.janus import Janus
 from rtc_mpu.stack.nginx_rtmp import NginxRtmp
 from rtc_mpu.stack.ports import free_port
 from rtc_mpu.stack.redis import Redis
-from tests.service import ACCESS_KEY, SECRET, Service
+from tests.service import Service, running_service, service_env
 from tests.test_service_e2e import APP, Viewer, colour_at, near, publish, stream_stats, wait_until
 
 
@@ -44,24 +44,11 @@ def stack(tmp_path: Path) -> Iterator[FaultStack]:
     janus_port = free_port()
     janus = Janus(tmp_path / "janus", http_port=janus_port, rtp_port_range="41000-42000")
     janus.start()
-    env = dict(os.environ)
-    env.update(
-        MPU_REDIS_URL=redis.url,
-        MPU_JANUS_URL=janus.url,
-        MPU_ACCESS_KEYS=f"{ACCESS_KEY}:{SECRET}",
-        MPU_COOLDOWN="3",
-        MPU_LEASE_SECONDS="8",
-        MPU_HEARTBEAT_INTERVAL="0.5",
-        MPU_LOG_LEVEL="INFO",
-        MPU_RATE_LIMIT="0",
-    )
-    service = Service(env, tmp_path)
-    service.start_api()
-    service.start_worker()
+    env = service_env(redis.url, janus.url, MPU_COOLDOWN="3", MPU_LEASE_SECONDS="8", MPU_RATE_LIMIT="0")
     try:
-        yield FaultStack(redis, janus, service)
+        with running_service(env, tmp_path) as service:
+            yield FaultStack(redis, janus, service)
     finally:
-        service.stop_all()
         janus.stop()
         redis.stop()
 

@@ -11,7 +11,6 @@ fails :func:`test_every_request_schema_and_field_is_covered` until its base requ
 
 from __future__ import annotations
 
-import base64
 import copy
 import io
 import json
@@ -59,10 +58,11 @@ from rtc_mpu.spec.task import UserPane, build_task_spec
 from rtc_mpu.spec.text_rules import CharRule, char_problem, escape_for_log
 from rtc_mpu.workers.layout_store import LayoutStore
 from rtc_mpu.workers.store import TaskStore
+from tests.signing import basic_auth
 
 APP = "chars"
 KEY, SECRET = "chars-key", "chars-secret"
-AUTH = {"Authorization": "Basic " + base64.b64encode(f"{KEY}:{SECRET}".encode()).decode()}
+AUTH = basic_auth(KEY, SECRET)
 #: One character of each refused kind: C0 (NUL, tab, newline, carriage return, escape), DEL, C1 (NEL
 #: too), the line/paragraph separators, bidi marks, embeddings, overrides and isolates, lone
 #: surrogates, the two non-XML noncharacters.

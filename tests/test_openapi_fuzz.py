@@ -11,7 +11,6 @@ the document (tests/test_rpc.py fuzzes it).
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,9 +22,10 @@ from hypothesis import HealthCheck, settings
 
 from rtc_mpu.api.app import create_app
 from rtc_mpu.workers.store import TaskStore
+from tests.signing import basic_auth
 
 KEY_ID, SECRET = "k1", "s1"
-AUTH = {"Authorization": "Basic " + base64.b64encode(f"{KEY_ID}:{SECRET}".encode()).decode()}
+AUTH = basic_auth(KEY_ID, SECRET)
 #: Examples per operation in the fuzzing phase (the examples and coverage phases add their own cases).
 MAX_EXAMPLES = 40
 FUZZ_SETTINGS = settings(

@@ -4,14 +4,11 @@ limits: query string length, RPC parameter count, JSON body size and depth."""
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import math
 import time
-import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 from xml.etree import ElementTree
@@ -26,9 +23,9 @@ from rtc_mpu.api.app import MAX_QUERY_LENGTH, create_app
 from rtc_mpu.api.auth import MAX_JSON_DEPTH, MAX_JSON_VALUES, json_size_problem
 from rtc_mpu.api.ratelimit import RateLimit, RateLimiter
 from rtc_mpu.api.rpc_params import MAX_PARAMS
-from rtc_mpu.api.signatures import rpc_v1_signature
 from rtc_mpu.stack.ports import free_port
 from rtc_mpu.workers.store import TaskStore
+from tests.signing import api_client, basic_auth, rpc_v1_params
 
 KEYS = {"k1": "s1", "k2": "s2"}
 ACCESS_KEYS = ",".join(f"{k}:{s}" for k, s in KEYS.items())
@@ -41,20 +38,15 @@ def make_client(task_store: TaskStore) -> AppFactory:
     """A test client of an API on the real store, with the given rate limit settings."""
 
     def make(rate: Any = 1, burst: Any = 3, store: Any = None) -> FlaskClient:
-        config = {
-            "MPU_ACCESS_KEYS": ACCESS_KEYS,
-            "STORE": task_store if store is None else store,
-            "ENQUEUE": lambda a, t: None,
-            "MPU_RATE_LIMIT": rate,
-            "MPU_RATE_BURST": burst,
-        }
-        return create_app(config).test_client()
+        store = task_store if store is None else store
+        return api_client(store, ACCESS_KEYS, MPU_RATE_LIMIT=rate, MPU_RATE_BURST=burst)
 
     return make
 
 
 def basic(key: str = "k1") -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{key}:{KEYS[key]}".encode()).decode()}
+    """Basic auth with ``key`` and its secret."""
+    return basic_auth(key, KEYS[key])
 
 
 def rest(client: FlaskClient, key: str = "k1") -> TestResponse:
@@ -64,20 +56,8 @@ def rest(client: FlaskClient, key: str = "k1") -> TestResponse:
 def signed(
     action: str = "GetMPUTaskStatus", key: str = "k1", method: str = "GET", **extra: str
 ) -> dict[str, str]:
-    params = {
-        "Action": action,
-        "Version": "2018-01-11",
-        "AppId": "app1",
-        "TaskId": "t1",
-        "AccessKeyId": key,
-        "SignatureMethod": "HMAC-SHA1",
-        "SignatureVersion": "1.0",
-        "SignatureNonce": uuid.uuid4().hex,
-        "Timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        **extra,
-    }
-    params["Signature"] = rpc_v1_signature(KEYS[key], method, list(params.items()))
-    return params
+    """An RPC v1 call of ``action`` on task t1, signed by ``key`` for ``method``."""
+    return rpc_v1_params(key, KEYS[key], action, method, **extra)
 
 
 def rpc(client: FlaskClient, key: str = "k1", **extra: str) -> TestResponse:
@@ -198,20 +178,20 @@ def test_the_limiter_fails_open_when_redis_fails(
     assert isinstance(limiter, RateLimiter)
     calls: list[str] = []
 
-    def broken(client: Any) -> Any:
+    def broken(client: Any, lua: str) -> Any:
         def script(**_: Any) -> Any:
             calls.append("called")
             raise redis.exceptions.ConnectionError("Redis went away")
 
         return script
 
-    monkeypatch.setattr(limiter, "_script", broken)
+    monkeypatch.setattr(limiter._redis, "script", broken)
     with caplog.at_level(logging.WARNING, logger="rtc_mpu.api.ratelimit"):
         assert [rest(client).status_code for _ in range(5)] == [200] * 5
     assert len(calls) == 1  # then not tried again for a while
     assert "not rate-limited" in caplog.text and "ConnectionError" in caplog.text
     monkeypatch.setattr(ratelimit, "FAIL_OPEN_SECONDS", 0.0)
-    monkeypatch.setattr(limiter, "_off_until", 0.0)
+    monkeypatch.setattr(limiter._redis, "off_until", 0.0)
     assert rest(client).status_code == 200 and len(calls) == 2
 
 

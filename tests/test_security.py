@@ -3,7 +3,6 @@ logs), AppId isolation in both dialects, and no secrets in the repository."""
 
 from __future__ import annotations
 
-import base64
 import logging
 import re
 import subprocess
@@ -16,16 +15,13 @@ from flask.testing import FlaskClient
 
 from rtc_mpu.api.app import create_app
 from rtc_mpu.workers.store import TaskStore
+from tests.signing import basic_auth
 
 #: The secret parts of every StreamURL used here: a stream key and an auth token.
 STREAM_KEY, TOKEN = "sk-7f3a9b2c41d0", "tok-5e8d1c0ab9f7"
 URL = f"rtmp://cdn.example.com/live/{STREAM_KEY}?auth_key={TOKEN}"
 KEYS = "k1:s1,bound:s2:app1"
 REPO = Path(__file__).resolve().parent.parent
-
-
-def basic(key: str, secret: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()}
 
 
 @pytest.fixture
@@ -44,7 +40,7 @@ def test_stream_keys_never_leave_through_the_rest_api_or_its_logs(
     client: FlaskClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    auth = basic("k1", "s1")
+    auth = basic_auth("k1", "s1")
     body = {"task_id": "t1", "channel_id": "c", "stream_url": URL}
     answers: list[Any] = [
         client.post("/v1/apps/app1/tasks", json=body, headers=auth),
@@ -86,7 +82,7 @@ def open_rpc(task_store: TaskStore) -> FlaskClient:
 
 
 def test_app_isolation_in_both_dialects(client: FlaskClient) -> None:
-    owner, bound = basic("k1", "s1"), basic("bound", "s2")
+    owner, bound = basic_auth("k1", "s1"), basic_auth("bound", "s2")
     body = {"task_id": "t1", "channel_id": "c", "stream_url": "rtmp://h/live/a"}
     assert client.post("/v1/apps/app2/tasks", json=body, headers=owner).status_code == 201
     # A key bound to app1 cannot read, change or stop app2's task, nor create there.

@@ -3,7 +3,6 @@ publishers over WebRTC; a viewer pulling the RTMP stream and checking panes and 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -23,7 +22,7 @@ from rtc_mpu.stack.janus import Janus
 from rtc_mpu.stack.nginx_rtmp import NginxRtmp
 from rtc_mpu.stack.redis import Redis
 from tests.media import rgb, tone_level_db
-from tests.service import ACCESS_KEY, SECRET, Service
+from tests.service import ACCESS_KEY, SECRET, Service, running_service, service_env
 
 APP = "app1"
 WIDTH, HEIGHT = 640, 360
@@ -102,24 +101,15 @@ def service(
         "test_an_empty_channel_stops_the_task_by_itself": 4,
         "test_old_sdk_client_code_starts_a_real_mix": 5,
     }[request.node.name]
-    env = dict(os.environ)
-    env.update(
-        MPU_REDIS_URL=f"{redis_server.url.rsplit('/', 1)[0]}/{db}",
-        MPU_JANUS_URL=janus.url,
-        MPU_ACCESS_KEYS=f"{ACCESS_KEY}:{SECRET}",
+    env = service_env(
+        f"{redis_server.url.rsplit('/', 1)[0]}/{db}",
+        janus.url,
         MPU_COOLDOWN="3",
         MPU_LEASE_SECONDS="3",
-        MPU_HEARTBEAT_INTERVAL="0.5",
-        MPU_LOG_LEVEL="INFO",
         MPU_EMPTY_TIMEOUT="2" if "empty_channel" in request.node.name else "30",
     )
-    service = Service(env, tmp_path)
-    service.start_api()
-    service.start_worker()
-    try:
+    with running_service(env, tmp_path) as service:
         yield service
-    finally:
-        service.stop_all()
 
 
 def publish(janus: Janus, channel: str, users: int, seconds: int) -> subprocess.Popen[bytes]:

@@ -9,56 +9,34 @@ stopped the task."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import uuid
-from datetime import UTC, datetime
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from alibabacloud_tea_openapi.utils import Utils
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from rtc_mpu.api.app import create_app
-from rtc_mpu.api.signatures import ACS3, rpc_v1_signature
 from rtc_mpu.workers.store import TaskStore
+from tests.signing import (
+    SDK_HEADERS,
+    acs3_authorization,
+    acs3_headers,
+    api_client,
+    basic_auth,
+    rpc_v1_pairs,
+)
 
 AK, SECRET = "acs-key", "acs-secret"
 APP, TASK = "app1", "t1"
 FORM = "application/x-www-form-urlencoded"
-#: The headers the newer SDK sends (and signs) for a call without a body; ``content-type`` joins them
-#: when there is one.
-SDK_HEADERS = (
-    "host",
-    "x-acs-action",
-    "x-acs-version",
-    "x-acs-date",
-    "x-acs-signature-nonce",
-    "x-acs-content-sha256",
-)
 
 
 @pytest.fixture
 def client(task_store: TaskStore) -> FlaskClient:
     """The API on the real store; rate limit and failure throttle off (tests/test_auth_throttle.py has
     those), so every answer here is the signature's."""
-    app = create_app(
-        {
-            "MPU_ACCESS_KEYS": f"{AK}:{SECRET}",
-            "STORE": task_store,
-            "ENQUEUE": lambda a, t: None,
-            "MPU_RATE_LIMIT": 0,
-            "MPU_AUTH_FAILURE_LIMIT": 0,
-        }
-    )
-    return app.test_client()
-
-
-def stamp() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return api_client(task_store, f"{AK}:{SECRET}", MPU_RATE_LIMIT=0, MPU_AUTH_FAILURE_LIMIT=0)
 
 
 class Acs3Call:
@@ -73,25 +51,13 @@ class Acs3Call:
     ) -> None:
         self.query = {"AppId": APP, "TaskId": TASK} if query is None else query
         self.body = body
-        self.headers: dict[str, str] = {
-            "host": "localhost",
-            "x-acs-version": "2018-01-11",
-            "x-acs-date": stamp(),
-            "x-acs-signature-nonce": uuid.uuid4().hex,
-            "x-acs-content-sha256": hashlib.sha256(body).hexdigest(),
-        }
-        if action is not None:
-            self.headers["x-acs-action"] = action
-        if content_type is not None:
-            self.headers["content-type"] = content_type
+        self.headers = acs3_headers(action=action, body=body, content_type=content_type)
 
     def sign(self, only: tuple[str, ...] | None = None, leave_out: str | None = None) -> dict[str, str]:
         """Headers to send: all of :attr:`headers` and an Authorization signing ``only`` those (default
         all) less ``leave_out``."""
         signed = {k: v for k, v in self.headers.items() if (only is None or k in only) and k != leave_out}
-        fake = SimpleNamespace(pathname="/", query=self.query, headers=signed, method="POST")
-        payload = hashlib.sha256(self.body).hexdigest()
-        authorization = Utils.get_authorization(fake, ACS3, payload, AK, SECRET)
+        authorization = acs3_authorization(self.query, signed, self.body, AK, SECRET)
         return {**self.headers, "Authorization": authorization}
 
     def send(self, client: FlaskClient, headers: dict[str, str]) -> TestResponse:
@@ -105,13 +71,13 @@ def code_of(answer: TestResponse) -> tuple[int, str, str]:
 
 
 def start_task(client: FlaskClient) -> None:
-    auth = {"Authorization": "Basic " + base64.b64encode(f"{AK}:{SECRET}".encode()).decode()}
+    auth = basic_auth(AK, SECRET)
     body = {"task_id": TASK, "channel_id": "c", "stream_url": "rtmp://h/live/a"}
     assert client.post(f"/v1/apps/{APP}/tasks", json=body, headers=auth).status_code == 201
 
 
 def state_of(client: FlaskClient) -> str:
-    auth = {"Authorization": "Basic " + base64.b64encode(f"{AK}:{SECRET}".encode()).decode()}
+    auth = basic_auth(AK, SECRET)
     answer = client.get(f"/v1/apps/{APP}/tasks/{TASK}", headers=auth)
     assert answer.status_code == 200 and answer.json is not None
     return str(answer.json["state"])
@@ -236,19 +202,7 @@ def test_acs3_action_in_query_and_header_must_agree(client: FlaskClient) -> None
 
 def rpc_v1(action: str | None = "GetMPUTaskStatus", **extra: str) -> list[tuple[str, str]]:
     """Signed RPC v1 parameters (``Action`` left out when None), as pairs."""
-    params = [
-        *([("Action", action)] if action is not None else []),
-        ("Version", "2018-01-11"),
-        ("AppId", APP),
-        ("TaskId", TASK),
-        ("AccessKeyId", AK),
-        ("SignatureMethod", "HMAC-SHA1"),
-        ("SignatureVersion", "1.0"),
-        ("SignatureNonce", uuid.uuid4().hex),
-        ("Timestamp", stamp()),
-        *extra.items(),
-    ]
-    return [*params, ("Signature", rpc_v1_signature(SECRET, "GET", params))]
+    return rpc_v1_pairs(AK, SECRET, action, **extra)
 
 
 def test_rpc_v1_does_not_believe_unsigned_action_or_version_headers(client: FlaskClient) -> None:

@@ -16,7 +16,7 @@ from rtc_mpu.stack.nginx_rtmp import NginxRtmp
 from rtc_mpu.stack.ports import free_port
 from rtc_mpu.stack.redis import Redis
 from rtc_mpu.workers.settings import WorkerSettings
-from tests.service import ACCESS_KEY, SECRET, Service
+from tests.service import Service, running_service, service_env
 
 APP = "app1"
 
@@ -42,23 +42,12 @@ def service(tmp_path: Path, janus: Janus) -> Iterator[Service]:
     """The API and a one-slot worker on a private Redis and the session's Janus."""
     redis = Redis(tmp_path / "redis", port=free_port())
     redis.start()
-    env = dict(os.environ)
+    env = service_env(redis.url, janus.url, MPU_RATE_LIMIT="0")
     env.pop("MPU_MIXES_PER_PROCESS", None)  # the default
-    env.update(
-        MPU_REDIS_URL=redis.url,
-        MPU_JANUS_URL=janus.url,
-        MPU_ACCESS_KEYS=f"{ACCESS_KEY}:{SECRET}",
-        MPU_HEARTBEAT_INTERVAL="0.5",
-        MPU_LOG_LEVEL="INFO",
-        MPU_RATE_LIMIT="0",
-    )
-    service = Service(env, tmp_path)
-    service.start_api()
-    service.start_worker()
     try:
-        yield service
+        with running_service(env, tmp_path) as service:
+            yield service
     finally:
-        service.stop_all()
         redis.stop()
 
 

@@ -111,6 +111,53 @@ return {1, math.floor((burst * interval - ahead) / interval)}
 """
 
 
+def _setting(config: Mapping[str, Any], environ: Mapping[str, str], name: str) -> Any:
+    """The setting ``name`` from ``config``, else from ``environ``; None when unset or empty."""
+    given = config.get(name, environ.get(name))
+    return None if given is None or given == "" else given
+
+
+def _count(config: Mapping[str, Any], environ: Mapping[str, str], name: str, default: int) -> int:
+    """The setting ``name`` (see :func:`_setting`) as an integer >= 0; ``default`` when unset.
+
+    Raises:
+        ValueError: it is not an integer >= 0.
+    """
+    text = _setting(config, environ, name)
+    try:
+        count = default if text is None else int(str(text))
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {text!r}")
+    return count
+
+
+def _number(
+    config: Mapping[str, Any],
+    environ: Mapping[str, str],
+    name: str,
+    default: float,
+    *,
+    zero_allowed: bool,
+    meaning: str,
+) -> float:
+    """The setting ``name`` (see :func:`_setting`) as a finite number > 0 (>= 0 when ``zero_allowed``)
+    of ``meaning`` (``seconds``, ``requests per second``); ``default`` when unset.
+
+    Raises:
+        ValueError: it is not such a number.
+    """
+    text = _setting(config, environ, name)
+    try:
+        number = default if text is None else float(text)
+    except (TypeError, ValueError):
+        number = -1.0
+    if not (math.isfinite(number) and (number >= 0 if zero_allowed else number > 0)):
+        raise ValueError(f"{name} must be {meaning} {'>=' if zero_allowed else '>'} 0, got {text!r}")
+    return number
+
+
 @dataclass(frozen=True)
 class RateLimit:
     """A rate limit per access key.
@@ -137,24 +184,10 @@ class RateLimit:
             ValueError: a value is not a finite number >= 0 (the rate) or an integer >= 0 (the burst).
         """
 
-        def value(name: str) -> Any:
-            given = config.get(name, environ.get(name))
-            return None if given is None or given == "" else given
-
-        rate_text, burst_text = value("MPU_RATE_LIMIT"), value("MPU_RATE_BURST")
-        try:
-            rate = DEFAULT_RATE if rate_text is None else float(rate_text)
-        except (TypeError, ValueError):
-            rate = -1.0
-        if not (math.isfinite(rate) and rate >= 0):
-            raise ValueError(f"MPU_RATE_LIMIT must be requests per second >= 0, got {rate_text!r}")
-        try:
-            burst = DEFAULT_BURST if burst_text is None else int(str(burst_text))
-        except ValueError:
-            burst = -1
-        if burst < 0:
-            raise ValueError(f"MPU_RATE_BURST must be an integer >= 0, got {burst_text!r}")
-        return cls(rate, burst)
+        rate = _number(
+            config, environ, "MPU_RATE_LIMIT", DEFAULT_RATE, zero_allowed=True, meaning="requests per second"
+        )
+        return cls(rate, _count(config, environ, "MPU_RATE_BURST", DEFAULT_BURST))
 
 
 @dataclass(frozen=True)
@@ -181,6 +214,49 @@ class Decision:
 ALLOWED = Decision(True)
 
 
+class _FailOpenScripts:
+    """Runs Lua scripts on the task store's Redis for a limiter, failing open: when Redis fails, the
+    failure is logged and no script runs for :data:`FAIL_OPEN_SECONDS` (see the module docstring).
+
+    Args:
+        target: ``() -> (redis client, key prefix)`` of the task store, or None when the store keeps no
+            Redis client (a test double). Called at each run, so the store can be made on first use.
+        failure: the warning logged when Redis fails: ``%s`` the error's class, ``%g`` the seconds.
+    """
+
+    def __init__(self, target: Callable[[], tuple[redis.Redis, str] | None], failure: str) -> None:
+        self._target = target
+        self._failure = failure
+        self._scripts: dict[tuple[int, str], Any] = {}
+        self._lock = threading.Lock()
+        #: ``time.monotonic()`` until which no script runs (after a Redis failure).
+        self.off_until = 0.0
+
+    def run(self, lua: str, keys: Callable[[str], list[str]], args: list[int]) -> Any:
+        """Run ``lua`` on the keys ``keys(prefix)`` with ``args``; its answer, or None without Redis, when
+        Redis failed, or within :data:`FAIL_OPEN_SECONDS` of a failure."""
+        if time.monotonic() < self.off_until:
+            return None
+        target = self._target()
+        if target is None:
+            return None
+        client, prefix = target
+        try:
+            return self.script(client, lua)(keys=keys(prefix), args=args)
+        except redis.exceptions.RedisError as exc:
+            self.off_until = time.monotonic() + FAIL_OPEN_SECONDS
+            log.warning(self._failure, exc.__class__.__name__, FAIL_OPEN_SECONDS)
+            return None
+
+    def script(self, client: redis.Redis, lua: str) -> Any:
+        """``lua`` registered on ``client`` (once per client and script)."""
+        with self._lock:
+            script = self._scripts.get((id(client), lua))
+            if script is None:
+                script = self._scripts[(id(client), lua)] = client.register_script(lua)
+            return script
+
+
 class RateLimiter:
     """Per-access-key limits on the task store's Redis (see the module docstring).
 
@@ -193,11 +269,10 @@ class RateLimiter:
 
     def __init__(self, limit: RateLimit, target: Callable[[], tuple[redis.Redis, str] | None]) -> None:
         self.limit = limit
-        self._target = target
         self._interval_us = max(1, round(1_000_000 / limit.rate)) if limit.enabled else 0
-        self._scripts: dict[int, Any] = {}
-        self._lock = threading.Lock()
-        self._off_until = 0.0
+        self._redis = _FailOpenScripts(
+            target, "rate limiter: Redis failed (%s); requests are not rate-limited for the next %g s"
+        )
 
     def key(self, prefix: str, key_id: str) -> str:
         """The Redis key of an access key's bucket."""
@@ -215,34 +290,17 @@ class RateLimiter:
 
         Never raises for Redis failures: it fails open (logged; see the module docstring).
         """
-        if not self.limit.enabled or time.monotonic() < self._off_until:
+        if not self.limit.enabled:
             return ALLOWED
-        target = self._target()
-        if target is None:
+        answer = self._redis.run(
+            _GCRA, lambda prefix: [self.key(prefix, key_id)], [self._interval_us, self.limit.burst]
+        )
+        if answer is None:
             return ALLOWED
-        client, prefix = target
-        try:
-            allowed, amount = self._script(client)(
-                keys=[self.key(prefix, key_id)], args=[self._interval_us, self.limit.burst]
-            )
-        except redis.exceptions.RedisError as exc:
-            self._off_until = time.monotonic() + FAIL_OPEN_SECONDS
-            log.warning(
-                "rate limiter: Redis failed (%s); requests are not rate-limited for the next %g s",
-                exc.__class__.__name__,
-                FAIL_OPEN_SECONDS,
-            )
-            return ALLOWED
+        allowed, amount = answer
         if int(allowed):
             return Decision(True, remaining=int(amount))
         return Decision(False, retry_after=int(amount) / 1_000_000)
-
-    def _script(self, client: redis.Redis) -> Any:
-        with self._lock:
-            script = self._scripts.get(id(client))
-            if script is None:
-                script = self._scripts[id(client)] = client.register_script(_GCRA)
-            return script
 
 
 # -- failed authentication ---------------------------------------------------------------------------
@@ -380,25 +438,16 @@ class AuthFailureLimit:
                 > 0, or a proxy not an IP address or CIDR network.
         """
 
-        def value(name: str) -> Any:
-            given = config.get(name, environ.get(name))
-            return None if given is None or given == "" else given
-
-        limit_text = value("MPU_AUTH_FAILURE_LIMIT")
-        window_text = value("MPU_AUTH_FAILURE_WINDOW_SECONDS")
-        proxies_text = value("MPU_TRUSTED_PROXIES")
-        try:
-            limit = DEFAULT_AUTH_FAILURE_LIMIT if limit_text is None else int(str(limit_text))
-        except ValueError:
-            limit = -1
-        if limit < 0:
-            raise ValueError(f"MPU_AUTH_FAILURE_LIMIT must be an integer >= 0, got {limit_text!r}")
-        try:
-            window = DEFAULT_AUTH_FAILURE_WINDOW_SECONDS if window_text is None else float(window_text)
-        except (TypeError, ValueError):
-            window = -1.0
-        if not (math.isfinite(window) and window > 0):
-            raise ValueError(f"MPU_AUTH_FAILURE_WINDOW_SECONDS must be seconds > 0, got {window_text!r}")
+        limit = _count(config, environ, "MPU_AUTH_FAILURE_LIMIT", DEFAULT_AUTH_FAILURE_LIMIT)
+        window = _number(
+            config,
+            environ,
+            "MPU_AUTH_FAILURE_WINDOW_SECONDS",
+            DEFAULT_AUTH_FAILURE_WINDOW_SECONDS,
+            zero_allowed=False,
+            meaning="seconds",
+        )
+        proxies_text = _setting(config, environ, "MPU_TRUSTED_PROXIES")
         proxies = parse_trusted_proxies(str(proxies_text)) if proxies_text is not None else ()
         return cls(limit, window, proxies)
 
@@ -429,11 +478,11 @@ class AuthFailureThrottle:
 
     def __init__(self, limit: AuthFailureLimit, target: Callable[[], tuple[redis.Redis, str] | None]) -> None:
         self.limit = limit
-        self._target = target
         self._window_ms = max(1, math.ceil(limit.window_seconds * 1000))
-        self._scripts: dict[tuple[int, str], Any] = {}
-        self._lock = threading.Lock()
-        self._off_until = 0.0
+        self._redis = _FailOpenScripts(
+            target,
+            "authentication throttle: Redis failed (%s); failed attempts are not throttled for the next %g s",
+        )
 
     def source(self, peer: str | None, forwarded_for: str | None) -> str:
         """The source address of a request (:func:`source_address` with the trusted proxies)."""
@@ -477,27 +526,6 @@ class AuthFailureThrottle:
 
     def _run(self, lua: str, request: tuple[str, str | None], args: list[int]) -> Any:
         """Run a script on the request's keys; None when switched off, without Redis, or Redis failed."""
-        if not self.limit.enabled or time.monotonic() < self._off_until:
+        if not self.limit.enabled:
             return None
-        target = self._target()
-        if target is None:
-            return None
-        client, prefix = target
-        try:
-            return self._script(client, lua)(keys=self.keys(prefix, *request), args=args)
-        except redis.exceptions.RedisError as exc:
-            self._off_until = time.monotonic() + FAIL_OPEN_SECONDS
-            log.warning(
-                "authentication throttle: Redis failed (%s); failed attempts are not throttled for the "
-                "next %g s",
-                exc.__class__.__name__,
-                FAIL_OPEN_SECONDS,
-            )
-            return None
-
-    def _script(self, client: redis.Redis, lua: str) -> Any:
-        with self._lock:
-            script = self._scripts.get((id(client), lua))
-            if script is None:
-                script = self._scripts[(id(client), lua)] = client.register_script(lua)
-            return script
+        return self._redis.run(lua, lambda prefix: self.keys(prefix, *request), args)

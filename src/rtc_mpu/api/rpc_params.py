@@ -115,6 +115,18 @@ COMMON_PARAMS: frozenset[str] = frozenset(
     }
 )
 
+#: A text overlay's integer style fields.
+_TEXT_STYLE_FIELDS = (
+    "font_type",
+    "font_size",
+    "font_color",
+    "border_color",
+    "border_width",
+    "box",
+    "box_color",
+    "box_border_width",
+)
+
 #: Leaf names (snake_case) whose values are integers.
 INT_FIELDS: frozenset[str] = frozenset(
     {
@@ -134,14 +146,7 @@ INT_FIELDS: frozenset[str] = frozenset(
         "segment_type",
         "display",
         "z_order",
-        "font_type",
-        "font_size",
-        "font_color",
-        "border_color",
-        "border_width",
-        "box",
-        "box_color",
-        "box_border_width",
+        *_TEXT_STYLE_FIELDS,
         "audio_mix_count",
         "layout_id",
         "major_pane",
@@ -160,20 +165,7 @@ _BOOL_STRUCT = "enhanced_param"
 #: Fields of a pane itself (UserPanes.N.<field>), never items of the old encoding.
 _PANE_FIELDS = frozenset({"pane_id", "user_id", "source_type", "segment_type"})
 _IMAGE_FIELDS = frozenset({"url", "display", "width", "height"})
-_TEXT_FIELDS = frozenset(
-    {
-        "text",
-        "font_type",
-        "font_size",
-        "font_color",
-        "border_color",
-        "border_width",
-        "box",
-        "box_color",
-        "box_border_width",
-        "alpha",
-    }
-)
+_TEXT_FIELDS = frozenset({"text", *_TEXT_STYLE_FIELDS, "alpha"})
 _SHARED_ITEM_FIELDS = frozenset({"x", "y", "z_order"})
 _ITEM_FIELDS = _IMAGE_FIELDS | _TEXT_FIELDS | _SHARED_ITEM_FIELDS
 

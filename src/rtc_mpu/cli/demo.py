@@ -27,6 +27,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,8 @@ def save_snapshot(url: str, path: Path, timeout: float = 15.0) -> bool:
 
 
 class ApiClient:
-    """A tiny client of the REST API with HTTP Basic auth (10 s timeouts)."""
+    """A tiny client of the REST API with HTTP Basic auth (10 s timeouts): the demo's, and the one the
+    benchmarks and the end-to-end tests use."""
 
     def __init__(self, base: str, key: str, secret: str) -> None:
         self.base = base
@@ -86,12 +88,14 @@ class ApiClient:
         )
         self.auth = "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()
 
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
-        """Send a JSON request; returns (HTTP status, decoded body)."""
+    def call(
+        self, method: str, path: str, body: Mapping[str, Any] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """Send a JSON request; returns (HTTP status, decoded body), error statuses included."""
         request = urllib.request.Request(
             self.base + path,
             method=method,
-            data=json.dumps(body).encode() if body is not None else None,
+            data=json.dumps(dict(body)).encode() if body is not None else None,
             headers={"Authorization": self.auth, "Content-Type": "application/json"},
         )
         try:

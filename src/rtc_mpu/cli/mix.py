@@ -14,9 +14,8 @@ import argparse
 import os
 import sys
 
-from rtc_mpu.cli.options import add_spec_arguments, run_pipeline, spec_from_args
-from rtc_mpu.layouts import SpecError
-from rtc_mpu.mixer.output.sinks import SinkError, sink_target
+from rtc_mpu.cli.options import add_spec_arguments, run_pipeline, spec_and_target
+from rtc_mpu.mixer.output.sinks import SinkError
 from rtc_mpu.mixer.pipeline import Pipeline
 from rtc_mpu.mixer.sources.janus import ChannelConfig, JanusSource
 
@@ -66,12 +65,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     """Validate, then mix until stopped. Returns the exit code (2 bad spec, 3 output failed)."""
-    try:
-        spec = spec_from_args(args)
-        target = sink_target(args.output)
-    except SpecError as exc:
-        print(f"mpu mix: error {exc.code}: {exc.message}", file=sys.stderr)
+    valid = spec_and_target(args, "mix")
+    if valid is None:
         return 2
+    spec, target = valid
     source = JanusSource(channel_config(args))
     pipeline = Pipeline(spec, source, target, realtime=True, duration=args.duration, preset=args.preset)
     print(f"mpu mix: mixing {source.config.room} from {args.janus} into {target.display}", file=sys.stderr)

@@ -6,9 +6,11 @@ import argparse
 import asyncio
 import json
 import signal
+import sys
 from pathlib import Path
 
 from rtc_mpu.layouts import Layout, SpecError, layout_from_dict
+from rtc_mpu.mixer.output.sinks import SinkTarget, sink_target
 from rtc_mpu.mixer.pipeline import Pipeline, PipelineStats
 from rtc_mpu.spec.streams import SourceType
 from rtc_mpu.spec.task import CropMode, TaskSpec, UserPane, build_task_spec
@@ -113,6 +115,16 @@ def spec_from_args(args: argparse.Namespace) -> TaskSpec:
         crop_mode=args.crop_mode,
         custom_layouts=custom,
     )
+
+
+def spec_and_target(args: argparse.Namespace, command: str) -> tuple[TaskSpec, SinkTarget] | None:
+    """The task spec (:func:`spec_from_args`) and the output (``--output``) of ``mpu <command>``; None,
+    with the error printed to stderr, when either is invalid."""
+    try:
+        return spec_from_args(args), sink_target(args.output)
+    except SpecError as exc:
+        print(f"mpu {command}: error {exc.code}: {exc.message}", file=sys.stderr)
+        return None
 
 
 def run_pipeline(pipeline: Pipeline) -> PipelineStats:

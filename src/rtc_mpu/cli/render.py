@@ -15,9 +15,8 @@ import logging
 import sys
 import time
 
-from rtc_mpu.cli.options import add_spec_arguments, run_pipeline, spec_from_args
-from rtc_mpu.layouts import SpecError
-from rtc_mpu.mixer.output.sinks import SinkError, sink_target
+from rtc_mpu.cli.options import add_spec_arguments, run_pipeline, spec_and_target
+from rtc_mpu.mixer.output.sinks import SinkError
 from rtc_mpu.mixer.pipeline import Pipeline
 from rtc_mpu.mixer.sources.base import SourceError
 from rtc_mpu.mixer.sources.files import FileSource
@@ -55,12 +54,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     """Validate, then render. Returns the process exit code."""
-    try:
-        spec = spec_from_args(args)
-        target = sink_target(args.output)
-    except SpecError as exc:
-        print(f"mpu render: error {exc.code}: {exc.message}", file=sys.stderr)
+    valid = spec_and_target(args, "render")
+    if valid is None:
         return EXIT_SPEC
+    spec, target = valid
     if args.duration is not None and args.duration <= 0:
         print("mpu render: error InvalidParameter: --duration must be positive", file=sys.stderr)
         return EXIT_SPEC

@@ -272,11 +272,7 @@ class MediaEncoder:
             try:
                 self._container.mux(packet)
             except (av.error.FFmpegError, OSError) as exc:
-                raise SinkError(
-                    f"write failed: {getattr(exc, 'strerror', exc)}",
-                    self.target.display,
-                    push_url_problem=False,
-                ) from None
+                raise self._failed("write", exc) from None
 
     def abort(self) -> None:
         """Close the sink without flushing the encoders or caring whether the trailer is written,
@@ -305,8 +301,11 @@ class MediaEncoder:
             try:
                 self._container.close()
             except (av.error.FFmpegError, OSError) as exc:
-                raise SinkError(
-                    f"closing failed: {getattr(exc, 'strerror', exc)}",
-                    self.target.display,
-                    push_url_problem=False,
-                ) from None
+                raise self._failed("closing", exc) from None
+
+    def _failed(self, what: str, exc: Exception) -> SinkError:
+        """The :class:`SinkError` for ``exc``, raised when ``what`` (``write``, ``closing``) failed: a
+        failure of the sink, not of the push URL."""
+        return SinkError(
+            f"{what} failed: {getattr(exc, 'strerror', exc)}", self.target.display, push_url_problem=False
+        )
