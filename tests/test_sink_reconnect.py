@@ -27,7 +27,8 @@ import redis
 
 import rtc_mpu.stack.nginx_rtmp as nginx_rtmp_module
 from rtc_mpu.mixer.audio.mixer import BLOCK_SAMPLES, AudioMixer
-from rtc_mpu.mixer.output.encoder import EncoderSettings, MediaEncoder
+from rtc_mpu.mixer.output.encoder import EncodedPacket, EncoderSettings, MediaEncoder, StreamTemplates
+from rtc_mpu.mixer.output.muxers import OutputTarget
 from rtc_mpu.mixer.output.push import reconnect_wait
 from rtc_mpu.mixer.output.sinks import SinkError, SinkTarget, sink_target
 from rtc_mpu.mixer.pipeline import Pipeline
@@ -443,7 +444,8 @@ FAKE_TARGET = SinkTarget("rtmp://push.invalid/live/key", "flv", "rtmp://push.inv
 
 
 class FakeEncoder:
-    """Records what it is given and on which thread; ``stall`` makes every write block until set."""
+    """A stand-in muxer: records the pts of the packets it is given (video: the clock's frame index;
+    audio: samples) and on which thread; ``stall`` makes every video write block until set."""
 
     def __init__(self, stall: threading.Event | None = None) -> None:
         self.video: list[int] = []
@@ -453,16 +455,15 @@ class FakeEncoder:
         self.aborted = False
         self.closed = False
 
-    def encode_video(self, frame: av.VideoFrame, index: int, sei: bytes | None = None) -> None:
+    def write(self, packet: EncodedPacket) -> int:
         self.threads.add(threading.get_ident())
-        if self.stall is not None:
-            self.stall.wait()
-        self.video.append(index)
-
-    def encode_audio(self, frame: av.AudioFrame) -> None:
-        self.threads.add(threading.get_ident())
-        assert frame.pts is not None
-        self.audio.append(frame.pts)
+        if packet.video:
+            if self.stall is not None:
+                self.stall.wait()
+            self.video.append(packet.pts)
+        else:
+            self.audio.append(packet.pts)
+        return len(packet.data)
 
     def close(self) -> None:
         self.closed = True
@@ -472,7 +473,7 @@ class FakeEncoder:
 
 
 class FlakyOpener:
-    """An encoder factory whose first ``failures`` opens block ``block`` seconds, then fail."""
+    """A muxer factory whose first ``failures`` opens block ``block`` seconds, then fail."""
 
     def __init__(self, failures: int, block: float, stall: threading.Event | None = None) -> None:
         self.failures = failures
@@ -482,7 +483,8 @@ class FlakyOpener:
         self.threads: set[int] = set()
         self.encoders: list[FakeEncoder] = []
 
-    def __call__(self, settings: EncoderSettings, target: SinkTarget) -> FakeEncoder:
+    def __call__(self, output: OutputTarget, templates: StreamTemplates) -> FakeEncoder:
+        target = output.sink
         started = time.monotonic()
         self.threads.add(threading.get_ident())
         try:
@@ -521,7 +523,7 @@ def test_blocking_opens_run_off_the_loop_with_backoff_and_the_push_resumes_at_th
         retry_initial=0.2,
         retry_max=0.4,
         give_up_after=None,
-        encoder_factory=opener,
+        muxer_factory=opener,
     )
     lateness: list[float] = []
     states = []
@@ -583,7 +585,7 @@ def test_a_write_that_blocks_counts_as_a_failure_and_is_abandoned() -> None:
         retry_max=0.2,
         give_up_after=None,
         write_timeout=0.5,
-        encoder_factory=opener,
+        muxer_factory=opener,
     )
     lateness: list[float] = []
 

@@ -14,7 +14,13 @@ import argparse
 import os
 import sys
 
-from rtc_mpu.cli.options import add_spec_arguments, run_pipeline, spec_and_target
+from rtc_mpu.cli.options import (
+    add_snapshot_arguments,
+    add_spec_arguments,
+    run_pipeline,
+    snapshot_taker,
+    spec_and_target,
+)
 from rtc_mpu.mixer.output.sinks import SinkError
 from rtc_mpu.mixer.pipeline import Pipeline
 from rtc_mpu.mixer.sources.janus import ChannelConfig, JanusSource
@@ -60,6 +66,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--output", "-o", required=True, help="rtmp(s):// URL or a file (.flv .mp4 .mkv .ts .mov)")
     p.add_argument("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
     add_spec_arguments(p)
+    add_snapshot_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -69,14 +76,30 @@ def run(args: argparse.Namespace) -> int:
     if valid is None:
         return 2
     spec, target = valid
+    try:
+        snapshots = snapshot_taker(args, spec)
+    except ValueError as exc:
+        print(f"mpu mix: error InvalidParameter: {exc}", file=sys.stderr)
+        return 2
     source = JanusSource(channel_config(args))
-    pipeline = Pipeline(spec, source, target, realtime=True, duration=args.duration, preset=args.preset)
+    pipeline = Pipeline(
+        spec,
+        source,
+        target,
+        realtime=True,
+        duration=args.duration,
+        preset=args.preset,
+        frame_listeners=[snapshots.offer] if snapshots is not None else (),
+    )
     print(f"mpu mix: mixing {source.config.room} from {args.janus} into {target.display}", file=sys.stderr)
     try:
         stats = run_pipeline(pipeline)
     except SinkError as exc:
         print(f"mpu mix: output failed: {exc}", file=sys.stderr)
         return 3
+    finally:
+        if snapshots is not None:
+            snapshots.close()
     print(
         f"mpu mix: {stats.video_frames} video frames ({stats.dropped_video_frames} dropped), "
         f"{stats.audio_blocks} audio blocks; users at the end: {', '.join(stats.users) or 'none'}",

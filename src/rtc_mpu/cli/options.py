@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import signal
 import sys
 from pathlib import Path
 
 from rtc_mpu.layouts import Layout, SpecError, layout_from_dict
 from rtc_mpu.mixer.output.sinks import SinkTarget, sink_target
+from rtc_mpu.mixer.output.snapshot import DEFAULT_INTERVAL_SECONDS, LatestJpegFile, SnapshotTaker
 from rtc_mpu.mixer.pipeline import Pipeline, PipelineStats
 from rtc_mpu.spec.streams import SourceType
 from rtc_mpu.spec.task import CropMode, TaskSpec, UserPane, build_task_spec
@@ -78,6 +80,54 @@ def add_spec_arguments(p: argparse.ArgumentParser) -> None:
         help="JSON file with a custom layout (or a list of them) in the layouts/ schema; repeatable",
     )
     p.add_argument("--preset", default="veryfast", help="x264 preset (default veryfast)")
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
+
+
+def add_snapshot_arguments(p: argparse.ArgumentParser) -> None:
+    """Add ``--snapshot-dir`` and ``--snapshot-interval`` to ``p`` (see :func:`snapshot_taker`)."""
+    p.add_argument(
+        "--snapshot-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep a JPEG of the composite (at most 640 px wide) in DIR/latest.jpg, replaced atomically",
+    )
+    p.add_argument(
+        "--snapshot-interval",
+        type=_positive_seconds,
+        default=DEFAULT_INTERVAL_SECONDS,
+        metavar="S",
+        help=f"seconds of media time between snapshots (default {DEFAULT_INTERVAL_SECONDS:g})",
+    )
+
+
+def snapshot_taker(args: argparse.Namespace, spec: TaskSpec) -> SnapshotTaker | None:
+    """The snapshot taker ``--snapshot-dir`` asks for, writing ``DIR/latest.jpg`` (the directory is
+    created if missing), or None when not asked. Pass its ``offer`` to the pipeline's
+    ``frame_listeners`` and close it after the pipeline has run.
+
+    Raises:
+        ValueError: the task has no video, or the directory cannot be made (the message says which).
+    """
+    directory: Path | None = args.snapshot_dir
+    if directory is None:
+        return None
+    if not spec.has_video:
+        raise ValueError("--snapshot-dir needs a video output (MediaEncode 0 is audio only)")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--snapshot-dir {directory}: {exc.strerror or exc}") from None
+    return SnapshotTaker(LatestJpegFile(directory), interval_seconds=args.snapshot_interval)
 
 
 def _custom_layouts(paths: list[Path]) -> dict[int, Layout]:

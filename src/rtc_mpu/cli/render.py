@@ -15,7 +15,13 @@ import logging
 import sys
 import time
 
-from rtc_mpu.cli.options import add_spec_arguments, run_pipeline, spec_and_target
+from rtc_mpu.cli.options import (
+    add_snapshot_arguments,
+    add_spec_arguments,
+    run_pipeline,
+    snapshot_taker,
+    spec_and_target,
+)
 from rtc_mpu.mixer.output.sinks import SinkError
 from rtc_mpu.mixer.pipeline import Pipeline
 from rtc_mpu.mixer.sources.base import SourceError
@@ -49,6 +55,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--realtime", dest="realtime", action="store_true", default=None, help="pace by the clock"
     )
     pace.add_argument("--offline", dest="realtime", action="store_false", help="render as fast as possible")
+    add_snapshot_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -64,9 +71,22 @@ def run(args: argparse.Namespace) -> int:
     if args.loop and args.duration is None and not target.is_network:
         print("mpu render: error InvalidParameter: --loop to a file needs --duration", file=sys.stderr)
         return EXIT_SPEC
+    try:
+        snapshots = snapshot_taker(args, spec)
+    except ValueError as exc:
+        print(f"mpu render: error InvalidParameter: {exc}", file=sys.stderr)
+        return EXIT_SPEC
     realtime = target.is_network if args.realtime is None else args.realtime
     source = FileSource(args.inputs, loop=args.loop)
-    pipeline = Pipeline(spec, source, target, realtime=realtime, duration=args.duration, preset=args.preset)
+    pipeline = Pipeline(
+        spec,
+        source,
+        target,
+        realtime=realtime,
+        duration=args.duration,
+        preset=args.preset,
+        frame_listeners=[snapshots.offer] if snapshots is not None else (),
+    )
     started = time.monotonic()
     try:
         stats = run_pipeline(pipeline)
@@ -76,10 +96,20 @@ def run(args: argparse.Namespace) -> int:
     except SourceError as exc:
         print(f"mpu render: inputs failed: {exc}", file=sys.stderr)
         return EXIT_SOURCE
+    finally:
+        if snapshots is not None:
+            snapshots.close()
     elapsed = time.monotonic() - started
     print(
         f"rendered {stats.video_frames} video frames ({stats.dropped_video_frames} dropped), "
         f"{stats.audio_blocks} audio blocks to {target.display} in {elapsed:.2f} s",
         file=sys.stderr,
     )
+    if snapshots is not None:
+        print(
+            f"{snapshots.stats.taken} snapshots ({snapshots.stats.skipped_busy} skipped, "
+            f"{snapshots.stats.failed + snapshots.stats.callback_errors} failed), the last in "
+            f"{args.snapshot_dir / 'latest.jpg'}",
+            file=sys.stderr,
+        )
     return 0

@@ -10,24 +10,30 @@ If the worker thread falls behind a live clock by more than :data:`MAX_PENDING_S
 are dropped (counted in the stats) rather than delaying audio or the RTP receiver; pts keep following
 the clock, so a player sees a frame held, never a time shift.
 
-The encoder, the sink and the reconnects of a live push are the output's business
-(:class:`rtc_mpu.mixer.output.push.PushConnection`): while it is disconnected, the clock, the source
-and the audio mixer go on, and every video tick and audio block it cannot take is dropped and counted
-(``stats.dropped_video_frames``, ``stats.dropped_audio_blocks``). :attr:`Pipeline.push_status` shows
-its state (for task status 5/6); when it gives up, the source is closed and ``run()`` raises the last
-:class:`SinkError`.
+One encode, many destinations (issue 13): the encode thread composes and encodes each tick once
+(:class:`rtc_mpu.mixer.output.encoder.PacketEncoder`); the event loop hands the packets to every
+:class:`rtc_mpu.mixer.output.outputs.Output` (the main one, the ``target``, and any added with
+:meth:`Pipeline.add_output`), each muxing on its own thread with its own reconnects, queue and status.
+While no output is connected, ticks are not encoded at all: they are dropped and counted
+(``stats.dropped_video_frames``, ``stats.dropped_audio_blocks``), as a single push always did.
+:attr:`Pipeline.push_status` shows the main output's state (for task status 5/6); when it gives up, the
+source is closed and ``run()`` raises the last :class:`SinkError`. An added output that fails or gives
+up only fails itself (:attr:`Pipeline.outputs`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import concurrent.futures
 import json
 import logging
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from fractions import Fraction
 from typing import Any
 
 import av
@@ -35,9 +41,11 @@ import av
 from rtc_mpu.mixer.audio.mixer import BLOCK_SAMPLES, SAMPLE_RATE, AudioMixer
 from rtc_mpu.mixer.audio.vad import VoiceActivityDetector
 from rtc_mpu.mixer.clock import MediaClock
-from rtc_mpu.mixer.output.encoder import EncoderFactory, EncoderSettings, MediaEncoder
-from rtc_mpu.mixer.output.push import PushConnection, SinkStatus
-from rtc_mpu.mixer.output.sinks import DEFAULT_OPEN_TIMEOUT, DEFAULT_WRITE_TIMEOUT, SinkTarget
+from rtc_mpu.mixer.output.encoder import EncodedPacket, EncoderSettings, PacketEncoder
+from rtc_mpu.mixer.output.muxers import FileListener, MuxerFactory, OutputTarget, legacy_output
+from rtc_mpu.mixer.output.outputs import Output, OutputState
+from rtc_mpu.mixer.output.push import JobThread, SinkStatus
+from rtc_mpu.mixer.output.sinks import DEFAULT_OPEN_TIMEOUT, DEFAULT_WRITE_TIMEOUT, SinkError, SinkTarget
 from rtc_mpu.mixer.overlays.images import FetchLimits, ImageCache, ImageError
 from rtc_mpu.mixer.overlays.render import OverlayRenderer
 from rtc_mpu.mixer.overlays.text import check_fonts
@@ -51,6 +59,8 @@ from rtc_mpu.spec.task import MixMode, TaskSpec, UserPane
 
 log = logging.getLogger(__name__)
 
+#: Name of the output ``target`` of :class:`Pipeline`.
+MAIN_OUTPUT = "main"
 #: How far (seconds of output) encoding may lag a live clock before video ticks are dropped.
 MAX_PENDING_SECONDS = 0.5
 #: How many jobs an offline render queues ahead of the encoder thread.
@@ -61,6 +71,9 @@ MAX_VIDEO_LATENESS = 0.5
 LIVE_AUDIO_PREFILL = 2 * BLOCK_SAMPLES
 #: Most audio buffered per user before the oldest is dropped, in samples (200 ms).
 LIVE_AUDIO_MAX = 9600
+#: A consumer of composited frames: ``(frame, pts, time_base)``, pts the frame index in ``1/fps``.
+#: See ``frame_listeners`` of :class:`Pipeline`.
+FrameListener = Callable[[av.VideoFrame, int, Fraction], None]
 
 
 @dataclass
@@ -116,7 +129,14 @@ class Pipeline:
             seconds (see :class:`PushConnection`).
         open_timeout, write_timeout: seconds a connection attempt, or one encode-and-write job, may
             take before the push counts as failed; network targets only.
-        encoder_factory: makes and opens the encoder; :class:`MediaEncoder` unless a test says otherwise.
+        muxer_factory: makes and opens the main output's muxer (blocking, on its thread);
+            :func:`rtc_mpu.mixer.output.muxers.open_muxer` unless a test says otherwise.
+        frame_listeners: called with each composited frame (and its pts and time_base) on the job
+            thread, right after it is composed and before it goes to the encoder, e.g.
+            :meth:`rtc_mpu.mixer.output.snapshot.SnapshotTaker.offer`. The frame is the pipeline's:
+            a listener must only read it, return quickly and copy what it keeps. A listener that
+            raises is logged; the frame is encoded anyway. Frames dropped before composing (late, or
+            the push disconnected) are not offered.
         give_up_after: seconds of continuous sink failure after which ``run()`` raises the last
             :class:`SinkError`; None never gives up; 0 (the default, as ``mpu render`` and ``mpu mix``
             want) raises at the first failure without reconnecting. Only a real-time push to a
@@ -143,7 +163,8 @@ class Pipeline:
         give_up_after: float | None = 0.0,
         open_timeout: float = DEFAULT_OPEN_TIMEOUT,
         write_timeout: float = DEFAULT_WRITE_TIMEOUT,
-        encoder_factory: EncoderFactory = MediaEncoder,
+        muxer_factory: MuxerFactory | None = None,
+        frame_listeners: Sequence[FrameListener] = (),
     ) -> None:
         if not realtime and source.live:
             raise ValueError("a live source can only be mixed in real time")
@@ -161,10 +182,13 @@ class Pipeline:
             preset=preset,
             audio=spec.has_audio,
         )
-        #: The output: its encoder, sink, job thread and reconnects.
-        self._push = PushConnection(
+        self._realtime = realtime
+        #: The main output (``target``): its muxer, job thread and reconnects. Its failure ends the mix.
+        self._push = Output(
+            MAIN_OUTPUT,
             self.settings,
-            target,
+            legacy_output(target),
+            on_keyframe_wanted=self._want_keyframe,
             realtime=realtime,
             retry_initial=retry_initial,
             retry_max=retry_max,
@@ -172,7 +196,17 @@ class Pipeline:
             open_timeout=open_timeout,
             write_timeout=write_timeout,
             max_backlog=MAX_PENDING_SECONDS if realtime else None,
-            encoder_factory=encoder_factory,
+            muxer_factory=muxer_factory,
+        )
+        #: Outputs fed packets, by name (the main one first); a failed added output leaves.
+        self._outputs: dict[str, Output] = {MAIN_OUTPUT: self._push}
+        #: Every output ever added, failed and removed ones too (for their status).
+        self._all_outputs: dict[str, Output] = dict(self._outputs)
+        self._encoder: PacketEncoder | None = None
+        self._encode_thread: JobThread | None = None
+        #: Submitted encode jobs in order, each with whether it is a video frame.
+        self._encoding: collections.deque[tuple[bool, concurrent.futures.Future[list[EncodedPacket]]]] = (
+            collections.deque()
         )
         self._clock = MediaClock(realtime)
         self._stop = asyncio.Event()
@@ -198,6 +232,7 @@ class Pipeline:
         self._sei: bytes | None = None
         #: Held while composing: the compositor and overlay renderer are used by one thread at a time.
         self._compose_lock = threading.Lock()
+        self._frame_listeners = tuple(frame_listeners)
 
     # -- FrameReceiver -------------------------------------------------------------------------
     def on_user(self, user_id: str, present: bool) -> None:
@@ -261,9 +296,94 @@ class Pipeline:
 
     @property
     def push_status(self) -> SinkStatus:
-        """The output's connection state and counters (connected, failing since, reconnects, dropped
-        frames), updated on the event loop as the mix runs."""
+        """The main output's connection state and counters (connected, failing since, reconnects,
+        dropped frames), updated on the event loop as the mix runs (an
+        :class:`~rtc_mpu.mixer.output.outputs.OutputStatus`)."""
         return self._push.status
+
+    @property
+    def outputs(self) -> dict[str, Output]:
+        """Every output by name, the main one, added ones, failed and removed ones (see their
+        ``status.state``)."""
+        return dict(self._all_outputs)
+
+    async def add_output(
+        self,
+        name: str,
+        target: OutputTarget,
+        *,
+        listener: FileListener | None = None,
+        give_up_after: float | None = None,
+        retry_initial: float = 0.5,
+        retry_max: float = 5.0,
+        open_timeout: float = DEFAULT_OPEN_TIMEOUT,
+        write_timeout: float = DEFAULT_WRITE_TIMEOUT,
+        muxer_factory: MuxerFactory | None = None,
+    ) -> Output:
+        """Add a destination, before or while the pipeline runs, without a gap on the others: it starts
+        at the next keyframe, which is asked for at once. A network output that cannot connect keeps
+        reconnecting (``give_up_after`` None: forever); a failure only fails this output.
+
+        Args:
+            name: unique among this pipeline's outputs.
+            target: see :mod:`rtc_mpu.mixer.output.muxers` (``rtmp_output``, ``file_output``, ``hls_output``).
+            listener: told of each finished recording file (on the output's thread).
+            (the rest: see :class:`~rtc_mpu.mixer.output.outputs.Output`.)
+
+        Raises:
+            ValueError: the name is taken.
+            SinkError: a file or HLS output cannot be created (it is then ``failed``).
+        """
+        if name in self._all_outputs:
+            raise ValueError(f"output {name!r} exists")
+        output = Output(
+            name,
+            self.settings,
+            target,
+            on_keyframe_wanted=self._want_keyframe,
+            listener=listener,
+            realtime=self._realtime,
+            retry_initial=retry_initial,
+            retry_max=retry_max,
+            give_up_after=give_up_after,
+            open_timeout=open_timeout,
+            write_timeout=write_timeout,
+            max_backlog=MAX_PENDING_SECONDS if self._realtime else None,
+            muxer_factory=muxer_factory,
+        )
+        self._all_outputs[name] = output
+        if self._encoder is not None:
+            output.templates = self._encoder.templates
+            await output.open()
+        self._outputs[name] = output
+        return output
+
+    async def remove_output(self, name: str) -> None:
+        """Stop feeding output ``name`` and close it (what it queued is written, then its trailer);
+        the others go on without a gap. Unknown or already removed names are ignored.
+
+        Raises:
+            ValueError: ``name`` is the main output.
+        """
+        if name == MAIN_OUTPUT:
+            raise ValueError("the main output cannot be removed")
+        output = self._outputs.pop(name, None)
+        if output is None:
+            return
+        try:
+            await output.drain()
+            await output.close()
+        except SinkError as exc:
+            log.warning("output %s failed while closing: %s", name, exc)
+
+    def _want_keyframe(self) -> None:
+        """An output (re)connected or skipped video: the next encoded frame is an IDR."""
+        if self._encoder is not None:
+            self._encoder.force_keyframe()
+
+    def _accepting(self) -> bool:
+        """Some output is connected (else ticks are not even encoded)."""
+        return any(o.status.connected for o in self._outputs.values())
 
     # -- running -------------------------------------------------------------------------------
     async def run(self) -> PipelineStats:
@@ -281,20 +401,93 @@ class Pipeline:
             self._start_fetches()
             if not self._clock.realtime and self._fetches:
                 await asyncio.gather(*self._fetches.values())
-            await self._push.open()
+            await self._open_encoder()
+            for output in list(self._outputs.values()):
+                await output.open()
             await self.source.start(self)
             try:
                 await self._run_clock()
             finally:
                 await self.source.close()
-            await self._push.drain()
+            await self._deliver(0)
+            if self._encode_thread is not None and self._encoder is not None:
+                encoder = self._encoder
+                self._encoding.append((False, self._encode_thread.submit(encoder.flush)))
+                await self._deliver(0)
+            for output in list(self._outputs.values()):
+                await self._guard(output, output.drain())
         finally:
             for task in self._fetches.values():
                 task.cancel()
             await asyncio.gather(*self._fetches.values(), return_exceptions=True)
             await self._images.close()
-            await self._push.close()
+            try:
+                for output in list(self._outputs.values()):
+                    if output is not self._push:
+                        await self._guard(output, output.close())
+            finally:
+                await self._push.close()
+                if self._encode_thread is not None:
+                    self._encode_thread.shutdown()
         return self.stats
+
+    async def _open_encoder(self) -> None:
+        """Open the one encoder on the encode thread (local, quick) and give its streams to the outputs."""
+        thread = JobThread("mpu-encode")
+        self._encode_thread = thread
+        self._encoder = await asyncio.wrap_future(thread.submit(lambda: PacketEncoder(self.settings)))
+        for output in self._all_outputs.values():
+            output.templates = self._encoder.templates
+
+    async def _deliver(self, keep: int | None) -> None:
+        """Hand the packets of finished encode jobs, in order, to every output; wait until at most
+        ``keep`` jobs are pending (None: no waiting).
+
+        Raises:
+            Exception: what an encode job raised (a bug: bad pts, bad block).
+        """
+        pending = self._encoding
+        while pending and (pending[0][1].done() or (keep is not None and len(pending) > keep)):
+            _, future = pending.popleft()
+            packets = future.result() if future.done() else await asyncio.wrap_future(future)
+            outputs = list(self._outputs.values())
+            for packet in packets:
+                for output in outputs:
+                    output.submit(packet)
+
+    async def _guard(self, output: Output, step: Any) -> None:
+        """Run ``step`` (a coroutine of ``output``); an added output's SinkError fails it alone.
+
+        Raises:
+            SinkError: from the main output.
+        """
+        try:
+            await step
+        except SinkError as exc:
+            self._output_failed(output, exc)
+
+    def _output_failed(self, output: Output, exc: SinkError) -> None:
+        """``output`` failed for good: the main one ends the mix (raises ``exc``); another leaves."""
+        if output is self._push:
+            raise exc
+        output.status.state = OutputState.FAILED
+        if self._outputs.pop(output.name, None) is not None:
+            log.warning("output %s failed: %s", output.name, exc)
+
+    async def _step_outputs(self, keep: int | None) -> None:
+        """After each clock step: deliver encoded packets, collect each output's finished writes (with
+        backpressure offline) and check it (blocked writes, giving up).
+
+        Raises:
+            SinkError: the main output failed for good.
+        """
+        await self._deliver(keep)
+        for output in list(self._outputs.values()):
+            await self._guard(output, output.collect(keep))
+            try:
+                output.check()
+            except SinkError as exc:
+                self._output_failed(output, exc)
 
     # -- overlays ------------------------------------------------------------------------------
     def _start_fetches(self) -> None:
@@ -350,8 +543,7 @@ class Pipeline:
                 await self.source.advance_to(audio_due)
                 self._audio_tick(block_index)
                 block_index += 1
-            await self._push.collect(OFFLINE_QUEUE_DEPTH if not clock.realtime else None)
-            self._push.check()
+            await self._step_outputs(OFFLINE_QUEUE_DEPTH if not clock.realtime else None)
 
     def _subscriptions(self) -> Subscriptions:
         return self.spec.subscriptions or Subscriptions()
@@ -422,16 +614,18 @@ class Pipeline:
     def _video_tick(self, index: int, late: bool) -> None:
         self.stats.video_ticks += 1
         sei = self._sei
-        if late or not self._push.submit_video(index, self._picture_job(), sei):
-            self.stats.dropped_video_frames += 1  # late, or the output is disconnected or lagging
+        if late or not self._accepting() or self._encode_backlogged():
+            self.stats.dropped_video_frames += 1  # late, no output connected, or encoding lags
             return
+        self._submit_video(index, self._picture_job(index), sei)
         self._sei = None
         if sei is not None:
             self.stats.sei_messages += 1
         self.stats.video_frames += 1
 
-    def _picture_job(self) -> Callable[[], av.VideoFrame]:
-        """What composes this tick's picture from each pane's latest frame, run on the output's thread."""
+    def _picture_job(self, index: int) -> Callable[[], av.VideoFrame]:
+        """What composes picture ``index`` from each pane's latest frame (and offers it to the frame
+        listeners), run on the output's thread."""
         choice = self._current_choice()
         spec = self.spec
         draws = [
@@ -453,6 +647,7 @@ class Pipeline:
         assert compositor is not None
         background, crop_mode = spec.background_rgb, spec.crop_mode
         lock = self._compose_lock
+        listeners, time_base = self._frame_listeners, Fraction(1, self.settings.fps)
 
         def compose() -> av.VideoFrame:
             # Overlay sprites are made here, off the event loop: scaling a large image takes tens of ms.
@@ -460,7 +655,13 @@ class Pipeline:
             with lock:
                 overlays: list[OverlayDraw] = renderer.draws(panes, now) if renderer is not None else []
                 compositor.set_style(background, crop_mode)
-                return compositor.compose(draws, overlays)
+                frame = compositor.compose(draws, overlays)
+            for listener in listeners:
+                try:
+                    listener(frame, index, time_base)
+                except Exception:
+                    log.exception("frame listener %r failed", listener)
+            return frame
 
         return compose
 
@@ -491,7 +692,28 @@ class Pipeline:
         self.stats.users = list(self._users)
         self.stats.mixed_audio_users = self._audio.mixed_users()
         frame = AudioMixer.make_frame(block, index * BLOCK_SAMPLES)
-        if not self._push.submit_audio(frame):  # reconnecting: mixed (buffers drained, VAD goes on), not sent
+        if not self._accepting():  # reconnecting: mixed (buffers drained, VAD goes on), not sent
             self.stats.dropped_audio_blocks += 1
             return
+        encoder, thread = self._encoder, self._encode_thread
+        assert encoder is not None and thread is not None
+        self._encoding.append((False, thread.submit(lambda: encoder.encode_audio(frame))))
         self.stats.audio_blocks += 1
+
+    def _encode_backlogged(self) -> bool:
+        """More than :data:`MAX_PENDING_SECONDS` of video waits for the encode thread (live only)."""
+        if not self._realtime:
+            return False
+        waiting = sum(1 for is_video, _ in self._encoding if is_video)
+        return waiting > MAX_PENDING_SECONDS * self.settings.fps
+
+    def _submit_video(self, index: int, picture: Callable[[], av.VideoFrame], sei: bytes | None) -> None:
+        """Queue composing (``picture``: the frame listeners see it there) and encoding frame ``index``
+        on the encode thread; its packets go to the outputs from :meth:`_deliver`."""
+        encoder, thread = self._encoder, self._encode_thread
+        assert encoder is not None and thread is not None
+
+        def job() -> list[EncodedPacket]:
+            return encoder.encode_video(picture(), index, sei=sei)
+
+        self._encoding.append((True, thread.submit(job)))

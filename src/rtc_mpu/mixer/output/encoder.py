@@ -31,6 +31,7 @@ from fractions import Fraction
 from typing import Protocol
 
 import av
+from av.codec.context import Flags
 from av.container import OutputContainer
 from av.packet import Packet
 from av.stream import Stream
@@ -163,39 +164,7 @@ class MediaEncoder:
             raise
 
     def _add_video(self) -> av.VideoStream:
-        s = self.settings
-        gop = s.gop_frames
-        stream = self._container.add_stream(
-            "libx264",
-            rate=s.fps,
-            options={
-                "preset": s.preset,
-                "tune": "zerolatency",
-                "profile": "high",
-                "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:nal-hrd=cbr:force-cfr=1",
-                "forced-idr": "1",
-                "bf": "0",
-            },
-        )
-        stream.width = s.width
-        stream.height = s.height
-        stream.pix_fmt = "yuv420p"
-        stream.time_base = self.video_time_base
-        ctx = stream.codec_context
-        ctx.time_base = self.video_time_base
-        ctx.framerate = Fraction(s.fps, 1)
-        ctx.bit_rate = s.video_bitrate
-        ctx.options = {
-            **ctx.options,
-            "maxrate": str(s.video_bitrate),
-            "bufsize": str(s.video_bitrate),
-        }
-        ctx.colorspace = Colorspace.ITU601
-        ctx.color_range = ColorRange.MPEG
-        ctx.color_primaries = 6  # SMPTE 170M (BT.601 525), ISO/IEC 23091-2
-        ctx.color_trc = 6  # SMPTE 170M
-        ctx.thread_count = 0
-        return stream
+        return _add_x264(self._container, self.settings, self.video_time_base)
 
     def encode_video(self, frame: av.VideoFrame, index: int, sei: bytes | None = None) -> None:
         """Encode a composited frame at media-clock frame ``index`` (pts = index, in 1/fps units).
@@ -309,3 +278,191 @@ class MediaEncoder:
         return SinkError(
             f"{what} failed: {getattr(exc, 'strerror', exc)}", self.target.display, push_url_problem=False
         )
+
+
+@dataclass(frozen=True)
+class EncodedPacket:
+    """One encoded packet, immutable and shared by every output (each muxes its own copy).
+
+    Attributes:
+        video: True for H.264, False for AAC.
+        data: the payload (H.264 Annex B access unit, with its SEI; raw AAC frame).
+        pts, dts: in ``time_base`` units (video: the clock's frame index in ``1/fps``; audio: samples in
+            ``1/48000``); dts may be None.
+        duration: in ``time_base`` units (0 if unknown).
+        time_base: of pts, dts and duration.
+        keyframe: an IDR access unit (a decoder can start here); True for every audio packet.
+    """
+
+    video: bool
+    data: bytes
+    pts: int
+    dts: int | None
+    duration: int
+    time_base: Fraction
+    keyframe: bool
+
+    @property
+    def seconds(self) -> float:
+        """pts in seconds."""
+        return float(self.pts * self.time_base)
+
+
+class StreamTemplates:
+    """The open encoders' streams (codec parameters and extradata: SPS/PPS, AudioSpecificConfig), which
+    a muxer copies with ``OutputContainer.add_stream_from_template``. Read-only after the encoder opened;
+    holding this object keeps the streams alive, so a muxer may open after the encoder has finished."""
+
+    def __init__(self, container: OutputContainer, video: Stream | None, audio: Stream | None) -> None:
+        self._container = container  # owns the streams below
+        self.video = video
+        self.audio = audio
+
+
+class PacketEncoder:
+    """Encodes composited video frames and mixed audio blocks once, into :class:`EncodedPacket` lists
+    that any number of outputs mux (:mod:`rtc_mpu.mixer.output.outputs`).
+
+    The same settings as :class:`MediaEncoder` (libx264 ``zerolatency`` CBR, an IDR every
+    ``gop_seconds`` on the media clock, no B-frames; AAC-LC 48 kHz stereo; voice activity as SEI), with
+    global headers, so the codec parameters (:attr:`templates`) are known once the constructor returns
+    and every container (FLV, MP4, MKV, HLS) takes them. The encoders live in FFmpeg's ``null`` muxer,
+    which writes nothing. Blocking: use it from one worker thread, except :meth:`force_keyframe`.
+    """
+
+    def __init__(self, settings: EncoderSettings) -> None:
+        self.settings = settings
+        self.stats = EncoderStats()
+        self.video_time_base = Fraction(1, settings.fps) if settings.has_video else Fraction(1, 1)
+        self._pending_sei: dict[int, bytes] = {}
+        self._force = False
+        self._flushed = False
+        self._container: OutputContainer = av.open("null", mode="w", format="null")
+        video: av.VideoStream | None = None
+        audio: av.AudioStream | None = None
+        if settings.has_video:
+            video = _add_x264(self._container, settings, self.video_time_base)
+            video.codec_context.flags |= Flags.global_header
+        if settings.audio:
+            aac = self._container.add_stream("aac", rate=SAMPLE_RATE, layout="stereo")
+            aac.bit_rate = settings.audio_bitrate
+            aac.time_base = Fraction(1, SAMPLE_RATE)
+            aac.codec_context.flags |= Flags.global_header
+            audio = aac
+        self._container.start_encoding()  # opens both encoders: extradata known
+        self._video, self._audio = video, audio
+        #: What muxers copy their streams from.
+        self.templates = StreamTemplates(self._container, video, audio)
+
+    def force_keyframe(self) -> None:
+        """Make the next video frame an IDR keyframe (an output joined or reconnected). Thread-safe."""
+        self._force = True
+
+    def encode_video(self, frame: av.VideoFrame, index: int, sei: bytes | None = None) -> list[EncodedPacket]:
+        """Encode the frame at media-clock frame ``index`` (pts = index, in ``1/fps`` units).
+
+        An IDR is forced at every GOP multiple of ``index``, at the first frame and after
+        :meth:`force_keyframe`. ``sei``: as :meth:`MediaEncoder.encode_video`.
+
+        Returns:
+            the packets the encoder returned (with zerolatency: this frame's).
+
+        Raises:
+            ValueError: ``index`` does not increase, or there is no video stream.
+        """
+        if self._video is None:
+            raise ValueError("this encoder has no video stream")
+        if index <= self.stats.last_video_pts:
+            raise ValueError(f"video pts {index} does not increase (last {self.stats.last_video_pts})")
+        frame.pts = index
+        frame.time_base = self.video_time_base
+        forced, self._force = self._force, False
+        keyframe = forced or index % self.settings.gop_frames == 0 or self.stats.video_frames == 0
+        frame.pict_type = PictureType.I if keyframe else PictureType.NONE
+        self.stats.last_video_pts = index
+        self.stats.video_frames += 1
+        if sei is not None:
+            self._pending_sei[index] = build_sei_nal(sei)
+            while len(self._pending_sei) > MAX_PENDING_SEI:
+                del self._pending_sei[next(iter(self._pending_sei))]
+        return self._packets(self._video.encode(frame), video=True)
+
+    def encode_audio(self, frame: av.AudioFrame) -> list[EncodedPacket]:
+        """Encode one mixed block (fltp stereo 48 kHz, BLOCK_SAMPLES samples, pts in ``1/48000``);
+        nothing for a video-only encoder.
+
+        Raises:
+            ValueError: the block has the wrong size or layout.
+        """
+        if frame.samples != BLOCK_SAMPLES or len(frame.layout.channels) != CHANNELS:
+            raise ValueError(f"audio blocks must be {BLOCK_SAMPLES} samples x {CHANNELS} channels")
+        if self._audio is None:
+            return []
+        return self._packets(self._audio.encode(frame), video=False)
+
+    def flush(self) -> list[EncodedPacket]:
+        """Flush both encoders (``encode(None)``); the packets still inside them. Idempotent."""
+        if self._flushed:
+            return []
+        self._flushed = True
+        out: list[EncodedPacket] = []
+        if self._video is not None:
+            out += self._packets(self._video.encode(None), video=True)
+        if self._audio is not None:
+            out += self._packets(self._audio.encode(None), video=False)
+        return out
+
+    def _packets(self, packets: Sequence[Packet[Stream]], *, video: bool) -> list[EncodedPacket]:
+        out = []
+        for packet in packets:
+            if packet.pts is None:
+                continue
+            data = bytes(packet)
+            nal = self._pending_sei.pop(packet.pts, None) if video else None
+            if nal is not None:
+                data = insert_sei_nal(data, nal)
+            out.append(
+                EncodedPacket(
+                    video=video,
+                    data=data,
+                    pts=packet.pts,
+                    dts=packet.dts,
+                    duration=packet.duration or 0,
+                    time_base=packet.time_base
+                    or (self.video_time_base if video else Fraction(1, SAMPLE_RATE)),
+                    keyframe=packet.is_keyframe or not video,
+                )
+            )
+        return out
+
+
+def _add_x264(container: OutputContainer, s: EncoderSettings, time_base: Fraction) -> av.VideoStream:
+    """Add the libx264 stream of ``s`` (see the module docstring) to ``container``."""
+    gop = s.gop_frames
+    stream = container.add_stream(
+        "libx264",
+        rate=s.fps,
+        options={
+            "preset": s.preset,
+            "tune": "zerolatency",
+            "profile": "high",
+            "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:nal-hrd=cbr:force-cfr=1",
+            "forced-idr": "1",
+            "bf": "0",
+        },
+    )
+    stream.width = s.width
+    stream.height = s.height
+    stream.pix_fmt = "yuv420p"
+    stream.time_base = time_base
+    ctx = stream.codec_context
+    ctx.time_base = time_base
+    ctx.framerate = Fraction(s.fps, 1)
+    ctx.bit_rate = s.video_bitrate
+    ctx.options = {**ctx.options, "maxrate": str(s.video_bitrate), "bufsize": str(s.video_bitrate)}
+    ctx.colorspace = Colorspace.ITU601
+    ctx.color_range = ColorRange.MPEG
+    ctx.color_primaries = 6  # SMPTE 170M (BT.601 525), ISO/IEC 23091-2
+    ctx.color_trc = 6  # SMPTE 170M
+    ctx.thread_count = 0
+    return stream

@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import av
 
@@ -50,6 +50,21 @@ STABLE_CONNECTION_SECONDS = 5.0
 _MAX_BACKOFF_EXPONENT = 32
 
 _T = TypeVar("_T")
+
+
+class Writer(Protocol):
+    """What a connection writes through: an :class:`~rtc_mpu.mixer.output.encoder.Encoder` (encodes and
+    muxes) or a :class:`~rtc_mpu.mixer.output.muxers.Muxer` (muxes packets encoded once for all
+    outputs). Both methods block; they run on the connection's job thread."""
+
+    def close(self) -> None:
+        """Flush, write the trailer and close the sink (raises SinkError when the final writes fail)."""
+
+    def abort(self) -> None:
+        """Close the sink without flushing, ignoring errors (the endpoint already failed)."""
+
+
+_W = TypeVar("_W", bound=Writer)
 
 
 def reconnect_wait(
@@ -156,13 +171,13 @@ class JobThread:
             self.exited.set_result(None)
 
 
-def abort_opened(opening: concurrent.futures.Future[Encoder]) -> None:
-    """Abort the encoder ``opening`` made, if it made one (an open given up on, run after it ends)."""
+def abort_opened(opening: concurrent.futures.Future[Any]) -> None:
+    """Abort the writer (encoder or muxer) ``opening`` made, if it made one (an open given up on)."""
     if opening.done() and not opening.cancelled() and opening.exception() is None:
         opening.result().abort()
 
 
-class PushConnection:
+class Connection(Generic[_W]):
     """One output of the mix: its encoder and sink, the job thread that runs them, and its reconnects.
 
     The caller (the pipeline, on the event loop) drives it:
@@ -201,8 +216,7 @@ class PushConnection:
         max_backlog: seconds of video (at ``settings.fps``) that may wait for the job thread before
             further video frames are dropped; None never drops for lag (an offline render, paced by
             :meth:`collect` instead).
-        encoder_factory: makes and opens the encoder (blocking; run on the job thread);
-            :class:`MediaEncoder` unless a test says otherwise.
+        thread_name: the name of the connection's job threads.
 
     Raises:
         ValueError: a retry, open or write time is not positive, or ``give_up_after`` is negative.
@@ -220,7 +234,7 @@ class PushConnection:
         open_timeout: float = DEFAULT_OPEN_TIMEOUT,
         write_timeout: float = DEFAULT_WRITE_TIMEOUT,
         max_backlog: float | None = None,
-        encoder_factory: EncoderFactory = MediaEncoder,
+        thread_name: str = "mpu-encode",
     ) -> None:
         if min(retry_initial, retry_max, open_timeout, write_timeout) <= 0 or (give_up_after or 0) < 0:
             raise ValueError("retry, open and write times must be positive and give_up_after >= 0")
@@ -232,18 +246,18 @@ class PushConnection:
         self.open_timeout = open_timeout
         self.write_timeout = write_timeout
         self.max_backlog = max_backlog
-        self._encoder_factory = encoder_factory
+        self._thread_name = thread_name
         #: The connection's state and counters (see :class:`SinkStatus`).
         self.status = SinkStatus()
         #: Whether a failed sink is reopened (else the first failure is raised).
         self.reconnecting = realtime and target.is_network and give_up_after != 0
-        self._encoder: Encoder | None = None
+        self._encoder: _W | None = None
         #: The thread of the open encoder: its writes, then its close.
         self._thread: JobThread | None = None
         #: Threads of closed or abandoned encoders, until they exit.
         self._retired: list[JobThread] = []
         #: Submitted jobs in order, each with whether it is a video frame.
-        self._pending: collections.deque[tuple[bool, concurrent.futures.Future[None]]] = collections.deque()
+        self._pending: collections.deque[tuple[bool, concurrent.futures.Future[Any]]] = collections.deque()
         #: ``time.monotonic()`` when the current outage began (kept through short-lived connections).
         self._outage_since: float | None = None
         self._connected_at: float | None = None
@@ -269,46 +283,6 @@ class PushConnection:
         self._connected(encoder, thread)
         log.info("pushing to %s", self.target.display)
 
-    def submit_video(
-        self, index: int, picture: Callable[[], av.VideoFrame], sei: bytes | None = None
-    ) -> bool:
-        """Queue a video frame, or drop it (counted in ``status.dropped_video_frames``) while
-        disconnected or when more than ``max_backlog`` seconds of video already wait.
-
-        Args:
-            index: media-clock frame index: the pts, in ``1/fps`` time_base units.
-            picture: makes the frame; called on the job thread, so composition runs off the loop.
-            sei: voice-activity JSON for an H.264 SEI in this frame (see
-                :meth:`MediaEncoder.encode_video`), or None.
-
-        Returns:
-            True if queued; False if dropped (the caller keeps ``sei`` for a later frame).
-        """
-        encoder, thread = self._encoder, self._thread
-        if encoder is None or thread is None or self._backlogged():
-            self.status.dropped_video_frames += 1
-            return False
-
-        def job() -> None:
-            encoder.encode_video(picture(), index, sei=sei)
-
-        self._pending.append((True, thread.submit(job)))
-        return True
-
-    def submit_audio(self, frame: av.AudioFrame) -> bool:
-        """Queue one mixed audio block (pts in ``1/48000`` time_base units, the clock's sample index),
-        or drop it (counted in ``status.dropped_audio_blocks``) while disconnected.
-
-        Returns:
-            True if queued; False if dropped.
-        """
-        encoder, thread = self._encoder, self._thread
-        if encoder is None or thread is None:
-            self.status.dropped_audio_blocks += 1
-            return False
-        self._pending.append((False, thread.submit(lambda: encoder.encode_audio(frame))))
-        return True
-
     async def collect(self, keep: int | None) -> None:
         """Collect finished jobs; wait until at most ``keep`` jobs are pending (None: no waiting). A
         :class:`SinkError` of a job (or a job of a network push blocked for ``write_timeout`` seconds)
@@ -322,16 +296,19 @@ class PushConnection:
             _, future = pending.popleft()
             try:
                 if future.done():
-                    future.result()  # no asyncio future (nor a loop iteration) for a job already done
+                    result = (
+                        future.result()
+                    )  # no asyncio future (nor a loop iteration) for a job already done
                 else:
                     timeout = self._job_timeout(self.write_timeout)
                     try:
-                        await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+                        result = await asyncio.wait_for(asyncio.wrap_future(future), timeout)
                     except TimeoutError:
                         raise self._write_timed_out() from None
             except SinkError as exc:
                 self._failed(exc)
                 return
+            self._job_done(result)
 
     def check(self) -> None:
         """Once per clock step: end a stable connection's outage, catch a blocked write, give up.
@@ -410,14 +387,21 @@ class PushConnection:
         """How long to wait for a job that may block on the network (None: as long as it takes)."""
         return seconds if self.target.is_network else None
 
-    async def _open(self) -> tuple[Encoder, JobThread]:
+    def _job_done(self, result: Any) -> None:
+        """A job finished without error (``result``: what it returned); a hook for subclasses."""
+
+    def _make_writer(self) -> _W:
+        """Make and open the writer (blocking; runs on the new job thread)."""
+        raise NotImplementedError
+
+    async def _open(self) -> tuple[_W, JobThread]:
         """Make and open an encoder on a new thread (which then runs its jobs), within ``open_timeout``.
 
         Raises:
             SinkError: the open failed or timed out (the thread is abandoned and closes what it opens).
         """
-        thread = JobThread("mpu-encode")
-        future = thread.submit(lambda: self._encoder_factory(self.settings, self.target))
+        thread = JobThread(self._thread_name)
+        future = thread.submit(self._make_writer)
         try:
             encoder = await asyncio.wait_for(
                 asyncio.wrap_future(future), self._job_timeout(self.open_timeout)
@@ -434,7 +418,7 @@ class PushConnection:
             raise
         return encoder, thread
 
-    def _connected(self, encoder: Encoder, thread: JobThread) -> None:
+    def _connected(self, encoder: _W, thread: JobThread) -> None:
         self._encoder, self._thread = encoder, thread
         self._connected_at = time.monotonic()
         self.status.connected = True
@@ -558,3 +542,89 @@ class PushConnection:
             log.warning(
                 "%d encoder thread(s) still blocked on %s; abandoned", len(self._retired), self.target.display
             )
+
+
+class PushConnection(Connection[Encoder]):
+    """One output with its own encoder (encodes and muxes): the connection of a single-output mix
+    before encoding was split from muxing, kept for callers that encode per output. See
+    :class:`Connection` for the life cycle, and :class:`rtc_mpu.mixer.output.outputs.Output` for an
+    output fed packets encoded once.
+
+    Args:
+        encoder_factory: makes and opens the encoder (blocking; run on the job thread);
+            :class:`MediaEncoder` unless a test says otherwise.
+        (the others: see :class:`Connection`)
+
+    Raises:
+        ValueError: a retry, open or write time is not positive, or ``give_up_after`` is negative.
+    """
+
+    def __init__(
+        self,
+        settings: EncoderSettings,
+        target: SinkTarget,
+        *,
+        realtime: bool = True,
+        retry_initial: float = 0.5,
+        retry_max: float = 5.0,
+        give_up_after: float | None = 0.0,
+        open_timeout: float = DEFAULT_OPEN_TIMEOUT,
+        write_timeout: float = DEFAULT_WRITE_TIMEOUT,
+        max_backlog: float | None = None,
+        encoder_factory: EncoderFactory = MediaEncoder,
+    ) -> None:
+        super().__init__(
+            settings,
+            target,
+            realtime=realtime,
+            retry_initial=retry_initial,
+            retry_max=retry_max,
+            give_up_after=give_up_after,
+            open_timeout=open_timeout,
+            write_timeout=write_timeout,
+            max_backlog=max_backlog,
+        )
+        self._encoder_factory = encoder_factory
+
+    def _make_writer(self) -> Encoder:
+        return self._encoder_factory(self.settings, self.target)
+
+    def submit_video(
+        self, index: int, picture: Callable[[], av.VideoFrame], sei: bytes | None = None
+    ) -> bool:
+        """Queue a video frame, or drop it (counted in ``status.dropped_video_frames``) while
+        disconnected or when more than ``max_backlog`` seconds of video already wait.
+
+        Args:
+            index: media-clock frame index: the pts, in ``1/fps`` time_base units.
+            picture: makes the frame; called on the job thread, so composition runs off the loop.
+            sei: voice-activity JSON for an H.264 SEI in this frame (see
+                :meth:`MediaEncoder.encode_video`), or None.
+
+        Returns:
+            True if queued; False if dropped (the caller keeps ``sei`` for a later frame).
+        """
+        encoder, thread = self._encoder, self._thread
+        if encoder is None or thread is None or self._backlogged():
+            self.status.dropped_video_frames += 1
+            return False
+
+        def job() -> None:
+            encoder.encode_video(picture(), index, sei=sei)
+
+        self._pending.append((True, thread.submit(job)))
+        return True
+
+    def submit_audio(self, frame: av.AudioFrame) -> bool:
+        """Queue one mixed audio block (pts in ``1/48000`` time_base units, the clock's sample index),
+        or drop it (counted in ``status.dropped_audio_blocks``) while disconnected.
+
+        Returns:
+            True if queued; False if dropped.
+        """
+        encoder, thread = self._encoder, self._thread
+        if encoder is None or thread is None:
+            self.status.dropped_audio_blocks += 1
+            return False
+        self._pending.append((False, thread.submit(lambda: encoder.encode_audio(frame))))
+        return True
