@@ -93,6 +93,89 @@ class VadSnapshot:
         )
 
 
+#: States of one output (:class:`OutputStats.state`).
+OUTPUT_STATES = ("connecting", "connected", "reconnecting", "failed", "ended")
+
+
+@dataclass(frozen=True)
+class OutputStats:
+    """One output of a task as its worker last reported it.
+
+    Attributes:
+        output_id: the output's id (``o1``, ...; :mod:`rtc_mpu.spec.outputs`).
+        kind: ``rtmp``, ``record``, ``hls`` or ``snapshot``.
+        state: one of :data:`OUTPUT_STATES`.
+        bytes_written: payload bytes handed to this output's container since the worker claimed the task.
+        bitrate_bps: bit/s written over the last few seconds.
+        reconnects: reconnections that succeeded.
+        dropped_video_frames: video frames this output did not get (disconnected, behind, or waiting
+            for a keyframe).
+        dropped_audio_blocks: audio blocks this output did not get.
+        files: recording files finished so far (``record``), snapshots taken (``snapshot``), else 0.
+        error: the last error, redacted (no stream key), or None.
+    """
+
+    output_id: str
+    kind: str
+    state: str = "connecting"
+    bytes_written: int = 0
+    bitrate_bps: int = 0
+    reconnects: int = 0
+    dropped_video_frames: int = 0
+    dropped_audio_blocks: int = 0
+    files: int = 0
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON object, keys named as the fields."""
+        return {
+            "output_id": self.output_id,
+            "kind": self.kind,
+            "state": self.state,
+            "bytes_written": self.bytes_written,
+            "bitrate_bps": self.bitrate_bps,
+            "reconnects": self.reconnects,
+            "dropped_video_frames": self.dropped_video_frames,
+            "dropped_audio_blocks": self.dropped_audio_blocks,
+            "files": self.files,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> OutputStats:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            ValueError: a member is missing or of the wrong type.
+        """
+        output_id, kind, state, error = (
+            data.get("output_id"),
+            data.get("kind"),
+            data.get("state"),
+            data.get("error"),
+        )
+        if not isinstance(output_id, str) or not isinstance(kind, str):
+            raise ValueError(
+                f"stats.outputs[].output_id and kind must be strings, got {output_id!r}, {kind!r}"
+            )
+        if state not in OUTPUT_STATES:
+            raise ValueError(f"stats.outputs[].state must be one of {OUTPUT_STATES}, got {state!r}")
+        if error is not None and not isinstance(error, str):
+            raise ValueError(f"stats.outputs[].error must be a string or null, got {error!r}")
+        return cls(
+            output_id=output_id,
+            kind=kind,
+            state=str(state),
+            bytes_written=_count(data, "bytes_written"),
+            bitrate_bps=_count(data, "bitrate_bps"),
+            reconnects=_count(data, "reconnects"),
+            dropped_video_frames=_count(data, "dropped_video_frames"),
+            dropped_audio_blocks=_count(data, "dropped_audio_blocks"),
+            files=_count(data, "files"),
+            error=error,
+        )
+
+
 @dataclass(frozen=True)
 class TaskStats:
     """What a task's pipeline did so far, as last reported by its worker (counts since the worker
@@ -110,6 +193,7 @@ class TaskStats:
         overlay_problems: overlays that cannot be drawn, by wire name (``Watermarks.1``), with why.
         vad: the latest voice-activity report, or None (``ReportVad`` off, or no report yet).
         sei_messages: voice-activity SEI messages put into the video (``PayloadType`` 1).
+        outputs: each output's own state and counters (several outputs per task), in output order.
     """
 
     video_frames: int = 0
@@ -122,6 +206,7 @@ class TaskStats:
     overlay_problems: dict[str, str] = field(default_factory=dict)
     vad: VadSnapshot | None = None
     sei_messages: int = 0
+    outputs: tuple[OutputStats, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         """The JSON object (the REST API's ``stats``), keys named as the fields."""
@@ -136,6 +221,7 @@ class TaskStats:
             "overlay_problems": dict(self.overlay_problems),
             "vad": None if self.vad is None else self.vad.to_dict(),
             "sei_messages": self.sei_messages,
+            "outputs": [output.to_dict() for output in self.outputs],
         }
 
     @classmethod
@@ -151,6 +237,9 @@ class TaskStats:
             isinstance(name, str) and isinstance(reason, str) for name, reason in problems.items()
         ):
             raise ValueError(f"stats.overlay_problems must map names to reasons, got {problems!r}")
+        outputs = data.get("outputs", [])
+        if not isinstance(outputs, list) or not all(isinstance(item, dict) for item in outputs):
+            raise ValueError(f"stats.outputs must be a list of objects, got {outputs!r}")
         vad = data.get("vad")
         if vad is not None and not isinstance(vad, dict):
             raise ValueError(f"stats.vad must be an object or null, got {vad!r}")
@@ -165,6 +254,7 @@ class TaskStats:
             overlay_problems=dict(problems),
             vad=None if vad is None else VadSnapshot.from_dict(vad),
             sei_messages=_count(data, "sei_messages"),
+            outputs=tuple(OutputStats.from_dict(item) for item in outputs),
         )
 
     def to_json(self) -> str:

@@ -643,6 +643,38 @@ class TaskStore:
             flat = self.client.hgetall(self.load_key(node))
         return {_text(name): float(_text(cost)) for name, cost in flat.items()}
 
+    def snapshot_key(self, app_id: str, task_id: str) -> str:
+        """Redis key of a task's latest snapshot (a hash: ``jpeg``, ``taken_at``)."""
+        return f"{self.prefix}:snapshot:{app_id}/{task_id}"
+
+    def put_snapshot(
+        self, app_id: str, task_id: str, jpeg: bytes, taken_at_unix_seconds: float, ttl_seconds: float
+    ) -> None:
+        """Keep ``jpeg`` as the task's latest snapshot for ``ttl_seconds`` (any API host serves it).
+
+        Raises:
+            StoreUnavailableError: Redis failed.
+        """
+        key = self.snapshot_key(app_id, task_id)
+        with _unavailable():
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hset(key, mapping={"jpeg": jpeg, "taken_at": repr(float(taken_at_unix_seconds))})
+            pipe.pexpire(key, _ms(ttl_seconds))
+            pipe.execute()
+
+    def get_snapshot(self, app_id: str, task_id: str) -> tuple[bytes, float] | None:
+        """The task's latest snapshot as ``(JPEG bytes, unix seconds taken)``, or None.
+
+        Raises:
+            StoreUnavailableError: Redis failed.
+        """
+        with _unavailable():
+            values = self.client.hmget(self.snapshot_key(app_id, task_id), ["jpeg", "taken_at"])
+        jpeg, taken_at = values[0], values[1]
+        if not isinstance(jpeg, bytes) or taken_at is None:
+            return None
+        return jpeg, float(_text(taken_at))
+
     def node_loads(self) -> dict[str, float]:
         """Every worker node's load as stored: node name -> the sum of its entries' costs, in units
         (:meth:`node_load`; entries of dead tasks count until the node's next claim drops them).
