@@ -48,6 +48,11 @@ CONFIG: dict[str, Any] = {
         # are not http(s) with a host, a StreamURL that is not rtmp(s)://host/app/stream, pane ids repeated
         # in a layout, an update that changes nothing, layout ids that do not exist...
         "positive_data_acceptance": {"enabled": False},
+        # A schema-violating body larger than MAX_CONTENT_LENGTH is refused before it is parsed:
+        # 413 RequestTooLarge (documented) is a rejection too.
+        "negative_data_rejection": {
+            "expected-statuses": ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "429"]
+        },
     },
     "operations": [
         {

@@ -83,10 +83,12 @@ class PipelineStats:
     Attributes:
         video_ticks: video ticks of the clock so far (frames due).
         video_frames: frames handed to the encoder.
-        dropped_video_frames: ticks skipped because encoding lagged, the clock was late, or the sink
-            was disconnected (reconnecting).
+        dropped_video_frames: ticks skipped because encoding lagged, the clock was late, or the main
+            output was disconnected (reconnecting), plus frames encoded but not delivered by the main
+            output (it waits for a keyframe after a reconnect, or is behind).
         audio_blocks: audio blocks encoded (BLOCK_SAMPLES samples each).
-        dropped_audio_blocks: audio blocks mixed but not delivered because the sink was disconnected.
+        dropped_audio_blocks: audio blocks mixed but not delivered by the main output (disconnected,
+            or waiting for a keyframe).
         layout_id: the layout in use (None before the first frame or for audio only).
         layout_changes: how many times the layout or pane assignment changed.
         users: users in the channel in join order.
@@ -402,8 +404,10 @@ class Pipeline:
             if not self._clock.realtime and self._fetches:
                 await asyncio.gather(*self._fetches.values())
             await self._open_encoder()
+            await self._push.open()
             for output in list(self._outputs.values()):
-                await output.open()
+                if output is not self._push:  # an added output that cannot open fails alone
+                    await self._guard(output, output.open())
             await self.source.start(self)
             try:
                 await self._run_clock()
@@ -453,7 +457,13 @@ class Pipeline:
             outputs = list(self._outputs.values())
             for packet in packets:
                 for output in outputs:
-                    output.submit(packet)
+                    if not output.submit(packet) and output is self._push:
+                        # Encoded but not delivered by the main output (it waits for a keyframe after
+                        # a reconnect, or is behind): the task's drop counts say so, as before.
+                        if packet.video:
+                            self.stats.dropped_video_frames += 1
+                        else:
+                            self.stats.dropped_audio_blocks += 1
 
     async def _guard(self, output: Output, step: Any) -> None:
         """Run ``step`` (a coroutine of ``output``); an added output's SinkError fails it alone.
