@@ -82,6 +82,7 @@ class FakePipeline:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.stats = PipelineStats(users=["alice"], layout_id=1)
         self.push_status = SinkStatus(connected=True)
+        self.outputs: dict[str, Any] = {}  # Pipeline.outputs: the task's one output is the main one
         self.stopped_at: float | None = None
         FakePipeline.made.append(self)
 

@@ -31,6 +31,7 @@ SCRIPTS = {
     "release.lua",
     "request_stop.lua",
     "update_params.lua",
+    "set_outputs.lua",
     "list_app.lua",
     "list_active.lua",
     "rescue_queued.lua",

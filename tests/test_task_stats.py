@@ -27,6 +27,7 @@ WIRE_KEYS = [
     "overlay_problems",
     "vad",
     "sei_messages",
+    "outputs",
 ]
 FULL = TaskStats(
     video_frames=300,

@@ -14,6 +14,9 @@ Configuration (keys of ``config``, else environment variables):
 - ``MPU_AUTH_FAILURE_LIMIT``, ``MPU_AUTH_FAILURE_WINDOW_SECONDS``: failed authentication attempts answered
   per source address and per access key (10) in a window of that many seconds (60); later attempts get
   429 ``Throttling.Authentication``; 0 switches the throttle off (:mod:`rtc_mpu.api.ratelimit`).
+- ``MPU_RECORDINGS_DIR``, ``MPU_RECORDINGS_RETENTION_DAYS``: where the workers write recordings (the API
+  lists, serves and deletes them there; default ``recordings`` under the working directory) and how
+  many days they are kept (30; 0 = forever), as :mod:`rtc_mpu.workers.settings` reads them.
 - ``MPU_TRUSTED_PROXIES``: comma-separated IP addresses / CIDR networks of reverse proxies whose
   ``X-Forwarded-For`` gives the source address (default none: the peer address).
 
@@ -40,12 +43,19 @@ from rtc_mpu.api import errors
 from rtc_mpu.api.auth import AccessKey, parse_access_keys
 from rtc_mpu.api.layouts import bp as layouts_bp
 from rtc_mpu.api.metrics import bp as metrics_bp
+from rtc_mpu.api.outputs import bp as outputs_bp
 from rtc_mpu.api.ratelimit import AuthFailureLimit, AuthFailureThrottle, RateLimit, RateLimiter
 from rtc_mpu.api.rpc import bp as rpc_bp
 from rtc_mpu.api.rpc_format import JSONProvider
 from rtc_mpu.api.schemas import ErrorOut
 from rtc_mpu.api.service import APP_ID, MixService
 from rtc_mpu.api.tasks import bp as tasks_bp
+from rtc_mpu.workers.settings import (
+    DEFAULT_RECORDINGS_DIR,
+    DEFAULT_RECORDINGS_RETENTION_DAYS,
+    recordings_dir,
+    recordings_retention_days,
+)
 from rtc_mpu.workers.store_protocol import TaskStoreProtocol
 
 #: Largest request body accepted, in bytes.
@@ -91,8 +101,12 @@ class Services:
         auth_disabled: bool = False,
         limiter: RateLimiter | None = None,
         auth_throttle: AuthFailureThrottle | None = None,
+        recordings_dir: str = DEFAULT_RECORDINGS_DIR,
+        recordings_retention_days: float = DEFAULT_RECORDINGS_RETENTION_DAYS,
     ) -> None:
         self.access_keys = access_keys
+        self.recordings_dir = recordings_dir
+        self.recordings_retention_days = recordings_retention_days
         self.auth_disabled = auth_disabled
         self.service = service
         self.limiter = limiter
@@ -228,10 +242,21 @@ def create_app(config: Mapping[str, Any] | None = None) -> APIFlask:
         if auth_failure_limit.enabled and not auth_disabled
         else None
     )
-    app.extensions["mpu"] = Services(keys, service, auth_disabled, limiter, auth_throttle)
+    recordings_root = str(settings.get("MPU_RECORDINGS_DIR") or recordings_dir())
+    retention = settings.get("MPU_RECORDINGS_RETENTION_DAYS")
+    app.extensions["mpu"] = Services(
+        keys,
+        service,
+        auth_disabled,
+        limiter,
+        auth_throttle,
+        recordings_root,
+        float(retention) if retention is not None else recordings_retention_days(),
+    )
     app.before_request(_limit_query_length)
     errors.register(app)
     app.register_blueprint(tasks_bp)
+    app.register_blueprint(outputs_bp)
     app.register_blueprint(layouts_bp)
     app.register_blueprint(rpc_bp)
     app.register_blueprint(metrics_bp)

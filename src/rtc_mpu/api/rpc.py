@@ -46,7 +46,7 @@ from rtc_mpu.api.schemas import (
     CustomLayoutIn,
     CustomLayoutPatchIn,
     LayoutIn,
-    TaskIn,
+    StartFieldsIn,
     TaskUpdateIn,
     first_character_problem,
     is_task_id,
@@ -226,7 +226,7 @@ def _page(page: LayoutPage) -> dict[str, Any]:
 
 def start_mpu_task(call: Call) -> dict[str, Any]:
     """StartMPUTask."""
-    _service().start_task(call.app_id, call.load(TaskIn()))
+    _service().start_task(call.app_id, call.load(StartFieldsIn()))
     return {}
 
 

@@ -308,8 +308,41 @@ class MixFieldsIn(LayoutFieldsIn):
     source_type = String(validate=OneOf(["camera", "shareScreen"]))
 
 
-class TaskIn(MixFieldsIn):
-    """StartMPUTask (absent fields take the vendor's defaults)."""
+class OutputIn(InputSchema):
+    """One output of a task (``kind`` says which fields apply; :mod:`rtc_mpu.spec.outputs`)."""
+
+    kind = String(
+        required=True,
+        validate=Length(1, 16),
+        metadata={"description": "rtmp, record, hls or snapshot (rtc is reserved)", "example": "rtmp"},
+    )
+    url = String(
+        validate=Length(1, 2048),
+        metadata={"description": "rtmp: rtmp://host[:port]/app/stream[?query], or rtmps://"},
+    )
+    format = String(validate=Length(1, 8), metadata={"description": "record: mp4 (default), flv or mkv"})
+    template = String(
+        validate=Length(1, 256),
+        metadata={
+            "description": "record: file path inside the task's recordings folder, with {app_id}, "
+            "{task_id}, {output_id}, {start_time} (YYYYmmddTHHMMSSZ); default {start_time}_{output_id}"
+        },
+    )
+    max_duration_seconds = Float(
+        allow_none=True, metadata={"description": "record: roll over to a new file after this (>= 10 s)"}
+    )
+    segment_seconds = Float(metadata={"description": "hls: segment length, 1..10 s (default 2)"})
+    playlist = String(validate=Length(1, 16), metadata={"description": "hls: sliding (default) or event"})
+    interval_seconds = Float(metadata={"description": "snapshot: seconds between JPEGs, 1..3600 (default 5)"})
+
+
+class AddOutputIn(OutputIn):
+    """POST .../outputs: one output to add to a running task (the schema of :class:`OutputIn`, named
+    apart so that the OpenAPI document registers each once)."""
+
+
+class StartFieldsIn(MixFieldsIn):
+    """StartMPUTask as the vendor's RPC dialect takes it (absent fields take the vendor's defaults)."""
 
     task_id = String(required=True, validate=TASK_ID)
     channel_id = String(required=True, validate=NAME)
@@ -334,6 +367,27 @@ class TaskIn(MixFieldsIn):
         strict=True, validate=OneOf([0, 1]), metadata={"description": "1: virtual background"}
     )
     enhanced_param = Nested(EnhancedParamIn)
+
+
+class TaskIn(StartFieldsIn):
+    """StartMPUTask over REST: the RPC's fields and ``outputs`` (``stream_url`` is output ``o1`` and
+    may be left out when ``outputs`` has an rtmp output)."""
+
+    stream_url = String(
+        validate=Length(1, 2048),
+        metadata={
+            "description": "rtmp://host[:port]/app/stream[?query], or rtmps://; output o1. Optional when "
+            "outputs has an rtmp output (the first one is then the StreamURL)",
+            "example": "rtmp://127.0.0.1/live/stream",
+        },
+    )
+    outputs = List(
+        Nested(OutputIn),
+        metadata={
+            "description": "more outputs of the one encode (ids o2, o3... in order after stream_url); "
+            "at most 10 outputs in all"
+        },
+    )
 
 
 class TaskUpdateIn(MixFieldsIn):
@@ -413,6 +467,55 @@ class LayoutListOut(Schema):
     layouts = List(Nested(CustomLayoutOut))
 
 
+class OutputOut(Schema):
+    """An output of a task: its spec (URL redacted) and its state as the worker last reported it."""
+
+    output_id = String(metadata={"example": "o1"})
+    kind = String()
+    url = String(metadata={"description": "rtmp: redacted (no stream key, no query)"})
+    format = String()
+    template = String()
+    max_duration_seconds = Float(allow_none=True)
+    segment_seconds = Float()
+    playlist = String()
+    interval_seconds = Float()
+    state = String(
+        metadata={
+            "description": "connecting (before the worker's first report), connected, "
+            "reconnecting, failed, ended"
+        }
+    )
+    error = String(allow_none=True, metadata={"description": "the output's last error, or null"})
+    stats = Dict(
+        metadata={
+            "description": "bytes_written, bitrate_bps, reconnects, dropped_video_frames, "
+            "dropped_audio_blocks, files ({} before the worker's first report)"
+        }
+    )
+
+
+class AddedOutputOut(OutputOut):
+    """The output just added (as in the task's ``outputs``)."""
+
+
+class RecordingOut(Schema):
+    """A recording file of a task."""
+
+    name = String(metadata={"description": "path inside the task's recordings folder"})
+    size_bytes = Integer()
+    duration_seconds = Float(
+        allow_none=True, metadata={"description": "null while written (or never finished)"}
+    )
+    start_time = String(allow_none=True, metadata={"description": "ISO 8601 UTC, or null if unknown"})
+    url = String(metadata={"description": "where to download it (Range requests work)"})
+
+
+class RecordingListOut(Schema):
+    """A task's recordings."""
+
+    recordings = List(Nested(RecordingOut))
+
+
 class TaskOut(Schema):
     """A task as GetMPUTaskStatus shows it (the StreamURL redacted)."""
 
@@ -435,6 +538,7 @@ class TaskOut(Schema):
     layout_ids = List(Integer())
     users = List(String())
     stats = Dict()
+    outputs = List(Nested(OutputOut), metadata={"description": "every output, o1 being stream_url"})
     ignored = List(String(), metadata={"description": "parameters accepted but not applied yet"})
     created_at = Float()
     updated_at = Float()

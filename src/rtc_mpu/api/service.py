@@ -19,6 +19,14 @@ from typing import Any, ParamSpec, TypeVar
 
 from rtc_mpu.layouts import FieldPath, Layout, SpecError, system_layout
 from rtc_mpu.spec import urls
+from rtc_mpu.spec.outputs import (
+    MAX_OUTPUTS,
+    OutputSpec,
+    RtmpOutput,
+    check_outputs,
+    output_to_dict,
+    parse_output,
+)
 from rtc_mpu.spec.urls import Resolver, stream_url_key
 from rtc_mpu.workers.model import (
     StoreError,
@@ -171,6 +179,92 @@ def _params_from(body: Mapping[str, Any], base: TaskParams) -> TaskParams:
     return replace(base, **changes)
 
 
+def _output_field(path: FieldPath | None) -> FieldPath | None:
+    """A field path of :mod:`rtc_mpu.spec.outputs` (``("outputs", 0, "url")``) inside one output's
+    own body (``("url",)``)."""
+    if path and len(path) >= 2 and path[0] == "outputs":
+        return tuple(path[2:]) or None
+    return path
+
+
+def parse_request_outputs(stream_url: str | None, items: Sequence[object]) -> list[OutputSpec]:
+    """A start request's outputs as specs: ``stream_url`` (if given) is ``o1``, the ``outputs`` items
+    follow in order (``o2``..., or ``o1``... without stream_url), checked together
+    (:func:`rtc_mpu.spec.outputs.check_outputs`).
+
+    Raises:
+        ServiceError: 400 with the code of :mod:`rtc_mpu.spec.outputs` and the field: ``stream_url``,
+            or ``outputs.N.name`` with N the position in ``items`` (``outputs.N`` for the first output
+            past the limit of :data:`rtc_mpu.spec.outputs.MAX_OUTPUTS`, counting stream_url).
+    """
+    specs: list[OutputSpec] = []
+    if stream_url is not None:
+        try:
+            specs.append(RtmpOutput("o1", urls.validate_stream_url(stream_url)))
+        except SpecError as exc:
+            raise ServiceError(400, exc.code, exc.message, ("stream_url",)) from None
+    offset = len(specs)
+    if len(items) + offset > MAX_OUTPUTS:
+        raise ServiceError(
+            400,
+            "InvalidOutput.LimitExceeded",
+            f"a task has at most {MAX_OUTPUTS} outputs (stream_url counts as one)",
+            ("outputs", MAX_OUTPUTS - offset),
+        )
+    for index, item in enumerate(items):
+        try:
+            specs.append(parse_output(item, f"o{index + offset + 1}", index))
+        except SpecError as exc:
+            raise ServiceError(400, exc.code, exc.message, exc.field) from None
+    try:
+        check_outputs(specs)
+    except SpecError as exc:
+        field = exc.field
+        if field and len(field) >= 2 and isinstance(field[1], int):
+            field = ("outputs", field[1] - offset, *field[2:])
+        raise ServiceError(400, exc.code, exc.message, field) from None
+    return specs
+
+
+def output_lease_keys(
+    specs: Sequence[OutputSpec], resolve: Resolver, with_stream_url: bool
+) -> dict[str, list[str]]:
+    """Each RTMP output's lease keys (:func:`rtc_mpu.spec.urls.lease_keys`; host names resolved now,
+    up to :data:`rtc_mpu.spec.urls.RESOLVE_TIMEOUT` seconds each).
+
+    Args:
+        with_stream_url: the first spec is the request's ``stream_url`` (field names of errors).
+
+    Raises:
+        ServiceError: InvalidStreamURL.Unresolvable (400); InvalidOutput.Duplicate (400: two outputs
+            reach the same destination, e.g. a host name and its address).
+    """
+    offset = 1 if with_stream_url else 0
+    found: dict[str, list[str]] = {}
+    owner: dict[str, str] = {}
+    for position, spec in enumerate(specs):
+        if not isinstance(spec, RtmpOutput):
+            continue
+        field: FieldPath = (
+            ("stream_url",) if with_stream_url and position == 0 else ("outputs", position - offset, "url")
+        )
+        try:
+            keys = urls.lease_keys(spec.url, resolve)
+        except SpecError as exc:
+            raise ServiceError(400, exc.code, exc.message, field) from None
+        for key in keys:
+            if key in owner:
+                raise ServiceError(
+                    400,
+                    "InvalidOutput.Duplicate",
+                    f"the same destination as output {owner[key]} (one of its addresses)",
+                    field,
+                )
+            owner[key] = spec.output_id
+        found[spec.output_id] = keys
+    return found
+
+
 class MixService:
     """Tasks and layouts of every app, on the task store.
 
@@ -264,28 +358,53 @@ class MixService:
 
     # -- tasks -----------------------------------------------------------------------------------
     def start_task(self, app_id: str, body: Mapping[str, Any]) -> TaskRecord:
-        """StartMPUTask: validate, store (taking the StreamURL lease) and enqueue.
+        """StartMPUTask: validate, store (taking every StreamURL lease) and enqueue.
 
         Args:
-            body: TaskIn as loaded (snake_case; task_id, channel_id, stream_url required).
+            body: TaskIn as loaded (snake_case; task_id and channel_id required; stream_url, outputs
+                or both: ``stream_url`` is output ``o1``, the request's ``outputs`` follow as ``o2``...
+                ``stream_url`` absent: the first RTMP output of ``outputs`` is the StreamURL).
 
-        The StreamURL's host name is resolved here (at most :data:`rtc_mpu.spec.urls.RESOLVE_TIMEOUT`
-        seconds) and the task takes a lease on each of its destinations
-        (:func:`rtc_mpu.spec.urls.lease_keys`).
+        Every RTMP output's host name is resolved here (at most
+        :data:`rtc_mpu.spec.urls.RESOLVE_TIMEOUT` seconds each) and the task takes a lease on each of
+        their destinations (:func:`rtc_mpu.spec.urls.lease_keys`), all or none.
 
         Raises:
-            ServiceError: invalid parameters (400), InvalidStreamURL.Unresolvable (400: the host
-                name does not resolve in time), TaskExisted / StreamURL.InUse /
-                StreamURL.CoolingDown (409), ServiceUnavailable (503: Redis or the queue; nothing
-                is left started).
+            ServiceError: invalid parameters (400; outputs: ``InvalidOutput.Kind``,
+                ``InvalidOutput.LimitExceeded``, ``InvalidOutput.Duplicate``, ``InvalidOutput.Template``
+                with the field ``outputs.N.name``), MissingParameter (400: neither stream_url nor an
+                rtmp output), InvalidStreamURL.Unresolvable (400: a host name does not resolve in time),
+                TaskExisted / StreamURL.InUse / StreamURL.CoolingDown (409), ServiceUnavailable (503:
+                Redis or the queue; nothing is left started).
         """
-        base = TaskParams(channel_id=body["channel_id"], stream_url=body["stream_url"])
-        params = self._with_layouts(app_id, _params_from(body, base))
+        fields = {name: value for name, value in body.items() if name != "outputs"}
+        stream_url = body.get("stream_url")
+        specs = parse_request_outputs(stream_url, body.get("outputs") or [])
+        rtmp = [spec for spec in specs if isinstance(spec, RtmpOutput)]
+        if not rtmp:
+            raise ServiceError(
+                400, "MissingParameter", "give stream_url or an rtmp output in outputs", ("stream_url",)
+            )
+        fields["stream_url"] = rtmp[0].url
+        base = TaskParams(
+            channel_id=body["channel_id"],
+            stream_url=rtmp[0].url,
+            outputs=tuple(output_to_dict(spec) for spec in specs),
+        )
+        params = self._with_layouts(app_id, _params_from(fields, base))
         stream_key = self.call_store(stream_url_key, params.stream_url)
         # The default resolver is looked up when used, so that tests can swap it.
         resolve = self.resolve if self.resolve is not None else urls.system_resolve
-        lease_keys = self.call_store(urls.lease_keys, params.stream_url, resolve)
-        record = TaskRecord(app_id, body["task_id"], params, stream_key, lease_keys=lease_keys)
+        output_leases = output_lease_keys(specs, resolve, stream_url is not None)
+        lease_keys = sorted({key for keys in output_leases.values() for key in keys})
+        record = TaskRecord(
+            app_id,
+            body["task_id"],
+            params,
+            stream_key,
+            lease_keys=lease_keys,
+            output_leases=output_leases,
+        )
         stored: TaskRecord = self.call_store(self.store.start_task, record)
         try:
             self.enqueue(app_id, stored.task_id)
@@ -305,6 +424,73 @@ class MixService:
                 503, "ServiceUnavailable", "the task queue is unavailable; nothing was started"
             ) from None
         return stored
+
+    def add_output(self, app_id: str, task_id: str, item: Mapping[str, Any]) -> tuple[TaskRecord, str]:
+        """Add one output to an active task (POST .../outputs): validated, its URL's leases taken
+        atomically with the change; the worker starts it at its next heartbeat.
+
+        Args:
+            item: the output object (OutputIn as loaded).
+
+        Returns:
+            The updated record and the new output's id.
+
+        Raises:
+            ServiceError: an invalid output (400, field ``url``, ``kind``... of the body),
+                InvalidOutput.LimitExceeded (400: the task has 10 outputs), InvalidOutput.Duplicate (400:
+                the task already pushes there), InvalidTask.NotFound (404), InvalidTask.Stopping,
+                StreamURL.InUse, StreamURL.CoolingDown (409: nothing changed), ServiceUnavailable (503).
+        """
+        try:
+            spec = parse_output(item, "o1", 0)
+        except SpecError as exc:
+            raise ServiceError(400, exc.code, exc.message, _output_field(exc.field)) from None
+        keys: list[str] = []
+        if isinstance(spec, RtmpOutput):
+            resolve = self.resolve if self.resolve is not None else urls.system_resolve
+            try:
+                keys = urls.lease_keys(spec.url, resolve)
+            except SpecError as exc:
+                raise ServiceError(400, exc.code, exc.message, ("url",)) from None
+        try:
+            record: TaskRecord = self.call_store(self.store.add_output, app_id, task_id, spec, keys)
+        except ServiceError as exc:
+            if exc.code.startswith("StreamURL."):
+                exc.field = ("url",)
+            raise
+        return record, str(record.params.outputs[-1]["output_id"])
+
+    def remove_output(self, app_id: str, task_id: str, output_id: str) -> TaskRecord:
+        """Remove one output of an active task (DELETE .../outputs/{output_id}); an RTMP output's leases
+        are released with their own cooldown. A task keeps at least one RTMP output.
+
+        Raises:
+            ServiceError: InvalidTask.NotFound, InvalidOutput.NotFound (404), InvalidTask.Stopping,
+                InvalidOutput.Required (409: the task's last rtmp output), ServiceUnavailable (503).
+        """
+        record: TaskRecord = self.call_store(self.store.remove_output, app_id, task_id, output_id)
+        return record
+
+    def snapshot(self, app_id: str, task_id: str) -> tuple[bytes, float]:
+        """The task's latest snapshot: (JPEG bytes, Unix seconds it was taken).
+
+        Raises:
+            ServiceError: InvalidSnapshot.NotReady (404: none yet, none any more, or the task has no
+                snapshot output), ServiceUnavailable (503).
+        """
+        try:
+            record: TaskRecord | None = self.call_store(self.store.get_task, app_id, task_id)
+        except ServiceError as exc:
+            if exc.status != 404:
+                raise
+            record = None
+        found: tuple[bytes, float] | None = self.call_store(self.store.get_snapshot, app_id, task_id)
+        has_output = record is None or any(o.get("kind") == "snapshot" for o in record.params.outputs)
+        if found is None or not has_output:
+            raise ServiceError(
+                404, "InvalidSnapshot.NotReady", f"task {task_id} has no snapshot (yet, or a snapshot output)"
+            )
+        return found
 
     def get_task(self, app_id: str, task_id: str) -> TaskRecord:
         """GetMPUTaskStatus: the record as it should be shown (a dead worker's task says so).

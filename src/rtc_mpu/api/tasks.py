@@ -74,6 +74,29 @@ def service() -> MixService:
     return mix_service
 
 
+def output_out(record: TaskRecord) -> list[dict[str, Any]]:
+    """The task's outputs as the API shows them (OutputOut): each stored output (URLs redacted) with
+    the state, error and counters of the worker's last report (``connecting`` and no counters
+    before any)."""
+    reported = {o.output_id: o for o in (record.stats.outputs if record.stats is not None else ())}
+    answer = []
+    for stored in record.params.outputs:
+        item: dict[str, Any] = {k: v for k, v in stored.items() if v is not None}
+        if "url" in item:
+            item["url"] = redact_url(str(item["url"]))
+        stats = reported.get(str(stored.get("output_id")))
+        if stats is None:
+            item.update(state="connecting", error=None, stats={})
+        else:
+            counters = stats.to_dict()
+            item.update(state=stats.state, error=stats.error)
+            item["stats"] = {
+                k: v for k, v in counters.items() if k not in ("output_id", "kind", "state", "error")
+            }
+        answer.append(item)
+    return answer
+
+
 def task_out(record: TaskRecord) -> dict[str, Any]:
     """A record as the API shows it (the StreamURL redacted)."""
     return {
@@ -91,6 +114,7 @@ def task_out(record: TaskRecord) -> dict[str, Any]:
         "layout_ids": list(record.params.layout_ids),
         "users": record.users,
         "stats": {} if record.stats is None else record.stats.to_dict(),
+        "outputs": output_out(record),
         "ignored": record.params.ignored(),
         "created_at": record.created_at,
         "updated_at": record.updated_at,

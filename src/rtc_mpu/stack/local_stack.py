@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from rtc_mpu.spec import storage
 from rtc_mpu.stack.janus import Janus
 from rtc_mpu.stack.nginx_rtmp import DEFAULT_MODULE, NginxRtmp
 from rtc_mpu.stack.ports import port_in_use
@@ -90,6 +91,9 @@ class StackConfig:
     janus_api_secret: str | None = None
     rtp_port_range: str = "20000-40000"
     host: str = "127.0.0.1"
+    #: The workers' HLS directory (``MPU_HLS_DIR``, default ``<run_dir>/hls``), served by nginx at
+    #: ``/hls/<app_id>/<task_id>/index.m3u8`` (:func:`rtc_mpu.spec.storage.hls_dir`).
+    task_hls_dir: Path = Path("run/hls")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StackConfig:
@@ -120,6 +124,7 @@ class StackConfig:
             hls_port=port("MPU_HLS_PORT", cls.hls_port),
             janus_api_secret=env.get("MPU_JANUS_API_SECRET") or None,
             rtp_port_range=rtp_range,
+            task_hls_dir=storage.hls_dir(env),
         )
 
     @property
@@ -275,7 +280,12 @@ def _specs(config: StackConfig) -> list[_Spec]:
             run_dir / "nginx" / "nginx-error.log",
             lambda: _nginx_answers(config),
             lambda: NginxRtmp(
-                run_dir / "nginx", config.rtmp_port, config.hls_port, host, pid_file=config.pid_file("nginx")
+                run_dir / "nginx",
+                config.rtmp_port,
+                config.hls_port,
+                host,
+                pid_file=config.pid_file("nginx"),
+                task_hls_dir=config.task_hls_dir,
             ),
         ),
     ]

@@ -2,7 +2,9 @@
 
 RTMP push/play on ``rtmp://{host}:{rtmp_port}/live/<stream>``, HLS at
 ``http://{host}:{http_port}/hls/<stream>.m3u8`` (2 s fragments), publisher/player counts at
-``http://{host}:{http_port}/stat``.
+``http://{host}:{http_port}/stat``. The HLS outputs the workers write themselves (issue 13, kind
+``hls``) are served from ``task_hls_dir`` at ``http://{host}:{http_port}/hls/<app_id>/<task_id>/index.m3u8``
+(a directory of its own: nginx-rtmp deletes old files under its ``hls_path``, subfolders included).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ class NginxRtmp:
         host: address to listen on (loopback by default).
         pid_file: if set, nginx is started detached and recorded there (see
             :class:`rtc_mpu.stack.process.ManagedProcess`).
+        task_hls_dir: the workers' HLS directory (``MPU_HLS_DIR``) served at
+            ``/hls/<app_id>/<task_id>/``; default ``<run_dir>/task-hls``.
     """
 
     def __init__(
@@ -37,8 +41,10 @@ class NginxRtmp:
         http_port: int = 8081,
         host: str = "127.0.0.1",
         pid_file: Path | None = None,
+        task_hls_dir: Path | None = None,
     ):
         self.run_dir = run_dir.resolve()
+        self.task_hls_dir = (task_hls_dir or self.run_dir / "task-hls").absolute()
         self.rtmp_port = rtmp_port
         self.http_port = http_port
         self.host = host
@@ -56,6 +62,10 @@ class NginxRtmp:
     def hls_url(self, stream: str) -> str:
         """The HLS playlist URL of ``stream``."""
         return f"http://{self.host}:{self.http_port}/hls/{stream}.m3u8"
+
+    def task_hls_url(self, app_id: str, task_id: str) -> str:
+        """The playlist URL of a task's HLS output (written by its worker under ``task_hls_dir``)."""
+        return f"http://{self.host}:{self.http_port}/hls/{app_id}/{task_id}/index.m3u8"
 
     @property
     def hls_dir(self) -> Path:
@@ -75,6 +85,7 @@ class NginxRtmp:
             )
         for sub in ("hls", "tmp"):
             (self.run_dir / sub).mkdir(parents=True, exist_ok=True)
+        self.task_hls_dir.mkdir(parents=True, exist_ok=True)
         values = {
             "run_dir": str(self.run_dir),
             "module_path": str(DEFAULT_MODULE),
@@ -82,6 +93,7 @@ class NginxRtmp:
             "rtmp_port": str(self.rtmp_port),
             "http_port": str(self.http_port),
             "deploy_dir": str(DEPLOY_DIR),
+            "task_hls_dir": str(self.task_hls_dir),
         }
         config = render_template(TEMPLATE, values, self.run_dir / "nginx.conf")
         command = [binary, "-p", str(self.run_dir), "-e", str(self._process.log_path), "-c", str(config)]

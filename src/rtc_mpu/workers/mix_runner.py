@@ -27,6 +27,15 @@ can be driven by tests and tools directly. One call runs one task in this proces
    :data:`TAKEOVER_GRACE_SECONDS`: the server may still hold the previous worker's connection.
 5. **Finish**: release the leases, set the URL cooldowns, final status and reason.
 
+Several outputs (issue 13): the task's outputs (``params.outputs``) are built by
+:class:`rtc_mpu.workers.outputs.TaskOutputs`. The first RTMP output is the pipeline's main output
+(what steps 3 and 4 call the push: its failures decide the status); every other output is added to
+the pipeline, reconnects on its own and only ever fails itself; each heartbeat reports every output's
+:class:`~rtc_mpu.workers.stats.OutputStats`. Outputs added or removed on a running task (a new
+``spec_version``) are applied at the next heartbeat; a change of the main output rebuilds the
+pipeline. Before mixing, recordings a dead worker left without a sidecar get one
+(:func:`rtc_mpu.workers.outputs.repair_sidecars`).
+
 Each decision is a small function without I/O, tested without servers: what a claimed task mixes
 (:func:`mix_plan`), what a heartbeat reports (:func:`heartbeat_report`: status from the push and the
 users, :func:`task_stats`), how the run ends from the record a heartbeat returned
@@ -46,12 +55,15 @@ from rtc_mpu.mixer.output.push import SinkStatus
 from rtc_mpu.mixer.output.sinks import SinkError, SinkTarget, sink_target
 from rtc_mpu.mixer.pipeline import Pipeline, PipelineStats
 from rtc_mpu.mixer.sources.janus import ChannelConfig, ChannelStatus, JanusSource
+from rtc_mpu.spec.outputs import OutputSpec
+from rtc_mpu.spec.storage import task_folder
 from rtc_mpu.spec.task import TaskSpec
 from rtc_mpu.spec.urls import redact_url
 from rtc_mpu.workers.capacity import params_cost, requeue_delay
 from rtc_mpu.workers.model import ClaimResult, TaskNotFoundError, TaskRecord, TaskState, TaskStatus
+from rtc_mpu.workers.outputs import NULL_SINK, TaskOutputs, main_changed, main_output, repair_sidecars
 from rtc_mpu.workers.settings import WorkerSettings
-from rtc_mpu.workers.stats import TaskStats, VadSnapshot
+from rtc_mpu.workers.stats import OutputStats, TaskStats, VadSnapshot
 from rtc_mpu.workers.store_protocol import TaskStoreProtocol
 
 log = logging.getLogger(__name__)
@@ -89,10 +101,12 @@ class MixPlan:
 
     Attributes:
         spec: the mixer's task, from the parameters of ``spec_version``.
-        target: the StreamURL, validated.
+        target: the main output (the first RTMP output), validated;
+            :data:`~rtc_mpu.workers.outputs.NULL_SINK` for a task without an RTMP output.
         channel: the channel to subscribe to.
         spec_version: the version of the parameters ``spec`` was made from.
         restart: the task had been claimed by another worker before (a takeover).
+        outputs: every output of the task, in order (the main one included).
     """
 
     spec: TaskSpec
@@ -100,6 +114,7 @@ class MixPlan:
     channel: ChannelConfig
     spec_version: int
     restart: bool
+    outputs: tuple[OutputSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -132,12 +147,15 @@ class Supervision:
             None otherwise.
         spec_version: the version of the parameters the pipeline runs.
         outcome: how the run ends, once decided (:func:`next_outcome`); None while it goes on.
+        replan: the main output changed: the pipeline stops and a new one is made from the latest
+            record.
     """
 
     empty_since: float
     takeover_until: float | None
     spec_version: int
     outcome: Outcome | None = None
+    replan: bool = False
 
     @classmethod
     def start(cls, plan: MixPlan, now: float) -> Supervision:
@@ -227,8 +245,9 @@ def push_report(
     return status, state, reason
 
 
-def task_stats(stats: PipelineStats, push: SinkStatus) -> TaskStats:
-    """The statistics a heartbeat reports, from the pipeline's and its push's.
+def task_stats(stats: PipelineStats, push: SinkStatus, outputs: tuple[OutputStats, ...] = ()) -> TaskStats:
+    """The statistics a heartbeat reports, from the pipeline's and its main output's (``push``), with
+    each output's own (``outputs``, :meth:`rtc_mpu.workers.outputs.TaskOutputs.stats`).
 
     Raises:
         ValueError: ``stats.vad`` is not a voice-activity report
@@ -245,6 +264,7 @@ def task_stats(stats: PipelineStats, push: SinkStatus) -> TaskStats:
         overlay_problems=dict(stats.overlay_problems),
         vad=None if stats.vad is None else VadSnapshot.from_dict(stats.vad),
         sei_messages=stats.sei_messages,
+        outputs=outputs,
     )
 
 
@@ -256,9 +276,11 @@ def heartbeat_report(
     *,
     takeover_until: float | None = None,
     ending: str | None = None,
+    outputs: tuple[OutputStats, ...] = (),
 ) -> Heartbeat:
     """What a heartbeat reports: the status from the push and the users (:func:`push_report`, whose
-    arguments these are), the layout, the users and the statistics (:func:`task_stats`).
+    arguments these are), the layout, the users and the statistics (:func:`task_stats`, with each
+    output's ``outputs``).
 
     Raises:
         ValueError: as :func:`task_stats`.
@@ -266,7 +288,9 @@ def heartbeat_report(
     status, state, reason = push_report(
         push, bool(stats.users), waiting, now, takeover_until=takeover_until, ending=ending
     )
-    return Heartbeat(status, state, reason, stats.layout_id, list(stats.users), task_stats(stats, push))
+    return Heartbeat(
+        status, state, reason, stats.layout_id, list(stats.users), task_stats(stats, push, outputs)
+    )
 
 
 def next_outcome(
@@ -313,17 +337,20 @@ def gave_up(error: SinkError, failing_since: float | None, now: float) -> Outcom
 
 
 def mix_plan(record: TaskRecord, settings: WorkerSettings) -> MixPlan | Outcome:
-    """What a claimed task mixes, or, when its parameters or its StreamURL do not validate, the
-    outcome that ends it (status 2, "invalid parameters: <code>: <message>")."""
+    """What a claimed task mixes, or, when its parameters or its outputs do not validate, the
+    outcome that ends it (status 2, "invalid parameters: <code>: <message>"). The main output is the
+    first RTMP output (:func:`rtc_mpu.workers.outputs.main_output`)."""
     try:
         spec = record.params.to_spec(settings.clock_time_zone)
-        target = sink_target(record.params.stream_url)
+        outputs = tuple(record.params.output_specs())
+        main = main_output(outputs)
+        target = sink_target(main.url) if main is not None else NULL_SINK
     except SpecError as exc:
         return Outcome(TaskStatus.STOPPED, f"invalid parameters: {exc.code}: {exc.message}")
     channel = ChannelConfig(
         settings.janus_url, record.app_id, record.params.channel_id, api_secret=settings.janus_api_secret
     )
-    return MixPlan(spec, target, channel, record.spec_version, restart=record.restarts > 0)
+    return MixPlan(spec, target, channel, record.spec_version, restart=record.restarts > 0, outputs=outputs)
 
 
 class MixRunner:
@@ -518,12 +545,27 @@ class MixRunner:
             plan.channel.room,
             redact_url(plan.target.url),
         )
+        await asyncio.to_thread(self._repair_recordings)
         run = Supervision.start(plan, time.monotonic())
         outcome = run.outcome
         while outcome is None:
             await self._mix(token, plan, run)
             outcome = run.outcome
+            if outcome is None and run.replan and self._last is not None:
+                replanned = mix_plan(self._last, self.settings)
+                if isinstance(replanned, Outcome):
+                    outcome = replanned
+                else:
+                    plan, run.replan, run.spec_version = replanned, False, replanned.spec_version
+                    log.info("task %s/%s: main output changed; pipeline rebuilt", self.app_id, self.task_id)
         return await self._end(token, outcome)
+
+    def _repair_recordings(self) -> None:
+        """Sidecars for the recordings a previous worker of this task left without one (it died)."""
+        try:
+            repair_sidecars(task_folder(self.settings.recordings_dir, self.app_id, self.task_id))
+        except Exception:  # never keeps the task from running
+            log.exception("task %s/%s: checking earlier recordings failed", self.app_id, self.task_id)
 
     async def _mix(self, token: int, plan: MixPlan, run: Supervision) -> None:
         """One pipeline from the channel to the StreamURL, supervised every ``heartbeat_interval``
@@ -531,6 +573,16 @@ class MixRunner:
         outcome if nothing else did. A pipeline that ends without an outcome is started again by
         :meth:`_run` (with the parameters the run started with)."""
         source = JanusSource(plan.channel)
+        outputs = TaskOutputs(
+            plan.outputs,
+            self.app_id,
+            self.task_id,
+            self.store,
+            self.settings.recordings_dir,
+            self.settings.hls_dir,
+            retry_initial=self.settings.retry_initial,
+            retry_max=self.settings.retry_max,
+        )
         pipeline = Pipeline(
             plan.spec,
             source,
@@ -540,25 +592,39 @@ class MixRunner:
             retry_initial=self.settings.retry_initial,
             retry_max=self.settings.retry_max,
             give_up_after=self.settings.give_up_after,
+            muxer_factory=outputs.main_muxer_factory,
+            frame_listeners=[outputs.slot],
         )
+        await outputs.start(pipeline)
         mix = asyncio.create_task(pipeline.run())
-        while not mix.done():
-            await asyncio.wait({mix}, timeout=self.settings.heartbeat_interval)
-            await self._supervise(token, source, pipeline, run)
         try:
-            await mix
-        except SinkError as exc:  # the pipeline gave up reconnecting (give_up_after)
-            if run.outcome is None:
-                run.outcome = gave_up(exc, pipeline.push_status.failing_since, time.monotonic())
+            while not mix.done():
+                await asyncio.wait({mix}, timeout=self.settings.heartbeat_interval)
+                await self._supervise(token, source, pipeline, outputs, run)
+            try:
+                await mix
+            except SinkError as exc:  # the pipeline gave up reconnecting (give_up_after)
+                if run.outcome is None:
+                    run.outcome = gave_up(exc, pipeline.push_status.failing_since, time.monotonic())
+        finally:
+            await outputs.close()
 
-    async def _supervise(self, token: int, source: JanusSource, pipeline: Pipeline, run: Supervision) -> None:
-        """One heartbeat (:func:`heartbeat_report`), then what its record asks for
-        (:func:`next_outcome`): stop the pipeline when the run must end, or apply a new
-        ``spec_version``."""
+    async def _supervise(
+        self, token: int, source: JanusSource, pipeline: Pipeline, outputs: TaskOutputs, run: Supervision
+    ) -> None:
+        """One heartbeat (:func:`heartbeat_report`, with every output's statistics), then what its
+        record asks for (:func:`next_outcome`): stop the pipeline when the run must end, or apply a
+        new ``spec_version`` (layout, and outputs added or removed)."""
         stats, push, now = pipeline.stats, pipeline.push_status, time.monotonic()
         run.observe(bool(stats.users), push.connected, now)
         beat = heartbeat_report(
-            stats, push, waiting_reason(source), now, takeover_until=run.takeover_until, ending=run.ending
+            stats,
+            push,
+            waiting_reason(source),
+            now,
+            takeover_until=run.takeover_until,
+            ending=run.ending,
+            outputs=outputs.stats(pipeline),
         )
         fresh = await self._beat_off_loop(token, beat)
         outcome = next_outcome(
@@ -577,18 +643,29 @@ class MixRunner:
             run.outcome = outcome
             pipeline.stop()
         elif outcome is None and fresh is not None and fresh.spec_version != run.spec_version:
-            self._update(pipeline, fresh, run)
+            self._last = fresh
+            await self._update(pipeline, outputs, fresh, run)
         self._last = fresh
 
-    def _update(self, pipeline: Pipeline, fresh: TaskRecord, run: Supervision) -> None:
-        """Apply the parameters of ``fresh`` (a new ``spec_version``) at the pipeline's next frame; a
-        version that does not validate is logged and skipped."""
+    async def _update(
+        self, pipeline: Pipeline, outputs: TaskOutputs, fresh: TaskRecord, run: Supervision
+    ) -> None:
+        """Apply the parameters of ``fresh`` (a new ``spec_version``): the layout at the pipeline's next
+        frame, outputs added and removed now (a new main output rebuilds the pipeline: ``run.replan``);
+        a version that does not validate is logged and skipped."""
+        run.spec_version = fresh.spec_version
         try:
+            wanted = fresh.params.output_specs()
             pipeline.update_spec(fresh.params.to_spec(self.settings.clock_time_zone))
-            log.info("task %s/%s: layout updated (version %d)", self.app_id, self.task_id, fresh.spec_version)
         except (SpecError, ValueError) as exc:
             log.warning("task %s/%s: update refused: %s", self.app_id, self.task_id, exc)
-        run.spec_version = fresh.spec_version
+            return
+        log.info("task %s/%s: parameters updated (version %d)", self.app_id, self.task_id, fresh.spec_version)
+        if main_changed(outputs.main, wanted):
+            run.replan = True
+            pipeline.stop()
+            return
+        await outputs.apply(pipeline, wanted)
 
     async def _end(self, token: int, outcome: Outcome) -> Outcome:
         """End the task as ``outcome`` says: hand it over, or finish it (nothing when fenced out).

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from rtc_mpu.layouts import FieldPath, Layout, SpecError, layout_from_dict
+from rtc_mpu.spec.outputs import OutputSpec, output_from_dict
 from rtc_mpu.spec.overlays import build_overlays, build_subscriptions
 from rtc_mpu.spec.task import TaskSpec, UserPane, build_task_spec
 from rtc_mpu.spec.urls import validate_stream_url
@@ -58,6 +59,7 @@ _LIST_FIELDS = (
     "unsub_spec_camera_users",
     "unsub_spec_share_screen_users",
     "custom_layouts",
+    "outputs",
 )
 #: Subscription lists (SubSpec*/UnsubSpec*).
 _SUBSCRIPTION_FIELDS = tuple(name for name in _LIST_FIELDS if "spec_" in name)
@@ -121,6 +123,31 @@ class TaskParams:
     task_mode: int = 0
     enhanced_param: dict[str, Any] = field(default_factory=dict)
     custom_layouts: tuple[dict[str, Any], ...] = ()
+    # Issue 13 (several outputs per task), the contract shared by the API and the worker: the
+    # :func:`rtc_mpu.spec.outputs.output_to_dict` objects of EVERY output of the task, in id order,
+    # INCLUDING the RTMP output that ``stream_url`` names (``o1`` when stream_url was given). The
+    # API validates them (:func:`rtc_mpu.spec.outputs.parse_output`/``check_outputs``) before they are
+    # stored; read them with :meth:`output_specs`. ``stream_url`` stays the first RTMP output's URL
+    # ("" when the task has none). Records of older versions (no ``outputs``) read as
+    # ``[{"output_id": "o1", "kind": "rtmp", "url": stream_url}]`` (:meth:`from_dict`). Adding or
+    # removing an output bumps the record's ``spec_version`` like any other update.
+    outputs: tuple[dict[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        """A task made from ``stream_url`` alone (the vendor RPC dialect, records of older versions)
+        has that URL as its one output ``o1``."""
+        if not self.outputs and self.stream_url:
+            object.__setattr__(
+                self, "outputs", ({"output_id": "o1", "kind": "rtmp", "url": self.stream_url},)
+            )
+
+    def output_specs(self) -> list[OutputSpec]:
+        """The outputs as specs (:mod:`rtc_mpu.spec.outputs`), in stored order.
+
+        Raises:
+            SpecError: a stored output is not valid (only records written by hand).
+        """
+        return [output_from_dict(item) for item in self.outputs]
 
     def ignored(self) -> list[str]:
         """Parameters given but not applied by the mixer, as snake_case paths (portrait
@@ -240,6 +267,15 @@ class TaskRecord:
         lease_keys: the names of its StreamURL leases and cooldowns (:func:`rtc_mpu.spec.urls.lease_keys`:
             ``stream_key`` and the addresses its host resolved to when it started), all taken and
             released together; empty in records of older versions, where ``stream_key`` is the only one.
+            With several RTMP outputs: the union of every RTMP output's keys (``output_leases``).
+        output_leases: each RTMP output's own lease keys (output id -> keys), released with their own
+            cooldown when that output is removed; empty in records of older versions (the one output
+            ``o1`` has ``lease_keys``; :meth:`leases_of`).
+        last_output: the highest output number ever assigned in this task (``o3`` -> 3), so that ids
+            of removed outputs are never reused (0 in records of older versions: see
+            :meth:`used_output_ids`).
+        outputs_version: bumped each time an output is added or removed (a parameter update made from
+            an older read of the outputs is retried, never writes them back).
     """
 
     app_id: str
@@ -264,6 +300,24 @@ class TaskRecord:
     users: list[str] = field(default_factory=list)
     stats: TaskStats | None = None
     lease_keys: list[str] = field(default_factory=list)
+    output_leases: dict[str, list[str]] = field(default_factory=dict)
+    last_output: int = 0
+    outputs_version: int = 0
+
+    def leases_of(self, output_id: str) -> list[str]:
+        """The lease keys of one RTMP output ([] for other kinds or unknown ids)."""
+        if self.output_leases:
+            return list(self.output_leases.get(output_id, []))
+        first = next((o for o in self.params.outputs if o.get("kind") == "rtmp"), None)
+        if first is not None and first.get("output_id") == output_id:
+            return list(self.lease_keys or [self.stream_key])
+        return []
+
+    def used_output_ids(self) -> list[str]:
+        """Every output id this task has had (at least: the current ones and ``o<last_output>``),
+        for :func:`rtc_mpu.spec.outputs.next_output_id`."""
+        ids = [str(o.get("output_id")) for o in self.params.outputs]
+        return [*ids, f"o{self.last_output}"] if self.last_output else ids
 
     @property
     def active(self) -> bool:
@@ -387,6 +441,18 @@ class CustomLayoutMissingError(StoreError):
     """A custom layout the task names does not exist (any more) for the AppId."""
 
     code, http_status, field = "InvalidLayoutID.Malformed", 400, ("layout_ids",)
+
+
+class OutputNotFoundError(StoreError):
+    """The task has no output with this id."""
+
+    code, http_status = "InvalidOutput.NotFound", 404
+
+
+class OutputRequiredError(StoreError):
+    """Removing this output would leave the task without an RTMP output (its StreamURL)."""
+
+    code, http_status = "InvalidOutput.Required", 409
 
 
 class StreamURLInUseError(StoreError):

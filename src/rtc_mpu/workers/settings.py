@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rtc_mpu.spec import storage
 from rtc_mpu.workers.capacity import default_capacity
 from rtc_mpu.workers.store_protocol import DEFAULT_COOLDOWN_SECONDS, DEFAULT_LEASE_SECONDS
 
@@ -59,6 +61,33 @@ def _count(name: str, default: int) -> int:
     return value
 
 
+#: Where recordings go (``MPU_RECORDINGS_DIR``), relative to the working directory unless absolute.
+DEFAULT_RECORDINGS_DIR = "recordings"
+#: Days a recording is kept (``MPU_RECORDINGS_RETENTION_DAYS``; 0 = forever).
+DEFAULT_RECORDINGS_RETENTION_DAYS = 30.0
+
+
+def recordings_dir() -> str:
+    """The recordings directory (``MPU_RECORDINGS_DIR``, default ``recordings`` under the working
+    directory), shared by the worker (which writes ``<dir>/<app_id>/<task_id>/...``) and the API (which
+    lists, serves and deletes them): both must see the same directory (a shared volume when workers
+    run on other hosts)."""
+    return os.environ.get("MPU_RECORDINGS_DIR") or DEFAULT_RECORDINGS_DIR
+
+
+def recordings_retention_days() -> float:
+    """How many days recordings are kept (``MPU_RECORDINGS_RETENTION_DAYS``, default 30; 0 = forever).
+    The API deletes older files lazily, when it lists a task's recordings.
+
+    Raises:
+        ValueError: not a number >= 0.
+    """
+    value = _float("MPU_RECORDINGS_RETENTION_DAYS", DEFAULT_RECORDINGS_RETENTION_DAYS)
+    if not (value >= 0 and value != float("inf")):
+        raise ValueError(f"MPU_RECORDINGS_RETENTION_DAYS must be a number of days >= 0, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
     """How workers run mixes.
@@ -94,6 +123,12 @@ class WorkerSettings:
         image_timeout: seconds to fetch one overlay image (``MPU_IMAGE_TIMEOUT``, 5).
         clock_time_zone: IANA time zone of ClockWidgets that name none (``MPU_CLOCK_TIME_ZONE``;
             empty: the worker's local time).
+        recordings_dir: where recordings go, ``<dir>/<app_id>/<task_id>/`` (``MPU_RECORDINGS_DIR``,
+            default ``recordings`` in the working directory, made absolute; the API reads the same
+            variable: :func:`recordings_dir`).
+        hls_dir: where HLS outputs go, ``<dir>/<app_id>/<task_id>/index.m3u8`` (``MPU_HLS_DIR``,
+            default ``<MPU_RUN_DIR or run>/hls``, served by the local stack's nginx:
+            :func:`rtc_mpu.spec.storage.hls_dir`).
     """
 
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -114,6 +149,8 @@ class WorkerSettings:
     image_max_bytes: int = 5 * 1024 * 1024
     image_timeout: float = 5.0
     clock_time_zone: str | None = None
+    recordings_dir: Path = field(default_factory=lambda: Path(DEFAULT_RECORDINGS_DIR).absolute())
+    hls_dir: Path = field(default_factory=lambda: storage.hls_dir({}))
 
     @classmethod
     def from_env(cls) -> WorkerSettings:
@@ -139,6 +176,8 @@ class WorkerSettings:
             image_max_bytes=_int("MPU_IMAGE_MAX_BYTES", cls.image_max_bytes),
             image_timeout=_float("MPU_IMAGE_TIMEOUT", cls.image_timeout),
             clock_time_zone=os.environ.get("MPU_CLOCK_TIME_ZONE") or None,
+            recordings_dir=Path(recordings_dir()).absolute(),
+            hls_dir=storage.hls_dir(),
         )
 
     def image_limits(self) -> FetchLimits:

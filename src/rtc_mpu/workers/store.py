@@ -75,11 +75,15 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from rtc_mpu.layouts import SpecError
+from rtc_mpu.spec.outputs import OutputSpec, RtmpOutput, check_outputs, next_output_id, output_to_dict
 from rtc_mpu.spec.urls import parse_stream_url, redact_url, stream_url_key
 from rtc_mpu.workers.model import (
     Claim,
     ClaimResult,
     CustomLayoutMissingError,
+    OutputNotFoundError,
+    OutputRequiredError,
     StoreError,
     StoreUnavailableError,
     StreamURLCoolingDownError,
@@ -106,6 +110,8 @@ FIRST_CUSTOM_LAYOUT_ID = 100
 STOPPING_REASON = "stopping: stop requested; ending the push"
 #: Default socket timeouts (connect and read) of :meth:`TaskStore.from_url`, in seconds.
 DEFAULT_TIMEOUT = 2.0
+#: Attempts of an update that lost a race with another change of the task's outputs.
+_OUTPUT_RETRIES = 5
 #: Fields the scripts stamp with the server's time when a task is created.
 _SERVER_TIMES = ("created_at", "updated_at")
 #: States a worker may report (QUEUED and ENDED belong to the store; WORKER_LOST is only shown).
@@ -136,6 +142,56 @@ def _custom_layout_ids(params: TaskParams) -> list[str]:
         for i in params.layout_ids
         if isinstance(i, int) and not isinstance(i, bool) and i >= FIRST_CUSTOM_LAYOUT_ID
     ]
+
+
+def _output_number(output_id: object) -> int:
+    """``3`` for ``"o3"``; 0 for anything else."""
+    text = str(output_id)
+    return int(text[1:]) if text[:1] == "o" and text[1:].isdigit() else 0
+
+
+def _destination_keys(url: str, keys: Sequence[str]) -> list[str]:
+    """``keys`` (sorted, with the URL's own stream key) after checking each is the URL's destination
+    at another address.
+
+    Raises:
+        ValueError: a key is another destination.
+    """
+    own = stream_url_key(url)
+    destination = parse_stream_url(own)
+    checked = sorted({own, *keys})
+    for key in checked:
+        other = parse_stream_url(key) if isinstance(key, str) else None
+        if other is None or key != other.key() or other.key(destination.host) != own:
+            raise ValueError("a lease key is not its output's destination at another address")
+    return checked
+
+
+def _checked_output_leases(record: TaskRecord) -> dict[str, list[str]]:
+    """Each RTMP output's lease keys (``record.output_leases``, or ``lease_keys`` for the first RTMP
+    output of a record that gives no per-output keys), checked: each key is its output's destination
+    at some address, every RTMP output has its keys, no key belongs to two outputs.
+
+    Raises:
+        ValueError: the record breaks one of these rules.
+    """
+    rtmp = [o for o in record.params.outputs if o.get("kind") == "rtmp"]
+    if not rtmp or str(rtmp[0].get("url")) != record.params.stream_url:
+        raise ValueError("the StreamURL must be the task's first RTMP output")
+    given = record.output_leases or {str(rtmp[0]["output_id"]): list(record.lease_keys)}
+    if set(given) - {str(o["output_id"]) for o in rtmp}:
+        raise ValueError("lease keys of an output the task does not have")
+    leases: dict[str, list[str]] = {}
+    owner: dict[str, str] = {}
+    for output in rtmp:
+        output_id = str(output["output_id"])
+        keys = _destination_keys(str(output["url"]), given.get(output_id, []))
+        for key in keys:
+            if key in owner:
+                raise ValueError(f"outputs {owner[key]} and {output_id} have the same destination")
+            owner[key] = output_id
+        leases[output_id] = keys
+    return leases
 
 
 def _dump(value: object) -> str:
@@ -236,6 +292,7 @@ class TaskStore:
         self._release = client.register_script(load_script("release.lua", prelude=True))
         self._request_stop = client.register_script(load_script("request_stop.lua", prelude=True))
         self._update_params = client.register_script(load_script("update_params.lua", prelude=True))
+        self._set_outputs_script = client.register_script(load_script("set_outputs.lua", prelude=True))
         self._list_app = client.register_script(load_script("list_app.lua"))
         self._list_active = client.register_script(load_script("list_active.lua"))
         self._rescue_queued = client.register_script(load_script("rescue_queued.lua", prelude=True))
@@ -378,13 +435,12 @@ class TaskStore:
             raise ValueError("start_task takes a new task (state queued, never claimed)")
         if record.stream_key != stream_url_key(record.params.stream_url):
             raise ValueError("the record's stream_key is not the normalized StreamURL")
-        destination = parse_stream_url(record.stream_key)
-        lease_keys = sorted({record.stream_key, *record.lease_keys})
-        for key in lease_keys:
-            other = parse_stream_url(key) if isinstance(key, str) else None
-            if other is None or key != other.key() or other.key(destination.host) != record.stream_key:
-                raise ValueError("a lease key is not the task's destination at another address")
-        record = dataclasses.replace(record, lease_keys=lease_keys)
+        output_leases = _checked_output_leases(record)
+        lease_keys = sorted({key for keys in output_leases.values() for key in keys})
+        last_output = max((_output_number(o.get("output_id")) for o in record.params.outputs), default=0)
+        record = dataclasses.replace(
+            record, lease_keys=lease_keys, output_leases=output_leases, last_output=last_output
+        )
         name = f"{record.app_id}/{record.task_id}"
         fields: list[str] = []
         for key, value in json.loads(record.to_json()).items():
@@ -508,6 +564,10 @@ class TaskStore:
         new version at its next heartbeat). The custom layouts ``params`` names must exist, checked
         in the same atomic step as the write (as :meth:`start_task` does).
 
+        The task's outputs are not changed here (:meth:`add_output`, :meth:`remove_output`):
+        ``params.outputs`` is replaced by the stored ones (with the first RTMP output's URL following
+        ``params.stream_url``), and the write is retried if an output was added or removed meanwhile.
+
         Raises:
             TaskNotFoundError: no such task, or it has ended.
             TaskStoppingError: the task is stopping (409 ``InvalidTask.Stopping``).
@@ -517,25 +577,201 @@ class TaskStore:
                 ``SpecError`` (a ValueError) if it is not a valid StreamURL.
             StoreUnavailableError: Redis failed.
         """
+        for _ in range(_OUTPUT_RETRIES):
+            current = self.get_task(app_id, task_id)
+            # Compared by today's canonical form: a record of an older version may spell its stream_key
+            # differently, and the script only checks that the record still has the one read here.
+            if stream_url_key(params.stream_url) != stream_url_key(current.params.stream_url):
+                raise ValueError("the StreamURL of a running task cannot be changed (only its query string)")
+            outputs = [dict(o) for o in current.params.outputs]
+            first = next((o for o in outputs if o.get("kind") == "rtmp"), None)
+            if first is not None:
+                first["url"] = params.stream_url
+            params = dataclasses.replace(params, outputs=tuple(outputs))
+            args = [
+                _dump(params.to_dict()),
+                _dump(current.stream_key),
+                _dump(_custom_layout_ids(params)),
+                str(current.outputs_version),
+            ]
+            with _unavailable():
+                reply = self._update_params(
+                    keys=[self.task_key(app_id, task_id), self.layouts_key(app_id)], args=args
+                )
+            outcome = _text(reply[0])
+            if outcome == "retry":
+                continue
+            if outcome == "missing":
+                raise TaskNotFoundError(f"no active task {task_id!r} for AppId {app_id!r}")
+            if outcome == "stopping":
+                raise TaskStoppingError(f"task {task_id} is stopping; it takes no updates")
+            if outcome == "no_layout":
+                raise CustomLayoutMissingError(f"no layout {_text(reply[1])} for this AppId")
+            if outcome == "url_changed":
+                raise ValueError("the StreamURL of a running task cannot be changed (only its query string)")
+            return _record(reply[1])
+        raise StoreUnavailableError("the task's outputs kept changing; try again")
+
+    def add_output(
+        self, app_id: str, task_id: str, output: OutputSpec, lease_keys: Sequence[str] = ()
+    ) -> TaskRecord:
+        """Add one output to an active task, atomically with its StreamURL leases (an RTMP output's
+        ``lease_keys``, :func:`rtc_mpu.spec.urls.lease_keys`: all or none), and bump ``spec_version``
+        (the worker applies it at its next heartbeat). The output gets the next id
+        (:func:`rtc_mpu.spec.outputs.next_output_id` over every id the task ever had: ``output``'s
+        own id is ignored). Leases of a claimed task get ``lease_seconds`` TTLs (renewed by the
+        heartbeats); a queued task's wait for the claim.
+
+        Returns:
+            The updated record (the new output is the last of ``params.outputs``).
+
+        Raises:
+            SpecError: ``InvalidOutput.LimitExceeded`` (no field), ``InvalidOutput.Duplicate`` (field
+                ``("url",)`` for a destination the task already pushes to, including one of its
+                addresses; ``("kind",)`` for a second hls/snapshot output).
+            TaskNotFoundError: no such task, or it has ended.
+            TaskStoppingError: the task is stopping.
+            StreamURLInUseError, StreamURLCoolingDownError: the new URL is another active task's, or
+                cooling down (nothing changed).
+            ValueError: a lease key is not the output's destination.
+            StoreUnavailableError: Redis failed.
+        """
+        for _ in range(_OUTPUT_RETRIES):
+            current = self._changeable(app_id, task_id)
+            output_id = next_output_id(current.used_output_ids())
+            added = dataclasses.replace(output, output_id=output_id)
+            specs = [*current.params.output_specs(), added]
+            try:
+                check_outputs(specs)
+            except SpecError as exc:
+                last = exc.field[-1] if exc.field else None
+                duplicate = exc.code == "InvalidOutput.Duplicate"
+                field = ("url",) if last == "url" else ("kind",) if duplicate else None
+                raise SpecError(exc.code, exc.message, field) from None
+            leases = {k: list(v) for k, v in current.output_leases.items()}
+            if not leases:
+                first = next((o for o in current.params.outputs if o.get("kind") == "rtmp"), None)
+                if first is not None:
+                    leases[str(first["output_id"])] = current.leases_of(str(first["output_id"]))
+            take: list[str] = []
+            if isinstance(added, RtmpOutput):
+                take = _destination_keys(added.url, lease_keys)
+                owned = {key for keys in leases.values() for key in keys}
+                if owned & set(take):
+                    raise SpecError(
+                        "InvalidOutput.Duplicate", "the task already pushes to this destination", ("url",)
+                    )
+                leases[output_id] = take
+            outputs = (*current.params.outputs, output_to_dict(added))
+            reply = self._set_outputs(current, outputs, leases, int(output_id[1:]), take, [])
+            if reply is not None:
+                return reply
+        raise StoreUnavailableError("the task's outputs kept changing; try again")
+
+    def remove_output(self, app_id: str, task_id: str, output_id: str) -> TaskRecord:
+        """Remove one output of an active task and bump ``spec_version``; an RTMP output's leases are
+        released, each with its own cooldown (``cooldown_seconds``). A task keeps at least one RTMP
+        output (its StreamURL; removing the first one makes the next RTMP output the StreamURL).
+
+        Raises:
+            OutputNotFoundError: the task has no such output (404 ``InvalidOutput.NotFound``).
+            OutputRequiredError: it is the task's last RTMP output (409 ``InvalidOutput.Required``).
+            TaskNotFoundError: no such task, or it has ended.
+            TaskStoppingError: the task is stopping.
+            StoreUnavailableError: Redis failed.
+        """
+        for _ in range(_OUTPUT_RETRIES):
+            current = self._changeable(app_id, task_id)
+            found = [o for o in current.params.outputs if o.get("output_id") == output_id]
+            if not found:
+                raise OutputNotFoundError(f"task {task_id} has no output {output_id!r}")
+            outputs = tuple(o for o in current.params.outputs if o.get("output_id") != output_id)
+            if found[0].get("kind") == "rtmp" and not any(o.get("kind") == "rtmp" for o in outputs):
+                raise OutputRequiredError(
+                    f"output {output_id} is the task's last rtmp output; a task keeps at least one"
+                )
+            release = current.leases_of(output_id)
+            leases = {
+                str(o["output_id"]): current.leases_of(str(o["output_id"]))
+                for o in outputs
+                if o.get("kind") == "rtmp"
+            }
+            reply = self._set_outputs(current, outputs, leases, current.last_output, [], release)
+            if reply is not None:
+                return reply
+        raise StoreUnavailableError("the task's outputs kept changing; try again")
+
+    def _changeable(self, app_id: str, task_id: str) -> TaskRecord:
+        """The record of a task whose outputs may change (checked again by the script).
+
+        Raises:
+            TaskNotFoundError: no such task, or it has ended.
+            TaskStoppingError: a stop was requested.
+            StoreUnavailableError: Redis failed.
+        """
         current = self.get_task(app_id, task_id)
-        # Compared by today's canonical form: a record of an older version may spell its stream_key
-        # differently, and the script only checks that the record still has the one read here.
-        if stream_url_key(params.stream_url) != stream_url_key(current.params.stream_url):
-            raise ValueError("the StreamURL of a running task cannot be changed (only its query string)")
-        args = [_dump(params.to_dict()), _dump(current.stream_key), _dump(_custom_layout_ids(params))]
+        if not current.active:
+            raise TaskNotFoundError(f"no active task {task_id!r} for AppId {app_id!r}")
+        if current.stop_requested or current.state is TaskState.STOPPING:
+            raise TaskStoppingError(f"task {task_id} is stopping; it takes no updates")
+        return current
+
+    def _set_outputs(
+        self,
+        current: TaskRecord,
+        outputs: tuple[dict[str, object], ...],
+        leases: dict[str, list[str]],
+        last_output: int,
+        take: list[str],
+        release: list[str],
+    ) -> TaskRecord | None:
+        """Write a task's new outputs (set_outputs.lua); None if they changed since ``current`` was read.
+
+        Raises:
+            TaskNotFoundError, TaskStoppingError, StreamURLInUseError, StreamURLCoolingDownError,
+            StoreUnavailableError: as :meth:`add_output`.
+        """
+        app_id, task_id = current.app_id, current.task_id
+        rtmp = [o for o in outputs if o.get("kind") == "rtmp"]
+        stream_url = str(rtmp[0]["url"]) if rtmp else ""
+        params = dataclasses.replace(current.params, outputs=outputs, stream_url=stream_url)
+        stream_key = stream_url_key(stream_url) if stream_url else current.stream_key
+        lease_keys = sorted({key for keys in leases.values() for key in keys})
+        args: list[str | int] = [
+            self.prefix,
+            f"{app_id}/{task_id}",
+            current.outputs_version,
+            _dump(params.to_dict()),
+            _dump(lease_keys),
+            _dump(leases),
+            max(last_output, current.last_output),
+            _dump(stream_key),
+            _dump(take),
+            _dump(release),
+            self._lease_ms,
+            self._cooldown_ms,
+        ]
         with _unavailable():
-            reply = self._update_params(
-                keys=[self.task_key(app_id, task_id), self.layouts_key(app_id)], args=args
-            )
+            reply = self._set_outputs_script(keys=[self.task_key(app_id, task_id)], args=args)
         outcome = _text(reply[0])
+        if outcome == "retry":
+            return None
         if outcome == "missing":
             raise TaskNotFoundError(f"no active task {task_id!r} for AppId {app_id!r}")
         if outcome == "stopping":
             raise TaskStoppingError(f"task {task_id} is stopping; it takes no updates")
-        if outcome == "no_layout":
-            raise CustomLayoutMissingError(f"no layout {_text(reply[1])} for this AppId")
-        if outcome == "url_changed":
-            raise ValueError("the StreamURL of a running task cannot be changed (only its query string)")
+        if outcome == "in_use":
+            raise StreamURLInUseError(
+                f"the output's URL is in use by task {_text(reply[1])} ({redact_url(_text(reply[2]))})"
+            )
+        if outcome == "cooling":
+            pttl = int(reply[1])
+            left = math.ceil(pttl / 1000) if pttl > 0 else math.ceil(self.cooldown_seconds)
+            raise StreamURLCoolingDownError(
+                f"the output's URL was used by a task that ended less than {self.cooldown_seconds:g} s ago;"
+                f" try again in {left} s",
+                seconds_left=left,
+            )
         return _record(reply[1])
 
     def claim(self, app_id: str, task_id: str, worker: str) -> int | None:

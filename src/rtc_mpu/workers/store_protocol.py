@@ -20,6 +20,7 @@ from typing import Protocol
 import redis
 
 from rtc_mpu.layouts import Layout
+from rtc_mpu.spec.outputs import OutputSpec
 from rtc_mpu.workers.model import Claim, TaskParams, TaskRecord, TaskState, TaskStatus
 from rtc_mpu.workers.stats import TaskStats
 
@@ -77,6 +78,12 @@ class TaskStoreProtocol(Protocol):
     def list_tasks(self, app_id: str) -> list[TaskRecord]: ...
 
     def request_stop(self, app_id: str, task_id: str) -> TaskRecord: ...
+
+    def add_output(
+        self, app_id: str, task_id: str, output: OutputSpec, lease_keys: Sequence[str] = ()
+    ) -> TaskRecord: ...
+
+    def remove_output(self, app_id: str, task_id: str, output_id: str) -> TaskRecord: ...
 
     def update_params(self, app_id: str, task_id: str, params: TaskParams) -> TaskRecord: ...
 

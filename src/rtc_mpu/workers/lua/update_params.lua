@@ -1,12 +1,16 @@
 -- Runs after prelude.lua, which rtc_mpu.workers.store prepends.
 -- KEYS: record, the app's custom layouts (hash). ARGV: params (JSON), the record's stream key as read
--- (JSON), custom layout ids the params name (JSON array of strings).
-local f = redis.call('HMGET', KEYS[1], 'state', 'stream_key', 'stop_requested')
+-- (JSON), custom layout ids the params name (JSON array of strings), the record's outputs_version as
+-- read (the params carry the outputs read with it: an output added or removed since is never undone).
+local f = redis.call('HMGET', KEYS[1], 'state', 'stream_key', 'stop_requested', 'outputs_version')
 if not f[1] or f[1] == '"ended"' then
   return {'missing'}
 end
 if f[3] == 'true' or f[1] == '"stopping"' then
   return {'stopping'}
+end
+if tonumber(f[4] or '0') ~= tonumber(ARGV[4]) then
+  return {'retry'}
 end
 if f[2] ~= ARGV[2] then
   return {'url_changed'}
