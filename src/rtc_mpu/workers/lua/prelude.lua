@@ -50,12 +50,35 @@ local function set_leases(keys, name, ttl_ms)
   end
 end
 
--- KEYS[1] record, KEYS[2] app index, KEYS[3] active set; ARGV[1] prefix, ARGV[2] name, ARGV[3] task id.
--- Each lease of keys that names the task is deleted, and gets its own cooldown unless another task holds it.
-local function end_task(keys, status, reason_json, cooldown_ms, ttl_ms, now_text, now_ms)
-  local rec, name = KEYS[1], ARGV[2]
-  redis.call('HSET', rec, 'state', '"ended"', 'status', status, 'reason', reason_json,
-    'ended_at', now_text, 'updated_at', now_text)
+-- Why keys cannot be leased to name: {'in_use', holder, key} when another active task holds one,
+-- {'cooling', ms} (the longest cooldown left) when any is cooling down; nil when all are free
+-- (ARGV[1] prefix). A lease held by an ended task is free.
+local function lease_refusal(keys, name)
+  for _, key in ipairs(keys) do
+    local holder = redis.call('GET', ARGV[1] .. ':lease:' .. key)
+    if holder and holder ~= name then
+      local holder_state = redis.call('HGET', ARGV[1] .. ':task:' .. holder, 'state')
+      if holder_state and holder_state ~= '"ended"' then
+        return {'in_use', holder, key}
+      end
+    end
+  end
+  local cooling = nil
+  for _, key in ipairs(keys) do
+    local pttl = redis.call('PTTL', ARGV[1] .. ':cooldown:' .. key)
+    if pttl ~= -2 and (cooling == nil or pttl > cooling) then
+      cooling = pttl
+    end
+  end
+  if cooling ~= nil then
+    return {'cooling', cooling}
+  end
+  return nil
+end
+
+-- Each lease of keys that names name is deleted, and gets its own cooldown of cooldown_ms (when > 0)
+-- unless another task holds it (ARGV[1] prefix).
+local function release_leases(keys, name, cooldown_ms)
   for _, key in ipairs(keys) do
     local lease = ARGV[1] .. ':lease:' .. key
     local holder = redis.call('GET', lease)
@@ -66,6 +89,15 @@ local function end_task(keys, status, reason_json, cooldown_ms, ttl_ms, now_text
       redis.call('SET', ARGV[1] .. ':cooldown:' .. key, name, 'PX', cooldown_ms)
     end
   end
+end
+
+-- KEYS[1] record, KEYS[2] app index, KEYS[3] active set; ARGV[1] prefix, ARGV[2] name, ARGV[3] task id.
+-- Each lease of keys that names the task is deleted, and gets its own cooldown unless another task holds it.
+local function end_task(keys, status, reason_json, cooldown_ms, ttl_ms, now_text, now_ms)
+  local rec, name = KEYS[1], ARGV[2]
+  redis.call('HSET', rec, 'state', '"ended"', 'status', status, 'reason', reason_json,
+    'ended_at', now_text, 'updated_at', now_text)
+  release_leases(keys, name, cooldown_ms)
   redis.call('SREM', KEYS[3], name)
   release_load(rec, name)
   redis.call('PEXPIRE', rec, ttl_ms)

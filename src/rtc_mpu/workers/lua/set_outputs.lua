@@ -18,24 +18,9 @@ if tonumber(f[3] or '0') ~= tonumber(ARGV[3]) then
 end
 local name = ARGV[2]
 local take = cjson.decode(ARGV[9])
-for _, key in ipairs(take) do
-  local holder = redis.call('GET', ARGV[1] .. ':lease:' .. key)
-  if holder and holder ~= name then
-    local holder_state = redis.call('HGET', ARGV[1] .. ':task:' .. holder, 'state')
-    if holder_state and holder_state ~= '"ended"' then
-      return {'in_use', holder, key}
-    end
-  end
-end
-local cooling = nil
-for _, key in ipairs(take) do
-  local pttl = redis.call('PTTL', ARGV[1] .. ':cooldown:' .. key)
-  if pttl ~= -2 and (cooling == nil or pttl > cooling) then
-    cooling = pttl
-  end
-end
-if cooling ~= nil then
-  return {'cooling', cooling}
+local refusal = lease_refusal(take, name)
+if refusal then
+  return refusal
 end
 -- A claimed task's leases expire unless its worker renews them; a queued task's wait for the claim.
 if tonumber(f[4] or '0') > 0 then
@@ -43,17 +28,7 @@ if tonumber(f[4] or '0') > 0 then
 else
   set_leases(take, name, nil)
 end
-local cooldown_ms = tonumber(ARGV[12])
-for _, key in ipairs(cjson.decode(ARGV[10])) do
-  local lease = ARGV[1] .. ':lease:' .. key
-  local holder = redis.call('GET', lease)
-  if holder == name then
-    redis.call('DEL', lease)
-  end
-  if cooldown_ms > 0 and (not holder or holder == name) then
-    redis.call('SET', ARGV[1] .. ':cooldown:' .. key, name, 'PX', cooldown_ms)
-  end
-end
+release_leases(cjson.decode(ARGV[10]), name, tonumber(ARGV[12]))
 local now_text = now()
 redis.call('HINCRBY', KEYS[1], 'spec_version', 1)
 redis.call('HSET', KEYS[1], 'outputs_version', tonumber(f[3] or '0') + 1, 'params', ARGV[4],

@@ -8,24 +8,9 @@ if state and state ~= '"ended"' then
   return {'exists'}
 end
 local keys = cjson.decode(ARGV[4])
-for _, key in ipairs(keys) do
-  local holder = redis.call('GET', ARGV[1] .. ':lease:' .. key)
-  if holder then
-    local holder_state = redis.call('HGET', ARGV[1] .. ':task:' .. holder, 'state')
-    if holder_state and holder_state ~= '"ended"' then
-      return {'in_use', holder, key}
-    end
-  end
-end
-local cooling = nil
-for _, key in ipairs(keys) do
-  local pttl = redis.call('PTTL', ARGV[1] .. ':cooldown:' .. key)
-  if pttl ~= -2 and (cooling == nil or pttl > cooling) then
-    cooling = pttl
-  end
-end
-if cooling ~= nil then
-  return {'cooling', cooling}
+local refusal = lease_refusal(keys, nil)
+if refusal then
+  return refusal
 end
 -- The custom layouts it names must still exist: checked here, atomically with the delete script's
 -- check for active tasks that list a layout, so a layout is never deleted under a starting task.
