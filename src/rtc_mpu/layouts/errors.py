@@ -19,7 +19,7 @@ class SpecError(ValueError):
 
     Attributes:
         code: the vendor-compatible error code, e.g. ``InvalidLayoutID.Malformed``
-            (shared/reference/mpu-api.md, "Errors"); rtc-mpu's own codes are listed in README.
+            (the vendor's MPU API, 2018-01-11, "Errors"); rtc-mpu's own codes are listed in README.
         message: a human-readable explanation naming the offending value.
         field: the request field at fault (a :data:`FieldPath`: ``("layout_ids",)``,
             ``("user_panes", 0, "user_id")``), or None.
