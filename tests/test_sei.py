@@ -1,9 +1,9 @@
 """H.264 SEI user data unregistered: build/parse round trips, then through the real encoder and muxers.
 
-End to end, the JSON rides in the libx264 output written by
-:class:`rtc_mpu.mixer.output.encoder.MediaEncoder` to FLV
-and MP4 files (read back as AVCC packets), and pushed over RTMP to nginx-rtmp, whose HLS segments
-(MPEG-TS, Annex B) carry it on to viewers.  FFmpeg's own H.264 decoder finds it too.
+End to end, the JSON rides in the libx264 output of :class:`rtc_mpu.mixer.output.encoder.PacketEncoder`,
+muxed by :class:`rtc_mpu.mixer.output.muxers.ContainerMuxer` to FLV and MP4 files (read back as AVCC
+packets), and pushed over RTMP to nginx-rtmp, whose HLS segments (MPEG-TS, Annex B) carry it on to
+viewers.  FFmpeg's own H.264 decoder finds it too.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 
 from rtc_mpu.mixer.audio.mixer import BLOCK_SAMPLES, SAMPLE_RATE
 from rtc_mpu.mixer.audio.vad import VadReport
-from rtc_mpu.mixer.output.encoder import EncoderSettings, MediaEncoder
+from rtc_mpu.mixer.output.encoder import EncoderSettings, PacketEncoder
+from rtc_mpu.mixer.output.muxers import ContainerMuxer, legacy_output
 from rtc_mpu.mixer.output.sei import (
     SEI_UUID,
     build_sei_nal,
@@ -198,9 +199,11 @@ def payload_for(index: int) -> bytes:
 
 
 def encode(output: str) -> dict[int, bytes]:
-    """FRAMES frames (and their audio) through MediaEncoder into ``output``; the SEI payloads by frame."""
+    """FRAMES frames (and their audio) through PacketEncoder and a muxer into ``output``; the SEI
+    payloads by frame."""
     settings = EncoderSettings(WIDTH, HEIGHT, FPS, video_bitrate=300_000, audio_bitrate=64_000)
-    encoder = MediaEncoder(settings, sink_target(output))
+    encoder = PacketEncoder(settings)
+    muxer = ContainerMuxer(legacy_output(sink_target(output)), encoder.templates)
     sent: dict[int, bytes] = {}
     audio_pts = 0
     rng = np.random.default_rng(5)
@@ -211,7 +214,9 @@ def encode(output: str) -> dict[int, bytes]:
             sei = payload_for(index) if index % EVERY == 0 else None
             if sei is not None:
                 sent[index] = sei
-            encoder.encode_video(av.VideoFrame.from_ndarray(picture, format="rgb24"), index, sei=sei)
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+            for packet in encoder.encode_video(frame, index, sei=sei):
+                muxer.write(packet)
             while audio_pts * FPS < (index + 1) * SAMPLE_RATE:
                 block = av.AudioFrame.from_ndarray(
                     np.zeros((2, BLOCK_SAMPLES), np.float32), format="fltp", layout="stereo"
@@ -221,17 +226,20 @@ def encode(output: str) -> dict[int, bytes]:
                     audio_pts,
                     Fraction(1, SAMPLE_RATE),
                 )
-                encoder.encode_audio(block)
+                for packet in encoder.encode_audio(block):
+                    muxer.write(packet)
                 audio_pts += BLOCK_SAMPLES
+        for packet in encoder.flush():
+            muxer.write(packet)
     finally:
-        encoder.close()
+        muxer.close()
     assert encoder.stats.video_frames == FRAMES
     return sent
 
 
 @pytest.mark.parametrize("container_format", ["flv", "mp4"])
 def test_libx264_packets_are_annex_b_and_the_muxers_store_avcc(tmp_path: Path, container_format: str) -> None:
-    """What MediaEncoder relies on: the encoder hands Annex B to the muxer even with GLOBAL_HEADER."""
+    """What PacketEncoder relies on: the encoder hands Annex B to the muxer even with GLOBAL_HEADER."""
     path = tmp_path / f"probe.{container_format}"
     with av.open(str(path), "w", format=container_format) as container:
         stream = container.add_stream("libx264", rate=FPS, options={"tune": "zerolatency", "bf": "0"})

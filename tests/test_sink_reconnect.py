@@ -27,8 +27,8 @@ import redis
 
 import rtc_mpu.stack.nginx_rtmp as nginx_rtmp_module
 from rtc_mpu.mixer.audio.mixer import BLOCK_SAMPLES, AudioMixer
-from rtc_mpu.mixer.output.encoder import EncodedPacket, EncoderSettings, MediaEncoder, StreamTemplates
-from rtc_mpu.mixer.output.muxers import OutputTarget
+from rtc_mpu.mixer.output.encoder import EncodedPacket, EncoderSettings, PacketEncoder, StreamTemplates
+from rtc_mpu.mixer.output.muxers import ContainerMuxer, OutputTarget, legacy_output
 from rtc_mpu.mixer.output.push import reconnect_wait
 from rtc_mpu.mixer.output.sinks import SinkError, SinkTarget, sink_target
 from rtc_mpu.mixer.pipeline import Pipeline
@@ -620,15 +620,19 @@ def test_an_encoder_started_mid_clock_begins_with_an_idr_at_its_clock_pts(tmp_pa
     """What a reconnected push sends: FLV accepts a first pts that is not 0 and keeps it as is."""
     out = tmp_path / "resumed.flv"
     settings = EncoderSettings(640, 360, FPS, 800_000, 64_000)
-    encoder = MediaEncoder(settings, sink_target(str(out)))
+    encoder = PacketEncoder(settings)
+    muxer = ContainerMuxer(legacy_output(sink_target(str(out))), encoder.templates)
     first = 47  # not a GOP multiple (30)
+    encoded: list[EncodedPacket] = []
     for index in range(first, first + 40):
         frame = av.VideoFrame.from_ndarray(np.full((360, 640, 3), 128, np.uint8), format="rgb24")
-        encoder.encode_video(frame.reformat(format="yuv420p"), index)
+        encoded += encoder.encode_video(frame.reformat(format="yuv420p"), index)
     for block in range(first * 3, first * 3 + 100):
         samples = np.zeros((2, BLOCK_SAMPLES), np.float32)
-        encoder.encode_audio(AudioMixer.make_frame(samples, block * BLOCK_SAMPLES))
-    encoder.close()
+        encoded += encoder.encode_audio(AudioMixer.make_frame(samples, block * BLOCK_SAMPLES))
+    for written in encoded + encoder.flush():
+        muxer.write(written)
+    muxer.close()
     # (pts seconds, keyframe flag, payload) of each packet, read while the container is open.
     video: list[tuple[float, bool, bytes]] = []
     audio: list[float] = []

@@ -128,7 +128,7 @@ class Pipeline:
         image_limits: how overlay images are fetched (size, time, private addresses). A live mix
             starts at once and draws each image when it arrives; an offline render waits for them.
         retry_initial, retry_max: the reconnect backoff's first and largest wait ceilings, in
-            seconds (see :class:`PushConnection`).
+            seconds (see :class:`rtc_mpu.mixer.output.push.Connection`).
         open_timeout, write_timeout: seconds a connection attempt, or one encode-and-write job, may
             take before the push counts as failed; network targets only.
         muxer_factory: makes and opens the main output's muxer (blocking, on its thread);

@@ -30,7 +30,7 @@ from av.stream import Stream
 
 from rtc_mpu.layouts import SpecError
 from rtc_mpu.mixer.output.encoder import EncodedPacket, StreamTemplates
-from rtc_mpu.mixer.output.sinks import SinkError, SinkTarget, sink_error, sink_target
+from rtc_mpu.mixer.output.sinks import SinkError, SinkTarget, open_sink, sink_error, sink_target, start_sink
 
 #: Container options of a crash-safe MP4: fragments at each keyframe, a moov without samples first,
 #: so a file cut short (the process killed, the disk full) is readable up to its last fragment.
@@ -152,12 +152,7 @@ class ContainerMuxer:
         sink = target.sink if url is None else SinkTarget(url, target.sink.container_format, url, False)
         self._sink = sink
         self._closed = False
-        try:
-            self._container: OutputContainer = av.open(
-                sink.url, mode="w", format=sink.container_format, container_options=dict(target.options)
-            )
-        except (av.error.FFmpegError, OSError) as exc:
-            raise sink_error(exc, sink, "cannot open output") from None
+        self._container: OutputContainer = open_sink(sink, target.options)
         try:
             self._video: Stream | None = (
                 self._container.add_stream_from_template(templates.video) if templates.video else None
@@ -165,11 +160,18 @@ class ContainerMuxer:
             self._audio: Stream | None = (
                 self._container.add_stream_from_template(templates.audio) if templates.audio else None
             )
-            self._container.start_encoding()
         except (av.error.FFmpegError, OSError) as exc:
-            with contextlib.suppress(av.error.FFmpegError, OSError):
-                self._container.close()
+            self._close_quietly()
             raise sink_error(exc, sink, "cannot open output") from None
+        try:
+            start_sink(self._container, sink)
+        except SinkError:
+            self._close_quietly()
+            raise
+
+    def _close_quietly(self) -> None:
+        with contextlib.suppress(av.error.FFmpegError, OSError):
+            self._container.close()
 
     def write(self, packet: EncodedPacket) -> int:
         """Mux ``packet`` (a copy: FFmpeg takes the data it writes).

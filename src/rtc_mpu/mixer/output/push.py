@@ -1,24 +1,23 @@
-"""The push connection of a mix: one output (an RTMP push or a file) with its encoder, the job thread
-that encodes and writes off the event loop, and the reconnects of a live push.
+"""The connection of one output: its writer (a muxer), the job thread that writes off the event loop,
+and the reconnects of a live push.
 
-:class:`PushConnection` owns all of it; :class:`rtc_mpu.mixer.pipeline.Pipeline` keeps the media
-clock, the sources, the compositor and the audio mixer, and hands each video tick and audio block to
-the connection (:meth:`PushConnection.submit_video`, :meth:`PushConnection.submit_audio`), which
-either queues it on its job thread or drops and counts it. Jobs run in submission order, so pts are
-strictly increasing.
+:class:`Connection` owns all of it; :class:`rtc_mpu.mixer.output.outputs.Output` builds on it, fed the
+packets the task's one encoder made (:class:`rtc_mpu.mixer.pipeline.Pipeline` keeps the media clock,
+the sources, the compositor, the audio mixer and the encoder, and hands every packet to each output),
+which either queues it on its job thread or drops and counts it. Jobs run in submission order, so pts
+are strictly increasing.
 
 Reconnecting (a live push, ``realtime`` to an RTMP target, with ``give_up_after`` not 0): when a
 write fails, a job stays blocked for more than ``write_timeout`` (the server stopped reading), or the
-sink cannot be opened, the connection does not end. The broken encoder is aborted on its own thread
-(never waited for), and while there is no connection every video tick and audio block submitted is
-dropped and counted (:attr:`SinkStatus.dropped_video_frames`, :attr:`SinkStatus.dropped_audio_blocks`).
-A new encoder is opened on a new thread after an exponential backoff with *equal jitter*
-(:func:`reconnect_wait`); an open that takes more than ``open_timeout`` counts as failed and its
-thread is abandoned. Once open, encoding goes on from the caller's current tick: video pts stay the
-clock's frame index and audio pts the clock's sample index, and the new connection starts with an IDR
+sink cannot be opened, the connection does not end. The broken writer is aborted on its own thread
+(never waited for), and while there is no connection everything submitted is dropped and counted
+(:attr:`SinkStatus.dropped_video_frames`, :attr:`SinkStatus.dropped_audio_blocks`). A new writer is
+opened on a new thread after an exponential backoff with *equal jitter* (:func:`reconnect_wait`); an
+open that takes more than ``open_timeout`` counts as failed and its thread is abandoned. Once open,
+writing goes on from the current packet: pts stay the clock's, and the new connection starts at a
 keyframe, so a player sees the picture freeze for the outage and go on at the right time, never a
-rewind. :attr:`PushConnection.status` shows the state (for task status 5/6); after ``give_up_after``
-seconds of continuous failure :meth:`PushConnection.check` raises the last :class:`SinkError`.
+rewind. :attr:`Connection.status` shows the state (for task status 5/6); after ``give_up_after``
+seconds of continuous failure :meth:`Connection.check` raises the last :class:`SinkError`.
 Nothing of this blocks the event loop: opens, writes and closes all run on worker threads.
 """
 
@@ -36,9 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-import av
-
-from rtc_mpu.mixer.output.encoder import Encoder, EncoderFactory, EncoderSettings, MediaEncoder
+from rtc_mpu.mixer.output.encoder import EncoderSettings
 from rtc_mpu.mixer.output.sinks import DEFAULT_OPEN_TIMEOUT, DEFAULT_WRITE_TIMEOUT, SinkError, SinkTarget
 
 log = logging.getLogger(__name__)
@@ -53,9 +50,9 @@ _T = TypeVar("_T")
 
 
 class Writer(Protocol):
-    """What a connection writes through: an :class:`~rtc_mpu.mixer.output.encoder.Encoder` (encodes and
-    muxes) or a :class:`~rtc_mpu.mixer.output.muxers.Muxer` (muxes packets encoded once for all
-    outputs). Both methods block; they run on the connection's job thread."""
+    """What a connection writes through: a :class:`~rtc_mpu.mixer.output.muxers.Muxer` (muxes packets
+    encoded once for all outputs) or a test's stand-in. Both methods block; they run on the
+    connection's job thread."""
 
     def close(self) -> None:
         """Flush, write the trailer and close the sink (raises SinkError when the final writes fail)."""
@@ -93,11 +90,11 @@ def reconnect_wait(
 
 @dataclass
 class SinkStatus:
-    """The state and counters of one :class:`PushConnection`, for task status and tests (owned and
+    """The state and counters of one :class:`Connection`, for task status and tests (owned and
     updated by the connection, on the event loop).
 
     Attributes:
-        connected: an encoder is open and the push is being written.
+        connected: a writer is open and the push is being written.
         failing_since: ``time.monotonic()`` seconds when the current outage began (the first failure
             since the push last stayed up :data:`STABLE_CONNECTION_SECONDS`); None while connected.
         last_error: the latest failure, redacted (a :class:`SinkError` message names the redacted
@@ -123,7 +120,7 @@ class SinkStatus:
 
 
 class JobThread:
-    """One daemon thread running submitted callables in order: the jobs of one encoder (connection).
+    """One daemon thread running submitted callables in order: the jobs of one writer (connection).
 
     A ``ThreadPoolExecutor``'s threads are joined by ``shutdown(wait=True)`` and at interpreter exit,
     but a write to a server that stopped reading blocks for good (:mod:`rtc_mpu.mixer.output.sinks`).
@@ -172,31 +169,28 @@ class JobThread:
 
 
 def abort_opened(opening: concurrent.futures.Future[Any]) -> None:
-    """Abort the writer (encoder or muxer) ``opening`` made, if it made one (an open given up on)."""
+    """Abort the writer (a muxer) ``opening`` made, if it made one (an open given up on)."""
     if opening.done() and not opening.cancelled() and opening.exception() is None:
         opening.result().abort()
 
 
 class Connection(Generic[_W]):
-    """One output of the mix: its encoder and sink, the job thread that runs them, and its reconnects.
+    """One output of the mix: its writer and sink, the job thread that runs them, and its reconnects.
 
     The caller (the pipeline, on the event loop) drives it:
 
     1. :meth:`open` once, before the clock starts;
-    2. per video tick :meth:`submit_video`, per audio block :meth:`submit_audio`: each returns
-       whether the frame was queued (False: dropped and counted in :attr:`status`);
+    2. per packet the subclass's submit (:meth:`rtc_mpu.mixer.output.outputs.Output.submit`), which
+       returns whether it was queued (False: dropped and counted in :attr:`status`);
     3. after every clock step :meth:`collect` (finished jobs, and backpressure for an offline
        render) and :meth:`check` (blocked writes, the end of an outage, giving up);
     4. at the end :meth:`drain` (what was submitted is written) when the mix ended normally, then
-       always :meth:`close` (the encoder is flushed with ``encode(None)``, the trailer written, the
-       sink closed).
+       always :meth:`close` (the trailer written, the sink closed).
 
-    Every method runs on the event loop and never blocks it: opens, encodes, writes and closes run
-    on the connection's :class:`JobThread` (a new one per encoder, abandoned if it hangs). Everything
-    of one output is in here, with its own :attr:`status`: a second output is a second connection fed
-    the same ticks, and its failures and reconnects never touch the first. (Each connection opens its
-    own :class:`~rtc_mpu.mixer.output.encoder.Encoder`, which both encodes and writes; sharing one
-    encode between outputs needs the muxing split from the encoding first.)
+    Every method runs on the event loop and never blocks it: opens, writes and closes run on the
+    connection's :class:`JobThread` (a new one per writer, abandoned if it hangs). Everything of one
+    output is in here, with its own :attr:`status`: a second output is a second connection fed the
+    same packets, and its failures and reconnects never touch the first.
 
     Args:
         settings: what to encode (size, fps, bit/s).
@@ -211,7 +205,7 @@ class Connection(Generic[_W]):
             reconnecting.
         open_timeout: seconds one connection attempt may take (TCP, RTMP handshake, publish) before
             it counts as failed; network targets only.
-        write_timeout: seconds one encode-and-write job may block before the push counts as failed
+        write_timeout: seconds one write job may block before the push counts as failed
             (the server stopped reading); network targets only. Closing may take twice as long.
         max_backlog: seconds of video (at ``settings.fps``) that may wait for the job thread before
             further video frames are dropped; None never drops for lag (an offline render, paced by
@@ -358,10 +352,10 @@ class Connection(Generic[_W]):
         await self.collect(0)
 
     async def close(self) -> None:
-        """Stop reconnecting, flush the encoder (``encode(None)``), write the trailer and close the
-        sink after the running job (queued ones are cancelled), then give the threads of closed or
-        abandoned encoders a moment to exit. Never waits forever on a network target: closing may take
-        ``2 * write_timeout`` seconds, and each waiting thread ``write_timeout`` more.
+        """Stop reconnecting, write the trailer and close the sink after the running job (queued ones
+        are cancelled), then give the threads of closed or abandoned writers a moment to exit. Never
+        waits forever on a network target: closing may take ``2 * write_timeout`` seconds, and each
+        waiting thread ``write_timeout`` more.
 
         Raises:
             SinkError: the final writes failed and this connection does not reconnect.
@@ -395,7 +389,7 @@ class Connection(Generic[_W]):
         raise NotImplementedError
 
     async def _open(self) -> tuple[_W, JobThread]:
-        """Make and open an encoder on a new thread (which then runs its jobs), within ``open_timeout``.
+        """Make and open a writer on a new thread (which then runs its jobs), within ``open_timeout``.
 
         Raises:
             SinkError: the open failed or timed out (the thread is abandoned and closes what it opens).
@@ -506,7 +500,7 @@ class Connection(Generic[_W]):
         )
 
     async def _close_encoder(self) -> None:
-        """Flush and close the open encoder after its running job (queued ones are cancelled).
+        """Close the open writer after its running job (queued ones are cancelled).
 
         Raises:
             SinkError: the final writes failed, and this connection does not reconnect (a
@@ -533,7 +527,7 @@ class Connection(Generic[_W]):
             log.warning("closing the push failed: %s", exc)
 
     async def _wait_retired(self) -> None:
-        """Give the threads of closed or abandoned encoders a moment to exit (never forever)."""
+        """Give the threads of closed or abandoned writers a moment to exit (never forever)."""
         waiting = [asyncio.wrap_future(t.exited) for t in self._retired if not t.exited.done()]
         if waiting:
             await asyncio.wait(waiting, timeout=self._job_timeout(self.write_timeout))
@@ -542,89 +536,3 @@ class Connection(Generic[_W]):
             log.warning(
                 "%d encoder thread(s) still blocked on %s; abandoned", len(self._retired), self.target.display
             )
-
-
-class PushConnection(Connection[Encoder]):
-    """One output with its own encoder (encodes and muxes): the connection of a single-output mix
-    before encoding was split from muxing, kept for callers that encode per output. See
-    :class:`Connection` for the life cycle, and :class:`rtc_mpu.mixer.output.outputs.Output` for an
-    output fed packets encoded once.
-
-    Args:
-        encoder_factory: makes and opens the encoder (blocking; run on the job thread);
-            :class:`MediaEncoder` unless a test says otherwise.
-        (the others: see :class:`Connection`)
-
-    Raises:
-        ValueError: a retry, open or write time is not positive, or ``give_up_after`` is negative.
-    """
-
-    def __init__(
-        self,
-        settings: EncoderSettings,
-        target: SinkTarget,
-        *,
-        realtime: bool = True,
-        retry_initial: float = 0.5,
-        retry_max: float = 5.0,
-        give_up_after: float | None = 0.0,
-        open_timeout: float = DEFAULT_OPEN_TIMEOUT,
-        write_timeout: float = DEFAULT_WRITE_TIMEOUT,
-        max_backlog: float | None = None,
-        encoder_factory: EncoderFactory = MediaEncoder,
-    ) -> None:
-        super().__init__(
-            settings,
-            target,
-            realtime=realtime,
-            retry_initial=retry_initial,
-            retry_max=retry_max,
-            give_up_after=give_up_after,
-            open_timeout=open_timeout,
-            write_timeout=write_timeout,
-            max_backlog=max_backlog,
-        )
-        self._encoder_factory = encoder_factory
-
-    def _make_writer(self) -> Encoder:
-        return self._encoder_factory(self.settings, self.target)
-
-    def submit_video(
-        self, index: int, picture: Callable[[], av.VideoFrame], sei: bytes | None = None
-    ) -> bool:
-        """Queue a video frame, or drop it (counted in ``status.dropped_video_frames``) while
-        disconnected or when more than ``max_backlog`` seconds of video already wait.
-
-        Args:
-            index: media-clock frame index: the pts, in ``1/fps`` time_base units.
-            picture: makes the frame; called on the job thread, so composition runs off the loop.
-            sei: voice-activity JSON for an H.264 SEI in this frame (see
-                :meth:`MediaEncoder.encode_video`), or None.
-
-        Returns:
-            True if queued; False if dropped (the caller keeps ``sei`` for a later frame).
-        """
-        encoder, thread = self._encoder, self._thread
-        if encoder is None or thread is None or self._backlogged():
-            self.status.dropped_video_frames += 1
-            return False
-
-        def job() -> None:
-            encoder.encode_video(picture(), index, sei=sei)
-
-        self._pending.append((True, thread.submit(job)))
-        return True
-
-    def submit_audio(self, frame: av.AudioFrame) -> bool:
-        """Queue one mixed audio block (pts in ``1/48000`` time_base units, the clock's sample index),
-        or drop it (counted in ``status.dropped_audio_blocks``) while disconnected.
-
-        Returns:
-            True if queued; False if dropped.
-        """
-        encoder, thread = self._encoder, self._thread
-        if encoder is None or thread is None:
-            self.status.dropped_audio_blocks += 1
-            return False
-        self._pending.append((False, thread.submit(lambda: encoder.encode_audio(frame))))
-        return True

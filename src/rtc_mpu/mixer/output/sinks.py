@@ -11,13 +11,14 @@ Timeouts: PyAV applies ``av.open(timeout=...)`` to inputs only, and opens an out
 options, so neither an interrupt callback nor ``rw_timeout`` reaches an RTMP *output*. Only the TCP
 connect has FFmpeg's own default timeout; the RTMP handshake and every later write wait as long as
 the server keeps the connection open without answering or reading. Bound them from outside: run
-the blocking calls on a thread that may be abandoned (:class:`rtc_mpu.mixer.output.push.PushConnection`
+the blocking calls on a thread that may be abandoned (:class:`rtc_mpu.mixer.output.push.Connection`
 does, with :data:`DEFAULT_OPEN_TIMEOUT` and :data:`DEFAULT_WRITE_TIMEOUT`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,17 +90,15 @@ def sink_target(target: str) -> SinkTarget:
     return SinkTarget(absolute, FILE_FORMATS[suffix], target, False)
 
 
-def open_sink(target: SinkTarget) -> OutputContainer:
-    """Allocate the output container; nothing is connected or created yet (see :func:`start_sink`).
+def open_sink(target: SinkTarget, options: Mapping[str, str]) -> OutputContainer:
+    """Allocate the output container with FFmpeg container ``options`` (``flvflags``, ``movflags``,
+    ``hls_time``...); nothing is connected or created yet (see :func:`start_sink`).
 
     Raises:
         SinkError: FFmpeg refused the target (no I/O happens here, so this is rare).
     """
-    options: dict[str, str] = {}
-    if target.container_format == "flv":
-        options["flvflags"] = "no_duration_filesize"
     try:
-        return av.open(target.url, mode="w", format=target.container_format, container_options=options)
+        return av.open(target.url, mode="w", format=target.container_format, container_options=dict(options))
     except (av.error.FFmpegError, OSError) as exc:
         raise sink_error(exc, target, "cannot open output") from None
 
