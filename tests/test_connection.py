@@ -62,6 +62,7 @@ class FakeMuxer:
     calls: list[tuple[str, int | None]] = field(default_factory=list)
     threads: set[int] = field(default_factory=set)
     aborted: bool = False
+    interrupted: bool = False
     broken: bool = False
 
     def write(self, packet: EncodedPacket) -> int:
@@ -80,6 +81,9 @@ class FakeMuxer:
 
     def abort(self) -> None:
         self.aborted = True
+
+    def interrupt(self) -> None:
+        self.interrupted = True
 
 
 class Opener:

@@ -59,6 +59,7 @@ class FakeMuxer:
         self.stall = stall
         self.fail = fail
         self.closed = self.aborted = False
+        self.interrupted = False
 
     def write(self, packet: EncodedPacket) -> int:
         if self.stall is not None:
@@ -73,6 +74,9 @@ class FakeMuxer:
 
     def abort(self) -> None:
         self.aborted = True
+
+    def interrupt(self) -> None:
+        self.interrupted = True
 
 
 def factory(muxer: FakeMuxer) -> Callable[[OutputTarget, StreamTemplates], Muxer]:

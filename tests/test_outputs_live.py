@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -150,3 +151,55 @@ def test_a_fragmented_mp4_of_a_killed_process_decodes_to_its_last_fragment(
     with av.open(str(record)) as container:
         frames = sum(1 for _ in container.decode(video=0))
     assert frames >= 2 * 15, frames
+
+
+@pytest.mark.timeout(60)
+def test_an_output_whose_server_never_answers_stalls_nothing(nginx_rtmp: NginxRtmp) -> None:
+    """An RTMP server that accepts TCP and never answers used to freeze the whole mix (PyAV held the
+    GIL in the handshake, with no timeout): now that output times out and retries on its own while
+    the other output plays on, and adding a working output does not stall it either."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    pipeline = Pipeline(
+        build_task_spec(layout_ids=[1], media_encode_id=1),
+        one_user(),
+        sink_target(nginx_rtmp.rtmp_url("calm-a")),
+        realtime=True,
+        give_up_after=None,
+    )
+    frame_times: list[float] = []
+
+    async def scenario() -> dict[str, object]:
+        mix = asyncio.create_task(pipeline.run())
+        await wait_for("the push", lambda: stream_video_live(nginx_rtmp, "calm-a"), 10)
+        viewer = asyncio.create_task(
+            asyncio.to_thread(arrivals, nginx_rtmp.rtmp_url("calm-a"), 6.0, frame_times)
+        )
+        await asyncio.sleep(1.0)
+        await pipeline.add_output(
+            "dead",
+            rtmp_output(f"rtmp://127.0.0.1:{silent.getsockname()[1]}/live/key"),
+            open_timeout=1.0,
+            retry_initial=0.2,
+            retry_max=0.5,
+        )
+        await asyncio.sleep(2.5)
+        dead = pipeline.outputs["dead"].status
+        seen: dict[str, object] = {"state": dead.state, "error": dead.last_error, "attempts": dead.attempts}
+        await pipeline.add_output("b", rtmp_output(nginx_rtmp.rtmp_url("calm-b")))
+        await wait_for("the added output", lambda: stream_video_live(nginx_rtmp, "calm-b"), 5)
+        await viewer
+        pipeline.stop()
+        await asyncio.wait_for(mix, 20)
+        return seen
+
+    try:
+        seen = asyncio.run(scenario())
+    finally:
+        silent.close()
+    assert seen["state"] is OutputState.RECONNECTING, seen
+    assert "timed out" in str(seen["error"]), seen
+    gaps = np.diff(frame_times)
+    print(f"largest gap on the working output (one never answers, one added): {gaps.max():.3f} s")
+    assert len(frame_times) > 4 * 15 and gaps.max() < 0.5, "the working output kept playing"

@@ -453,6 +453,7 @@ class FakeEncoder:
         self.threads: set[int] = set()
         self.stall = stall
         self.aborted = False
+        self.interrupted = False
         self.closed = False
 
     def write(self, packet: EncodedPacket) -> int:
@@ -470,6 +471,9 @@ class FakeEncoder:
 
     def abort(self) -> None:
         self.aborted = True
+
+    def interrupt(self) -> None:
+        self.interrupted = True
 
 
 class FlakyOpener:

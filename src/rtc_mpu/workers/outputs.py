@@ -245,6 +245,9 @@ class NullMuxer:
     def abort(self) -> None:
         """Nothing to abort."""
 
+    def interrupt(self) -> None:
+        """Nothing blocks."""
+
 
 def null_muxer(target: OutputTarget, templates: StreamTemplates) -> Muxer:
     """A :data:`~rtc_mpu.mixer.output.muxers.MuxerFactory` of :class:`NullMuxer`."""

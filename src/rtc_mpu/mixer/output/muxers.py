@@ -29,8 +29,20 @@ from av.packet import Packet
 from av.stream import Stream
 
 from rtc_mpu.layouts import SpecError
+from rtc_mpu.mixer.output.avio import AvioError, MemorySink, UrlWriter
 from rtc_mpu.mixer.output.encoder import EncodedPacket, StreamTemplates
-from rtc_mpu.mixer.output.sinks import SinkError, SinkTarget, open_sink, sink_error, sink_target, start_sink
+from rtc_mpu.mixer.output.sinks import (
+    DEFAULT_OPEN_TIMEOUT,
+    DEFAULT_WRITE_TIMEOUT,
+    SinkError,
+    SinkTarget,
+    link_error,
+    open_link,
+    open_sink,
+    sink_error,
+    sink_target,
+    start_sink,
+)
 
 #: Container options of a crash-safe MP4: fragments at each keyframe, a moov without samples first,
 #: so a file cut short (the process killed, the disk full) is readable up to its last fragment.
@@ -134,6 +146,9 @@ class Muxer(Protocol):
     def abort(self) -> None:
         """Close the sink without caring for the trailer, ignoring errors. Idempotent."""
 
+    def interrupt(self) -> None:
+        """Make a write or close blocked on the network return soon (safe from any thread)."""
+
 
 #: Makes and opens a muxer (connects, creates the file, writes the header); blocking.
 MuxerFactory = Callable[[OutputTarget, StreamTemplates], Muxer]
@@ -143,16 +158,45 @@ class ContainerMuxer:
     """One container written with the encoder's packets. The constructor connects (RTMP) or creates the
     file and writes the header.
 
+    A network target is muxed into memory and carried by a :class:`~rtc_mpu.mixer.output.avio.UrlWriter`
+    (see :mod:`rtc_mpu.mixer.output.sinks`): connecting, every write and closing release the GIL and
+    end within their timeouts.
+
+    Args:
+        target: the output.
+        templates: the encoder's streams.
+        url: a file path that replaces the target's (a rolled recording's next file).
+        open_timeout_seconds: how long connecting to a network target may take.
+        write_timeout_seconds: how long one write (or closing) to a network target may block.
+
     Raises:
         SinkError: from the constructor (cannot connect or create) and from every write and close.
     """
 
-    def __init__(self, target: OutputTarget, templates: StreamTemplates, url: str | None = None) -> None:
+    def __init__(
+        self,
+        target: OutputTarget,
+        templates: StreamTemplates,
+        url: str | None = None,
+        *,
+        open_timeout_seconds: float = DEFAULT_OPEN_TIMEOUT,
+        write_timeout_seconds: float = DEFAULT_WRITE_TIMEOUT,
+    ) -> None:
         self.target = target
         sink = target.sink if url is None else SinkTarget(url, target.sink.container_format, url, False)
         self._sink = sink
         self._closed = False
-        self._container: OutputContainer = open_sink(sink, target.options)
+        self._write_timeout_seconds = write_timeout_seconds
+        self._link: UrlWriter | None = None
+        self._memory: MemorySink | None = None
+        if sink.is_network:
+            self._link = open_link(sink, open_timeout_seconds)
+            self._memory = MemorySink()
+        try:
+            self._container: OutputContainer = open_sink(sink, target.options, self._memory)
+        except SinkError:
+            self._abort_link()
+            raise
         try:
             self._video: Stream | None = (
                 self._container.add_stream_from_template(templates.video) if templates.video else None
@@ -165,6 +209,7 @@ class ContainerMuxer:
             raise sink_error(exc, sink, "cannot open output") from None
         try:
             start_sink(self._container, sink)
+            self._send("write")
         except SinkError:
             self._close_quietly()
             raise
@@ -172,6 +217,23 @@ class ContainerMuxer:
     def _close_quietly(self) -> None:
         with contextlib.suppress(av.error.FFmpegError, OSError):
             self._container.close()
+        self._abort_link()
+
+    def _abort_link(self) -> None:
+        if self._link is not None:
+            self._link.abort()
+
+    def _send(self, what: str) -> None:
+        """Write what the container muxed into memory to the network link (no-op for a file)."""
+        if self._link is None or self._memory is None:
+            return
+        data = self._memory.take()
+        if not data:
+            return
+        try:
+            self._link.write(data, timeout_seconds=self._write_timeout_seconds)
+        except AvioError as exc:
+            raise self._failed(what, exc) from None
 
     def write(self, packet: EncodedPacket) -> int:
         """Mux ``packet`` (a copy: FFmpeg takes the data it writes).
@@ -192,6 +254,7 @@ class ContainerMuxer:
             self._container.mux_one(out)
         except (av.error.FFmpegError, OSError) as exc:
             raise self._failed("write", exc) from None
+        self._send("write")
         return len(packet.data)
 
     def close(self) -> None:
@@ -204,19 +267,34 @@ class ContainerMuxer:
             return
         self._closed = True
         try:
-            self._container.close()
-        except (av.error.FFmpegError, OSError) as exc:
-            raise self._failed("closing", exc) from None
+            try:
+                self._container.close()
+            except (av.error.FFmpegError, OSError) as exc:
+                raise self._failed("closing", exc) from None
+            self._send("closing")
+            if self._link is not None:
+                try:
+                    self._link.close(timeout_seconds=self._write_timeout_seconds)
+                except AvioError as exc:
+                    raise self._failed("closing", exc) from None
+        finally:
+            self._abort_link()
 
     def abort(self) -> None:
         """Close without caring for the trailer, ignoring every error. Idempotent."""
         if self._closed:
             return
         self._closed = True
-        with contextlib.suppress(av.error.FFmpegError, OSError):
-            self._container.close()
+        self._close_quietly()
+
+    def interrupt(self) -> None:
+        """Make a network write or close blocked on another thread return within about 100 ms."""
+        if self._link is not None:
+            self._link.interrupt()
 
     def _failed(self, what: str, exc: Exception) -> SinkError:
+        if isinstance(exc, AvioError):  # its message says what failed ("writing timed out after 5 s")
+            return link_error(exc, self._sink, opening=False)
         return SinkError(
             f"{what} failed: {getattr(exc, 'strerror', None) or exc}",
             self._sink.display,
@@ -354,6 +432,9 @@ class RollingFileMuxer:
     def abort(self) -> None:
         """Close the current file without caring for the trailer (a fragmented MP4 stays readable)."""
         self._muxer.abort()
+
+    def interrupt(self) -> None:
+        """Files do not block on a network; nothing to interrupt."""
 
 
 def open_muxer(

@@ -60,6 +60,9 @@ class Writer(Protocol):
     def abort(self) -> None:
         """Close the sink without flushing, ignoring errors (the endpoint already failed)."""
 
+    def interrupt(self) -> None:
+        """Make a call blocked on the network on the job thread return soon; safe from any thread."""
+
 
 _W = TypeVar("_W", bound=Writer)
 
@@ -442,6 +445,7 @@ class Connection(Generic[_W]):
         self._pending.clear()
         if thread is not None:
             if encoder is not None:
+                encoder.interrupt()  # a write blocked on a dead server returns, so the thread exits
                 thread.submit(encoder.abort)
             self._retire(thread)
         stable = self._connected_at is not None and now - self._connected_at >= STABLE_CONNECTION_SECONDS

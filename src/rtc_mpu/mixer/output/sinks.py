@@ -3,20 +3,20 @@
 Only ``rtmp://`` and ``rtmps://`` URLs or plain file paths with a known container extension ever
 reach FFmpeg; anything else (``file:``, ``concat:``, ``tcp:``, ``http:``...) is refused first.
 
-Opening is two steps: :func:`open_sink` allocates the container (no I/O), the caller adds its
-streams, then :func:`start_sink` writes the header, which is when FFmpeg connects to the RTMP server
-(``avio_open`` runs in PyAV's ``start_encoding``, not in ``av.open``).
+A file is opened by PyAV in two steps: :func:`open_sink` allocates the container (no I/O), the
+caller adds its streams, then :func:`start_sink` creates the file and writes the header.
 
-Timeouts: PyAV applies ``av.open(timeout=...)`` to inputs only, and opens an output's AVIO without
-options, so neither an interrupt callback nor ``rw_timeout`` reaches an RTMP *output*. Only the TCP
-connect has FFmpeg's own default timeout; the RTMP handshake and every later write wait as long as
-the server keeps the connection open without answering or reading. Bound them from outside: run
-the blocking calls on a thread that may be abandoned (:class:`rtc_mpu.mixer.output.push.Connection`
-does, with :data:`DEFAULT_OPEN_TIMEOUT` and :data:`DEFAULT_WRITE_TIMEOUT`).
+A network sink never lets PyAV touch the network: PyAV holds the GIL while it opens an output's
+AVIO (PyAV issue #2400), so the RTMP handshake would stall every thread of the mix, and it gives
+an output no interrupt callback, so a server that stops answering would block forever. Instead
+:func:`open_link` connects with :class:`rtc_mpu.mixer.output.avio.UrlWriter` (FFmpeg's own RTMP
+client, called with the GIL released, every call under a deadline) and PyAV muxes the FLV into a
+:class:`~rtc_mpu.mixer.output.avio.MemorySink` whose bytes the caller then writes to the link.
 """
 
 from __future__ import annotations
 
+import errno
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,15 +26,28 @@ import av
 from av.container import OutputContainer
 
 from rtc_mpu.layouts import SpecError
+from rtc_mpu.mixer.output.avio import AVERROR_EXIT, AvioError, MemorySink, UrlWriter
 from rtc_mpu.spec.urls import redact_url, validate_stream_url
 
 #: Container format by file extension for file sinks.
 FILE_FORMATS = {".flv": "flv", ".mp4": "mp4", ".mkv": "matroska", ".ts": "mpegts", ".mov": "mov"}
 #: Seconds allowed to connect to an RTMP server (TCP, RTMP handshake, connect and publish commands)
-#: before the attempt counts as failed (enforced by the caller, see the module docstring).
+#: before the attempt counts as failed.
 DEFAULT_OPEN_TIMEOUT = 5.0
-#: Seconds a single encode-and-write may block before the push counts as failed (enforced by the caller).
+#: Seconds a single write may block before the push counts as failed (the server stopped reading).
 DEFAULT_WRITE_TIMEOUT = 5.0
+#: Errno values of a network failure (status 5) rather than a refusal by the server (status 6).
+_NETWORK_ERRNOS = {
+    errno.ECONNREFUSED,
+    errno.ECONNRESET,
+    errno.ECONNABORTED,
+    errno.EPIPE,
+    errno.ETIMEDOUT,
+    errno.ENETUNREACH,
+    errno.EHOSTUNREACH,
+    errno.ENETDOWN,
+    errno.EHOSTDOWN,
+}
 
 
 class SinkError(RuntimeError):
@@ -90,26 +103,36 @@ def sink_target(target: str) -> SinkTarget:
     return SinkTarget(absolute, FILE_FORMATS[suffix], target, False)
 
 
-def open_sink(target: SinkTarget, options: Mapping[str, str]) -> OutputContainer:
+def open_sink(
+    target: SinkTarget, options: Mapping[str, str], memory: MemorySink | None = None
+) -> OutputContainer:
     """Allocate the output container with FFmpeg container ``options`` (``flvflags``, ``movflags``,
-    ``hls_time``...); nothing is connected or created yet (see :func:`start_sink`).
+    ``hls_time``...); nothing is connected or created yet (see :func:`start_sink`). With ``memory``
+    (a network target) the container writes into it instead of opening ``target.url``, and flushes
+    after every packet.
 
     Raises:
         SinkError: FFmpeg refused the target (no I/O happens here, so this is rare).
     """
     try:
+        if memory is not None:
+            return av.open(
+                memory,
+                mode="w",
+                format=target.container_format,
+                container_options={**options, "flush_packets": "1"},
+            )
         return av.open(target.url, mode="w", format=target.container_format, container_options=dict(options))
     except (av.error.FFmpegError, OSError) as exc:
         raise sink_error(exc, target, "cannot open output") from None
 
 
 def start_sink(container: OutputContainer, target: SinkTarget) -> None:
-    """Open the container's streams and write its header: connects to the RTMP server (TCP, RTMP
-    handshake, ``connect`` and ``publish``) or creates the file. Blocking: call it off the event loop;
-    it has no timeout of its own beyond FFmpeg's TCP connect timeout (see the module docstring).
+    """Open the container's streams and write its header: creates the file (or, for a container
+    over a :class:`MemorySink`, writes the header into it). Blocking: call it off the event loop.
 
     Raises:
-        SinkError: the server could not be reached or refused the stream; the file could not be created.
+        SinkError: the file could not be created.
     """
     try:
         container.start_encoding()
@@ -133,3 +156,34 @@ def sink_error(exc: BaseException, target: SinkTarget, action: str) -> SinkError
     if target.is_network and isinstance(exc, av.error.FFmpegError):
         return SinkError(f"the endpoint refused the stream: {reason}", target.display, push_url_problem=True)
     return SinkError(f"{action}: {reason}", target.display, push_url_problem=False)
+
+
+def open_link(target: SinkTarget, timeout_seconds: float) -> UrlWriter:
+    """Connect to a network target (for RTMP: TCP, handshake, ``connect`` and ``publish``) within
+    ``timeout_seconds``, without holding the GIL. Blocking: call it off the event loop.
+
+    Raises:
+        SinkError: the server could not be reached, did not answer in time, or refused the stream.
+    """
+    try:
+        return UrlWriter(target.url, timeout_seconds=timeout_seconds)
+    except AvioError as exc:
+        raise link_error(exc, target, opening=True) from None
+
+
+def link_error(exc: AvioError, target: SinkTarget, *, opening: bool) -> SinkError:
+    """The :class:`SinkError` for a failed call of a network link to ``target``.
+
+    Refused connections, resets, broken pipes, unreachable networks, timeouts and interruptions are
+    network problems (status 5). Any other failure while ``opening`` is FFmpeg's plain I/O error
+    for a server that answered but refused (unknown application, publish refused, bad key) or a host
+    name that does not resolve: the push URL is wrong (status 6).
+    """
+    if exc.code == -errno.ECONNREFUSED:
+        return SinkError(f"connection refused: {exc.strerror}", target.display, push_url_problem=False)
+    network = exc.timed_out or exc.code == AVERROR_EXIT or -exc.code in _NETWORK_ERRNOS
+    if network or not opening:
+        return SinkError(f"network error: {exc.strerror or exc}", target.display, push_url_problem=False)
+    return SinkError(
+        f"the endpoint refused the stream: {exc.strerror or exc}", target.display, push_url_problem=True
+    )
