@@ -35,7 +35,16 @@ from tests.media import COLORS, TONES, write_test_clip
 #: test_service_e2e, test_worker_recycle). The store fixtures (``make_store``, ``task_store``...) use
 #: ``redis_server``, so they count through it.
 SERVER_FIXTURES = frozenset(
-    {"redis_server", "janus", "nginx_rtmp", "private_nginx", "controllable_nginx", "stack", "service"}
+    {
+        "redis_server",
+        "janus",
+        "janus_tokens",
+        "nginx_rtmp",
+        "private_nginx",
+        "controllable_nginx",
+        "stack",
+        "service",
+    }
 )
 
 
@@ -84,6 +93,27 @@ def nginx_rtmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxRtmp]:
 def janus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Janus]:
     """A real Janus (Debian package) with the VideoRoom plugin on a free loopback port."""
     server = Janus(tmp_path_factory.mktemp("janus"), http_port=free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+#: The shared token secret of :func:`janus_tokens` (Janus' ``token_auth_secret``, ``MPU_TOKEN_SECRET``).
+TOKEN_SECRET = "test-token-secret-0123456789abcdef"
+
+
+@pytest.fixture(scope="session")
+def janus_tokens(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Janus]:
+    """A real Janus in signed-token mode (secret :data:`TOKEN_SECRET`): every request needs a token,
+    rooms are created only with the admin key (the stack runs Janus like this)."""
+    server = Janus(
+        tmp_path_factory.mktemp("janus-tokens"),
+        http_port=free_port(),
+        rtp_port_range="43000-44999",
+        token_secret=TOKEN_SECRET,
+    )
     server.start()
     try:
         yield server

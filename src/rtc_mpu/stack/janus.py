@@ -2,12 +2,17 @@
 
 The HTTP API listens on ``http://{host}:{http_port}/janus``. Configs come from ``deploy/janus/``.
 Rooms use string ids; rtc-mpu names a channel's room ``<AppId>:<ChannelId>``.
+
+With a ``token_secret`` Janus runs in *signed-token* mode: every request must carry a token signed
+with that secret and not expired (:mod:`rtc_mpu.spec.tokens` mints them), and only holders of the
+VideoRoom ``admin_key`` derived from the secret create rooms.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from rtc_mpu.spec.tokens import admin_key, check_secret
 from rtc_mpu.stack.process import DEPLOY_DIR, ManagedProcess, find_binary, render_template
 
 #: Where Debian installs Janus' plugins, transports, event handlers and loggers.
@@ -34,6 +39,11 @@ class Janus:
         rtp_port_range: UDP ports for media, ``"min-max"``.
         pid_file: if set, Janus is started detached and recorded there (see
             :class:`rtc_mpu.stack.process.ManagedProcess`).
+        token_secret: if set, token authentication (signed tokens, ``MPU_TOKEN_SECRET``) is on
+            and rooms are created only with the admin key derived from it.
+
+    Raises:
+        ValueError: ``token_secret`` is not a valid secret (:func:`rtc_mpu.spec.tokens.check_secret`).
     """
 
     def __init__(
@@ -44,12 +54,14 @@ class Janus:
         api_secret: str | None = None,
         rtp_port_range: str = "20000-40000",
         pid_file: Path | None = None,
+        token_secret: str | None = None,
     ) -> None:
         self.run_dir = run_dir.resolve()
         self.http_port = http_port
         self.host = host
         self.api_secret = api_secret
         self.rtp_port_range = rtp_port_range
+        self.token_secret = check_secret(token_secret) if token_secret is not None else None
         self._process = ManagedProcess("janus", self.run_dir / "janus.log", pid_file)
 
     @property
@@ -77,6 +89,10 @@ class Janus:
             "host": self.host,
             "rtp_port_range": self.rtp_port_range,
             "api_secret_line": f'api_secret = "{self.api_secret}"' if self.api_secret else "",
+            "token_auth_lines": (
+                f'token_auth = true\n\ttoken_auth_secret = "{self.token_secret}"' if self.token_secret else ""
+            ),
+            "admin_key_line": f'admin_key = "{admin_key(self.token_secret)}"' if self.token_secret else "",
         }
         for name in CONFIG_FILES:
             render_template(DEPLOY_DIR / "janus" / name, values, config_dir / name)

@@ -46,6 +46,7 @@ from rtc_mpu.mixer.sources.janus_http import (
     JsonDict,
 )
 from rtc_mpu.spec.streams import StreamKey, stream_key_for_publisher
+from rtc_mpu.spec.tokens import room_name
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +58,6 @@ ERROR_ROOM_EXISTS = 427
 ROOM_POLL_INTERVAL = 0.5
 #: Seconds allowed for one subscription's offer/answer exchange.
 SUBSCRIBE_TIMEOUT = 10.0
-
-
-def room_name(app_id: str, channel_id: str) -> str:
-    """The VideoRoom room id (a string) of a channel: ``"<AppId>:<ChannelId>"``."""
-    return f"{app_id}:{channel_id}"
 
 
 def rtc_configuration(ice_servers: Sequence[str]) -> RTCConfiguration:
