@@ -33,8 +33,8 @@ from typing import Any
 
 import av
 
-from rtc_mpu.mixer.sources.janus import room_name
 from rtc_mpu.mixer.sources.janus_http import JanusError
+from rtc_mpu.spec.tokens import room_name
 from rtc_mpu.stack.local_stack import StackConfig, stack_down, stack_up
 from rtc_mpu.stack.ports import wait_for_port
 from rtc_mpu.stack.process import ServiceStartError
