@@ -24,6 +24,7 @@ from rtc_mpu.cli.options import (
 from rtc_mpu.mixer.output.sinks import SinkError
 from rtc_mpu.mixer.pipeline import Pipeline
 from rtc_mpu.mixer.sources.janus import ChannelConfig, JanusSource
+from rtc_mpu.workers.settings import token_secret, token_signature
 
 #: Janus' HTTP API unless ``--janus`` or ``MPU_JANUS_URL`` says otherwise.
 DEFAULT_JANUS_URL = "http://127.0.0.1:8088/janus"
@@ -44,13 +45,21 @@ def add_channel_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def channel_config(args: argparse.Namespace) -> ChannelConfig:
-    """The channel named by :func:`add_channel_arguments`'s options (API secret from MPU_JANUS_API_SECRET)."""
+    """The channel named by :func:`add_channel_arguments`'s options (API secret from
+    MPU_JANUS_API_SECRET; with MPU_TOKEN_SECRET set, Janus' signed-token mode: the mixer signs its own
+    service tokens, :mod:`rtc_mpu.spec.tokens`).
+
+    Raises:
+        ValueError: MPU_TOKEN_SECRET or MPU_JANUS_TOKEN_SIGNATURE is malformed.
+    """
     return ChannelConfig(
         janus_url=args.janus,
         app_id=args.app,
         channel_id=args.channel,
         api_secret=os.environ.get("MPU_JANUS_API_SECRET") or None,
         room_pin=args.pin,
+        token_secret=token_secret(),
+        token_signature=token_signature(),
     )
 
 

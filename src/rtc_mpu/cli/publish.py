@@ -3,6 +3,11 @@
 Usage::
 
     mpu publish --channel room1 --users 2 [--app demo] [--duration 60] [--screen] [--from clip.mp4]
+    mpu publish --channel room1 --token TOKEN [--token TOKEN2 ...]
+
+With Janus in token mode (the stack's default) each participant needs a publish token from
+``POST /v1/apps/{app_id}/tokens``: ``--token`` (repeatable; env ``MPU_PUBLISH_TOKEN`` for one)
+publishes one participant per token, named by the token's UserId, into the token's channel.
 
 Each synthetic user (``user1``, ``user2``...) sends its own colour with a moving bar and its label,
 and its own tone; ``--screen`` adds a screen share of user1 (publisher ``user1.screen``); ``--from``
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 
@@ -23,6 +29,7 @@ from aiortc import MediaStreamTrack
 from rtc_mpu.cli.mix import add_channel_arguments, channel_config
 from rtc_mpu.mixer.sources.janus_http import JanusError
 from rtc_mpu.spec.streams import SCREEN_SHARE_SUFFIX
+from rtc_mpu.spec.tokens import TokenError, read_claims
 from rtc_mpu.stack.publisher import Publisher, SyntheticVideoTrack, file_tracks, synthetic_tracks
 
 
@@ -35,6 +42,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_channel_arguments(p)
+    p.add_argument(
+        "--token",
+        dest="tokens",
+        action="append",
+        default=[os.environ["MPU_PUBLISH_TOKEN"]] if os.environ.get("MPU_PUBLISH_TOKEN") else [],
+        help="a publish token (repeatable): one participant per token, named by its UserId",
+    )
     p.add_argument("--users", type=int, default=1, help="number of participants (default 1)")
     p.add_argument("--first", type=int, default=1, help="number of the first user (default 1: user1)")
     p.add_argument("--duration", type=float, default=None, help="seconds to publish (default: until Ctrl-C)")
@@ -68,9 +82,31 @@ def run(args: argparse.Namespace) -> int:
     if args.users < 1:
         print("mpu publish: --users must be at least 1", file=sys.stderr)
         return 2
+    if args.screen and args.tokens:
+        print(
+            "mpu publish: --screen is not available with --token (a screen share needs its own token)",
+            file=sys.stderr,
+        )
+        return 2
     config = channel_config(args)
     publishers = []
-    for n in range(args.first, args.first + args.users):
+    for index, token in enumerate(args.tokens):
+        try:
+            claims = read_claims(token)
+        except TokenError as exc:
+            print(f"mpu publish: --token: {exc.message}", file=sys.stderr)
+            return 2
+        publishers.append(
+            Publisher(
+                config.janus_url,
+                claims.room,
+                claims.user_id,
+                _tracks(args, index, claims.user_id, width, height),
+                api_secret=config.api_secret,
+                token=token,
+            )
+        )
+    for n in range(args.first, args.first + args.users) if not args.tokens else ():
         user = f"user{n}"
         publishers.append(
             Publisher(

@@ -25,15 +25,23 @@ variable                   default          meaning
 ``MPU_HLS_PORT``           8081             nginx HTTP port (HLS and ``/stat``)
 ``MPU_JANUS_API_SECRET``   (none)           if set, Janus API requests must carry it
 ``MPU_RTP_PORT_RANGE``     ``20000-40000``  UDP ports Janus uses for media
+``MPU_TOKEN_SECRET``       (generated)      channel-token secret; else ``<run_dir>/token-secret``
 =========================  ===============  ===================================================
+
+Janus always runs with token authentication (signed tokens, :mod:`rtc_mpu.spec.tokens`): nobody
+publishes or subscribes without a token from the API or the workers' own credentials. The secret is
+``MPU_TOKEN_SECRET``, or else the one ``up`` generates once into ``<run_dir>/token-secret`` (mode
+0600); the API, the workers and the edge must be given the same value (``mpu demo`` does).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -46,6 +54,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rtc_mpu.spec import storage
+from rtc_mpu.spec.tokens import check_secret
 from rtc_mpu.stack.janus import Janus
 from rtc_mpu.stack.nginx_rtmp import DEFAULT_MODULE, NginxRtmp
 from rtc_mpu.stack.ports import port_in_use
@@ -91,6 +100,9 @@ class StackConfig:
     janus_api_secret: str | None = None
     rtp_port_range: str = "20000-40000"
     host: str = "127.0.0.1"
+    #: The channel-token secret (``MPU_TOKEN_SECRET``, else ``<run_dir>/token-secret`` if it exists;
+    #: ``up`` generates it when neither is set: :func:`ensure_token_secret`).
+    token_secret: str | None = None
     #: The workers' HLS directory (``MPU_HLS_DIR``, default ``<run_dir>/hls``), served by nginx at
     #: ``/hls/<app_id>/<task_id>/index.m3u8`` (:func:`rtc_mpu.spec.storage.hls_dir`).
     task_hls_dir: Path = Path("run/hls")
@@ -125,6 +137,7 @@ class StackConfig:
             janus_api_secret=env.get("MPU_JANUS_API_SECRET") or None,
             rtp_port_range=rtp_range,
             task_hls_dir=storage.hls_dir(env),
+            token_secret=_token_secret(env, Path(env.get("MPU_RUN_DIR", "").strip() or cls.run_dir)),
         )
 
     @property
@@ -267,6 +280,7 @@ def _specs(config: StackConfig) -> list[_Spec]:
                 api_secret=config.janus_api_secret,
                 rtp_port_range=config.rtp_port_range,
                 pid_file=config.pid_file("janus"),
+                token_secret=config.token_secret,
             ),
         ),
         _Spec(
@@ -364,6 +378,40 @@ def _status(spec: _Spec, config: StackConfig, note: str = "") -> ServiceStatus:
     return ServiceStatus(spec.name, pid, dict(spec.urls), running, spec.answers(), note, spec.log)
 
 
+TOKEN_SECRET_FILE = "token-secret"
+
+
+def _token_secret(env: Mapping[str, str], run_dir: Path) -> str | None:
+    value = env.get("MPU_TOKEN_SECRET") or None
+    if value is None:
+        with contextlib.suppress(OSError):
+            value = (run_dir / TOKEN_SECRET_FILE).read_text(encoding="ascii").strip() or None
+    if value is not None:
+        try:
+            check_secret(value)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (MPU_TOKEN_SECRET or {run_dir / TOKEN_SECRET_FILE})") from None
+    return value
+
+
+def ensure_token_secret(config: StackConfig) -> StackConfig:
+    """``config`` with a token secret: its own, or a new random one written to
+    ``<run_dir>/token-secret`` (mode 0600) for the next commands to read."""
+    if config.token_secret:
+        return config
+    path = config.run_dir / TOKEN_SECRET_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # written meanwhile: use that one
+        secret = path.read_text(encoding="ascii").strip()
+        return dataclasses.replace(config, token_secret=check_secret(secret))
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.write(secret + "\n")
+    return dataclasses.replace(config, token_secret=secret)
+
+
 def stack_up(config: StackConfig, timeout: float = START_TIMEOUT) -> dict[str, ServiceStatus]:
     """Start every service that is not running yet and wait until each answers.
 
@@ -381,8 +429,9 @@ def stack_up(config: StackConfig, timeout: float = START_TIMEOUT) -> dict[str, S
             f"not installed: {' '.join(missing)}: apt-get install {' '.join(missing)} "
             "(scripts/install-system-deps.sh stack does it; `mpu stack up` runs it)"
         )
-    specs = _specs(config)
     with _locked(config.run_dir.resolve()):
+        config = ensure_token_secret(config)
+        specs = _specs(config)
         running: set[str] = set()
         for spec in specs:
             pid_file = config.pid_file(spec.name)

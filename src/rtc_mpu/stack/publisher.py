@@ -28,6 +28,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from rtc_mpu.mixer.sources.janus import ERROR_ROOM_EXISTS, rtc_configuration
 from rtc_mpu.mixer.sources.janus_http import JanusError, JanusHandle, JanusSession
+from rtc_mpu.spec.tokens import read_claims
 from rtc_mpu.stack.demo_media import COLORS, TONES
 
 log = logging.getLogger(__name__)
@@ -209,6 +210,9 @@ class Publisher:
         tracks: what to publish.
         api_secret, pin: Janus' API secret and the room's PIN, if any.
         ice_servers: STUN/TURN URLs for aiortc (none by default).
+        token: a publish token from ``POST /v1/apps/{app_id}/tokens`` when Janus requires tokens
+            (the stack's default): sent with every request and with the join; the room's PIN is
+            read from it, and the room is not created here (the API created it).
     """
 
     janus_url: str
@@ -218,6 +222,7 @@ class Publisher:
     api_secret: str | None = None
     pin: str | None = None
     ice_servers: tuple[str, ...] = ()
+    token: str | None = None
     _session: JanusSession | None = field(default=None, init=False)
     _pc: RTCPeerConnection | None = field(default=None, init=False)
 
@@ -227,10 +232,10 @@ class Publisher:
         Raises:
             JanusError: Janus refused (or JanusUnreachableError: it did not answer).
         """
-        session = self._session = JanusSession(self.janus_url, api_secret=self.api_secret)
+        session = self._session = JanusSession(self.janus_url, api_secret=self.api_secret, token=self.token)
         await session.connect()
         handle = await session.attach()
-        await ensure_room(handle, self.room, self.pin)
+        pin = self.pin
         join = {
             "request": "join",
             "ptype": "publisher",
@@ -238,8 +243,13 @@ class Publisher:
             "id": self.user_id,
             "display": self.user_id,
         }
-        if self.pin:
-            join["pin"] = self.pin
+        if self.token:
+            pin = pin or read_claims(self.token).room_pin
+            join["token"] = self.token
+        else:
+            await ensure_room(handle, self.room, self.pin)
+        if pin:
+            join["pin"] = pin
         await handle.message(join)
         pc = self._pc = RTCPeerConnection(rtc_configuration(self.ice_servers))
         for track in self.tracks:

@@ -31,6 +31,8 @@ Delivery policy (docs/architecture.md "A task's life"):
   older than the lease) and re-enqueues them; the restart keeps TaskId and StreamURL. It also
   re-enqueues a never-claimed task whose record nobody touched for :data:`RESCUE_QUEUED_AFTER` seconds
   (its message may have died with a worker that had acknowledged it); a duplicate message is harmless.
+  Every :data:`HLS_SWEEP_INTERVAL` seconds it also removes the HLS folders of tasks that ended more
+  than ``MPU_HLS_RETENTION_SECONDS`` ago (:func:`sweep_hls_once`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import multiprocessing
 import signal
 import socket
 import threading
+import time
 from typing import Any
 
 from celery import Celery, bootsteps
@@ -59,6 +62,8 @@ RESCUE_QUEUED_AFTER = 60.0
 RESTART_MESSAGE_EVERY = 10.0
 #: Seconds between reconciler passes.
 RECONCILE_INTERVAL = 2.0
+#: Seconds between two sweeps of the HLS directory (:func:`sweep_hls_once`).
+HLS_SWEEP_INTERVAL = 60.0
 #: Seconds between checks that the pool has all its processes (Celery's own check is every 5 s).
 POOL_CHECK_INTERVAL = 0.25
 
@@ -233,13 +238,34 @@ def reconcile_once(store: TaskStoreProtocol) -> list[str]:
     return handled
 
 
+def sweep_hls_once(store: TaskStoreProtocol) -> list[str]:
+    """Remove the HLS folders (under ``MPU_HLS_DIR``) of tasks that ended more than
+    ``MPU_HLS_RETENTION_SECONDS`` ago (:func:`rtc_mpu.workers.outputs.sweep_hls`); never an active
+    task's. Returns their names (``<app_id>/<task_id>``).
+
+    Raises:
+        StoreUnavailableError: Redis failed.
+    """
+    from rtc_mpu.workers.outputs import sweep_hls  # the mixer: not in the API process
+
+    removed = sweep_hls(settings.hls_dir, store, settings.hls_retention_seconds)
+    return [f"{folder.parent.name}/{folder.name}" for folder in removed]
+
+
 def _reconcile_forever(stop: threading.Event) -> None:
     store = _store()
+    next_sweep = time.monotonic()
     while not stop.wait(RECONCILE_INTERVAL):
         try:
             reconcile_once(store)
         except Exception as exc:  # Redis down: try again next time
             log.warning("reconciler: %s", exc)
+        if time.monotonic() >= next_sweep:
+            next_sweep = time.monotonic() + HLS_SWEEP_INTERVAL
+            try:
+                sweep_hls_once(store)
+            except Exception as exc:  # Redis down, or the directory unreadable: next time
+                log.warning("HLS sweep: %s", exc)
 
 
 @worker_ready.connect

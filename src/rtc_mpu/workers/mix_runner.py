@@ -34,7 +34,11 @@ the pipeline, reconnects on its own and only ever fails itself; each heartbeat r
 :class:`~rtc_mpu.workers.stats.OutputStats`. Outputs added or removed on a running task (a new
 ``spec_version``) are applied at the next heartbeat; a change of the main output rebuilds the
 pipeline. Before mixing, recordings a dead worker left without a sidecar get one
-(:func:`rtc_mpu.workers.outputs.repair_sidecars`).
+(:func:`rtc_mpu.workers.outputs.repair_sidecars`). A pipeline stopped while the task goes on (handed
+over, fenced out, rebuilt) leaves its HLS playlists open for the next run
+(:attr:`~rtc_mpu.workers.outputs.TaskOutputs.task_continues`); a task that ends with
+``hls_retention_seconds`` 0 has its HLS folder removed at once (else the reconciler's sweep does it
+later).
 
 Each decision is a small function without I/O, tested without servers: what a claimed task mixes
 (:func:`mix_plan`), what a heartbeat reports (:func:`heartbeat_report`: status from the push and the
@@ -61,7 +65,14 @@ from rtc_mpu.spec.task import TaskSpec
 from rtc_mpu.spec.urls import redact_url
 from rtc_mpu.workers.capacity import params_cost, requeue_delay
 from rtc_mpu.workers.model import ClaimResult, TaskNotFoundError, TaskRecord, TaskState, TaskStatus
-from rtc_mpu.workers.outputs import NULL_SINK, TaskOutputs, main_changed, main_output, repair_sidecars
+from rtc_mpu.workers.outputs import (
+    NULL_SINK,
+    TaskOutputs,
+    main_changed,
+    main_output,
+    remove_hls,
+    repair_sidecars,
+)
 from rtc_mpu.workers.settings import WorkerSettings
 from rtc_mpu.workers.stats import OutputStats, TaskStats, VadSnapshot
 from rtc_mpu.workers.store_protocol import TaskStoreProtocol
@@ -348,7 +359,12 @@ def mix_plan(record: TaskRecord, settings: WorkerSettings) -> MixPlan | Outcome:
     except SpecError as exc:
         return Outcome(TaskStatus.STOPPED, f"invalid parameters: {exc.code}: {exc.message}")
     channel = ChannelConfig(
-        settings.janus_url, record.app_id, record.params.channel_id, api_secret=settings.janus_api_secret
+        settings.janus_url,
+        record.app_id,
+        record.params.channel_id,
+        api_secret=settings.janus_api_secret,
+        token_secret=settings.token_secret,
+        token_signature=settings.token_signature,
     )
     return MixPlan(spec, target, channel, record.spec_version, restart=record.restarts > 0, outputs=outputs)
 
@@ -641,6 +657,7 @@ class MixRunner:
             elif outcome is not None and outcome.handed_over:
                 log.warning("task %s/%s: this worker shuts down; handing over", self.app_id, self.task_id)
             run.outcome = outcome
+            outputs.task_continues = outcome is not None and not outcome.ends
             pipeline.stop()
         elif outcome is None and fresh is not None and fresh.spec_version != run.spec_version:
             self._last = fresh
@@ -663,12 +680,14 @@ class MixRunner:
         log.info("task %s/%s: parameters updated (version %d)", self.app_id, self.task_id, fresh.spec_version)
         if main_changed(outputs.main, wanted):
             run.replan = True
+            outputs.task_continues = True
             pipeline.stop()
             return
         await outputs.apply(pipeline, wanted)
 
     async def _end(self, token: int, outcome: Outcome) -> Outcome:
-        """End the task as ``outcome`` says: hand it over, or finish it (nothing when fenced out).
+        """End the task as ``outcome`` says: hand it over, or finish it (nothing when fenced out); a task
+        this worker ended has its HLS folder removed at once when ``hls_retention_seconds`` is 0.
 
         Raises:
             StoreUnavailableError: the store failed finishing it.
@@ -676,6 +695,8 @@ class MixRunner:
         if outcome.handed_over:
             await asyncio.to_thread(self._hand_over, token)
         elif not outcome.fenced:
-            self.store.finish(self.app_id, self.task_id, token, outcome.status, outcome.reason)
+            ended = self.store.finish(self.app_id, self.task_id, token, outcome.status, outcome.reason)
+            if ended is not None and self.settings.hls_retention_seconds == 0:
+                await asyncio.to_thread(remove_hls, self.settings.hls_dir, self.app_id, self.task_id)
         log.info("task %s/%s ended: %s (%s)", self.app_id, self.task_id, outcome.status.name, outcome.reason)
         return outcome

@@ -15,7 +15,14 @@ become the destinations of its one encode (:class:`rtc_mpu.mixer.pipeline.Pipeli
   is named from the template with its own start time (:class:`Recording`), and each finished file
   gets a sidecar ``<file>.json`` (:func:`write_sidecar`). A task resumed after a worker died starts a
   new file; :func:`repair_sidecars` writes the sidecars of the files the dead worker left.
-- **HLS** writes ``<hls dir>/<app_id>/<task_id>/index.m3u8`` and its segments.
+- **HLS** writes ``<hls dir>/<app_id>/<task_id>/index.m3u8`` and its segments
+  (:class:`~rtc_mpu.mixer.output.muxers.HlsMuxer`). A playlist already there (the task resumed on
+  another worker, its pipeline rebuilt, the output reopened) is continued: numbering goes on, an
+  ``#EXT-X-DISCONTINUITY`` marks the new run. The playlist is finalized (``#EXT-X-ENDLIST``) when
+  the output ends for good (the task ends, or the output is removed), not when the task goes on
+  elsewhere (:attr:`TaskOutputs.task_continues`). After the task ended, the folder is removed once
+  ``MPU_HLS_RETENTION_SECONDS`` passed (:func:`sweep_hls`, run by every worker's reconciler; at once
+  by the worker that ends the task when the retention is 0), never while the task is active.
 - A **snapshot** output is a :class:`~rtc_mpu.mixer.output.snapshot.SnapshotTaker` fed through the
   pipeline's frame listener (:class:`SnapshotSlot`); each JPEG goes to the store
   (:meth:`rtc_mpu.workers.store.TaskStore.put_snapshot`), errors logged.
@@ -34,11 +41,13 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
+from typing import Protocol
 
 import av
 
@@ -46,6 +55,7 @@ from rtc_mpu.mixer.output.encoder import EncodedPacket, StreamTemplates
 from rtc_mpu.mixer.output.muxers import (
     ContainerMuxer,
     FinishedFile,
+    HlsMuxer,
     Muxer,
     MuxerFactory,
     OutputTarget,
@@ -67,7 +77,15 @@ from rtc_mpu.spec.outputs import (
     RtmpOutput,
     SnapshotOutput,
 )
-from rtc_mpu.spec.storage import HLS_PLAYLIST, SIDECAR_SUFFIX, task_folder
+from rtc_mpu.spec.storage import (
+    HLS_PLAYLIST,
+    SIDECAR_SUFFIX,
+    newest_change,
+    remove_task_folder,
+    task_folder,
+    task_folders,
+)
+from rtc_mpu.workers.model import TaskNotFoundError, TaskRecord
 from rtc_mpu.workers.stats import OutputStats
 from rtc_mpu.workers.store_protocol import TaskStoreProtocol
 
@@ -79,6 +97,11 @@ MIN_SNAPSHOT_TTL_SECONDS = 60.0
 HLS_LIST_SIZE = 5
 #: The sink of the main output of a task without an RTMP output (never opened by FFmpeg).
 NULL_SINK = SinkTarget("null:", "null", "(no RTMP output)", False)
+#: Seconds a task's HLS folder without a task record (its record expired, a day after the task ended)
+#: must have been left unchanged before it is removed, whatever the retention: a folder being
+#: written always has an active record, but one whose record this worker cannot see is not removed
+#: while something writes to it.
+HLS_ORPHAN_MIN_AGE = 600.0
 
 
 # -- plain decisions -------------------------------------------------------------------------------
@@ -329,14 +352,104 @@ class Recording:
             self.files += 1
 
 
-def hls_muxer_factory(target: OutputTarget, templates: StreamTemplates) -> Muxer:
-    """Open an HLS output (on its thread): its folder, then FFmpeg's ``hls`` muxer.
+def hls_muxer_factory(
+    target: OutputTarget, templates: StreamTemplates, final: Callable[[], bool] = lambda: True
+) -> Muxer:
+    """Open an HLS output (on its thread): its folder, then FFmpeg's ``hls`` muxer, continuing the
+    playlist an earlier run left there (:class:`HlsMuxer`; ``final``: see there).
 
     Raises:
         SinkError: the folder or the playlist cannot be created.
     """
     _make_dirs(Path(target.sink.url).parent, target.display)
-    return ContainerMuxer(target, templates)
+    return HlsMuxer(target, templates, final)
+
+
+# -- HLS retention ---------------------------------------------------------------------------------
+class TaskLookup(Protocol):
+    """What :func:`sweep_hls` needs of the task store (:class:`rtc_mpu.workers.store.TaskStore`)."""
+
+    def get_task(self, app_id: str, task_id: str) -> TaskRecord:
+        """The task's record.
+
+        Raises:
+            TaskNotFoundError: there is none (never started, or expired after it ended).
+            StoreUnavailableError: the store failed.
+        """
+        ...
+
+
+def hls_expired(record: TaskRecord | None, changed_at: float, retention_seconds: float, now: float) -> bool:
+    """Whether a task's HLS folder may be removed at ``now``.
+
+    Args:
+        record: the task's record, or None when it has none.
+        changed_at: when the folder last changed (:func:`~rtc_mpu.spec.storage.newest_change`).
+        retention_seconds: how long a folder is kept after its task ended, in seconds (0: not kept).
+        now: the current time.
+
+    ``changed_at`` and ``now`` are Unix times in seconds. An active task's folder is never removed
+    (queued, starting, running, retrying, stopping: whoever runs it writes there). An ended task's
+    folder is removed ``retention_seconds`` after the later of its end and the folder's last change.
+    A folder without a record is removed ``retention_seconds`` (at least :data:`HLS_ORPHAN_MIN_AGE`)
+    after its last change.
+    """
+    if record is not None and record.active:
+        return False
+    if record is None:
+        return now - changed_at >= max(retention_seconds, HLS_ORPHAN_MIN_AGE)
+    return now - max(record.ended_at, changed_at) >= retention_seconds
+
+
+def sweep_hls(
+    root: Path, store: TaskLookup, retention_seconds: float, now: float | None = None
+) -> list[Path]:
+    """Remove the HLS folders under ``root`` (``MPU_HLS_DIR``) whose retention is over
+    (:func:`hls_expired`, each task's record read from ``store``), with
+    :func:`~rtc_mpu.spec.storage.remove_task_folder`: symlinks are never followed and nothing outside
+    ``root`` is deleted. A folder that cannot be removed is logged and left for the next sweep.
+
+    Args:
+        root: the HLS directory.
+        store: the task store.
+        retention_seconds: seconds a folder is kept after its task ended.
+        now: the current Unix time in seconds (default: now).
+
+    Returns:
+        The folders removed.
+
+    Raises:
+        StoreUnavailableError: the store failed (the folders not yet looked at are left alone).
+    """
+    removed: list[Path] = []
+    for app_id, task_id, folder in task_folders(root):
+        try:
+            record: TaskRecord | None = store.get_task(app_id, task_id)
+        except TaskNotFoundError:
+            record = None
+        moment = time.time() if now is None else now
+        if not hls_expired(record, newest_change(folder), retention_seconds, moment):
+            continue
+        try:
+            if remove_task_folder(root, app_id, task_id):
+                removed.append(folder)
+                log.info("HLS of task %s/%s removed (ended, retention over)", app_id, task_id)
+        except (OSError, ValueError) as exc:
+            log.warning("cannot remove the HLS of task %s/%s: %s", app_id, task_id, exc)
+    return removed
+
+
+def remove_hls(root: Path, app_id: str, task_id: str) -> bool:
+    """Remove a task's HLS folder now (the task has just ended and the retention is 0): errors are
+    logged, never raised. True when it was removed."""
+    try:
+        removed = remove_task_folder(root, app_id, task_id)
+    except (OSError, ValueError) as exc:
+        log.warning("cannot remove the HLS of task %s/%s: %s", app_id, task_id, exc)
+        return False
+    if removed:
+        log.info("HLS of task %s/%s removed (ended, no retention)", app_id, task_id)
+    return removed
 
 
 class SnapshotSlot:
@@ -429,6 +542,10 @@ class TaskOutputs:
         self.slot = SnapshotSlot()
         #: Outputs that could not even be made (a bad path), by id, with why.
         self.problems: dict[str, str] = {}
+        #: The task goes on after this pipeline (handed over, fenced out, or the pipeline rebuilt):
+        #: set before the pipeline stops, so HLS playlists are left open for the next run (no
+        #: ``#EXT-X-ENDLIST``). False: outputs that close end for good.
+        self.task_continues = False
 
     @property
     def main_target(self) -> SinkTarget:
@@ -491,7 +608,7 @@ class TaskOutputs:
                     list_size=HLS_LIST_SIZE,
                     event=spec.playlist == "event",
                 )
-                factory = hls_muxer_factory
+                factory = self._hls_muxer
         except (ValueError, OSError) as exc:  # SpecError is a ValueError
             self.problems[spec.output_id] = str(exc)
             log.error("task %s/%s: output %s refused: %s", self.app_id, self.task_id, spec.output_id, exc)
@@ -529,6 +646,10 @@ class TaskOutputs:
             if name is not None:
                 await pipeline.remove_output(name)
         log.info("task %s/%s: output %s removed", self.app_id, self.task_id, output_id)
+
+    def _hls_muxer(self, target: OutputTarget, templates: StreamTemplates) -> Muxer:
+        """:func:`hls_muxer_factory`, the playlist finalized on close unless :attr:`task_continues`."""
+        return hls_muxer_factory(target, templates, final=lambda: not self.task_continues)
 
     @staticmethod
     def _pipeline_name(pipeline: Pipeline, output_id: str) -> str:

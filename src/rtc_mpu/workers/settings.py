@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rtc_mpu.spec import storage
+from rtc_mpu.spec.tokens import SIGNATURES, check_secret
 from rtc_mpu.workers.capacity import default_capacity
 from rtc_mpu.workers.store_protocol import DEFAULT_COOLDOWN_SECONDS, DEFAULT_LEASE_SECONDS
 
@@ -65,6 +66,9 @@ def _count(name: str, default: int) -> int:
 DEFAULT_RECORDINGS_DIR = "recordings"
 #: Days a recording is kept (``MPU_RECORDINGS_RETENTION_DAYS``; 0 = forever).
 DEFAULT_RECORDINGS_RETENTION_DAYS = 30.0
+#: Seconds a task's HLS folder is kept after the task ended (``MPU_HLS_RETENTION_SECONDS``; 0 = removed
+#: at once).
+DEFAULT_HLS_RETENTION_SECONDS = 3600.0
 
 
 def recordings_dir() -> str:
@@ -88,6 +92,47 @@ def recordings_retention_days() -> float:
     return value
 
 
+def hls_retention_seconds() -> float:
+    """How many seconds a task's HLS folder (``<MPU_HLS_DIR>/<app_id>/<task_id>``: its playlist, ended
+    by ``#EXT-X-ENDLIST``, and its segments) is kept after the task ended
+    (``MPU_HLS_RETENTION_SECONDS``, default 3600; 0 = removed as soon as the task ends). The worker
+    that ends a task removes it at once when 0; every worker's reconciler sweeps the directory
+    (:func:`rtc_mpu.workers.outputs.sweep_hls`) for the rest. Never while the task is active.
+
+    Raises:
+        ValueError: not a number >= 0.
+    """
+    value = _float("MPU_HLS_RETENTION_SECONDS", DEFAULT_HLS_RETENTION_SECONDS)
+    if not (value >= 0 and value != float("inf")):
+        raise ValueError(f"MPU_HLS_RETENTION_SECONDS must be a number of seconds >= 0, got {value!r}")
+    return value
+
+
+def token_secret() -> str | None:
+    """The shared channel-token secret (``MPU_TOKEN_SECRET``; Janus' ``token_auth_secret``), or None
+    when unset (Janus without token authentication). Read by the workers (their own credentials),
+    the API (issuing tokens) and the edge (checking them).
+
+    Raises:
+        ValueError: set but not a valid secret (:func:`rtc_mpu.spec.tokens.check_secret`).
+    """
+    value = os.environ.get("MPU_TOKEN_SECRET") or None
+    return check_secret(value) if value is not None else None
+
+
+def token_signature() -> str:
+    """How Janus checks signed tokens (``MPU_JANUS_TOKEN_SIGNATURE``): ``sha1`` (Janus 1.1, the
+    default) or ``sha256url`` (later Janus versions).
+
+    Raises:
+        ValueError: another value.
+    """
+    value = os.environ.get("MPU_JANUS_TOKEN_SIGNATURE") or "sha1"
+    if value not in SIGNATURES:
+        raise ValueError(f"MPU_JANUS_TOKEN_SIGNATURE must be one of {', '.join(SIGNATURES)}, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
     """How workers run mixes.
@@ -96,6 +141,9 @@ class WorkerSettings:
         redis_url: task store and Celery broker (``MPU_REDIS_URL``).
         janus_url: the channels' Janus HTTP API (``MPU_JANUS_URL``).
         janus_api_secret: Janus' api_secret (``MPU_JANUS_API_SECRET``), if any.
+        token_secret: the channel-token secret (``MPU_TOKEN_SECRET``), if Janus uses token
+            authentication: mixes then connect with their own service tokens (:func:`token_secret`).
+        token_signature: Janus' signed-token scheme (``MPU_JANUS_TOKEN_SIGNATURE``, :func:`token_signature`).
         mix_slots: mixes one worker runs at once (``MPU_MIX_SLOTS``, Celery concurrency).
         mixes_per_process: Celery tasks (mixes, and deliveries refused for capacity) a pool process
             runs before it exits and a fresh one is forked (``MPU_MIXES_PER_PROCESS``, Celery's
@@ -129,11 +177,16 @@ class WorkerSettings:
         hls_dir: where HLS outputs go, ``<dir>/<app_id>/<task_id>/index.m3u8`` (``MPU_HLS_DIR``,
             default ``<MPU_RUN_DIR or run>/hls``, served by the local stack's nginx:
             :func:`rtc_mpu.spec.storage.hls_dir`).
+        hls_retention_seconds: seconds a task's HLS folder is kept after the task ended
+            (``MPU_HLS_RETENTION_SECONDS``, default 3600; 0 = removed when it ends):
+            :func:`hls_retention_seconds`.
     """
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     janus_url: str = "http://127.0.0.1:8088/janus"
     janus_api_secret: str | None = None
+    token_secret: str | None = None
+    token_signature: str = "sha1"
     mix_slots: int = 2
     mixes_per_process: int = 1
     capacity: float = field(default_factory=default_capacity)
@@ -151,6 +204,7 @@ class WorkerSettings:
     clock_time_zone: str | None = None
     recordings_dir: Path = field(default_factory=lambda: Path(DEFAULT_RECORDINGS_DIR).absolute())
     hls_dir: Path = field(default_factory=lambda: storage.hls_dir({}))
+    hls_retention_seconds: float = DEFAULT_HLS_RETENTION_SECONDS
 
     @classmethod
     def from_env(cls) -> WorkerSettings:
@@ -163,6 +217,8 @@ class WorkerSettings:
             redis_url=os.environ.get("MPU_REDIS_URL", cls.redis_url),
             janus_url=os.environ.get("MPU_JANUS_URL", cls.janus_url),
             janus_api_secret=os.environ.get("MPU_JANUS_API_SECRET") or None,
+            token_secret=token_secret(),
+            token_signature=token_signature(),
             mix_slots=_int("MPU_MIX_SLOTS", cls.mix_slots),
             mixes_per_process=_count("MPU_MIXES_PER_PROCESS", cls.mixes_per_process),
             capacity=_capacity(),
@@ -178,6 +234,7 @@ class WorkerSettings:
             clock_time_zone=os.environ.get("MPU_CLOCK_TIME_ZONE") or None,
             recordings_dir=Path(recordings_dir()).absolute(),
             hls_dir=storage.hls_dir(),
+            hls_retention_seconds=hls_retention_seconds(),
         )
 
     def image_limits(self) -> FetchLimits:

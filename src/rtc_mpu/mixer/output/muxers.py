@@ -3,7 +3,8 @@
 A :class:`ContainerMuxer` copies the encoder's streams (codec parameters and extradata,
 :class:`~rtc_mpu.mixer.output.encoder.StreamTemplates`) into its own container and writes
 :class:`~rtc_mpu.mixer.output.encoder.EncodedPacket` s into it: FLV over RTMP(S), a file (fragmented
-MP4, FLV, MKV) or HLS (FFmpeg's ``hls`` muxer: MPEG-TS segments and a playlist).
+MP4, FLV, MKV) or HLS (FFmpeg's ``hls`` muxer: MPEG-TS segments and a playlist; :class:`HlsMuxer`
+continues a playlist an earlier run left in the folder).
 :class:`RollingFileMuxer` starts a new file at the first keyframe past a duration and reports each
 finished file. Everything here blocks (network and disk I/O): run it on an output's own thread
 (:class:`rtc_mpu.mixer.output.outputs.Output`).
@@ -18,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -47,6 +48,11 @@ from rtc_mpu.mixer.output.sinks import (
 #: Container options of a crash-safe MP4: fragments at each keyframe, a moov without samples first,
 #: so a file cut short (the process killed, the disk full) is readable up to its last fragment.
 FRAGMENTED_MP4 = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
+#: The ``hls_flags`` that make FFmpeg's ``hls`` muxer continue the playlist at its path (see
+#: :func:`continued_hls`).
+HLS_APPEND_LIST = "append_list"
+#: The tag that ends a playlist (written by the ``hls`` muxer's trailer): players stop reloading it.
+HLS_ENDLIST = "#EXT-X-ENDLIST"
 
 
 @dataclass(frozen=True)
@@ -302,6 +308,95 @@ class ContainerMuxer:
         )
 
 
+def continued_hls(target: OutputTarget) -> OutputTarget:
+    """An :func:`hls_output` target that continues the playlist an earlier run left at its path (a task
+    resumed on another worker, a pipeline rebuilt, an output reopened after a failure); ``target``
+    itself when there is none, so a new playlist starts at segment 0 with no discontinuity.
+
+    With ``hls_flags=append_list`` FFmpeg reads the playlist when it opens: its segments stay listed
+    (a sliding window still deletes the oldest as new ones come; an event playlist keeps them all),
+    the new segments are numbered on from the last one (``index<n>.ts`` and
+    ``#EXT-X-MEDIA-SEQUENCE`` never go back, so players keep going), and the first new segment is
+    preceded by ``#EXT-X-DISCONTINUITY`` (the timestamps restart). ``discont_start`` is not used: it
+    adds a discontinuity before the first listed segment at every open, and those pile up on a
+    playlist resumed several times. An existing :data:`HLS_ENDLIST` is dropped as the playlist is
+    rewritten.
+    """
+    if target.kind != "hls" or not os.path.isfile(target.sink.url):
+        return target
+    flags = [f for f in target.options.get("hls_flags", "").split("+") if f]
+    if HLS_APPEND_LIST not in flags:
+        flags.append(HLS_APPEND_LIST)
+    return replace(target, options=target.options | {"hls_flags": "+".join(flags)})
+
+
+def drop_endlist(playlist: str | os.PathLike[str]) -> bool:
+    """Remove the :data:`HLS_ENDLIST` a closed ``hls`` muxer wrote at the end of ``playlist``, so that
+    players keep reloading a playlist whose task goes on elsewhere. The playlist is replaced
+    atomically (a temporary file beside it, then a rename): a reader sees the old or the new one.
+
+    Returns:
+        True when a tag was removed; False when there was none or no playlist.
+
+    Raises:
+        OSError: the playlist cannot be rewritten.
+    """
+    path = Path(playlist)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return False
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines or lines[-1].strip() != HLS_ENDLIST:
+        return False
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text("\n".join(lines[:-1]) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+    return True
+
+
+class HlsMuxer(ContainerMuxer):
+    """An HLS output: FFmpeg's ``hls`` muxer continuing the playlist already at the target's path, if
+    any (:func:`continued_hls`). Closing writes the trailer, which finalizes the playlist with
+    :data:`HLS_ENDLIST`, unless ``final()`` says the output goes on elsewhere: then the tag is removed
+    again (:func:`drop_endlist`) and the next run continues the playlist.
+
+    Args:
+        target: an :func:`hls_output` target.
+        templates: the encoder's streams.
+        final: asked when the muxer closes: True (the default) when this output ends for good.
+
+    Raises:
+        SinkError: as :class:`ContainerMuxer`, and closing when the playlist cannot be rewritten.
+    """
+
+    def __init__(
+        self, target: OutputTarget, templates: StreamTemplates, final: Callable[[], bool] = lambda: True
+    ) -> None:
+        super().__init__(continued_hls(target), templates)
+        self._final = final
+
+    def close(self) -> None:
+        """Write the trailer and close; remove :data:`HLS_ENDLIST` when the output is not final.
+
+        Raises:
+            SinkError: the final writes failed.
+        """
+        super().close()
+        if self._final():
+            return
+        try:
+            drop_endlist(self.target.sink.url)
+        except OSError as exc:
+            raise SinkError(
+                f"cannot reopen the playlist: {exc.strerror or exc}",
+                self.target.display,
+                push_url_problem=False,
+            ) from None
+
+
 @dataclass(frozen=True)
 class FinishedFile:
     """A recording file that is complete (rolled over or closed).
@@ -448,6 +543,8 @@ def open_muxer(
     """
     if target.kind == "file":
         return RollingFileMuxer(target, templates, listener)
+    if target.kind == "hls":
+        return HlsMuxer(target, templates)
     return ContainerMuxer(target, templates)
 
 

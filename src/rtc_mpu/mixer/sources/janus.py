@@ -23,6 +23,7 @@ import contextlib
 import enum
 import logging
 import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,7 +45,9 @@ from rtc_mpu.mixer.sources.janus_http import (
     JanusSession,
     JanusUnreachableError,
     JsonDict,
+    PluginEvent,
 )
+from rtc_mpu.spec import tokens
 from rtc_mpu.spec.streams import StreamKey, stream_key_for_publisher
 from rtc_mpu.spec.tokens import room_name
 
@@ -73,9 +76,14 @@ class ChannelConfig:
         janus_url: Janus' HTTP API, e.g. ``http://127.0.0.1:8088/janus``.
         app_id, channel_id: the channel (named as in StartMPUTask).
         api_secret: Janus' ``api_secret``, if set.
-        token: a Janus auth token, if token authentication is on.
-        room_pin: the room's PIN, if it has one.
+        token: a Janus auth token, if token authentication is on (ignored with ``token_secret``).
+        room_pin: the room's PIN, if it has one (ignored with ``token_secret``).
         ice_servers: STUN/TURN URLs for aiortc; empty means host candidates only.
+        token_secret: the shared channel-token secret (``MPU_TOKEN_SECRET``), when Janus runs in
+            signed-token mode: the source then signs its own service token for every request,
+            derives the room's PIN, and puts its join token on the room's ``allowed`` list only for
+            the moment it joins (:mod:`rtc_mpu.spec.tokens`).
+        token_signature: Janus' signed-token scheme (:data:`rtc_mpu.spec.tokens.SIGNATURES`).
     """
 
     janus_url: str
@@ -85,11 +93,26 @@ class ChannelConfig:
     token: str | None = None
     room_pin: str | None = None
     ice_servers: tuple[str, ...] = ()
+    token_secret: str | None = None
+    token_signature: str = "sha1"
 
     @property
     def room(self) -> str:
         """The room id."""
         return room_name(self.app_id, self.channel_id)
+
+    @property
+    def pin(self) -> str | None:
+        """The room's PIN to join with (derived from ``token_secret`` when set)."""
+        if self.token_secret:
+            return tokens.room_pin(self.token_secret, self.room)
+        return self.room_pin
+
+    def session_token(self) -> str | None:
+        """The auth token for the next Janus request: a fresh service token with ``token_secret``."""
+        if self.token_secret:
+            return tokens.mint_service_token(self.token_secret, time.time(), self.token_signature)
+        return self.token
 
 
 class ChannelStatus(enum.StrEnum):
@@ -176,7 +199,7 @@ class JanusSource(Source):
             session = JanusSession(
                 self.config.janus_url,
                 api_secret=self.config.api_secret,
-                token=self.config.token,
+                token=self.config.session_token,
                 on_lost=mark_lost,
             )
             try:
@@ -215,11 +238,11 @@ class JanusSource(Source):
             "id": self.listener_id,
             "display": "rtc-mpu mixer",
         }
-        if self.config.room_pin:
-            body["pin"] = self.config.room_pin
+        if self.config.pin:
+            body["pin"] = self.config.pin
         while not self._closed and not lost.is_set():
             try:
-                event = await listener.message(body)
+                event = await self._join_allowed(listener, body)
             except JanusError as exc:
                 if exc.code != ERROR_NO_SUCH_ROOM:
                     raise
@@ -230,6 +253,30 @@ class JanusSource(Source):
                 continue
             return event.data
         return None
+
+    async def _join_allowed(self, listener: JanusHandle, body: JsonDict) -> PluginEvent:
+        """Send the listener's ``join``. In signed-token mode a publisher's join is checked against the
+        room's ``allowed`` list: put a join token there for the moment of the join, then take it off.
+
+        Raises:
+            JanusError: the room does not exist (``ERROR_NO_SUCH_ROOM``) or Janus refused.
+        """
+        secret = self.config.token_secret
+        if not secret:
+            return await listener.message(body)
+        join_token = tokens.mint_service_token(secret, time.time(), self.config.token_signature)
+        edit: JsonDict = {
+            "request": "allowed",
+            "secret": tokens.room_secret(secret, self.config.room),
+            "room": self.config.room,
+            "allowed": [join_token],
+        }
+        await listener.request({**edit, "action": "add"})
+        try:
+            return await listener.message({**body, "token": join_token})
+        finally:
+            with contextlib.suppress(JanusError):
+                await listener.request({**edit, "action": "remove"})
 
     async def _listen(self, session: JanusSession, listener: JanusHandle, lost: asyncio.Event) -> None:
         lost_wait = asyncio.create_task(lost.wait())
@@ -301,8 +348,8 @@ class JanusSource(Source):
             "room": self.config.room,
             "streams": [{"feed": subscription.publisher_id}],
         }
-        if self.config.room_pin:
-            body["pin"] = self.config.room_pin
+        if self.config.pin:
+            body["pin"] = self.config.pin
         event = await handle.message(body, timeout=SUBSCRIBE_TIMEOUT)
         if not event.jsep:
             raise JanusError(0, f"no offer for {subscription.publisher_id}")

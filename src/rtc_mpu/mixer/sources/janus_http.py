@@ -157,7 +157,8 @@ class JanusSession:
     Args:
         url: the HTTP API URL, e.g. ``http://127.0.0.1:8088/janus``.
         api_secret: Janus' ``api_secret``, if it has one.
-        token: an auth token, if Janus uses token authentication.
+        token: an auth token, if Janus uses token authentication, or a function returning the
+            token to send with each request (a signed token expires: the workers mint a fresh one).
         on_lost: called once (on the event loop) when the session ends.
     """
 
@@ -166,12 +167,12 @@ class JanusSession:
         url: str,
         *,
         api_secret: str | None = None,
-        token: str | None = None,
+        token: str | Callable[[], str | None] | None = None,
         on_lost: Callable[[Exception], None] | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.api_secret = api_secret
-        self.token = token
+        self._token = token
         self.on_lost = on_lost
         self.id: int | None = None
         self.handles: dict[int, JanusHandle] = {}
@@ -217,12 +218,17 @@ class JanusSession:
         """Stop waiting for transaction ``txn``."""
         self._pending.pop(txn, None)
 
+    @property
+    def token(self) -> str | None:
+        """The auth token to send now (None: Janus has no token authentication)."""
+        return self._token() if callable(self._token) else self._token
+
     def _authenticate(self, payload: JsonDict) -> JsonDict:
         payload.setdefault("transaction", transaction_id())
         if self.api_secret:
             payload["apisecret"] = self.api_secret
-        if self.token:
-            payload["token"] = self.token
+        if token := self.token:
+            payload["token"] = token
         return payload
 
     async def post(
@@ -257,8 +263,8 @@ class JanusSession:
             params = {"maxev": "10", "rid": transaction_id()}
             if self.api_secret:
                 params["apisecret"] = self.api_secret
-            if self.token:
-                params["token"] = self.token
+            if token := self.token:
+                params["token"] = token
             try:
                 async with self._http.get(
                     f"{self.url}/{self.id}",
