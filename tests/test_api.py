@@ -481,8 +481,8 @@ def test_stream_url_in_use_is_409_and_names_no_other_task(api_client: FlaskClien
         json=start_body(task_id="second", stream_url=URL.replace("topsecret", "other")),
         headers=basic(),
     )
-    data = assert_error(response, 409, "StreamURL.InUse")
-    assert "first" not in data["message"]
+    data = assert_error(response, 409, "StreamURL.InUse", "stream_url")  # its output o1
+    assert "first" not in data["message"] and "output o1" in data["message"]
     assert enqueue.calls == [(APP, "first")]
 
 
@@ -491,7 +491,7 @@ def test_stream_url_cooling_down_is_409_with_the_seconds(make_store: StoreFactor
         assert post_task(api_client, start_body(task_id="before"))[0] == 201
         assert api_client.delete(f"/v1/apps/{APP}/tasks/before", headers=basic()).status_code == 200
         response = api_client.post(f"/v1/apps/{APP}/tasks", json=start_body(), headers=basic())
-    data = assert_error(response, 409, "StreamURL.CoolingDown")
+    data = assert_error(response, 409, "StreamURL.CoolingDown", "stream_url")
     assert "7 s" in data["message"]
 
 

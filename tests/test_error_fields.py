@@ -103,7 +103,12 @@ CASES: list[tuple[dict[str, Any], tuple[str | int, ...], str]] = [
     ),
     ({"clock_widgets": [{"font_size": 100}]}, ("clock_widgets", 0, "font_size"), "InvalidParameter"),
     # outputs (issue 13): REST only (REST_ONLY); the RPC dialect refuses the parameter.
-    ({"outputs": [{"kind": "rtc"}]}, ("outputs", 0, "kind"), "InvalidOutput.Kind"),
+    ({"outputs": [{"kind": "webrtc"}]}, ("outputs", 0, "kind"), "InvalidOutput.Kind"),
+    (
+        {"outputs": [{"kind": "rtc", "url": "rtmp://a.example.com/l/k"}]},
+        ("outputs", 0, "url"),
+        "InvalidParameter",
+    ),
     (
         {"outputs": [{"kind": "ftp", "url": "rtmp://a.example.com/l/k"}]},
         ("outputs", 0, "kind"),

@@ -148,7 +148,7 @@ def test_a_task_needs_an_rtmp_output(client: FlaskClient) -> None:
     ("outputs", "code", "field"),
     [
         ([{"kind": "webrtc"}], "InvalidOutput.Kind", "outputs.0.kind"),
-        ([{"kind": "rtc"}], "InvalidOutput.Kind", "outputs.0.kind"),
+        ([{"kind": "rtc"}, {"kind": "rtc"}], "InvalidOutput.Duplicate", "outputs.1"),
         ([{"kind": "record"}] * 10, "InvalidOutput.LimitExceeded", "outputs.9"),
         ([{"kind": "record", "template": "../{start_time}"}], "InvalidOutput.Template", "outputs.0.template"),
         (
@@ -210,11 +210,201 @@ def test_same_host_by_name_and_address_is_a_duplicate(client: FlaskClient, fake_
 def test_leases_are_all_or_none(client: FlaskClient, store: TaskStore) -> None:
     assert start(client, task_id="holder", stream_url=C).status_code == 201
     response = start(client, stream_url=A, outputs=[{"kind": "rtmp", "url": B}, {"kind": "rtmp", "url": C}])
-    error(response, 409, "StreamURL.InUse")
+    error(response, 409, "StreamURL.InUse", "outputs.1.url")
     assert not leased(store, "rtmp://a.example.com:1935/live/keyA")
     assert not leased(store, "rtmp://b.example.com:1935/live/keyB")
     # A and B are still free.
     assert start(client, stream_url=A, outputs=[{"kind": "rtmp", "url": B}]).status_code == 201
+
+
+D = "rtmp://d.example.com/live/keyD?auth=secretD"
+#: Secrets of A-D and the holder's TaskId: never in an answer to another task's request.
+HIDDEN = ("keyA", "keyB", "keyC", "keyD", "secretA", "secretD", "holder")
+
+
+def lease_state(store: TaskStore) -> dict[str, str]:
+    """Every lease in the store: key -> holder."""
+
+    def text(value: object) -> str:
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    return {
+        text(key): text(store.client.get(key))
+        for key in store.client.scan_iter(match=f"{store.prefix}:lease:*")
+    }
+
+
+def refused(response: Any, status: int, code: str, field: str) -> str:
+    """The message of a refusal, after checking the error and that it shows no stream key or holder."""
+    error(response, status, code, field)
+    message: str = response.get_json()["message"]
+    assert not any(hidden in message for hidden in HIDDEN), message
+    return message
+
+
+@pytest.mark.parametrize("with_stream_url", [True, False])
+def test_a_refused_start_names_the_output_and_takes_no_lease(
+    client: FlaskClient, store: TaskStore, with_stream_url: bool
+) -> None:
+    assert start(client, task_id="holder", stream_url=C).status_code == 201
+    before = lease_state(store)
+    outputs: list[dict[str, Any]] = [
+        {"kind": "record"},
+        {"kind": "rtmp", "url": B},
+        {"kind": "snapshot"},
+        {"kind": "rtmp", "url": C + "?auth=another"},  # outputs.3: o5 after stream_url, o4 without
+        {"kind": "rtmp", "url": D},
+    ]
+    body: dict[str, Any] = {"stream_url": A} if with_stream_url else {}
+    message = refused(start(client, outputs=outputs, **body), 409, "StreamURL.InUse", "outputs.3.url")
+    output_id = "o5" if with_stream_url else "o4"
+    assert message == (
+        f"outputs.3.url: output {output_id} (rtmp://c.example.com/live/key***) is in use by another active"
+        " task; nothing was started"
+    )
+    assert lease_state(store) == before  # none of A, B, D (nor their addresses) was leased
+    assert [r.task_id for r in store.list_tasks(APP)] == ["holder"]
+    # Once C is left out, the same outputs start.
+    del outputs[3]
+    assert start(client, outputs=outputs, **body).status_code == 201
+
+
+def test_a_refused_start_names_every_refused_output(client: FlaskClient, store: TaskStore) -> None:
+    key_a = "rtmp://a.example.com:1935/live/keyA"
+    assert start(client, task_id="holder", stream_url=C).status_code == 201
+    store.client.set(store.cooldown_key(key_a), f"{APP}/old", px=3000)
+    before = lease_state(store)
+    outputs = [{"kind": "rtmp", "url": url} for url in (B, A, D, C)]
+    # In use leads (and gives the field) even after a URL cooling down.
+    message = refused(start(client, outputs=outputs), 409, "StreamURL.InUse", "outputs.3.url")
+    assert message == (
+        "outputs.3.url: output o4 (rtmp://c.example.com/live/key***) is in use by another active task;"
+        " also output o2 (rtmp://a.example.com/live/key***) was used by a task that ended less than 10 s"
+        " ago (free in 3 s); nothing was started"
+    )
+    assert lease_state(store) == before
+    # Both cooling down: the first in the request's order leads, the longest rest is the wait.
+    assert client.delete(f"/v1/apps/{APP}/tasks/holder", headers=auth()).status_code == 200
+    for key in store.client.scan_iter(match=store.cooldown_key("*/live/keyC")):  # its address's too
+        store.client.pexpire(key, 8000)
+    message = refused(start(client, outputs=outputs), 409, "StreamURL.CoolingDown", "outputs.1.url")
+    assert message == (
+        "outputs.1.url: output o2 (rtmp://a.example.com/live/key***) was used by a task that ended less"
+        " than 10 s ago (free in 3 s); also output o4 (rtmp://c.example.com/live/key***) was used by a task"
+        " that ended less than 10 s ago (free in 8 s); try again in 8 s; nothing was started"
+    )
+    assert lease_state(store) == {}
+    # One: no list.
+    message = refused(start(client, stream_url=A), 409, "StreamURL.CoolingDown", "stream_url")
+    assert message == (
+        "stream_url: output o1 (rtmp://a.example.com/live/key***) was used by a task that ended less than"
+        " 10 s ago; try again in 3 s; nothing was started"
+    )
+
+
+def test_a_refusal_by_another_address_of_the_host_names_it(
+    client: FlaskClient, store: TaskStore, fake_dns: FakeDNS
+) -> None:
+    fake_dns.names["b.example.com"] = ["10.1.2.3"]
+    assert start(client, task_id="holder", stream_url="rtmp://10.1.2.3/live/keyB").status_code == 201
+    message = refused(
+        start(client, stream_url=A, outputs=[{"kind": "rtmp", "url": B}]),
+        409,
+        "StreamURL.InUse",
+        "outputs.0.url",
+    )
+    assert message.startswith(
+        "outputs.0.url: output o2 (rtmp://b.example.com/live/key***) (the same destination:"
+        " rtmp://10.1.2.3:1935/live/key***) is in use by another active task"
+    ), message
+
+
+def test_the_rpc_dialect_names_the_stream_url(client: FlaskClient, store: TaskStore, tmp_path: Path) -> None:
+    """The vendor's StartMPUTask has one output, its StreamURL (o1): the Message names it."""
+    rpc = create_app({"MPU_AUTH_DISABLED": True, "STORE": store, "ENQUEUE": lambda a, t: None}).test_client()
+    call = {"Action": "StartMPUTask", "AppId": APP, "ChannelId": "room", "TaskId": "r1", "StreamURL": D}
+    assert start(client, task_id="holder", stream_url=D).status_code == 201
+    in_use = rpc.post("/", data=call)
+    assert in_use.status_code == 409 and in_use.json is not None
+    assert in_use.json["Code"] == "StreamURL.InUse"
+    assert in_use.json["Message"] == (
+        "StreamURL: output o1 (rtmp://d.example.com/live/key***) is in use by another active task;"
+        " nothing was started"
+    )
+    assert client.delete(f"/v1/apps/{APP}/tasks/holder", headers=auth()).status_code == 200
+    cooling = rpc.post("/", data=call)
+    assert cooling.status_code == 409 and cooling.json is not None
+    assert cooling.json["Code"] == "StreamURL.CoolingDown"
+    assert cooling.json["Message"] == (
+        "StreamURL: output o1 (rtmp://d.example.com/live/key***) was used by a task that ended less than"
+        " 10 s ago; try again in 10 s; nothing was started"
+    )
+    xml = rpc.post("/", data={**call, "Format": "XML"})
+    assert xml.status_code == 409 and b"output o1 (rtmp://d.example.com/live/key***)" in xml.data
+    for answer in (in_use, cooling, xml):
+        text = answer.get_data(as_text=True)
+        assert not any(hidden in text for hidden in HIDDEN), text
+    assert lease_state(store) == {}
+
+
+# Each RTMP output of a start request: free, held by an active task, cooling down for some seconds,
+# or held by a task that ended (free).
+LEASE_STATES = st.sampled_from(["free", "in_use", "cooling", "ended_holder"])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    states=st.lists(st.tuples(LEASE_STATES, st.integers(1, 9), st.booleans()), min_size=1, max_size=5),
+    with_stream_url=st.booleans(),
+)
+def test_a_start_takes_every_lease_or_none_and_names_the_first_refusal(
+    client: FlaskClient,
+    store: TaskStore,
+    states: list[tuple[str, int, bool]],
+    with_stream_url: bool,
+) -> None:
+    for key in store.client.scan_iter(match=f"{store.prefix}:*"):
+        store.client.delete(key)
+    outputs: list[dict[str, Any]] = []
+    expected: list[tuple[int, str, int]] = []  # (output number - 1, state, seconds) of the refused ones
+    for n, (state, seconds, record_before) in enumerate(states):
+        if record_before and outputs:  # stream_url, when given, is the first RTMP output
+            outputs.append({"kind": "record", "template": f"r{n}/{{start_time}}"})
+        url = f"rtmp://h{n}.example.com/live/stream{n}?auth=tok{n}"
+        key = f"rtmp://h{n}.example.com:1935/live/stream{n}"
+        if state == "in_use":
+            assert start(client, task_id=f"holder{n}", stream_url=url).status_code == 201
+        elif state == "cooling":
+            store.client.set(store.cooldown_key(key), f"{APP}/old", px=seconds * 1000)
+        elif state == "ended_holder":
+            store.client.set(store.lease_key(key), f"{APP}/gone")
+        if state in ("in_use", "cooling"):
+            expected.append((len(outputs), state, seconds))
+        outputs.append({"kind": "rtmp", "url": url})
+    body: dict[str, Any] = {"outputs": outputs}
+    if with_stream_url:
+        body = {"stream_url": outputs[0]["url"], "outputs": outputs[1:]}
+    before = lease_state(store)
+    response = start(client, task_id="t", **body)
+    if not expected:
+        assert response.status_code == 201, response.get_json()
+        task = store.get_task(APP, "t")
+        leases = lease_state(store)
+        assert all(leases[store.lease_key(k)] == f"{APP}/t" for k in task.lease_keys)
+        return
+    in_use = [e for e in expected if e[1] == "in_use"]
+    index = (in_use or expected)[0][0]
+    field = "stream_url" if with_stream_url and index == 0 else f"outputs.{index - with_stream_url}.url"
+    code = "StreamURL.InUse" if in_use else "StreamURL.CoolingDown"
+    message = refused(response, 409, code, field)
+    assert message.startswith(f"{field}: output o{index + 1} (rtmp://h"), message
+    assert lease_state(store) == before  # not one lease more
+    assert store.client.exists(store.task_key(APP, "t")) == 0
+    for other, _, _ in expected:
+        assert f"output o{other + 1} (rtmp://h" in message, message
+    assert not any(f"tok{n}" in message or f"stream{n}" in message for n in range(len(states)))
+    if not in_use:
+        assert message.endswith(f"try again in {max(e[2] for e in expected)} s; nothing was started")
 
 
 def test_every_output_is_released_with_a_cooldown_when_the_task_ends(
@@ -223,11 +413,12 @@ def test_every_output_is_released_with_a_cooldown_when_the_task_ends(
     assert start(client, stream_url=A, outputs=[{"kind": "rtmp", "url": B}]).status_code == 201
     assert client.delete(f"/v1/apps/{APP}/tasks/t1", headers=auth()).status_code == 200
     assert not leased(store, "rtmp://b.example.com:1935/live/keyB")
-    error(start(client, task_id="t2", stream_url=B), 409, "StreamURL.CoolingDown")
+    error(start(client, task_id="t2", stream_url=B), 409, "StreamURL.CoolingDown", "stream_url")
     error(
         start(client, task_id="t2", stream_url=C, outputs=[{"kind": "rtmp", "url": A}]),
         409,
         "StreamURL.CoolingDown",
+        "outputs.0.url",
     )
 
 
@@ -261,11 +452,14 @@ def test_add_and_remove_outputs_of_a_running_task(client: FlaskClient, store: Ta
     assert client.delete(f"/v1/apps/{APP}/tasks/t1/outputs/o2", headers=auth()).status_code == 204
     assert not leased(store, key_b) and store.client.exists(store.cooldown_key(key_b))
     assert leased(store, "rtmp://a.example.com:1935/live/keyA")
-    error(start(client, task_id="t2", stream_url=B), 409, "StreamURL.CoolingDown")
+    error(start(client, task_id="t2", stream_url=B), 409, "StreamURL.CoolingDown", "stream_url")
     response = client.post(
         f"/v1/apps/{APP}/tasks/t1/outputs", json={"kind": "rtmp", "url": B}, headers=auth()
     )
-    error(response, 409, "StreamURL.CoolingDown", "url")
+    assert refused(response, 409, "StreamURL.CoolingDown", "url") == (
+        "url: rtmp://b.example.com/live/key*** was used by a task that ended less than 10 s ago; try again"
+        " in 10 s; the output was not added (the task's other outputs are unchanged)"
+    )
     # Ids are never reused.
     response = client.post(
         f"/v1/apps/{APP}/tasks/t1/outputs", json={"kind": "rtmp", "url": C}, headers=auth()
@@ -300,7 +494,13 @@ def test_add_output_refusals(client: FlaskClient, store: TaskStore) -> None:
     )
     assert start(client, task_id="other", stream_url=C).status_code == 201
     url = f"/v1/apps/{APP}/tasks/t1/outputs"
-    error(client.post(url, json={"kind": "rtmp", "url": C}, headers=auth()), 409, "StreamURL.InUse", "url")
+    before, outputs = lease_state(store), store.get_task(APP, "t1").params.outputs
+    response = client.post(url, json={"kind": "rtmp", "url": C + "?auth=x"}, headers=auth())
+    assert refused(response, 409, "StreamURL.InUse", "url") == (
+        "url: rtmp://c.example.com/live/key*** is in use by another active task; the output was not added"
+        " (the task's other outputs are unchanged)"
+    )
+    assert lease_state(store) == before and store.get_task(APP, "t1").params.outputs == outputs
     error(
         client.post(url, json={"kind": "rtmp", "url": "rtmp://A.example.com/live/keyA"}, headers=auth()),
         400,

@@ -13,10 +13,12 @@ from typing import Any
 
 import pytest
 
+from rtc_mpu.spec.outputs import RtmpOutput
 from rtc_mpu.spec.urls import parse_stream_url, stream_url_key
 from rtc_mpu.stack.ports import free_port
 from rtc_mpu.workers.model import (
     CustomLayoutMissingError,
+    RefusedOutput,
     StoreUnavailableError,
     StreamURLCoolingDownError,
     StreamURLInUseError,
@@ -552,6 +554,87 @@ def test_cooldown_reports_the_longest_rest(make_store: StoreFactory) -> None:
     with pytest.raises(StreamURLCoolingDownError) as caught:
         store.start_task(with_leases(new_task("t1", "rtmp://h.example.com/live/x"), "10.0.0.1", "10.0.0.2"))
     assert caught.value.seconds_left == 7
+
+
+def with_outputs(task_id: str, *urls: str) -> TaskRecord:
+    """A new task pushing to ``urls`` (o1, o3, o5...: a recording between each two)."""
+    outputs: list[dict[str, object]] = []
+    for n, url in enumerate(urls):
+        if n:
+            outputs.append({"output_id": f"o{len(outputs) + 1}", "kind": "record"})
+        outputs.append({"output_id": f"o{len(outputs) + 1}", "kind": "rtmp", "url": url})
+    return new_task(task_id, urls[0], outputs=tuple(outputs))
+
+
+def all_leases(store: TaskStore) -> dict[str, str | None]:
+    """Every lease in the store: key -> holder."""
+    leases: dict[str, str | None] = {}
+    for key in store.client.scan_iter(match=f"{store.prefix}:lease:*"):
+        holder = store.client.get(key)
+        leases[_text(key)] = None if holder is None else _text(holder)
+    return leases
+
+
+def test_a_refused_start_names_every_refused_output_and_takes_no_lease(make_store: StoreFactory) -> None:
+    store = make_store(cooldown_seconds=10.0)
+    free, busy, cool = (
+        f"rtmp://{h}.example.com/live/key-{h}?auth={SECRET}" for h in ("free", "busy", "cool")
+    )
+    store.start_task(new_task("holder", busy))
+    store.client.set(store.cooldown_key(stream_url_key(cool)), "app1/old", px=4000)
+    before = all_leases(store)
+    with pytest.raises(StreamURLInUseError) as caught:
+        store.start_task(with_outputs("t1", free, cool, busy))
+    assert caught.value.refused == (
+        RefusedOutput("o3", "rtmp://cool.example.com/live/key***", seconds_left=4),
+        RefusedOutput("o5", "rtmp://busy.example.com/live/key***", holder="app1/holder"),
+    )
+    assert "output o5" in caught.value.message and "app1/holder" in caught.value.message
+    assert SECRET not in caught.value.message and "key-" not in caught.value.message
+    assert all_leases(store) == before
+    with pytest.raises(TaskNotFoundError):
+        store.get_task("app1", "t1")
+    # Cooling down alone: the longest rest.
+    store.client.set(store.cooldown_key(stream_url_key(free)), "app1/old", px=9000)
+    with pytest.raises(StreamURLCoolingDownError) as cooling:
+        store.start_task(with_outputs("t1", free, cool))
+    assert cooling.value.seconds_left == 9
+    assert [(r.output_id, r.seconds_left, r.in_use) for r in cooling.value.refused] == [
+        ("o1", 9, False),
+        ("o3", 4, False),
+    ]
+    assert all_leases(store) == before
+
+
+def test_a_refused_added_output_is_named_and_takes_no_lease(make_store: StoreFactory) -> None:
+    store = make_store(cooldown_seconds=10.0)
+    busy = "rtmp://busy.example.com/live/key-busy"
+    store.start_task(new_task("holder", busy))
+    running = store.start_task(with_outputs("t1", URL))
+    before = all_leases(store)
+    with pytest.raises(StreamURLInUseError) as caught:
+        store.add_output("app1", "t1", RtmpOutput("o0", busy + "?auth=x"))
+    assert caught.value.refused == (
+        RefusedOutput("o2", "rtmp://busy.example.com/live/key***", holder="app1/holder"),
+    )
+    # An address of the URL's host held by another task: that destination is named.
+    with pytest.raises(StreamURLInUseError) as caught:
+        store.add_output(
+            "app1",
+            "t1",
+            RtmpOutput("o0", "rtmp://other.example.com/live/key-busy"),
+            ["rtmp://busy.example.com:1935/live/key-busy"],
+        )
+    assert caught.value.refused == (
+        RefusedOutput(
+            "o2",
+            "rtmp://other.example.com/live/key***",
+            destination="rtmp://busy.example.com:1935/live/key***",
+            holder="app1/holder",
+        ),
+    )
+    assert all_leases(store) == before
+    assert store.get_task("app1", "t1").params.outputs == running.params.outputs
 
 
 def test_a_lease_key_must_be_the_same_destination(store: TaskStore) -> None:

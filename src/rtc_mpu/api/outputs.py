@@ -29,7 +29,8 @@ bp.before_request(guard_task_id)
 
 ADD_ERRORS = {
     **WRITE_ERRORS,
-    409: "InvalidTask.Stopping, StreamURL.InUse or StreamURL.CoolingDown (only this output is refused)",
+    409: "InvalidTask.Stopping, StreamURL.InUse or StreamURL.CoolingDown (field url, the message shows it"
+    " redacted; only this output is refused, the task's other outputs are unchanged)",
 }
 REMOVE_ERRORS = {
     **READ_ERRORS,

@@ -29,8 +29,9 @@ from rtc_mpu.spec.outputs import (
 )
 from rtc_mpu.spec.urls import Resolver, stream_url_key
 from rtc_mpu.workers.model import (
+    RefusedOutput,
     StoreError,
-    StreamURLInUseError,
+    StreamURLRefusedError,
     TaskParams,
     TaskRecord,
     TaskState,
@@ -239,15 +240,13 @@ def output_lease_keys(
         ServiceError: InvalidStreamURL.Unresolvable (400); InvalidOutput.Duplicate (400: two outputs
             reach the same destination, e.g. a host name and its address).
     """
-    offset = 1 if with_stream_url else 0
+    fields = output_fields(specs, with_stream_url)
     found: dict[str, list[str]] = {}
     owner: dict[str, str] = {}
-    for position, spec in enumerate(specs):
+    for spec in specs:
         if not isinstance(spec, RtmpOutput):
             continue
-        field: FieldPath = (
-            ("stream_url",) if with_stream_url and position == 0 else ("outputs", position - offset, "url")
-        )
+        field = fields[spec.output_id]
         try:
             keys = urls.lease_keys(spec.url, resolve)
         except SpecError as exc:
@@ -263,6 +262,67 @@ def output_lease_keys(
             owner[key] = spec.output_id
         found[spec.output_id] = keys
     return found
+
+
+def output_fields(specs: Sequence[OutputSpec], with_stream_url: bool) -> dict[str, FieldPath]:
+    """The request field of each RTMP output's URL of a start request, by output id: ``stream_url``
+    (``o1`` when the request gives it) or ``outputs.N.url`` (N: the position in ``outputs``)."""
+    offset = 1 if with_stream_url else 0
+    return {
+        spec.output_id: ("stream_url",)
+        if with_stream_url and position == 0
+        else ("outputs", position - offset, "url")
+        for position, spec in enumerate(specs)
+        if isinstance(spec, RtmpOutput)
+    }
+
+
+def _refused_text(refused: RefusedOutput, cooldown_seconds: float | None, name: str, several: bool) -> str:
+    """Why one output's URL was refused, for API callers (never the holder: maybe another AppId's)."""
+    where = f" (the same destination: {refused.destination})" if refused.destination else ""
+    if refused.in_use:
+        return f"{name}{where} is in use by another active task"
+    ended = f"less than {cooldown_seconds:g} s ago" if cooldown_seconds else "moments ago"
+    free = f" (free in {refused.seconds_left} s)" if several and refused.seconds_left else ""
+    return f"{name}{where} was used by a task that ended {ended}{free}"
+
+
+def lease_refusal(
+    exc: StreamURLRefusedError,
+    fields: Mapping[str, FieldPath],
+    *,
+    cooldown_seconds: float | None = None,
+    added: bool = False,
+) -> ServiceError:
+    """The 409 for StreamURL leases refused by the store (StreamURL.InUse or StreamURL.CoolingDown):
+    its message names every refused output with its redacted URL (:class:`RefusedOutput`), the first
+    one of the error's kind leading; its field is that output's request field.
+
+    Args:
+        fields: each output's request field by output id (:func:`output_fields`; ``{}``: none known).
+        cooldown_seconds: the store's cooldown (said in the message), None: not said.
+        added: one output added to a running task (POST .../outputs: named by its URL alone, as it
+            got no id; the field is the body's ``url``; the task's other outputs are unchanged), else a
+            task's start (nothing was started, no lease was taken).
+    """
+    refused = list(exc.refused)
+    in_use = exc.code == "StreamURL.InUse"
+    refused.sort(key=lambda r: r.in_use != in_use)  # stable: the request's order within each kind
+    several = len(refused) > 1
+    parts = [
+        _refused_text(r, cooldown_seconds, r.url if added else f"output {r.output_id} ({r.url})", several)
+        for r in refused
+    ] or ["the StreamURL is in use by another active task" if in_use else "the StreamURL is cooling down"]
+    message = parts[0] + "".join(f"; also {part}" for part in parts[1:])
+    seconds_left = getattr(exc, "seconds_left", None)
+    if not in_use and seconds_left:
+        message += f"; try again in {seconds_left} s"
+    if added:
+        message += "; the output was not added (the task's other outputs are unchanged)"
+    else:
+        message += "; nothing was started"
+    field = ("url",) if added else fields.get(refused[0].output_id) if refused else None
+    return ServiceError(exc.http_status, exc.code, message, field)
 
 
 class MixService:
@@ -325,10 +385,8 @@ class MixService:
         """
         try:
             return function(*args, **kwargs)
-        except StreamURLInUseError as exc:  # the store names the holder: maybe another AppId's task
-            raise ServiceError(
-                exc.http_status, exc.code, "the StreamURL is in use by another active task"
-            ) from None
+        except StreamURLRefusedError as exc:  # the store names the holder: maybe another AppId's task
+            raise lease_refusal(exc, {}) from None
         except StoreError as exc:
             raise ServiceError(exc.http_status, exc.code, exc.message, exc.field) from None
         except SpecError as exc:
@@ -374,8 +432,10 @@ class MixService:
                 ``InvalidOutput.LimitExceeded``, ``InvalidOutput.Duplicate``, ``InvalidOutput.Template``
                 with the field ``outputs.N.name``), MissingParameter (400: neither stream_url nor an
                 rtmp output), InvalidStreamURL.Unresolvable (400: a host name does not resolve in time),
-                TaskExisted / StreamURL.InUse / StreamURL.CoolingDown (409), ServiceUnavailable (503:
-                Redis or the queue; nothing is left started).
+                TaskExisted / StreamURL.InUse / StreamURL.CoolingDown (409; the latter two name every
+                refused output by id and redacted URL, the field is the first one's: ``stream_url`` or
+                ``outputs.N.url``; no lease is taken), ServiceUnavailable (503: Redis or the queue;
+                nothing is left started).
         """
         fields = {name: value for name, value in body.items() if name != "outputs"}
         stream_url = body.get("stream_url")
@@ -405,7 +465,9 @@ class MixService:
             lease_keys=lease_keys,
             output_leases=output_leases,
         )
-        stored: TaskRecord = self.call_store(self.store.start_task, record)
+        stored: TaskRecord = self.call_store(
+            self._leased_start, record, output_fields(specs, stream_url is not None)
+        )
         try:
             self.enqueue(app_id, stored.task_id)
         except Exception as exc:
@@ -425,6 +487,18 @@ class MixService:
             ) from None
         return stored
 
+    def _leased_start(self, record: TaskRecord, fields: Mapping[str, FieldPath]) -> TaskRecord:
+        """The store's start of ``record``; refused leases named by the outputs' request ``fields``.
+
+        Raises:
+            ServiceError: StreamURL.InUse / StreamURL.CoolingDown (409, :func:`lease_refusal`).
+            StoreError: as :meth:`rtc_mpu.workers.store.TaskStore.start_task`.
+        """
+        try:
+            return self.store.start_task(record)
+        except StreamURLRefusedError as exc:
+            raise lease_refusal(exc, fields, cooldown_seconds=self.store.cooldown_seconds) from None
+
     def add_output(self, app_id: str, task_id: str, item: Mapping[str, Any]) -> tuple[TaskRecord, str]:
         """Add one output to an active task (POST .../outputs): validated, its URL's leases taken
         atomically with the change; the worker starts it at its next heartbeat.
@@ -439,7 +513,8 @@ class MixService:
             ServiceError: an invalid output (400, field ``url``, ``kind``... of the body),
                 InvalidOutput.LimitExceeded (400: the task has 10 outputs), InvalidOutput.Duplicate (400:
                 the task already pushes there), InvalidTask.NotFound (404), InvalidTask.Stopping,
-                StreamURL.InUse, StreamURL.CoolingDown (409: nothing changed), ServiceUnavailable (503).
+                StreamURL.InUse, StreamURL.CoolingDown (409, field ``url``, the message shows it redacted:
+                nothing changed), ServiceUnavailable (503).
         """
         try:
             spec = parse_output(item, "o1", 0)
@@ -452,13 +527,20 @@ class MixService:
                 keys = urls.lease_keys(spec.url, resolve)
             except SpecError as exc:
                 raise ServiceError(400, exc.code, exc.message, ("url",)) from None
-        try:
-            record: TaskRecord = self.call_store(self.store.add_output, app_id, task_id, spec, keys)
-        except ServiceError as exc:
-            if exc.code.startswith("StreamURL."):
-                exc.field = ("url",)
-            raise
+        record: TaskRecord = self.call_store(self._leased_add, app_id, task_id, spec, keys)
         return record, str(record.params.outputs[-1]["output_id"])
+
+    def _leased_add(self, app_id: str, task_id: str, spec: OutputSpec, keys: Sequence[str]) -> TaskRecord:
+        """The store's add of one output; a refused lease is that output's (field ``url``).
+
+        Raises:
+            ServiceError: StreamURL.InUse / StreamURL.CoolingDown (409, :func:`lease_refusal`).
+            StoreError, SpecError: as :meth:`rtc_mpu.workers.store.TaskStore.add_output`.
+        """
+        try:
+            return self.store.add_output(app_id, task_id, spec, keys)
+        except StreamURLRefusedError as exc:
+            raise lease_refusal(exc, {}, cooldown_seconds=self.store.cooldown_seconds, added=True) from None
 
     def remove_output(self, app_id: str, task_id: str, output_id: str) -> TaskRecord:
         """Remove one output of an active task (DELETE .../outputs/{output_id}); an RTMP output's leases

@@ -47,7 +47,9 @@ WRITE_ERRORS = {
 }
 START_ERRORS = {
     **WRITE_ERRORS,
-    409: "TaskExisted, StreamURL.InUse or StreamURL.CoolingDown (the message gives the seconds left)",
+    409: "TaskExisted, StreamURL.InUse or StreamURL.CoolingDown: the field is the first refused output's"
+    " URL (stream_url or outputs.N.url), the message names every refused output (its output_id and URL,"
+    " redacted) and the seconds left; no lease is taken",
 }
 UPDATE_ERRORS = {**WRITE_ERRORS, 409: "The task is stopping (InvalidTask.Stopping)"}
 

@@ -4,9 +4,10 @@
    ``MPU_*`` variables, see README).
 2. Starts the API (``mpu api`` on ``MPU_API_PORT``, default 8080), one worker (``mpu worker``) and
    Flower (``MPU_FLOWER_PORT``, default 5555) as child processes, logging to ``run/*.log``.
-3. Publishes user1 into channel ``demo`` of app ``demo`` over WebRTC, starts a mix task through the
-   REST API with LayoutIds [1, 2] pushing to ``rtmp://127.0.0.1:<port>/live/demo``, and publishes
-   user2 three seconds later, so the mix switches from one pane to side by side.
+3. Publishes user1 into channel ``demo`` of app ``demo`` over WebRTC (with a publish token the API
+   issues: Janus runs with token authentication), starts a mix task through the REST API with
+   LayoutIds [1, 2] pushing to ``rtmp://127.0.0.1:<port>/live/demo``, and publishes user2 three
+   seconds later, so the mix switches from one pane to side by side.
 4. Prints where to watch, writes a PNG snapshot of what a viewer receives, and runs until Ctrl-C or
    ``DURATION`` seconds; then stops the task through the API, its processes, and the stack if it
    started it.
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
@@ -120,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         statuses = stack_up(config)
-    except ServiceStartError as exc:
+        config = StackConfig.from_env()  # with the token secret `up` may have generated
+    except (ServiceStartError, ValueError) as exc:
         print(f"mpu demo: {exc}", file=sys.stderr)
         return 1
     started_here = all(status.note == "started" for status in statuses.values())
@@ -128,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     env.setdefault("MPU_ACCESS_KEYS", f"{DEMO_KEY}:{DEMO_SECRET}")
     env.update(MPU_REDIS_URL=config.redis_url, MPU_JANUS_URL=config.janus_url)
+    if config.token_secret:
+        env["MPU_TOKEN_SECRET"] = config.token_secret
     key, secret = env["MPU_ACCESS_KEYS"].split(",")[0].split(":")[:2]
     children: list[subprocess.Popen[bytes]] = []
     try:
@@ -178,6 +183,20 @@ async def _demo(
         loop.add_signal_handler(sig, stop.set)
     publishers: list[Publisher] = []
 
+    async def publish_token(user: str) -> str | None:
+        """A publish token for ``user`` in channel demo from the API (None: Janus takes no tokens)."""
+        if not config.token_secret:
+            return None
+        status, body = await asyncio.to_thread(
+            api.call,
+            "POST",
+            "/v1/apps/demo/tokens",
+            {"channel_id": "demo", "user_id": user, "ttl_seconds": 86400, "role": "publish"},
+        )
+        if status != 201:
+            raise RuntimeError(f"the API refused a publish token for {user}: HTTP {status} {body}")
+        return str(body["token"])
+
     async def join(index: int) -> None:
         user = f"user{index + 1}"
         publisher = Publisher(
@@ -186,6 +205,7 @@ async def _demo(
             user,
             synthetic_tracks(index, user, 640, 360, 30),
             api_secret=config.janus_api_secret,
+            token=await publish_token(user),
         )
         await publisher.start()
         publishers.append(publisher)
@@ -217,7 +237,10 @@ async def _demo(
         print(f"  the API    : {api.base}/docs (OpenAPI at {api.base}/openapi.json)")
         print(f"  the task   : curl -u {api.credentials} {api.base}/v1/apps/demo/tasks/demo")
         print(f"  the queue  : Flower at http://127.0.0.1:{flower_port}")
-        page = f"http://{config.host}:{config.hls_port}/publish/?app=demo&channel=demo&user=me"
+        page_token = await publish_token("me")
+        page = f"http://{config.host}:{config.hls_port}/publish/?" + (
+            urllib.parse.urlencode({"token": page_token}) if page_token else "app=demo&channel=demo&user=me"
+        )
         print(f"  join       : {page}  (a browser)")
         print(f"  snapshot   : {snapshot} (once every demo user has joined)")
         print("  stop       : Ctrl-C" + (f" (or after {duration:g} s)" if duration else ""), flush=True)
@@ -245,6 +268,9 @@ async def _demo(
         print(f"demo: task ended with status {task.get('status')} ({task.get('reason')})")
     except JanusError as exc:
         print(f"mpu demo: Janus: {exc}", file=sys.stderr)
+        return 1
+    except RuntimeError as exc:
+        print(f"mpu demo: {exc}", file=sys.stderr)
         return 1
     finally:
         for publisher in publishers:

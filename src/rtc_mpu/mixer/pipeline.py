@@ -143,6 +143,8 @@ class Pipeline:
             :class:`SinkError`; None never gives up; 0 (the default, as ``mpu render`` and ``mpu mix``
             want) raises at the first failure without reconnecting. Only a real-time push to a
             network target reconnects: a file is never reopened (that would truncate it).
+        video_profile: the x264 profile, ``high``, or ``main`` for a task whose mix is published
+            back into the channel over WebRTC (:data:`rtc_mpu.mixer.output.rtc.RTC_PROFILE`).
 
     Raises:
         ValueError: offline rendering asked of a live source, or retry, open or write times that are
@@ -167,6 +169,7 @@ class Pipeline:
         write_timeout: float = DEFAULT_WRITE_TIMEOUT,
         muxer_factory: MuxerFactory | None = None,
         frame_listeners: Sequence[FrameListener] = (),
+        video_profile: str = "high",
     ) -> None:
         if not realtime and source.live:
             raise ValueError("a live source can only be mixed in real time")
@@ -183,6 +186,7 @@ class Pipeline:
             audio_bitrate=spec.audio_bitrate,
             preset=preset,
             audio=spec.has_audio,
+            profile=video_profile,
         )
         self._realtime = realtime
         #: The main output (``target``): its muxer, job thread and reconnects. Its failure ends the mix.
@@ -382,6 +386,11 @@ class Pipeline:
         """An output (re)connected or skipped video: the next encoded frame is an IDR."""
         if self._encoder is not None:
             self._encoder.force_keyframe()
+
+    def request_keyframe(self) -> None:
+        """Make the next encoded video frame an IDR (a WebRTC viewer lost pictures or joined). Call on
+        the event loop."""
+        self._want_keyframe()
 
     def _accepting(self) -> bool:
         """Some output is connected (else ticks are not even encoded)."""

@@ -14,7 +14,8 @@ A task has up to :data:`MAX_OUTPUTS` outputs, each with a server-assigned ``outp
 - ``{"kind": "hls", "segment_seconds": 2, "playlist": "sliding"|"event"}``: segments and
   ``index.m3u8`` under ``<hls dir>/<app_id>/<task_id>/``.
 - ``{"kind": "snapshot", "interval_seconds": 5}``: a JPEG of the composite every N seconds.
-- ``rtc`` is reserved (the RTC edge): refused until it exists.
+- ``{"kind": "rtc"}``: the mix published back into the channel over WebRTC as publisher
+  ``<task_id>.mix`` (no URL; at most one per task; the task then encodes H.264 main profile).
 
 Errors are :class:`~rtc_mpu.layouts.SpecError` with a field path (``("outputs", 2, "url")``) and the
 codes ``InvalidOutput.Kind``, ``InvalidOutput.LimitExceeded``, ``InvalidOutput.Duplicate``,
@@ -36,8 +37,8 @@ from rtc_mpu.spec import urls
 #: Most outputs of one task (Tencent's mix-to-CDN takes up to 10 push URLs).
 MAX_OUTPUTS = 10
 #: Output kinds accepted today, and the reserved one.
-KINDS = ("rtmp", "record", "hls", "snapshot")
-RESERVED_KINDS = ("rtc",)
+KINDS = ("rtmp", "record", "hls", "snapshot", "rtc")
+RESERVED_KINDS: tuple[str, ...] = ()
 #: Recording container formats and their file extensions.
 RECORD_FORMATS = {"mp4": ".mp4", "flv": ".flv", "mkv": ".mkv"}
 #: Default file-name template of a recording (inside the task's folder).
@@ -115,7 +116,15 @@ class SnapshotOutput:
     kind: str = "snapshot"
 
 
-OutputSpec = RtmpOutput | RecordOutput | HlsOutput | SnapshotOutput
+@dataclass(frozen=True)
+class RtcOutput:
+    """The mix published back into the channel over WebRTC, as publisher ``<task_id>.mix``."""
+
+    output_id: str
+    kind: str = "rtc"
+
+
+OutputSpec = RtmpOutput | RecordOutput | HlsOutput | SnapshotOutput | RtcOutput
 
 
 def _error(code: str, message: str, *path: str | int) -> SpecError:
@@ -207,6 +216,7 @@ def parse_output(item: object, output_id: str, index: int) -> OutputSpec:
         "record": {"kind", "format", "template", "max_duration_seconds"},
         "hls": {"kind", "segment_seconds", "playlist"},
         "snapshot": {"kind", "interval_seconds"},
+        "rtc": {"kind"},
     }[str(kind)]
     for name in item:
         if name not in allowed and name != "output_id":
@@ -242,6 +252,8 @@ def parse_output(item: object, output_id: str, index: int) -> OutputSpec:
             raise _error("InvalidParameter", "playlist must be 'sliding' or 'event'", index, "playlist")
         segment = _number(item, "segment_seconds", DEFAULT_HLS_SEGMENT_SECONDS, *HLS_SEGMENT_SECONDS, index)
         return HlsOutput(output_id, segment, str(playlist))
+    if kind == "rtc":
+        return RtcOutput(output_id)
     interval = _number(
         item, "interval_seconds", DEFAULT_SNAPSHOT_INTERVAL_SECONDS, *SNAPSHOT_INTERVAL_SECONDS, index
     )
@@ -255,8 +267,8 @@ def next_output_id(used: Iterable[str]) -> str:
 
 
 def check_outputs(outputs: Sequence[OutputSpec]) -> None:
-    """Rules across a task's outputs: at most :data:`MAX_OUTPUTS`, one destination once, one HLS
-    and one snapshot output, distinct ids.
+    """Rules across a task's outputs: at most :data:`MAX_OUTPUTS`, one destination once, one HLS,
+    one snapshot and one rtc output, distinct ids.
 
     Raises:
         SpecError: ``InvalidOutput.LimitExceeded`` or ``InvalidOutput.Duplicate`` (field path of the
@@ -281,7 +293,7 @@ def check_outputs(outputs: Sequence[OutputSpec]) -> None:
                     "url",
                 )
             seen_destinations[key] = index
-        elif output.kind in ("hls", "snapshot"):
+        elif output.kind in ("hls", "snapshot", "rtc"):
             if output.kind in seen_kinds:
                 raise _error("InvalidOutput.Duplicate", f"a task has at most one {output.kind} output", index)
             seen_kinds.add(output.kind)
@@ -306,6 +318,8 @@ def output_to_dict(output: OutputSpec) -> dict[str, object]:
             "segment_seconds": output.segment_seconds,
             "playlist": output.playlist,
         }
+    if isinstance(output, RtcOutput):
+        return {"output_id": output.output_id, "kind": "rtc"}
     return {"output_id": output.output_id, "kind": "snapshot", "interval_seconds": output.interval_seconds}
 
 

@@ -68,10 +68,11 @@ from rtc_mpu.workers.model import ClaimResult, TaskNotFoundError, TaskRecord, Ta
 from rtc_mpu.workers.outputs import (
     NULL_SINK,
     TaskOutputs,
-    main_changed,
     main_output,
+    needs_rebuild,
     remove_hls,
     repair_sidecars,
+    video_profile,
 )
 from rtc_mpu.workers.settings import WorkerSettings
 from rtc_mpu.workers.stats import OutputStats, TaskStats, VadSnapshot
@@ -598,6 +599,7 @@ class MixRunner:
             self.settings.hls_dir,
             retry_initial=self.settings.retry_initial,
             retry_max=self.settings.retry_max,
+            channel=plan.channel,
         )
         pipeline = Pipeline(
             plan.spec,
@@ -610,6 +612,7 @@ class MixRunner:
             give_up_after=self.settings.give_up_after,
             muxer_factory=outputs.main_muxer_factory,
             frame_listeners=[outputs.slot],
+            video_profile=video_profile(plan.outputs),
         )
         await outputs.start(pipeline)
         mix = asyncio.create_task(pipeline.run())
@@ -678,7 +681,7 @@ class MixRunner:
             log.warning("task %s/%s: update refused: %s", self.app_id, self.task_id, exc)
             return
         log.info("task %s/%s: parameters updated (version %d)", self.app_id, self.task_id, fresh.spec_version)
-        if main_changed(outputs.main, wanted):
+        if needs_rebuild(outputs.main, wanted, pipeline.settings.profile):
             run.replan = True
             outputs.task_continues = True
             pipeline.stop()

@@ -455,23 +455,63 @@ class OutputRequiredError(StoreError):
     code, http_status = "InvalidOutput.Required", 409
 
 
-class StreamURLInUseError(StoreError):
+@dataclass(frozen=True)
+class RefusedOutput:
+    """One RTMP output whose StreamURL leases could not be taken (a start, or an added output).
+
+    Attributes:
+        output_id: the output's id (``o1``...; an added output's would-be id).
+        url: its URL, redacted (:func:`rtc_mpu.spec.urls.redact_url`: no credentials, query string or
+            stream key).
+        destination: the refused destination, redacted, when it is another address of the URL's host
+            (a lease key other than the URL's own), else None.
+        holder: the active task holding it (``"<AppId>/<TaskId>"``: maybe another AppId's, never shown
+            to API callers), or None when it is cooling down.
+        seconds_left: whole seconds of cooldown left (rounded up) when it is cooling down, else None.
+    """
+
+    output_id: str
+    url: str
+    destination: str | None = None
+    holder: str | None = None
+    seconds_left: int | None = None
+
+    @property
+    def in_use(self) -> bool:
+        """Another active task holds it (else: it is cooling down)."""
+        return self.holder is not None
+
+
+class StreamURLRefusedError(StoreError):
+    """Some StreamURL leases could not be taken (nothing was changed).
+
+    Attributes:
+        refused: every refused RTMP output, in the task's output order (in use or cooling down each).
+    """
+
+    def __init__(self, message: str, refused: tuple[RefusedOutput, ...] = ()) -> None:
+        super().__init__(message)
+        self.refused = refused
+
+
+class StreamURLInUseError(StreamURLRefusedError):
     """Another active task pushes to the same destination (one of its lease keys)."""
 
     code, http_status = "StreamURL.InUse", 409
 
 
-class StreamURLCoolingDownError(StoreError):
+class StreamURLCoolingDownError(StreamURLRefusedError):
     """The StreamURL was used by a task that stopped less than the cooldown ago.
 
     Attributes:
-        seconds_left: whole seconds until the URL may be used again (rounded up).
+        seconds_left: whole seconds until the URL may be used again (rounded up; the longest of
+            ``refused``).
     """
 
     code, http_status = "StreamURL.CoolingDown", 409
 
-    def __init__(self, message: str, seconds_left: int) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, seconds_left: int, refused: tuple[RefusedOutput, ...] = ()) -> None:
+        super().__init__(message, refused)
         self.seconds_left = seconds_left
 
 

@@ -23,6 +23,10 @@ become the destinations of its one encode (:class:`rtc_mpu.mixer.pipeline.Pipeli
   elsewhere (:attr:`TaskOutputs.task_continues`). After the task ended, the folder is removed once
   ``MPU_HLS_RETENTION_SECONDS`` passed (:func:`sweep_hls`, run by every worker's reconciler; at once
   by the worker that ends the task when the retention is 0), never while the task is active.
+- An **rtc** output publishes the mix back into the channel as ``<task_id>.mix`` over WebRTC, reusing
+  the task's H.264 (:mod:`rtc_mpu.mixer.output.rtc`); a task with one encodes main profile
+  (:func:`video_profile`), and adding one to a task encoding high profile rebuilds its pipeline
+  (:func:`needs_rebuild`).
 - A **snapshot** output is a :class:`~rtc_mpu.mixer.output.snapshot.SnapshotTaker` fed through the
   pipeline's frame listener (:class:`SnapshotSlot`); each JPEG goes to the store
   (:meth:`rtc_mpu.workers.store.TaskStore.put_snapshot`), errors logged.
@@ -66,14 +70,17 @@ from rtc_mpu.mixer.output.muxers import (
     rtmp_output,
 )
 from rtc_mpu.mixer.output.outputs import Output, OutputState
+from rtc_mpu.mixer.output.rtc import RTC_PROFILE, rtc_muxer_factory, rtc_output
 from rtc_mpu.mixer.output.sinks import SinkError, SinkTarget, sink_target
 from rtc_mpu.mixer.output.snapshot import Snapshot, SnapshotTaker
 from rtc_mpu.mixer.pipeline import MAIN_OUTPUT, Pipeline
+from rtc_mpu.mixer.sources.janus import ChannelConfig
 from rtc_mpu.spec.outputs import (
     RECORD_FORMATS,
     HlsOutput,
     OutputSpec,
     RecordOutput,
+    RtcOutput,
     RtmpOutput,
     SnapshotOutput,
 )
@@ -85,6 +92,7 @@ from rtc_mpu.spec.storage import (
     task_folder,
     task_folders,
 )
+from rtc_mpu.spec.tokens import MIX_SUFFIX
 from rtc_mpu.workers.model import TaskNotFoundError, TaskRecord
 from rtc_mpu.workers.stats import OutputStats
 from rtc_mpu.workers.store_protocol import TaskStoreProtocol
@@ -132,6 +140,18 @@ def main_changed(main: RtmpOutput | None, wanted: Sequence[OutputSpec]) -> bool:
     """Whether the new outputs ``wanted`` have another main output than ``main`` (it was removed, or
     another RTMP output comes first): the pipeline must then be rebuilt (its main output is fixed)."""
     return main_output(wanted) != main
+
+
+def video_profile(specs: Sequence[OutputSpec]) -> str:
+    """The x264 profile a task with outputs ``specs`` encodes: main with an rtc output, else high."""
+    return RTC_PROFILE if any(isinstance(spec, RtcOutput) for spec in specs) else "high"
+
+
+def needs_rebuild(main: RtmpOutput | None, wanted: Sequence[OutputSpec], profile: str) -> bool:
+    """Whether the pipeline (main output ``main``, encoding ``profile``) must be rebuilt for the outputs
+    ``wanted``: another main output (:func:`main_changed`), or an rtc output added to a task encoding
+    high profile. Removing the rtc output keeps main profile until the task restarts (no gap)."""
+    return main_changed(main, wanted) or (video_profile(wanted) == RTC_PROFILE and profile != RTC_PROFILE)
 
 
 def snapshot_ttl(interval_seconds: float) -> float:
@@ -511,6 +531,7 @@ class TaskOutputs:
         store: where snapshots go.
         recordings_dir, hls_dir: the roots (:class:`rtc_mpu.workers.settings.WorkerSettings`).
         retry_initial, retry_max: the reconnect backoff of added RTMP outputs, in seconds.
+        channel: the task's channel (where an rtc output publishes), or None (rtc outputs refused).
     """
 
     def __init__(
@@ -524,8 +545,10 @@ class TaskOutputs:
         *,
         retry_initial: float = 1.0,
         retry_max: float = 5.0,
+        channel: ChannelConfig | None = None,
     ) -> None:
         self.app_id = app_id
+        self.channel = channel
         self.task_id = task_id
         self.store = store
         self.recordings_folder = task_folder(recordings_dir, app_id, task_id)
@@ -600,6 +623,14 @@ class TaskOutputs:
                 recording = Recording(spec, self.app_id, self.task_id, self.recordings_folder)
                 self.recordings[spec.output_id] = recording
                 target, factory = recording.target(), recording.muxer_factory
+            elif isinstance(spec, RtcOutput):
+                if self.channel is None:
+                    raise ValueError("this worker has no channel to publish the mix into")
+                publisher_id = f"{self.task_id}{MIX_SUFFIX}"
+                target = rtc_output(self.channel, publisher_id)
+                factory = rtc_muxer_factory(
+                    self.channel, publisher_id, asyncio.get_running_loop(), pipeline.request_keyframe
+                )
             else:
                 assert isinstance(spec, HlsOutput)
                 target = hls_output(

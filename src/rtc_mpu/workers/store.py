@@ -70,6 +70,7 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -84,10 +85,12 @@ from rtc_mpu.workers.model import (
     CustomLayoutMissingError,
     OutputNotFoundError,
     OutputRequiredError,
+    RefusedOutput,
     StoreError,
     StoreUnavailableError,
     StreamURLCoolingDownError,
     StreamURLInUseError,
+    StreamURLRefusedError,
     TaskExistsError,
     TaskNotFoundError,
     TaskParams,
@@ -192,6 +195,63 @@ def _checked_output_leases(record: TaskRecord) -> dict[str, list[str]]:
             owner[key] = output_id
         leases[output_id] = keys
     return leases
+
+
+def _lease_refusal(
+    reply: Sequence[Any], outputs: Sequence[tuple[str, str, Sequence[str]]], cooldown_seconds: float
+) -> StreamURLRefusedError:
+    """The error for a script's lease refusal (``lease_refusal`` of prelude.lua: the outcome, then a
+    (key, ``in_use``, holder) or (key, ``cooling``, ms left) triple per refused key), naming every
+    refused output of ``outputs`` ((output id, URL, lease keys), in the task's order): in use when any
+    of its keys is, else cooling down (the longest rest of its keys); the refused destination is the
+    URL's own when it is refused, else one of its host's addresses.
+
+    Returns:
+        :class:`StreamURLInUseError` when any output is in use, else :class:`StreamURLCoolingDownError`
+        (``seconds_left``: the longest rest). Messages show URLs redacted.
+    """
+    items = list(reply[1:])
+    why: dict[str, tuple[str, Any]] = {}
+    for i in range(0, len(items) - 2, 3):
+        why[_text(items[i])] = (_text(items[i + 1]), items[i + 2])
+
+    def left(pttl: Any) -> int:
+        ms = int(pttl)
+        return math.ceil(ms / 1000) if ms > 0 else math.ceil(cooldown_seconds)
+
+    refused: list[RefusedOutput] = []
+    for output_id, url, keys in outputs:
+        own = stream_url_key(url)
+        hits = [(key, why[key]) for key in keys if key in why]
+        if not hits:
+            continue
+        taken = [(key, _text(value)) for key, (kind, value) in hits if kind == "in_use"]
+        if taken:  # the URL's own destination rather than one of its addresses, when both are taken
+            key, holder = min(taken, key=lambda pair: pair[0] != own)
+            other = None if key == own else redact_url(key)
+            refused.append(RefusedOutput(output_id, redact_url(url), other, holder=holder))
+        else:  # the longest rest of its keys
+            rests = {key: left(value) for key, (_, value) in hits}
+            seconds = max(rests.values())
+            key = own if own in rests else max(rests, key=lambda k: rests[k])
+            other = None if key == own else redact_url(key)
+            refused.append(RefusedOutput(output_id, redact_url(url), other, seconds_left=seconds))
+    parts: list[str] = []
+    for r in refused:
+        where = f" (the same destination: {r.destination})" if r.destination else ""
+        if r.in_use:
+            parts.append(f"output {r.output_id}: StreamURL {r.url} is in use by task {r.holder}{where}")
+        else:
+            parts.append(f"output {r.output_id}: StreamURL {r.url}{where} cools down {r.seconds_left} s more")
+    if any(r.in_use for r in refused) or (not refused and _text(reply[0]) == "in_use"):
+        return StreamURLInUseError("; ".join(parts) or "a StreamURL is in use", tuple(refused))
+    longest = max((r.seconds_left or 0 for r in refused), default=math.ceil(cooldown_seconds))
+    return StreamURLCoolingDownError(
+        f"{'; '.join(parts) or 'a StreamURL cools down'}: a destination is kept {cooldown_seconds:g} s after"
+        f" a task ended; try again in {longest} s",
+        seconds_left=longest,
+        refused=tuple(refused),
+    )
 
 
 def _dump(value: object) -> str:
@@ -422,6 +482,9 @@ class TaskStore:
             StreamURLCoolingDownError: one of its destinations' previous task ended less than
                 ``cooldown_seconds`` ago; ``seconds_left`` is the longest rest, rounded up to whole
                 seconds.
+                Both name every refused RTMP output in ``refused`` (:class:`RefusedOutput`: its id,
+                redacted URL, in use or the seconds left), in the task's output order; none of the
+                task's leases was taken.
             CustomLayoutMissingError: a custom layout it names does not exist (400
                 ``InvalidLayoutID.Malformed``).
             ValueError: the record is not a new task, its TaskId is malformed, its stream_key does
@@ -458,23 +521,17 @@ class TaskStore:
         with _unavailable():
             reply = self._start(keys=keys, args=args)
         outcome = _text(reply[0])
-        url = redact_url(record.stream_key)
         if outcome == "exists":
             raise TaskExistsError(f"task {record.task_id} already exists for AppId {record.app_id}")
-        if outcome == "in_use":
-            same = _text(reply[2])
-            where = "" if same == record.stream_key else f" (the same destination: {redact_url(same)})"
-            raise StreamURLInUseError(f"StreamURL {url} is in use by task {_text(reply[1])}{where}")
+        if outcome in ("in_use", "cooling"):
+            rtmp = [
+                (str(o["output_id"]), str(o["url"]), output_leases[str(o["output_id"])])
+                for o in record.params.outputs
+                if o.get("kind") == "rtmp"
+            ]
+            raise _lease_refusal(reply, rtmp, self.cooldown_seconds)
         if outcome == "no_layout":
             raise CustomLayoutMissingError(f"no layout {_text(reply[1])} for this AppId")
-        if outcome == "cooling":
-            pttl = int(reply[1])
-            left = math.ceil(pttl / 1000) if pttl > 0 else math.ceil(self.cooldown_seconds)
-            raise StreamURLCoolingDownError(
-                f"StreamURL {url} was used by a task that ended less than {self.cooldown_seconds:g} s ago;"
-                f" try again in {left} s",
-                seconds_left=left,
-            )
         return _record(reply[1])
 
     def get_task(self, app_id: str, task_id: str) -> TaskRecord:
@@ -632,7 +689,7 @@ class TaskStore:
             TaskNotFoundError: no such task, or it has ended.
             TaskStoppingError: the task is stopping.
             StreamURLInUseError, StreamURLCoolingDownError: the new URL is another active task's, or
-                cooling down (nothing changed).
+                cooling down (nothing changed); ``refused`` names the output (its would-be id).
             ValueError: a lease key is not the output's destination.
             StoreUnavailableError: Redis failed.
         """
@@ -760,18 +817,9 @@ class TaskStore:
             raise TaskNotFoundError(f"no active task {task_id!r} for AppId {app_id!r}")
         if outcome == "stopping":
             raise TaskStoppingError(f"task {task_id} is stopping; it takes no updates")
-        if outcome == "in_use":
-            raise StreamURLInUseError(
-                f"the output's URL is in use by task {_text(reply[1])} ({redact_url(_text(reply[2]))})"
-            )
-        if outcome == "cooling":
-            pttl = int(reply[1])
-            left = math.ceil(pttl / 1000) if pttl > 0 else math.ceil(self.cooldown_seconds)
-            raise StreamURLCoolingDownError(
-                f"the output's URL was used by a task that ended less than {self.cooldown_seconds:g} s ago;"
-                f" try again in {left} s",
-                seconds_left=left,
-            )
+        if outcome in ("in_use", "cooling"):
+            added = [(str(o["output_id"]), str(o["url"]), take) for o in outputs[-1:]]
+            raise _lease_refusal(reply, added, self.cooldown_seconds)
         return _record(reply[1])
 
     def claim(self, app_id: str, task_id: str, worker: str) -> int | None:

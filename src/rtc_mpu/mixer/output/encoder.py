@@ -61,6 +61,8 @@ class EncoderSettings:
         gop_seconds: keyframe interval in seconds.
         preset: x264 preset.
         audio: whether the output has an audio stream (False: a video-only relay).
+        profile: x264 profile, ``high`` (the default) or ``main`` (a task published back over WebRTC:
+            browsers decode main, not high, there).
     """
 
     width: int
@@ -71,6 +73,7 @@ class EncoderSettings:
     gop_seconds: int = DEFAULT_GOP_SECONDS
     preset: str = DEFAULT_PRESET
     audio: bool = True
+    profile: str = "high"
 
     @property
     def has_video(self) -> bool:
@@ -264,7 +267,7 @@ def _add_x264(container: OutputContainer, s: EncoderSettings, time_base: Fractio
         options={
             "preset": s.preset,
             "tune": "zerolatency",
-            "profile": "high",
+            "profile": s.profile,
             "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:nal-hrd=cbr:force-cfr=1",
             "forced-idr": "1",
             "bf": "0",

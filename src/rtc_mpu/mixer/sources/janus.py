@@ -319,6 +319,8 @@ class JanusSource(Source):
         publisher_id = str(publisher.get("id"))
         if publisher_id == self.listener_id or publisher_id in self._subscriptions:
             return
+        if publisher_id.endswith(tokens.MIX_SUFFIX):
+            return  # a task's mix published back into the channel: never mixed again
         streams = publisher.get("streams") or []
         has_video = any(s.get("type") == "video" and not s.get("disabled") for s in streams)
         key = stream_key_for_publisher(publisher_id)

@@ -50,30 +50,38 @@ local function set_leases(keys, name, ttl_ms)
   end
 end
 
--- Why keys cannot be leased to name: {'in_use', holder, key} when another active task holds one,
--- {'cooling', ms} (the longest cooldown left) when any is cooling down; nil when all are free
--- (ARGV[1] prefix). A lease held by an ended task is free.
+-- Why keys cannot be leased to name; nil when all are free (ARGV[1] prefix). A lease held by an
+-- ended task is free. Else {'in_use', ...} when another active task holds any of them, {'cooling', ...}
+-- when none is held but some cool down, followed by one triple per refused key in the order of keys:
+-- (key, 'in_use', the holder's name) or (key, 'cooling', the ms of cooldown left; -1: no TTL).
 local function lease_refusal(keys, name)
+  local refused, in_use = {}, false
   for _, key in ipairs(keys) do
     local holder = redis.call('GET', ARGV[1] .. ':lease:' .. key)
+    local taken = false
     if holder and holder ~= name then
       local holder_state = redis.call('HGET', ARGV[1] .. ':task:' .. holder, 'state')
-      if holder_state and holder_state ~= '"ended"' then
-        return {'in_use', holder, key}
+      taken = holder_state and holder_state ~= '"ended"'
+    end
+    if taken then
+      in_use = true
+      table.insert(refused, key)
+      table.insert(refused, 'in_use')
+      table.insert(refused, holder)
+    else
+      local pttl = redis.call('PTTL', ARGV[1] .. ':cooldown:' .. key)
+      if pttl ~= -2 then
+        table.insert(refused, key)
+        table.insert(refused, 'cooling')
+        table.insert(refused, pttl)
       end
     end
   end
-  local cooling = nil
-  for _, key in ipairs(keys) do
-    local pttl = redis.call('PTTL', ARGV[1] .. ':cooldown:' .. key)
-    if pttl ~= -2 and (cooling == nil or pttl > cooling) then
-      cooling = pttl
-    end
+  if #refused == 0 then
+    return nil
   end
-  if cooling ~= nil then
-    return {'cooling', cooling}
-  end
-  return nil
+  table.insert(refused, 1, in_use and 'in_use' or 'cooling')
+  return refused
 end
 
 -- Each lease of keys that names name is deleted, and gets its own cooldown of cooldown_ms (when > 0)
