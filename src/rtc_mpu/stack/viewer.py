@@ -18,6 +18,7 @@ import av
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
+from rtc_mpu.mixer.output.rtc import offer_main_profile
 from rtc_mpu.mixer.sources.janus import rtc_configuration
 from rtc_mpu.mixer.sources.janus_http import JanusError, JanusSession, JsonDict
 
@@ -54,6 +55,7 @@ class Viewer:
         Raises:
             JanusError: Janus refused (no such feed, wrong PIN or token), or JanusUnreachableError.
         """
+        offer_main_profile()  # a task's mix is H.264 main profile: aiortc must accept 4d001f
         session = self._session = JanusSession(self.janus_url, token=self.token)
         await session.connect()
         handle = await session.attach()

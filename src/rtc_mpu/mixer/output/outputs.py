@@ -142,6 +142,8 @@ class Output(Connection[Muxer]):
         self._has_video = settings.has_video
         self._pending_video = 0
         self._recent: collections.deque[tuple[float, int]] = collections.deque()
+        #: Bytes in ``_recent`` (kept as it changes: no sum over the window per packet).
+        self._recent_bytes = 0
 
     # -- packets -------------------------------------------------------------------------------
     def submit(self, packet: EncodedPacket) -> bool:
@@ -184,13 +186,14 @@ class Output(Connection[Muxer]):
             now = time.monotonic()
             self.status.bytes_written += result
             self._recent.append((now, result))
+            self._recent_bytes += result
         self._update_bitrate()
 
     def _update_bitrate(self) -> None:
         now = time.monotonic()
         while self._recent and self._recent[0][0] < now - BITRATE_WINDOW:
-            self._recent.popleft()
-        self.status.bitrate = sum(n for _, n in self._recent) * 8 / BITRATE_WINDOW
+            self._recent_bytes -= self._recent.popleft()[1]
+        self.status.bitrate = self._recent_bytes * 8 / BITRATE_WINDOW
 
     def _file_done(self, finished: FinishedFile) -> None:
         """A recording file is finished (on the output's thread)."""

@@ -3,8 +3,9 @@
 The task's one H.264 encode is reused as it is: each :class:`~rtc_mpu.mixer.output.encoder.EncodedPacket`
 becomes an ``av.Packet`` that aiortc packetizes without encoding again (an ``av.Packet`` coming out
 of a track is *packed*, a frame would be encoded). Only the audio is encoded again, because WebRTC
-carries Opus and the task encodes AAC: the AAC packets are decoded and handed to aiortc's Opus
-encoder (a few percent of one encode).
+carries Opus and the task encodes AAC: on the output's job thread the AAC packets are decoded and
+encoded to Opus (20 ms frames, as aiortc's own encoder would), and aiortc only packs those too, so
+the event loop does no media work (nor aiortc's per-frame audio level).
 
 The publisher joins the channel's VideoRoom room as ``<task_id>.mix``
 (:data:`rtc_mpu.spec.tokens.MIX_SUFFIX`); the channel sources never mix such a publisher. With
@@ -27,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import fractions
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -60,6 +62,9 @@ MAX_QUEUED_VIDEO = 60
 MAX_QUEUED_AUDIO = 100
 #: The RTP clock of Opus and of our audio (RFC 7587), Hz.
 AUDIO_RATE = 48000
+#: Samples per Opus frame (20 ms at 48 kHz) and its bitrate in bit/s (aiortc's own encoder's values).
+OPUS_FRAME_SAMPLES = 960
+OPUS_BITRATE = 96000
 
 
 def offer_main_profile() -> None:
@@ -93,26 +98,26 @@ def offer_main_profile() -> None:
 
 
 class QueuedTrack(MediaStreamTrack):
-    """A track whose ``recv()`` returns what :meth:`push` queued (on the event loop): ``av.Packet`` s
-    of H.264 (video) or ``av.AudioFrame`` s (audio). Beyond ``limit`` queued items the oldest is
-    dropped and counted."""
+    """A track whose ``recv()`` returns the encoded packets :meth:`push` queued (on the event loop):
+    H.264 access units (video) or Opus frames (audio), which aiortc packs as they are. Beyond
+    ``limit`` queued items the oldest is dropped and counted."""
 
     def __init__(self, kind: str, limit: int) -> None:
         super().__init__()
         self.kind = kind
-        self._queue: asyncio.Queue[av.Packet[Any] | av.AudioFrame | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[av.Packet[Any] | None] = asyncio.Queue()
         self._limit = limit
         #: Items dropped because aiortc did not take them in time.
         self.dropped = 0
 
-    def push(self, item: av.Packet[Any] | av.AudioFrame | None) -> None:
+    def push(self, item: av.Packet[Any] | None) -> None:
         """Queue ``item`` (None ends the track). Call on the event loop."""
         while self._queue.qsize() >= self._limit:
             self._queue.get_nowait()
             self.dropped += 1
         self._queue.put_nowait(item)
 
-    async def recv(self) -> av.Packet[Any] | av.AudioFrame:
+    async def recv(self) -> av.Packet[Any]:
         """The next queued item.
 
         Raises:
@@ -168,6 +173,7 @@ class RtcMuxer:
         self._audio = QueuedTrack("audio", MAX_QUEUED_AUDIO) if templates.audio is not None else None
         self._decoder: av.AudioCodecContext | None = None
         self._resampler: av.AudioResampler | None = None
+        self._opus: av.AudioCodecContext | None = None
         if templates.audio is not None:
             decoder = av.CodecContext.create("aac", "r")
             assert isinstance(decoder, av.AudioCodecContext)
@@ -177,7 +183,18 @@ class RtcMuxer:
             decoder.sample_rate = source.sample_rate
             decoder.layout = source.layout
             self._decoder = decoder
-            self._resampler = av.AudioResampler(format="s16", layout="stereo", rate=AUDIO_RATE)
+            self._resampler = av.AudioResampler(
+                format="s16", layout="stereo", rate=AUDIO_RATE, frame_size=OPUS_FRAME_SAMPLES
+            )
+            opus = av.CodecContext.create("libopus", "w")
+            assert isinstance(opus, av.AudioCodecContext)
+            opus.bit_rate = OPUS_BITRATE
+            opus.format = "s16"
+            opus.layout = "stereo"
+            opus.sample_rate = AUDIO_RATE
+            opus.time_base = fractions.Fraction(1, AUDIO_RATE)
+            opus.options = {"application": "voip"}
+            self._opus = opus
         try:
             self._wait(self._start(), "joining the room")
         except SinkError:
@@ -215,17 +232,18 @@ class RtcMuxer:
             out.pts, out.dts, out.time_base = packet.pts, packet.dts, packet.time_base
             self._loop.call_soon_threadsafe(self._video.push, out)
             return len(packet.data)
-        if self._audio is None or self._decoder is None or self._resampler is None:
+        if self._audio is None or self._decoder is None or self._resampler is None or self._opus is None:
             return 0
         encoded = av.Packet(packet.data)
         encoded.pts, encoded.time_base = packet.pts, packet.time_base
         try:
             frames = [r for f in self._decoder.decode(encoded) for r in self._resampler.resample(f)]
+            opus = [p for frame in frames for p in self._opus.encode(frame)]
         except av.error.FFmpegError as exc:
-            log.warning("rtc output: AAC packet not decoded: %s", exc)
+            log.warning("rtc output: audio packet not transcoded: %s", exc)
             return 0
-        for frame in frames:
-            self._loop.call_soon_threadsafe(self._audio.push, frame)
+        for out in opus:
+            self._loop.call_soon_threadsafe(self._audio.push, out)
         return len(packet.data)
 
     def close(self) -> None:
