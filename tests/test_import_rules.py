@@ -8,7 +8,8 @@ Two checks:
   This catches an import that only runs on some code path, which the second check would miss.
 - **What a process loads**, in a fresh interpreter: the API (imported, its app created, and the
   worker modules it imports lazily for the task store) loads no media library (PyAV, aiortc, numpy,
-  Pillow, aiohttp) and not Celery; the task spec loads nothing but the standard library,
+  Pillow, aiohttp) and not Celery; the WHIP edge loads no media library, no Flask and of the mixer
+  only its Janus HTTP client; the task spec loads nothing but the standard library,
   :mod:`rtc_mpu.spec` and :mod:`rtc_mpu.layouts`. This catches what the first check cannot see:
   an allowed import that pulls a forbidden one in transitively.
 """
@@ -46,6 +47,25 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "rtc_mpu.mixer": (*FLASK, *CELERY, "rtc_mpu.api", "rtc_mpu.workers", "rtc_mpu.cli"),
     "rtc_mpu.api": (*MEDIA_LIBRARIES, *CELERY, "rtc_mpu.mixer", "rtc_mpu.cli"),
     "rtc_mpu.workers": (*FLASK, "rtc_mpu.api", "rtc_mpu.cli"),
+    # The WHIP edge: an aiohttp process holding Janus sessions; no media library, and of the mixer only
+    # the Janus HTTP client (EXCEPTIONS).
+    "rtc_mpu.edge": (
+        *FLASK,
+        *CELERY,
+        "av",
+        "aiortc",
+        "PIL",
+        "numpy",
+        "rtc_mpu.api",
+        "rtc_mpu.workers",
+        "rtc_mpu.cli",
+        "rtc_mpu.stack",
+        "rtc_mpu.mixer",
+    ),
+}
+#: Package -> modules it may import although :data:`FORBIDDEN` names a package holding them.
+EXCEPTIONS: dict[str, tuple[str, ...]] = {
+    "rtc_mpu.edge": ("rtc_mpu.mixer.sources.janus_http",),
 }
 #: What the plain-data packages may import of the project; besides that, only the standard library.
 PLAIN_DATA: dict[str, tuple[str, ...]] = {
@@ -111,6 +131,8 @@ def violation(module: str, imported: str) -> str | None:
             return f"{package} is plain data: the standard library only, no third-party package"
     for package, forbidden in FORBIDDEN.items():
         if _within(module, package):
+            if any(_within(imported, allowed) for allowed in EXCEPTIONS.get(package, ())):
+                continue
             for prefix in forbidden:
                 if _within(imported, prefix):
                     return f"{package} must not import {prefix}"
@@ -161,6 +183,12 @@ def test_the_package_follows_the_import_rules() -> None:
         ("rtc_mpu.layouts.schema", "import yaml"),
         ("rtc_mpu.workers.store", "def f():\n    from apiflask import APIFlask\n"),
         ("rtc_mpu.workers.mix_runner", "from rtc_mpu.api.service import MixService"),
+        ("rtc_mpu.edge.app", "from flask import Flask"),
+        ("rtc_mpu.edge.publishers", "from rtc_mpu.workers.settings import token_secret"),
+        ("rtc_mpu.edge.app", "def f():\n    from rtc_mpu.api import whip\n"),
+        ("rtc_mpu.edge.sdp", "import av"),
+        ("rtc_mpu.edge.publishers", "from rtc_mpu.mixer.sources.janus import JanusSource"),
+        ("rtc_mpu.edge.app", "from rtc_mpu.cli import edge"),
     ],
 )
 def test_a_forbidden_import_is_found(module: str, source: str) -> None:
@@ -184,6 +212,15 @@ def test_a_forbidden_import_is_found(module: str, source: str) -> None:
         ("rtc_mpu.api.app", "import redis\nfrom rtc_mpu.workers.model import TaskRecord"),
         ("rtc_mpu.api.app", "import avocado_helpers"),  # a prefix match is per dotted component
         ("rtc_mpu.cli.render", "import av\nfrom rtc_mpu.api.app import create_app"),
+        (
+            "rtc_mpu.edge.publishers",
+            "import aiohttp\nfrom rtc_mpu.mixer.sources.janus_http import JanusSession\n"
+            "from rtc_mpu.spec.tokens import verify_token",
+        ),
+        (
+            "rtc_mpu.cli.edge",
+            "from rtc_mpu.edge.app import run\nfrom rtc_mpu.stack.local_stack import StackConfig",
+        ),
     ],
 )
 def test_an_allowed_import_passes(module: str, source: str) -> None:
@@ -226,6 +263,25 @@ def test_the_api_process_loads_no_media_library_and_not_celery() -> None:
     mixer = [name for name in loaded["project"] if _within(name, "rtc_mpu.mixer")]
     assert mixer == [], f"the API process loads {mixer}"
     assert "rtc_mpu.api.app" in loaded["project"]
+
+
+def test_the_edge_process_loads_no_media_library_nor_flask() -> None:
+    loaded = _loaded_by(
+        f"""
+        from rtc_mpu.edge.app import create_app
+        from rtc_mpu.edge.settings import EdgeSettings
+
+        create_app(EdgeSettings(token_secret="s" * 16))
+        roots = {{name.partition(".")[0] for name in sys.modules}}
+        print(json.dumps({{
+            "forbidden": sorted(roots & {set(MEDIA_LIBRARIES + CELERY + FLASK) - {"aiohttp"}!r}),
+            "project": sorted(n for n in sys.modules if n.startswith("rtc_mpu.")),
+        }}))
+        """
+    )
+    assert loaded["forbidden"] == [], f"the edge loads {loaded['forbidden']}"
+    mixer = [name for name in loaded["project"] if _within(name, "rtc_mpu.mixer")]
+    assert mixer == ["rtc_mpu.mixer", "rtc_mpu.mixer.sources", "rtc_mpu.mixer.sources.janus_http"], mixer
 
 
 def test_the_spec_loads_only_the_standard_library_and_layouts() -> None:

@@ -53,6 +53,7 @@ from rtc_mpu.api.schemas import (
 )
 from rtc_mpu.api.service import MAX_PAGE_NUM, validation_code
 from rtc_mpu.api.signatures import rpc_v1_signature
+from rtc_mpu.api.tokens import TokenIn
 from rtc_mpu.layouts import SpecError
 from rtc_mpu.logs import SafeFormatter, Verbatim, configure_logging
 from rtc_mpu.spec.overlays import Layer, build_subscriptions, text_overlay
@@ -214,6 +215,8 @@ BASES: dict[type[Schema], dict[str, Any]] = {
     CustomLayoutIn: {"name": "halves", "panes": HALVES},
     CustomLayoutPatchIn: {"name": "renamed"},
     LayoutQuery: {"name": "halves"},
+    # a subscribe token: minted without Janus (a publish token needs it: tests/test_tokens_api.py)
+    TokenIn: {"channel_id": "room", "user_id": "alice", "ttl_seconds": 60, "role": "subscribe"},
 }
 #: More valid requests of a schema whose string fields cannot all be in one (outputs of other kinds);
 #: a field's tests use the first base that has it.
@@ -483,6 +486,7 @@ def app(task_store: TaskStore) -> APIFlask:
             "STORE": task_store,
             "ENQUEUE": lambda a, t: None,
             "MPU_RATE_LIMIT": 0,
+            "MPU_TOKEN_SECRET": "chars-token-secret-0123456789",
         }
     )
     client = app.test_client()

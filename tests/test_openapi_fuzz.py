@@ -6,7 +6,8 @@ credentials, and undocumented methods get 405 with ``Allow``.
 Every operation under /v1/apps is fuzzed with valid HTTP Basic credentials: once with generated path
 parameters (mostly resources that do not exist), and the ones on a task or a layout once more on a task
 and a custom layout that exist. The health check needs no fuzzing, and the RPC dialect at / is not in
-the document (tests/test_rpc.py fuzzes it).
+the document (tests/test_rpc.py fuzzes it). Channel tokens are issued with a real Janus in token mode
+(``janus_tokens``): a publish token's room and allowed list are made there.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from apiflask import APIFlask
 from hypothesis import HealthCheck, settings
 
 from rtc_mpu.api.app import create_app
+from rtc_mpu.stack.janus import Janus
 from rtc_mpu.workers.store import TaskStore
+from tests.conftest import TOKEN_SECRET
 from tests.signing import basic_auth
 
 KEY_ID, SECRET = "k1", "s1"
@@ -74,8 +77,11 @@ class NoStore:
         raise AssertionError(f"the document's app was called ({name}): pass app= to case.call")
 
 
-def build_app(store: Any) -> tuple[APIFlask, list[tuple[str, str]]]:
-    """The API on ``store``, and the (app_id, task_id) of the mixes it queues."""
+def build_app(
+    store: Any, janus_url: str = "http://127.0.0.1:9/janus"
+) -> tuple[APIFlask, list[tuple[str, str]]]:
+    """The API on ``store`` issuing channel tokens with the Janus at ``janus_url`` (in token mode: publish
+    tokens are put on its rooms' lists), and the (app_id, task_id) of the mixes it queues."""
     queued: list[tuple[str, str]] = []
     app = create_app(
         {
@@ -85,6 +91,8 @@ def build_app(store: Any) -> tuple[APIFlask, list[tuple[str, str]]]:
             "MPU_RATE_LIMIT": 0,  # thousands of requests from one key: fuzz the API, not the limiter
             # The checks send many requests with wrong credentials from one address: no login throttle.
             "MPU_AUTH_FAILURE_LIMIT": 0,
+            "MPU_TOKEN_SECRET": TOKEN_SECRET,
+            "MPU_JANUS_URL": janus_url,
         }
     )
     return app, queued
@@ -118,12 +126,13 @@ class Api:
     with the credentials."""
 
     store: TaskStore
+    janus: Janus
     app: APIFlask = field(init=False)
     queued: list[tuple[str, str]] = field(init=False)
     authenticated: int = 0
 
     def __post_init__(self) -> None:
-        self.app, self.queued = build_app(self.store)
+        self.app, self.queued = build_app(self.store, self.janus.url)
 
     def check(self, case: Case) -> None:
         """Send ``case``, validate the answer, and check that a started task was queued."""
@@ -135,8 +144,8 @@ class Api:
 
 
 @pytest.fixture
-def api(task_store: TaskStore) -> Iterator[Api]:
-    api = Api(task_store)
+def api(task_store: TaskStore, janus_tokens: Janus) -> Iterator[Api]:
+    api = Api(task_store, janus_tokens)
     yield api
     # Else every answer could be a documented 403, and nothing be tested.
     assert api.authenticated, "no request carried the credentials: see CONFIG['auth']"

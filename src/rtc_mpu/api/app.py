@@ -17,8 +17,15 @@ Configuration (keys of ``config``, else environment variables):
 - ``MPU_RECORDINGS_DIR``, ``MPU_RECORDINGS_RETENTION_DAYS``: where the workers write recordings (the API
   lists, serves and deletes them there; default ``recordings`` under the working directory) and how
   many days they are kept (30; 0 = forever), as :mod:`rtc_mpu.workers.settings` reads them.
+- ``MPU_EDGE_URL``: the WHIP edge the WHIP routes are forwarded to (:mod:`rtc_mpu.api.whip`; default
+  ``http://127.0.0.1:8090``).
 - ``MPU_TRUSTED_PROXIES``: comma-separated IP addresses / CIDR networks of reverse proxies whose
   ``X-Forwarded-For`` gives the source address (default none: the peer address).
+- ``MPU_TOKEN_SECRET``, ``MPU_JANUS_URL``, ``MPU_JANUS_TOKEN_SIGNATURE``, ``MPU_JANUS_API_SECRET``: channel
+  tokens (``POST /v1/apps/{app_id}/tokens``, :class:`rtc_mpu.api.tokens.TokenSettings`): the secret shared
+  with Janus (unset: 501 ``Tokens.NotConfigured``), Janus' HTTP API as the API reaches it (default
+  ``http://127.0.0.1:8088/janus``), its signed-token scheme (``sha1``, or ``sha256url`` for Janus after
+  1.1) and its api_secret. ``TOKEN_CLOCK``: ``() -> float``, the Unix time tokens are minted at (tests).
 
 Request size limits: bodies up to :data:`MAX_CONTENT_LENGTH` (413 ``RequestTooLarge``), query strings
 up to :data:`MAX_QUERY_LENGTH` (414 ``RequestURITooLong``), in both dialects; RPC calls up to
@@ -30,6 +37,7 @@ values nested at most :data:`rtc_mpu.api.auth.MAX_JSON_DEPTH` deep (400 ``Invali
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Mapping
 from importlib import metadata
 from typing import Any
@@ -50,6 +58,9 @@ from rtc_mpu.api.rpc_format import JSONProvider
 from rtc_mpu.api.schemas import ErrorOut
 from rtc_mpu.api.service import APP_ID, MixService
 from rtc_mpu.api.tasks import bp as tasks_bp
+from rtc_mpu.api.tokens import TokenIssuer, TokenSettings
+from rtc_mpu.api.tokens import bp as tokens_bp
+from rtc_mpu.api.whip import bp as whip_bp
 from rtc_mpu.workers.settings import (
     DEFAULT_RECORDINGS_DIR,
     DEFAULT_RECORDINGS_RETENTION_DAYS,
@@ -196,7 +207,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> APIFlask:
     Raises:
         ValueError: no access keys configured (and ``MPU_AUTH_DISABLED`` not set), malformed keys, or
             a malformed ``MPU_RATE_LIMIT`` / ``MPU_RATE_BURST`` / ``MPU_AUTH_FAILURE_LIMIT`` /
-            ``MPU_AUTH_FAILURE_WINDOW_SECONDS`` / ``MPU_TRUSTED_PROXIES``.
+            ``MPU_AUTH_FAILURE_WINDOW_SECONDS`` / ``MPU_TRUSTED_PROXIES`` / ``MPU_TOKEN_SECRET`` /
+            ``MPU_JANUS_TOKEN_SIGNATURE``.
     """
     settings = dict(config or {})
     keys_text = settings.get("MPU_ACCESS_KEYS", os.environ.get("MPU_ACCESS_KEYS", ""))
@@ -206,6 +218,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> APIFlask:
         raise ValueError('no access keys: set MPU_ACCESS_KEYS="AK:SECRET" (see README)')
     rate_limit = RateLimit.from_settings(settings, os.environ)
     auth_failure_limit = AuthFailureLimit.from_settings(settings, os.environ)
+    token_settings = TokenSettings.from_settings(settings, os.environ)
     app = APIFlask(
         __name__, title="rtc-mpu", version=_version(), spec_path="/openapi.json", docs_path="/docs"
     )
@@ -253,11 +266,17 @@ def create_app(config: Mapping[str, Any] | None = None) -> APIFlask:
         recordings_root,
         float(retention) if retention is not None else recordings_retention_days(),
     )
+    app.extensions["mpu_tokens"] = TokenIssuer(
+        token_settings, _redis_of(service), settings.get("TOKEN_CLOCK") or time.time
+    )
     app.before_request(_limit_query_length)
     errors.register(app)
     app.register_blueprint(tasks_bp)
     app.register_blueprint(outputs_bp)
     app.register_blueprint(layouts_bp)
+    app.register_blueprint(tokens_bp)
     app.register_blueprint(rpc_bp)
     app.register_blueprint(metrics_bp)
+    app.config["MPU_EDGE_URL"] = settings.get("MPU_EDGE_URL") or os.environ.get("MPU_EDGE_URL") or ""
+    app.register_blueprint(whip_bp)
     return app

@@ -140,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
             ("api", ["api", "--port", str(api_port)]),
             ("worker", ["worker", "--name", "demo@%h"]),
             ("flower", ["flower", "--port", str(flower_port)]),
+            ("edge", ["edge"]),
         ):
             with open(run_dir / f"{name}.log", "wb") as out:
                 children.append(
@@ -242,6 +243,13 @@ async def _demo(
             urllib.parse.urlencode({"token": page_token}) if page_token else "app=demo&channel=demo&user=me"
         )
         print(f"  join       : {page}  (a browser)")
+        print(f"  WHIP       : {api.base}/v1/apps/demo/channels/demo/whip  (Bearer: a publish token, README)")
+        watch_token = await publish_token("viewer")
+        if watch_token:
+            watch = urllib.parse.urlencode({"token": watch_token, "task": "demo"})
+            print(
+                f"  watch RTC  : http://{config.host}:{config.hls_port}/watch/?{watch}  (tasks with an rtc output)"
+            )
         print(f"  snapshot   : {snapshot} (once every demo user has joined)")
         print("  stop       : Ctrl-C" + (f" (or after {duration:g} s)" if duration else ""), flush=True)
         for index in range(1, args.users):

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "api": ("rtc_mpu.cli.service", "run the HTTP API"),
     "worker": ("rtc_mpu.cli.service", "run a Celery worker that runs mix tasks"),
     "flower": ("rtc_mpu.cli.service", "run Flower, Celery's monitor"),
+    "edge": ("rtc_mpu.cli.edge", "run the WHIP ingest edge (holds publishers' Janus sessions)"),
 }
 
 

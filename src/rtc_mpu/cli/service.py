@@ -50,6 +50,7 @@ def run_api(args: argparse.Namespace) -> int:
     import waitress
 
     from rtc_mpu.api.app import create_app
+    from rtc_mpu.api.tokens import TokenIssuer, TokenSweeper
 
     try:
         app = create_app()
@@ -61,6 +62,9 @@ def run_api(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
+    issuer = app.extensions.get("mpu_tokens")
+    if isinstance(issuer, TokenIssuer) and issuer.settings.secret:
+        TokenSweeper(issuer).start()  # expired publish tokens off the rooms' allowed lists
     waitress.serve(app, host=args.host, port=args.port, threads=args.threads, ident="rtc-mpu")
     return 0
 

@@ -56,6 +56,7 @@ MIX_SUFFIX = ".mix"
 SIGNATURES = ("sha1", "sha256url")
 _ID = re.compile(r"[^\s,:]+")
 _SECRET = re.compile(r"[A-Za-z0-9_-]{16,256}")
+_EXPIRY = re.compile(r"[0-9]{1,11}")
 
 
 class Role(enum.StrEnum):
@@ -229,6 +230,8 @@ def read_claims(token: str) -> Claims:
         or not fields[3].startswith(CLAIMS_PREFIX)
     ):
         raise TokenError("InvalidToken", "the token is not a channel token")
+    if not _EXPIRY.fullmatch(fields[0]):  # Unix seconds before 5138; int() takes " 5", "5_0", other digits
+        raise TokenError("InvalidToken", "the token's expiry is malformed")
     try:
         expires_at = int(fields[0])
         encoded = fields[3][len(CLAIMS_PREFIX) :]
@@ -236,7 +239,7 @@ def read_claims(token: str) -> Claims:
         return Claims(
             str(raw["a"]), str(raw["c"]), str(raw["u"]), Role(raw["r"]), expires_at, str(raw.get("p", ""))
         )
-    except (ValueError, KeyError, TypeError, binascii.Error):
+    except (ValueError, KeyError, TypeError, binascii.Error, RecursionError):  # deeply nested JSON
         raise TokenError("InvalidToken", "the token's claims are malformed") from None
 
 

@@ -10,6 +10,7 @@ VideoRoom ``admin_key`` derived from the secret create rooms.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from rtc_mpu.spec.tokens import admin_key, check_secret
@@ -41,9 +42,13 @@ class Janus:
             :class:`rtc_mpu.stack.process.ManagedProcess`).
         token_secret: if set, token authentication (signed tokens, ``MPU_TOKEN_SECRET``) is on
             and rooms are created only with the admin key derived from it.
+        admin_port, admin_secret: if both are set, Janus' HTTP admin API listens on
+            ``http://{host}:{admin_port}/admin`` and needs ``admin_secret`` (tests count sessions and
+            handles with it); off by default.
 
     Raises:
-        ValueError: ``token_secret`` is not a valid secret (:func:`rtc_mpu.spec.tokens.check_secret`).
+        ValueError: ``token_secret`` is not a valid secret (:func:`rtc_mpu.spec.tokens.check_secret`),
+            or ``admin_secret`` has characters other than ``A-Z a-z 0-9 _ -``.
     """
 
     def __init__(
@@ -55,6 +60,8 @@ class Janus:
         rtp_port_range: str = "20000-40000",
         pid_file: Path | None = None,
         token_secret: str | None = None,
+        admin_port: int | None = None,
+        admin_secret: str | None = None,
     ) -> None:
         self.run_dir = run_dir.resolve()
         self.http_port = http_port
@@ -62,6 +69,10 @@ class Janus:
         self.api_secret = api_secret
         self.rtp_port_range = rtp_port_range
         self.token_secret = check_secret(token_secret) if token_secret is not None else None
+        if admin_secret is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", admin_secret):
+            raise ValueError("admin_secret must be 1-256 characters of A-Z, a-z, 0-9, '_' and '-'")
+        self.admin_port = admin_port if admin_secret else None
+        self.admin_secret = admin_secret if admin_port else None
         self._process = ManagedProcess("janus", self.run_dir / "janus.log", pid_file)
 
     @property
@@ -73,6 +84,11 @@ class Janus:
     def url(self) -> str:
         """The HTTP API URL."""
         return f"http://{self.host}:{self.http_port}/janus"
+
+    @property
+    def admin_url(self) -> str | None:
+        """The HTTP admin API URL, or None when it is off."""
+        return f"http://{self.host}:{self.admin_port}/admin" if self.admin_port else None
 
     def start(self) -> None:
         """Write the configs and start Janus; wait until the HTTP API accepts connections.
@@ -93,12 +109,20 @@ class Janus:
                 f'token_auth = true\n\ttoken_auth_secret = "{self.token_secret}"' if self.token_secret else ""
             ),
             "admin_key_line": f'admin_key = "{admin_key(self.token_secret)}"' if self.token_secret else "",
+            "admin_http": "true" if self.admin_port else "false",
+            "admin_port_lines": (
+                f'admin_port = {self.admin_port}\n\tadmin_ip = "{self.host}"\n\tadmin_base_path = "/admin"'
+                if self.admin_port
+                else ""
+            ),
+            "admin_secret_line": f'admin_secret = "{self.admin_secret}"' if self.admin_secret else "",
         }
         for name in CONFIG_FILES:
             render_template(DEPLOY_DIR / "janus" / name, values, config_dir / name)
         log = self._process.log_path
         command = [binary, "-F", str(config_dir), "-C", str(config_dir / "janus.jcfg"), "-N", "-L", str(log)]
-        self._process.launch(command, self.host, [self.http_port])
+        ports = [self.http_port, self.admin_port] if self.admin_port else [self.http_port]
+        self._process.launch(command, self.host, ports)
 
     def stop(self) -> None:
         """Stop Janus. Safe to call twice."""
