@@ -225,6 +225,8 @@ async def _demo(
                 "stream_url": url,
                 "layout_ids": [1, 2],
                 "media_encode": args.media_encode,
+                # the mix also goes back into the channel over WebRTC (the /watch/ page)
+                "outputs": [{"kind": "rtc"}] if config.token_secret else [],
                 # A wall clock in the top right corner: the overlays are drawn by the mixer.
                 "clock_widgets": [{"x": 0.84, "y": 0.03, "font_size": 32, "box": 1, "box_border_width": 6}],
             },
@@ -247,9 +249,7 @@ async def _demo(
         watch_token = await publish_token("viewer")
         if watch_token:
             watch = urllib.parse.urlencode({"token": watch_token, "task": "demo"})
-            print(
-                f"  watch RTC  : http://{config.host}:{config.hls_port}/watch/?{watch}  (tasks with an rtc output)"
-            )
+            print(f"  watch RTC  : http://{config.host}:{config.hls_port}/watch/?{watch}  (the rtc output)")
         print(f"  snapshot   : {snapshot} (once every demo user has joined)")
         print("  stop       : Ctrl-C" + (f" (or after {duration:g} s)" if duration else ""), flush=True)
         for index in range(1, args.users):
