@@ -30,7 +30,6 @@ import concurrent.futures
 import contextlib
 import fractions
 import logging
-import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -43,9 +42,8 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from rtc_mpu.mixer.output.encoder import EncodedPacket, StreamTemplates
 from rtc_mpu.mixer.output.muxers import OutputTarget
 from rtc_mpu.mixer.output.sinks import SinkError, SinkTarget
-from rtc_mpu.mixer.sources.janus import ChannelConfig, rtc_configuration
-from rtc_mpu.mixer.sources.janus_http import JanusError, JanusHandle, JanusSession, JsonDict
-from rtc_mpu.spec import tokens
+from rtc_mpu.mixer.sources.janus import ChannelConfig, join_as_publisher, rtc_configuration
+from rtc_mpu.mixer.sources.janus_http import JanusError, JanusSession, JsonDict
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +287,7 @@ class RtcMuxer:
         }
         if channel.pin:
             join["pin"] = channel.pin
-        await self._join(handle, join)
+        await join_as_publisher(handle, join, channel)
         pc = self._pc = RTCPeerConnection(rtc_configuration(channel.ice_servers))
 
         @pc.on("connectionstatechange")
@@ -331,27 +329,6 @@ class RtcMuxer:
         h264 = [c for c in codecs if c.mimeType.lower() == "video/h264" and c not in main]
         rtx = [c for c in codecs if c.mimeType.lower() == "video/rtx"]
         transceiver.setCodecPreferences([*main, *h264, *rtx])
-
-    async def _join(self, handle: JanusHandle, join: JsonDict) -> None:
-        """Join as a publisher; in signed-token mode with a join token on the room's ``allowed`` list
-        only for the moment of the join (as :class:`~rtc_mpu.mixer.sources.janus.JanusSource`)."""
-        secret = self._channel.token_secret
-        if not secret:
-            await handle.message(join)
-            return
-        join_token = tokens.mint_service_token(secret, time.time(), self._channel.token_signature)
-        edit: JsonDict = {
-            "request": "allowed",
-            "secret": tokens.room_secret(secret, self._channel.room),
-            "room": self._channel.room,
-            "allowed": [join_token],
-        }
-        await handle.request({**edit, "action": "add"})
-        try:
-            await handle.message({**join, "token": join_token})
-        finally:
-            with contextlib.suppress(JanusError):
-                await handle.request({**edit, "action": "remove"})
 
     def _fail(self, reason: str) -> None:
         if self._failed is None:

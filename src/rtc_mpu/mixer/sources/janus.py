@@ -115,6 +115,33 @@ class ChannelConfig:
         return self.token
 
 
+async def join_as_publisher(handle: JanusHandle, body: JsonDict, config: ChannelConfig) -> PluginEvent:
+    """Send a publisher's ``join`` (``body``) for one of our own participants (the mixer's listener,
+    a task's ``.mix`` publisher). In signed-token mode Janus checks a publisher's join against the
+    room's ``allowed`` list: a fresh service token is put there for the moment of the join, then
+    taken off again.
+
+    Raises:
+        JanusError: the room does not exist (``ERROR_NO_SUCH_ROOM``) or Janus refused.
+    """
+    secret = config.token_secret
+    if not secret:
+        return await handle.message(body)
+    join_token = tokens.mint_service_token(secret, time.time(), config.token_signature)
+    edit: JsonDict = {
+        "request": "allowed",
+        "secret": tokens.room_secret(secret, config.room),
+        "room": config.room,
+        "allowed": [join_token],
+    }
+    await handle.request({**edit, "action": "add"})
+    try:
+        return await handle.message({**body, "token": join_token})
+    finally:
+        with contextlib.suppress(JanusError):
+            await handle.request({**edit, "action": "remove"})
+
+
 class ChannelStatus(enum.StrEnum):
     """What the source is doing."""
 
@@ -242,7 +269,7 @@ class JanusSource(Source):
             body["pin"] = self.config.pin
         while not self._closed and not lost.is_set():
             try:
-                event = await self._join_allowed(listener, body)
+                event = await join_as_publisher(listener, body, self.config)
             except JanusError as exc:
                 if exc.code != ERROR_NO_SUCH_ROOM:
                     raise
@@ -253,30 +280,6 @@ class JanusSource(Source):
                 continue
             return event.data
         return None
-
-    async def _join_allowed(self, listener: JanusHandle, body: JsonDict) -> PluginEvent:
-        """Send the listener's ``join``. In signed-token mode a publisher's join is checked against the
-        room's ``allowed`` list: put a join token there for the moment of the join, then take it off.
-
-        Raises:
-            JanusError: the room does not exist (``ERROR_NO_SUCH_ROOM``) or Janus refused.
-        """
-        secret = self.config.token_secret
-        if not secret:
-            return await listener.message(body)
-        join_token = tokens.mint_service_token(secret, time.time(), self.config.token_signature)
-        edit: JsonDict = {
-            "request": "allowed",
-            "secret": tokens.room_secret(secret, self.config.room),
-            "room": self.config.room,
-            "allowed": [join_token],
-        }
-        await listener.request({**edit, "action": "add"})
-        try:
-            return await listener.message({**body, "token": join_token})
-        finally:
-            with contextlib.suppress(JanusError):
-                await listener.request({**edit, "action": "remove"})
 
     async def _listen(self, session: JanusSession, listener: JanusHandle, lost: asyncio.Event) -> None:
         lost_wait = asyncio.create_task(lost.wait())
