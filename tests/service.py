@@ -1,4 +1,5 @@
-"""Helpers for end-to-end tests of the service: the API and a Celery worker as real processes."""
+"""Helpers for end-to-end tests of the service: the API and a Celery worker (and the WHIP edge, for
+token mode) as real processes."""
 
 from __future__ import annotations
 
@@ -22,11 +23,13 @@ ACCESS_KEY, SECRET = "testkey", "test-secret"
 
 @dataclass
 class Service:
-    """The API and one worker, started as child processes with a shared environment."""
+    """The API and one worker (and the WHIP edge if asked), started as child processes with a shared
+    environment."""
 
     env: dict[str, str]
     log_dir: Path
     api_port: int = field(default_factory=free_port)
+    edge_port: int = field(default_factory=free_port)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -38,6 +41,16 @@ class Service:
         """Start ``mpu api`` and wait until it accepts connections."""
         self._spawn("api", ["api", "--port", str(self.api_port)])
         assert wait_for_port("127.0.0.1", self.api_port, 20), self.log("api")
+
+    @property
+    def edge_url(self) -> str:
+        """The WHIP edge's base URL (the API forwards its WHIP routes there)."""
+        return f"http://127.0.0.1:{self.edge_port}"
+
+    def start_edge(self) -> None:
+        """Start ``mpu edge`` (it needs ``MPU_TOKEN_SECRET``) and wait until it accepts connections."""
+        self._spawn("edge", ["edge", "--port", str(self.edge_port)])
+        assert wait_for_port("127.0.0.1", self.edge_port, 20), self.log("edge")
 
     def start_worker(self, name: str = "worker") -> subprocess.Popen[bytes]:
         """Start ``mpu worker`` (one mix slot) in its own process group."""
@@ -111,12 +124,19 @@ def service_env(redis_url: str, janus_url: str, **settings: str) -> dict[str, st
 
 
 @contextlib.contextmanager
-def running_service(env: dict[str, str], log_dir: Path) -> Iterator[Service]:
-    """The API and one worker started with ``env``, logging into ``log_dir``; all stopped afterwards."""
+def running_service(env: dict[str, str], log_dir: Path, *, edge: bool = False) -> Iterator[Service]:
+    """The API and one worker started with ``env``, logging into ``log_dir``; all stopped afterwards.
+
+    ``edge``: also ``mpu edge`` (WHIP), which the API forwards to (``MPU_EDGE_URL``); token mode, so
+    ``env`` must hold ``MPU_TOKEN_SECRET`` (Janus' ``token_auth_secret``).
+    """
     service = Service(env, log_dir)
-    service.start_api()
-    service.start_worker()
     try:
+        if edge:
+            service.env = {**env, "MPU_EDGE_URL": service.edge_url}
+            service.start_edge()
+        service.start_api()
+        service.start_worker()
         yield service
     finally:
         service.stop_all()

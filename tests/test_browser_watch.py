@@ -34,10 +34,12 @@ from tests.test_token_mode import create_room
 
 
 class Reports:
-    """A loopback HTTP server collecting the page's playback reports (JSON bodies of POSTs)."""
+    """A loopback HTTP server collecting a page's reports (JSON bodies of POSTs); each is answered with
+    :attr:`answer` as JSON when it is set (the WHIP page stops on ``{"stop": true}``), else 204."""
 
     def __init__(self) -> None:
         self.items: list[dict[str, Any]] = []
+        self.answer: dict[str, Any] | None = None
         reports = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -45,9 +47,14 @@ class Reports:
                 length = int(self.headers.get("Content-Length") or 0)
                 with contextlib.suppress(ValueError):
                     reports.items.append({**json.loads(self.rfile.read(length)), "at": time.monotonic()})
-                self.send_response(204)
+                answer = json.dumps(reports.answer).encode() if reports.answer is not None else b""
+                self.send_response(200 if answer else 204)
                 self.send_header("Access-Control-Allow-Origin", "*")
+                if answer:
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
+                self.wfile.write(answer)
 
             def log_message(self, *args: object) -> None:
                 pass

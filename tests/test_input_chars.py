@@ -12,10 +12,12 @@ fails :func:`test_every_request_schema_and_field_is_covered` until its base requ
 from __future__ import annotations
 
 import copy
+import http.server
 import io
 import json
 import logging
 import re
+import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -477,11 +479,35 @@ def check_rpc(response: TestResponse, action: str, path: Path, seen: str, rule: 
 # -- fixtures ---------------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def stand_in_edge() -> Iterator[str]:
+    """A stand-in for the WHIP edge (this test is about the API's own checks): answers 404 to all."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(404)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"code": "InvalidResource.NotFound", "message": "stand-in", "field": null}')
+
+        do_POST = do_DELETE = do_PATCH = do_OPTIONS = _answer  # noqa: N815 (http.server's names)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
 @pytest.fixture
-def app(task_store: TaskStore) -> APIFlask:
+def app(task_store: TaskStore, stand_in_edge: str) -> APIFlask:
     """The API on the real Redis, with custom layout 100 ("halves") and task t1 (using it) in APP."""
     app = create_app(
         {
+            "MPU_EDGE_URL": stand_in_edge,
             "MPU_ACCESS_KEYS": f"{KEY}:{SECRET}",
             "STORE": task_store,
             "ENQUEUE": lambda a, t: None,

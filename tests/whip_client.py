@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 #: The picture's colour (RGB) and the tone's frequency (Hz).
 COLOR = (200, 30, 30)
@@ -153,13 +154,22 @@ def publish(url: str, token: str | None, cert: Path, key: Path, seconds: float) 
     picture[:] = COLOR
     frame_count = 0
     samples = 0
+    posted = False
+
+    def mux(packet: av.Packet[Any]) -> None:
+        nonlocal posted
+        if not posted:  # the first packet makes the muxer POST the offer (then ICE and DTLS)
+            print(f"whip_client: POST at monotonic {time.monotonic():.3f}", flush=True)
+            posted = True
+        output.mux(packet)
+
     begin = time.monotonic()
     while not stop and time.monotonic() - begin < seconds:
         frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
         frame.pts = frame_count
         frame.time_base = fractions.Fraction(1, 30)
         for packet in video.encode(frame):
-            output.mux(packet)
+            mux(packet)
         while samples < (frame_count + 1) * 1600:
             t = (np.arange(960) + samples) / 48000
             # Packed stereo ("flt"): samples interleaved left, right, left...
@@ -171,7 +181,7 @@ def publish(url: str, token: str | None, cert: Path, key: Path, seconds: float) 
             block.pts = samples
             block.time_base = fractions.Fraction(1, 48000)
             for packet in audio.encode(block):
-                output.mux(packet)
+                mux(packet)
             samples += 960
         frame_count += 1
         time.sleep(max(0.0, begin + frame_count / 30 - time.monotonic()))

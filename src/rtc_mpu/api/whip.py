@@ -24,6 +24,7 @@ from apiflask import APIBlueprint
 from flask import Response, current_app, jsonify, request
 
 from rtc_mpu.api.errors import request_id
+from rtc_mpu.spec.text_rules import char_problem
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,15 @@ def _unavailable(reason: str) -> Response:
     return response
 
 
+def _refused(field: str, message: str) -> Response:
+    response = jsonify(
+        {"code": "InvalidParameter", "message": message, "field": field, "request_id": request_id()}
+    )
+    response.status_code = 400
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
 def _answer(reply: HTTPResponse | urllib.error.HTTPError) -> Response:
     body = reply.read(MAX_ANSWER_BYTES)
     response = Response(body, status=reply.status)
@@ -119,7 +129,12 @@ def _answer(reply: HTTPResponse | urllib.error.HTTPError) -> Response:
     provide_automatic_options=False,
 )
 def forward(app_id: str, channel_id: str, resource_id: str | None = None) -> Response:
-    """Forward the request to the edge; return its answer verbatim (503 if it does not answer)."""
+    """Forward the request to the edge; return its answer verbatim (503 if it does not answer). Ids
+    with control, bidirectional or other refused characters are answered 400 here, never forwarded."""
+    for name, value in (("app_id", app_id), ("channel_id", channel_id), ("resource_id", resource_id)):
+        problem = char_problem(value) if value is not None else None
+        if problem is not None:
+            return _refused(name, f"{name}: {problem}")
     path = f"/v1/apps/{quote(app_id, safe='')}/channels/{quote(channel_id, safe='')}/whip"
     if resource_id is not None:
         path += f"/{quote(resource_id, safe='')}"
