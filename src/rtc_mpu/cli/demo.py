@@ -246,6 +246,10 @@ async def _demo(
         )
         print(f"  join       : {page}  (a browser)")
         print(f"  WHIP       : {api.base}/v1/apps/demo/channels/demo/whip  (Bearer: a publish token, README)")
+        whip_token = await publish_token("whip-browser")
+        if whip_token:
+            whip_page = urllib.parse.urlencode({"token": whip_token})
+            print(f"  WHIP page  : http://{config.host}:{config.hls_port}/whip/?{whip_page}  (WHIP)")
         watch_token = await publish_token("viewer")
         if watch_token:
             watch = urllib.parse.urlencode({"token": watch_token, "task": "demo"})
