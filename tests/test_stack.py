@@ -224,3 +224,24 @@ def test_status_exit_code_when_nothing_runs(tmp_path: Path, monkeypatch: pytest.
     assert main(["stack", "status"]) == 3
     monkeypatch.setenv("MPU_REDIS_PORT", "not-a-port")
     assert main(["stack", "down"]) == 2
+
+
+def test_mpu_commands_adopt_the_stack_token_secret(tmp_path: Path) -> None:
+    """``mpu stack up`` generates the secret into the run dir; the other commands read it from there
+    when MPU_TOKEN_SECRET is unset, and never override a value that is set."""
+    from rtc_mpu.stack.local_stack import ensure_token_secret
+    from rtc_mpu.stack.secrets import adopt_stack_token_secret
+
+    config = ensure_token_secret(StackConfig(run_dir=tmp_path))
+    assert config.token_secret and (tmp_path / "token-secret").stat().st_mode & 0o777 == 0o600
+    env: dict[str, str] = {"MPU_RUN_DIR": str(tmp_path)}
+    assert adopt_stack_token_secret(env) == str(tmp_path / "token-secret")
+    assert env["MPU_TOKEN_SECRET"] == config.token_secret
+    assert StackConfig.from_env(env).token_secret == config.token_secret
+    mine = {"MPU_RUN_DIR": str(tmp_path), "MPU_TOKEN_SECRET": "operator-chosen-secret-0123"}
+    assert (
+        adopt_stack_token_secret(mine) is None and mine["MPU_TOKEN_SECRET"] == "operator-chosen-secret-0123"
+    )
+    assert adopt_stack_token_secret({"MPU_RUN_DIR": str(tmp_path / "nowhere")}) is None
+    again = ensure_token_secret(StackConfig(run_dir=tmp_path))
+    assert again.token_secret == config.token_secret, "a second `up` keeps the first secret"

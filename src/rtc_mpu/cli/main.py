@@ -13,6 +13,7 @@ import os
 import sys
 
 from rtc_mpu.logs import configure_logging
+from rtc_mpu.stack.secrets import adopt_stack_token_secret
 
 #: Subcommand → (module defining ``add_parser``, one-line help).
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     # aioice logs every ICE connectivity check at INFO; keep it to warnings unless debugging.
     if logging.getLogger().level > logging.DEBUG:
         logging.getLogger("aioice").setLevel(logging.WARNING)
+    adopt_stack_token_secret(os.environ)
     code: int = args.func(args)
     return code
 

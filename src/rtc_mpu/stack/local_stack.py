@@ -67,6 +67,7 @@ from rtc_mpu.stack.process import (
     stop_recorded,
 )
 from rtc_mpu.stack.redis import Redis, ping
+from rtc_mpu.stack.secrets import TOKEN_SECRET_FILE
 
 __all__ = [
     "INSTALL_SCRIPT",
@@ -376,9 +377,6 @@ def _status(spec: _Spec, config: StackConfig, note: str = "") -> ServiceStatus:
     running = record is not None and record.matches()
     pid = record.pid if record is not None and running else None
     return ServiceStatus(spec.name, pid, dict(spec.urls), running, spec.answers(), note, spec.log)
-
-
-TOKEN_SECRET_FILE = "token-secret"
 
 
 def _token_secret(env: Mapping[str, str], run_dir: Path) -> str | None:
