@@ -5,9 +5,16 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-unit test-integration demo lint typecheck bench venv system-deps clean
+.PHONY: test test-unit test-integration demo lint typecheck bench venv system-deps clean dashboard-js
 
-venv: $(STAMP)
+venv: $(STAMP) dashboard-js
+
+# hls.js for the dashboard's player, from npm at build time (not in the repository); the API serves it.
+HLS_JS := build/dashboard/node_modules/hls.js/dist/hls.min.js
+dashboard-js: $(HLS_JS)
+
+$(HLS_JS):
+	npm install --prefix build/dashboard --no-save --no-package-lock --no-audit --no-fund hls.js@1
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +33,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # The whole suite: lint, types, unit and integration tests (real nginx-rtmp on loopback).
-test: system-deps $(STAMP) lint typecheck
+test: system-deps $(STAMP) dashboard-js lint typecheck
 	$(BIN)/pytest
 
 # Unit tests only: no server (Redis, Janus, nginx-rtmp, browser), so no system-deps; well under a minute.
@@ -34,7 +41,7 @@ test-unit: $(STAMP)
 	$(BIN)/pytest -m "not integration"
 
 # Integration tests only: real Redis, Janus, nginx-rtmp, Chromium, service processes, real-time mixes.
-test-integration: system-deps $(STAMP)
+test-integration: system-deps $(STAMP) dashboard-js
 	$(BIN)/pytest -m integration
 
 # A live mix on rtmp://127.0.0.1:1935/live/demo until Ctrl-C (or DURATION=<seconds>).
@@ -49,4 +56,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.overlay_cost
 
 clean:
-	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache .pytest_cache build/dashboard

@@ -3,7 +3,8 @@
 # Usage: scripts/install-system-deps.sh [test|stack|bench]
 #   test  : what the integration tests start: Redis, Janus, nginx with the RTMP module, the browser
 #           page's scripts (janus.js, webrtc-adapter), Chromium (a real browser publishes in a test),
-#           and the CJK fonts of text and clock overlays (src/rtc_mpu/mixer/overlays/text.py FONT_FILES)
+#           the CJK fonts of text and clock overlays (src/rtc_mpu/mixer/overlays/text.py FONT_FILES),
+#           and npm (hls.js for the dashboard) unless an npm is already on the PATH
 #   stack : the local stack (`mpu stack up`, `make demo`): the test set plus the ffmpeg CLI (ffplay)
 #   bench : the services, the fonts and the ffmpeg CLI (the baseline in bench/)
 # As root it runs apt-get; otherwise it prints the exact command and fails.
@@ -18,6 +19,11 @@ case "$what" in
   bench) packages+=(ffmpeg "${fonts[@]}") ;;
   *) echo "usage: $0 [test|stack|bench]" >&2; exit 2 ;;
 esac
+# npm installs hls.js for the dashboard's player at build time (`make dashboard-js`); a Node.js from
+# another source may already bring its own npm: only then is Debian's npm not needed.
+if [ "$what" = test ] && ! command -v npm >/dev/null 2>&1; then
+  packages+=(npm)
+fi
 
 missing=()
 for pkg in "${packages[@]}"; do

@@ -56,6 +56,7 @@ from rtc_mpu.api.schemas import (
 from rtc_mpu.api.service import MAX_PAGE_NUM, validation_code
 from rtc_mpu.api.signatures import rpc_v1_signature
 from rtc_mpu.api.tokens import TokenIn
+from rtc_mpu.api.webhooks import WebhooksIn
 from rtc_mpu.layouts import SpecError
 from rtc_mpu.logs import SafeFormatter, Verbatim, configure_logging
 from rtc_mpu.spec.overlays import Layer, build_subscriptions, text_overlay
@@ -219,6 +220,7 @@ BASES: dict[type[Schema], dict[str, Any]] = {
     LayoutQuery: {"name": "halves"},
     # a subscribe token: minted without Janus (a publish token needs it: tests/test_tokens_api.py)
     TokenIn: {"channel_id": "room", "user_id": "alice", "ttl_seconds": 60, "role": "subscribe"},
+    WebhooksIn: {"endpoints": [{"url": "https://hooks.example.com/mpu", "secret": "0123456789abcdef"}]},
 }
 #: More valid requests of a schema whose string fields cannot all be in one (outputs of other kinds);
 #: a field's tests use the first base that has it.

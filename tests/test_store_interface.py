@@ -38,6 +38,10 @@ SCRIPTS = {
     "layout_create.lua",
     "layout_modify.lua",
     "layout_delete.lua",
+    "ping.lua",
+    "outbox_ack.lua",
+    "outbox_lock.lua",
+    "outbox_unlock.lua",
 }
 
 

@@ -49,6 +49,7 @@ from werkzeug.exceptions import RequestURITooLarge
 
 from rtc_mpu.api import errors
 from rtc_mpu.api.auth import AccessKey, parse_access_keys
+from rtc_mpu.api.dashboard import bp as dashboard_bp
 from rtc_mpu.api.layouts import bp as layouts_bp
 from rtc_mpu.api.metrics import bp as metrics_bp
 from rtc_mpu.api.outputs import bp as outputs_bp
@@ -60,6 +61,7 @@ from rtc_mpu.api.service import APP_ID, MixService
 from rtc_mpu.api.tasks import bp as tasks_bp
 from rtc_mpu.api.tokens import TokenIssuer, TokenSettings
 from rtc_mpu.api.tokens import bp as tokens_bp
+from rtc_mpu.api.webhooks import bp as webhooks_bp
 from rtc_mpu.api.whip import bp as whip_bp
 from rtc_mpu.workers.settings import (
     DEFAULT_RECORDINGS_DIR,
@@ -274,9 +276,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> APIFlask:
     app.register_blueprint(tasks_bp)
     app.register_blueprint(outputs_bp)
     app.register_blueprint(layouts_bp)
+    app.register_blueprint(webhooks_bp)
     app.register_blueprint(tokens_bp)
     app.register_blueprint(rpc_bp)
     app.register_blueprint(metrics_bp)
+    app.register_blueprint(dashboard_bp)
     app.config["MPU_EDGE_URL"] = settings.get("MPU_EDGE_URL") or os.environ.get("MPU_EDGE_URL") or ""
     app.register_blueprint(whip_bp)
     return app

@@ -53,7 +53,6 @@ from rtc_mpu.api.schemas import (
 )
 from rtc_mpu.api.service import (
     APP_ID,
-    STATUS_TEXT,
     LayoutPage,
     MixService,
     ServiceError,
@@ -74,6 +73,7 @@ from rtc_mpu.layouts import Layout
 from rtc_mpu.spec.urls import redact_url
 from rtc_mpu.workers.model import TaskRecord
 from rtc_mpu.workers.stats import VadSnapshot
+from rtc_mpu.workers.task_view import STATUS_TEXT
 
 bp = APIBlueprint("rpc", __name__, enable_openapi=False)
 

@@ -59,16 +59,6 @@ MALFORMED_CODES = {
 }
 #: Highest PageNum and largest PageSize of a layout listing (both dialects).
 MAX_PAGE_NUM, MAX_PAGE_SIZE = 100000, 100
-#: What the status codes mean, for people.
-STATUS_TEXT = {
-    TaskStatus.WAITING: "waiting for the channel",
-    TaskStatus.RUNNING: "running",
-    TaskStatus.STOPPED: "stopped",
-    TaskStatus.STOPPED_BY_USER: "stopped by the user",
-    TaskStatus.CHANNEL_ENDED: "stopped: the channel ended",
-    TaskStatus.NETWORK_PROBLEM: "CDN/network problem",
-    TaskStatus.PUSH_URL_PROBLEM: "push URL problem",
-}
 
 
 class ServiceError(Exception):

@@ -20,9 +20,9 @@ from rtc_mpu.api.schemas import (
     TaskUpdateIn,
     is_task_id,
 )
-from rtc_mpu.api.service import STATUS_TEXT, MixService
-from rtc_mpu.spec.urls import redact_url
+from rtc_mpu.api.service import MixService
 from rtc_mpu.workers.model import TaskRecord
+from rtc_mpu.workers.task_view import output_view, task_view
 
 bp = APIBlueprint("tasks", __name__, url_prefix="/v1", tag="Tasks")
 
@@ -77,51 +77,13 @@ def service() -> MixService:
 
 
 def output_out(record: TaskRecord) -> list[dict[str, Any]]:
-    """The task's outputs as the API shows them (OutputOut): each stored output (URLs redacted) with
-    the state, error and counters of the worker's last report (``connecting`` and no counters
-    before any)."""
-    reported = {o.output_id: o for o in (record.stats.outputs if record.stats is not None else ())}
-    answer = []
-    for stored in record.params.outputs:
-        item: dict[str, Any] = {k: v for k, v in stored.items() if v is not None}
-        if "url" in item:
-            item["url"] = redact_url(str(item["url"]))
-        stats = reported.get(str(stored.get("output_id")))
-        if stats is None:
-            item.update(state="connecting", error=None, stats={})
-        else:
-            counters = stats.to_dict()
-            item.update(state=stats.state, error=stats.error)
-            item["stats"] = {
-                k: v for k, v in counters.items() if k not in ("output_id", "kind", "state", "error")
-            }
-        answer.append(item)
-    return answer
+    """The task's outputs as the API shows them (:func:`rtc_mpu.workers.task_view.output_view`)."""
+    return output_view(record)
 
 
 def task_out(record: TaskRecord) -> dict[str, Any]:
-    """A record as the API shows it (the StreamURL redacted)."""
-    return {
-        "app_id": record.app_id,
-        "task_id": record.task_id,
-        "channel_id": record.params.channel_id,
-        "stream_url": redact_url(record.params.stream_url),
-        "status": int(record.status),
-        "status_text": STATUS_TEXT[record.status],
-        "state": str(record.state),
-        "reason": record.reason,
-        "worker": record.worker,
-        "restarts": record.restarts,
-        "layout_id": record.layout_id,
-        "layout_ids": list(record.params.layout_ids),
-        "users": record.users,
-        "stats": {} if record.stats is None else record.stats.to_dict(),
-        "outputs": output_out(record),
-        "ignored": record.params.ignored(),
-        "created_at": record.created_at,
-        "updated_at": record.updated_at,
-        "ended_at": record.ended_at,
-    }
+    """A record as the API shows it (:func:`rtc_mpu.workers.task_view.task_view`: URLs redacted)."""
+    return task_view(record)
 
 
 @bp.post("/apps/<app_id>/tasks")

@@ -28,7 +28,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "api": ("rtc_mpu.cli.service", "run the HTTP API"),
     "worker": ("rtc_mpu.cli.service", "run a Celery worker that runs mix tasks"),
     "flower": ("rtc_mpu.cli.service", "run Flower, Celery's monitor"),
+    "events": ("rtc_mpu.cli.service", "run the events worker that delivers webhooks (queue events)"),
     "edge": ("rtc_mpu.cli.edge", "run the WHIP ingest edge (holds publishers' Janus sessions)"),
+    "task": ("rtc_mpu.cli.task", "start, stop, watch and change mix tasks through the REST API"),
 }
 
 

@@ -5,6 +5,8 @@
 - ``mpu worker [--slots N] [--mixes-per-process M]``: a Celery worker running up to N mixes at once
   (``MPU_MIX_SLOTS``), each pool process replaced by a fresh one after M mixes (``MPU_MIXES_PER_PROCESS``,
   default 1; 0 = never).
+- ``mpu events [--concurrency 8]``: the events worker: a Celery worker on the queue ``events`` that
+  delivers webhooks (:mod:`rtc_mpu.workers.events_app`), apart from the mixes.
 - ``mpu flower [--port 5555]``: Flower, Celery's monitor, for operators watching the queue.
 """
 
@@ -39,6 +41,15 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "per host; give each worker of one host its own name to give each its own capacity)",
     )
     worker.set_defaults(func=run_worker)
+    events = subparsers.add_parser("events", help="run the events worker that delivers webhooks")
+    events.add_argument(
+        "--concurrency",
+        type=int,
+        default=int(os.environ.get("MPU_EVENTS_CONCURRENCY", "8") or 8),
+        help="deliveries at once (threads; default MPU_EVENTS_CONCURRENCY or 8)",
+    )
+    events.add_argument("--name", default="events@%h", help="Celery node name (default events@<hostname>)")
+    events.set_defaults(func=run_events)
     flower = subparsers.add_parser("flower", help="run Flower, Celery's monitor")
     flower.add_argument("--host", default="127.0.0.1")
     flower.add_argument("--port", type=int, default=int(os.environ.get("MPU_FLOWER_PORT", "5555") or 5555))
@@ -102,6 +113,23 @@ def run_worker(args: argparse.Namespace) -> int:
         os.environ.get("MPU_LOG_LEVEL", "INFO"),
     ]
     argv += ["-n", args.name]
+    app.worker_main(argv)
+    return 0
+
+
+def run_events(args: argparse.Namespace) -> int:
+    """Run the events worker (blocks; SIGTERM = warm shutdown: deliveries under way finish)."""
+    from rtc_mpu.workers.webhooks import DeliverySettings
+
+    try:
+        DeliverySettings.from_env()
+    except ValueError as exc:  # a malformed MPU_WEBHOOK_* variable (the message names it)
+        print(f"mpu events: {exc}", file=sys.stderr)
+        return 2
+    from rtc_mpu.workers.events_app import EVENTS_QUEUE, app
+
+    argv = ["worker", "-Q", EVENTS_QUEUE, "-P", "threads", "-c", str(max(1, args.concurrency))]
+    argv += ["--loglevel", os.environ.get("MPU_LOG_LEVEL", "INFO"), "-n", args.name]
     app.worker_main(argv)
     return 0
 

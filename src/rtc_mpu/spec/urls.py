@@ -16,6 +16,7 @@ This module stays import-light (the API process imports it): the standard librar
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import socket
 import threading
@@ -356,3 +357,52 @@ def lease_keys(url: str, resolve: Resolver | None = None, *, timeout: float = RE
     if not addresses:
         raise SpecError(_UNRESOLVABLE, f"StreamURL's host {destination.host} has no IP address", _FIELD)
     return sorted({destination.key(), *(destination.key(address) for address in addresses)})
+
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def is_public_address(address: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether an IP address is a public unicast address that images and webhooks may reach.
+
+    False for loopback, private (RFC 1918 and the other ``is_private`` ranges), link-local, CGNAT
+    100.64.0.0/10, unique-local IPv6, multicast, reserved, unspecified, and for IPv6 addresses that
+    embed such an IPv4 address (IPv4-mapped ``::ffff:a.b.c.d``, NAT64 ``64:ff9b::/96``, 6to4
+    ``2002::/16``). A string that is not an IP address (an IPv6 zone id is accepted) is not public.
+    """
+    if isinstance(address, str):
+        try:
+            ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+    else:
+        ip = address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return is_public_address(ip.ipv4_mapped)
+        embedded = ip.sixtofour
+        if ip in _NAT64:
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None and not is_public_address(embedded):
+            return False
+        if ip.is_site_local:
+            return False
+    return ip.is_global and not (
+        ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_unspecified
+    )
+
+
+def allow_private_urls() -> bool:
+    """Whether URLs that an app gives (overlay images, webhooks) may reach private, loopback or
+    link-local addresses: ``MPU_ALLOW_PRIVATE_URLS=1`` (the one switch), or the older
+    ``MPU_IMAGE_ALLOW_PRIVATE=1``, which keeps working. Off by default."""
+    on = ("1", "true", "yes")
+    return (
+        os.environ.get("MPU_ALLOW_PRIVATE_URLS", "") in on
+        or os.environ.get("MPU_IMAGE_ALLOW_PRIVATE", "") in on
+    )

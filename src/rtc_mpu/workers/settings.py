@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from rtc_mpu.spec import storage
 from rtc_mpu.spec.tokens import SIGNATURES, check_secret
+from rtc_mpu.spec.urls import allow_private_urls
 from rtc_mpu.workers.capacity import default_capacity
 from rtc_mpu.workers.store_protocol import DEFAULT_COOLDOWN_SECONDS, DEFAULT_LEASE_SECONDS
 
@@ -165,8 +166,8 @@ class WorkerSettings:
         give_up_after: seconds of continuous push failure before the task stops (``MPU_GIVE_UP_AFTER``).
         max_restarts: restarts after worker deaths before a task is marked failed.
         image_allow_private: overlay images may come from private and loopback addresses
-            (``MPU_IMAGE_ALLOW_PRIVATE=1``; off by default: a task's image URLs must not reach the
-            worker's own network).
+            (``MPU_ALLOW_PRIVATE_URLS=1``, or the older ``MPU_IMAGE_ALLOW_PRIVATE=1``; off by default:
+            a task's image URLs must not reach the worker's own network).
         image_max_bytes: largest overlay image in bytes (``MPU_IMAGE_MAX_BYTES``, 5 MiB).
         image_timeout: seconds to fetch one overlay image (``MPU_IMAGE_TIMEOUT``, 5).
         clock_time_zone: IANA time zone of ClockWidgets that name none (``MPU_CLOCK_TIME_ZONE``;
@@ -228,7 +229,7 @@ class WorkerSettings:
             cooldown_seconds=_float("MPU_COOLDOWN", cls.cooldown_seconds),
             give_up_after=_float("MPU_GIVE_UP_AFTER", cls.give_up_after),
             max_restarts=_int("MPU_MAX_RESTARTS", cls.max_restarts),
-            image_allow_private=os.environ.get("MPU_IMAGE_ALLOW_PRIVATE", "") in ("1", "true", "yes"),
+            image_allow_private=allow_private_urls(),
             image_max_bytes=_int("MPU_IMAGE_MAX_BYTES", cls.image_max_bytes),
             image_timeout=_float("MPU_IMAGE_TIMEOUT", cls.image_timeout),
             clock_time_zone=os.environ.get("MPU_CLOCK_TIME_ZONE") or None,

@@ -44,6 +44,26 @@ unambiguous because a TaskId never contains ``/``):
   are no longer live on that node (ended, moved, or heartbeat older than ``lease_seconds``), so a
   dead worker's load is released by the next claim on its node; no TTL.
 
+Events (webhooks, :mod:`rtc_mpu.workers.events`, delivered by :mod:`rtc_mpu.workers.webhooks`):
+
+- ``{p}:app:<app_id>:webhooks``: JSON list of the app's endpoints (URL, secret, the previous secret
+  while it is rotated). While it exists, every task script that changes one of the app's tasks
+  appends an event to the task's outbox in the same script (``emit`` in prelude.lua): start
+  (``task.started``), state or status (``task.status_changed``), the layout in use or the spec
+  (``task.layout_changed``), outputs (``task.outputs_changed``), users (``channel.user_joined`` /
+  ``left``), an output's trouble (``output.failed`` / ``output.recovered``), the end (``task.ended``).
+- ``{p}:outbox:<name>``: list, a task's undelivered events, oldest first, each a JSON object
+  ``{"id", "type", "sequence", "at" (server time), "data", "record" (the record right after the
+  change)}``; ``<app_id>/`` (an empty TaskId) holds the app's pings. ``{p}:outbox``: set of the names
+  of non-empty outboxes; ``{p}:outbox:notify``: list of names, pushed at each event (a deliverer
+  waits on it; the last 1000 are kept, the set is the truth).
+- ``{p}:events:seq:<name>``: the task's last event sequence number (expires with the ended record).
+- ``{p}:outbox:lock:<name>``: who delivers the outbox now (a token, with a TTL);
+  ``{p}:outbox:retry:<name>``: a retry is scheduled (TTL = its delay).
+- ``{p}:app:<app_id>:deliveries``: hash ``"<event id> <url>"`` -> JSON of the delivery record
+  (:class:`~rtc_mpu.workers.events.Delivery`); ``...:deliveries:order``: sorted set of the same
+  fields by first write; the newest :data:`MAX_DELIVERIES` are kept.
+
 The scripts compute the lease and cooldown key names from the record's stream keys, so this store
 works on a single Redis server (or a primary with replicas), not on Redis Cluster. It needs Redis 5 or
 newer (scripts that call ``TIME`` before writing).
@@ -79,6 +99,7 @@ from redis.retry import Retry
 from rtc_mpu.layouts import SpecError
 from rtc_mpu.spec.outputs import OutputSpec, RtmpOutput, check_outputs, next_output_id, output_to_dict
 from rtc_mpu.spec.urls import parse_stream_url, redact_url, stream_url_key
+from rtc_mpu.workers.events import Delivery, WebhookEndpoint, rotate
 from rtc_mpu.workers.model import (
     Claim,
     ClaimResult,
@@ -113,6 +134,8 @@ FIRST_CUSTOM_LAYOUT_ID = 100
 STOPPING_REASON = "stopping: stop requested; ending the push"
 #: Default socket timeouts (connect and read) of :meth:`TaskStore.from_url`, in seconds.
 DEFAULT_TIMEOUT = 2.0
+#: Delivery records an app keeps (:meth:`TaskStore.deliveries`).
+MAX_DELIVERIES = 200
 #: Attempts of an update that lost a race with another change of the task's outputs.
 _OUTPUT_RETRIES = 5
 #: Fields the scripts stamp with the server's time when a task is created.
@@ -356,6 +379,10 @@ class TaskStore:
         self._list_app = client.register_script(load_script("list_app.lua"))
         self._list_active = client.register_script(load_script("list_active.lua"))
         self._rescue_queued = client.register_script(load_script("rescue_queued.lua", prelude=True))
+        self._ping = client.register_script(load_script("ping.lua"))
+        self._outbox_ack = client.register_script(load_script("outbox_ack.lua"))
+        self._outbox_lock = client.register_script(load_script("outbox_lock.lua"))
+        self._outbox_unlock = client.register_script(load_script("outbox_unlock.lua"))
 
     @classmethod
     def from_url(
@@ -650,6 +677,8 @@ class TaskStore:
                 _dump(current.stream_key),
                 _dump(_custom_layout_ids(params)),
                 str(current.outputs_version),
+                self.prefix,
+                f"{app_id}/{task_id}",
             ]
             with _unavailable():
                 reply = self._update_params(
@@ -1155,3 +1184,198 @@ class TaskStore:
         with _unavailable():
             reply = self._finish(keys=self._keys(app_id, task_id), args=args)
         return _record(reply[1]) if _text(reply[0]) == "ok" else None
+
+    # Events: the webhooks outbox (see the module docstring, "Events").
+
+    def webhooks_key(self, app_id: str) -> str:
+        """Redis key of an app's webhook endpoints."""
+        return f"{self.prefix}:app:{app_id}:webhooks"
+
+    def webhooks(self, app_id: str) -> list[WebhookEndpoint]:
+        """The app's webhook endpoints (secrets in clear: for the deliverer), [] if none.
+
+        Raises:
+            StoreUnavailableError: Redis failed.
+        """
+        with _unavailable():
+            text = self.client.get(self.webhooks_key(app_id))
+        if not text:
+            return []
+        try:
+            return [WebhookEndpoint.from_dict(item) for item in json.loads(text)]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StoreError(f"corrupt webhooks of AppId {app_id!r}: {exc}") from None
+
+    def set_webhooks(self, app_id: str, endpoints: Sequence[WebhookEndpoint]) -> list[WebhookEndpoint]:
+        """Replace the app's endpoints; an endpoint whose secret changed keeps signing with the old one
+        too for a while (:func:`rtc_mpu.workers.events.rotate`). An empty list removes them: the
+        task scripts then write no more events for the app (events already in an outbox are
+        dropped at delivery, having no endpoint).
+
+        Returns:
+            The endpoints as stored.
+
+        Raises:
+            StoreUnavailableError: Redis failed.
+        """
+        key = self.webhooks_key(app_id)
+        with _unavailable():
+            now = self.server_time()
+            stored = rotate(self.webhooks(app_id), endpoints, now)
+            if stored:
+                self.client.set(key, _dump([e.to_dict() for e in stored]))
+            else:
+                self.client.delete(key)
+        return stored
+
+    def server_time(self) -> float:
+        """The Redis server's clock, in unix seconds.
+
+        Raises:
+            StoreUnavailableError: Redis failed.
+        """
+        with _unavailable():
+            seconds, micros = self.client.time()
+        return float(seconds) + float(micros) / 1e6
+
+    def emit_ping(self, app_id: str) -> str:
+        """Queue a ``ping`` event for the app's endpoints (outbox ``<app_id>/``).
+
+        Returns:
+            The event's id.
+
+        Raises:
+            StoreUnavailableError: Redis failed.
+        """
+        name = f"{app_id}/"
+        keys = [
+            self._outbox_key(name),
+            f"{self.prefix}:events:seq:{name}",
+            f"{self.prefix}:outbox",
+            f"{self.prefix}:outbox:notify",
+        ]
+        with _unavailable():
+            return _text(self._ping(keys=keys, args=[name, _dump(app_id)]))
+
+    def _outbox_key(self, name: str) -> str:
+        return f"{self.prefix}:outbox:{name}"
+
+    def outbox_names(self) -> list[str]:
+        """The outboxes (``<app_id>/<task_id>``, or ``<app_id>/`` for an app's pings) holding events.
+
+        Raises:
+            StoreUnavailableError: Redis failed.
+        """
+        with _unavailable():
+            return sorted(_text(n) for n in self.client.smembers(f"{self.prefix}:outbox"))
+
+    def wait_outbox(self, timeout: float) -> str | None:
+        """The name of an outbox that got an event, waiting up to ``timeout`` seconds (less than the
+        client's read timeout); None when none did.
+
+        Raises:
+            StoreUnavailableError: Redis failed.
+        """
+        with _unavailable():
+            reply = self.client.blpop([f"{self.prefix}:outbox:notify"], timeout=timeout)
+        return None if reply is None else _text(reply[1])
+
+    def outbox_head(self, name: str) -> str | None:
+        """The oldest undelivered event of an outbox (its JSON text,
+        :class:`rtc_mpu.workers.events.OutboxEvent`), or None.
+
+        Raises:
+            StoreUnavailableError: Redis failed.
+        """
+        with _unavailable():
+            head = self.client.lindex(self._outbox_key(name), 0)
+        return None if head is None else _text(head)
+
+    def outbox_ack(self, name: str, event_id: str) -> bool:
+        """Take the event ``event_id`` off the head of its outbox (nothing if it is not the head).
+
+        Raises:
+            StoreUnavailableError: Redis failed.
+        """
+        with _unavailable():
+            popped = self._outbox_ack(
+                keys=[self._outbox_key(name), f"{self.prefix}:outbox"], args=[name, event_id]
+            )
+        return bool(popped)
+
+    def lock_outbox(self, name: str, token: str, seconds: float) -> bool:
+        """Take (or renew) the right to deliver an outbox for ``seconds``: one deliverer per outbox at
+        a time, so its events leave in order. False: another holder has it.
+
+        Raises:
+            StoreUnavailableError: Redis failed.
+        """
+        with _unavailable():
+            return bool(
+                self._outbox_lock(keys=[f"{self.prefix}:outbox:lock:{name}"], args=[token, _ms(seconds)])
+            )
+
+    def unlock_outbox(self, name: str, token: str) -> None:
+        """Give the outbox's delivery right back, if ``token`` holds it.
+
+        Raises:
+            StoreUnavailableError: Redis failed.
+        """
+        with _unavailable():
+            self._outbox_unlock(keys=[f"{self.prefix}:outbox:lock:{name}"], args=[token])
+
+    def note_retry(self, name: str, seconds: float) -> bool:
+        """Whether to schedule a retry of an outbox now: True at most once per ``seconds`` per outbox
+        (``SET NX`` with that TTL), so that many triggers schedule one retry.
+
+        Raises:
+            StoreUnavailableError: Redis failed.
+        """
+        with _unavailable():
+            return bool(self.client.set(f"{self.prefix}:outbox:retry:{name}", 1, nx=True, px=_ms(seconds)))
+
+    def _deliveries_key(self, app_id: str) -> str:
+        return f"{self.prefix}:app:{app_id}:deliveries"
+
+    def delivery(self, app_id: str, event_id: str, url: str) -> Delivery | None:
+        """The record of delivering an event to an endpoint, or None before the first attempt.
+
+        Raises:
+            StoreUnavailableError: Redis failed.
+        """
+        with _unavailable():
+            text = self.client.hget(self._deliveries_key(app_id), f"{event_id} {url}")
+        return None if text is None else Delivery.from_dict(json.loads(text))
+
+    def record_delivery(self, app_id: str, delivery: Delivery) -> None:
+        """Keep a delivery's record; an app keeps its :data:`MAX_DELIVERIES` newest.
+
+        Raises:
+            StoreUnavailableError: Redis failed.
+        """
+        key, field = self._deliveries_key(app_id), f"{delivery.event_id} {delivery.url}"
+        order = f"{key}:order"
+        with _unavailable():
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hset(key, field, _dump(delivery.to_dict()))
+            pipe.zadd(order, {field: self.server_time()}, nx=True)
+            pipe.zrange(order, 0, -(MAX_DELIVERIES + 1))
+            old = pipe.execute()[2]
+            if old:
+                pipe = self.client.pipeline(transaction=True)
+                pipe.hdel(key, *old)
+                pipe.zrem(order, *old)
+                pipe.execute()
+
+    def deliveries(self, app_id: str, limit: int = MAX_DELIVERIES) -> list[Delivery]:
+        """The app's most recent deliveries, newest first.
+
+        Raises:
+            StoreUnavailableError: Redis failed.
+        """
+        key = self._deliveries_key(app_id)
+        with _unavailable():
+            found: list[Any] = list(self.client.zrevrange(f"{key}:order", 0, max(0, limit - 1)))
+            fields = [_text(f) for f in found]
+            values = self.client.hmget(key, fields) if fields else []
+        return [Delivery.from_dict(json.loads(v)) for v in values if v is not None]

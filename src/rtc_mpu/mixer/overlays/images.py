@@ -42,6 +42,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from PIL import Image, ImageOps
 from yarl import URL
 
+from rtc_mpu.spec.urls import is_public_address as is_public_address  # re-exported (tests patch it here)
+
 log = logging.getLogger(__name__)
 
 #: URL schemes an image may be fetched from (redirect targets included).
@@ -60,7 +62,6 @@ _CHUNK = 64 * 1024
 _USER_AGENT = "rtc-mpu-image-fetch/1"
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
 #: NAT64 well-known prefix (RFC 6052): the last 32 bits are an IPv4 address.
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 #: Held while Pillow parses a header with DecompressionBombWarning turned into an error
 #: (warnings filters are process-wide state).
 _OPEN_LOCK = threading.Lock()
@@ -148,41 +149,6 @@ def redact_image_url(url: str) -> str:
         path = path[: MAX_REDACTED_PATH - 3] + "..."
     netloc = f"{host}:{port}" if port is not None else host
     return f"{parts.scheme}://{netloc}{path}"
-
-
-def is_public_address(address: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """Whether an IP address is a public unicast address that images may be fetched from.
-
-    False for loopback, private (RFC 1918 and the other ``is_private`` ranges), link-local, CGNAT
-    100.64.0.0/10, unique-local IPv6, multicast, reserved, unspecified, and for IPv6 addresses that
-    embed such an IPv4 address (IPv4-mapped ``::ffff:a.b.c.d``, NAT64 ``64:ff9b::/96``, 6to4
-    ``2002::/16``). A string that is not an IP address (an IPv6 zone id is accepted) is not public.
-    """
-    if isinstance(address, str):
-        try:
-            ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-    else:
-        ip = address
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return is_public_address(ip.ipv4_mapped)
-        embedded = ip.sixtofour
-        if ip in _NAT64:
-            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-        if embedded is not None and not is_public_address(embedded):
-            return False
-        if ip.is_site_local:
-            return False
-    return ip.is_global and not (
-        ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-    )
 
 
 def _address_allowed(address: str, allow_private: bool) -> bool:

@@ -3,7 +3,7 @@
 -- ARGV: prefix, name, task id, worker (JSON), lease ms, cooldown ms, ended ttl ms, node (JSON, null
 -- without a node), cost (units, JSON number), capacity (units; '' = unlimited), reason when refused (JSON).
 local f = redis.call('HMGET', KEYS[1], 'state', 'stop_requested', 'fence', 'heartbeat_at', 'stream_key',
-  'restarts', 'node')
+  'restarts', 'node', 'status')
 if not f[1] or f[1] == '"ended"' then
   return {'gone'}
 end
@@ -72,4 +72,5 @@ redis.call('HSET', KEYS[1], 'fence', token, 'worker', ARGV[4], 'state', '"starti
   'reason', reason, 'heartbeat_at', now_text, 'updated_at', now_text, 'restarts', restarts,
   'node', ARGV[8], 'cost', ARGV[9])
 set_leases(keys, ARGV[2], lease_ms)
+emit_status_change(f[1], f[8])
 return {'ok', token, tostring(load)}

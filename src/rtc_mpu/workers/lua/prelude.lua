@@ -99,6 +99,51 @@ local function release_leases(keys, name, cooldown_ms)
   end
 end
 
+-- The webhooks outbox (rtc_mpu.workers.store, "Events"): appends an event about the task KEYS[1]
+-- (ARGV[1] prefix, ARGV[2] name '<app_id>/<task_id>') to its outbox when its app has webhooks, in the
+-- same script as the change it describes. data_json: the event's "data" member (JSON text) or nil.
+local function emit_for(prefix, name, kind, data_json)
+  local app = string.match(name, '^(.*)/')
+  if not app or redis.call('EXISTS', prefix .. ':app:' .. app .. ':webhooks') == 0 then
+    return
+  end
+  local seq_key = prefix .. ':events:seq:' .. name
+  local seq = redis.call('INCR', seq_key)
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl > 0 then
+    redis.call('PEXPIRE', seq_key, ttl)
+  else
+    redis.call('PERSIST', seq_key)
+  end
+  local flat = redis.call('HGETALL', KEYS[1])
+  local parts = {}
+  for i = 1, #flat, 2 do
+    parts[#parts + 1] = cjson.encode(flat[i]) .. ':' .. flat[i + 1]
+  end
+  local t = redis.call('TIME')
+  local at = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+  local id = 'evt_' .. string.sub(redis.sha1hex(name .. '|' .. seq .. '|' .. at), 1, 24)
+  redis.call('RPUSH', prefix .. ':outbox:' .. name, '{"id":"' .. id .. '","type":' .. cjson.encode(kind) ..
+    ',"sequence":' .. seq .. ',"at":' .. at .. ',"data":' .. (data_json or 'null') ..
+    ',"record":{' .. table.concat(parts, ',') .. '}}')
+  redis.call('SADD', prefix .. ':outbox', name)
+  redis.call('RPUSH', prefix .. ':outbox:notify', name)
+  redis.call('LTRIM', prefix .. ':outbox:notify', -1000, -1)
+end
+
+local function emit(kind, data_json)
+  emit_for(ARGV[1], ARGV[2], kind, data_json)
+end
+
+-- A task.status_changed event when the task's state or status differs from before (JSON texts).
+local function emit_status_change(old_state, old_status)
+  local f = redis.call('HMGET', KEYS[1], 'state', 'status')
+  if f[1] ~= old_state or f[2] ~= old_status then
+    emit('task.status_changed', '{"previous_state":' .. (old_state or 'null') .. ',"previous_status":' ..
+      (old_status or 'null') .. '}')
+  end
+end
+
 -- KEYS[1] record, KEYS[2] app index, KEYS[3] active set; ARGV[1] prefix, ARGV[2] name, ARGV[3] task id.
 -- Each lease of keys that names the task is deleted, and gets its own cooldown unless another task holds it.
 local function end_task(keys, status, reason_json, cooldown_ms, ttl_ms, now_text, now_ms)
@@ -113,6 +158,7 @@ local function end_task(keys, status, reason_json, cooldown_ms, ttl_ms, now_text
   if redis.call('ZCOUNT', KEYS[2], '+inf', '+inf') == 0 then
     redis.call('PEXPIRE', KEYS[2], ttl_ms)
   end
+  emit('task.ended', nil)
 end
 
 local function url_taken_reason(holder)

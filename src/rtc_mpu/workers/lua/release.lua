@@ -2,7 +2,7 @@
 -- KEYS: record, app index, active set.
 -- ARGV: prefix, name, task id, token, reason (JSON), cooldown ms, ended ttl ms.
 -- A task whose stop was requested is not handed over: it ends (status 3, cooldown), as the user asked.
-local f = redis.call('HMGET', KEYS[1], 'state', 'fence', 'stop_requested')
+local f = redis.call('HMGET', KEYS[1], 'state', 'fence', 'stop_requested', 'status')
 if not f[1] or f[1] == '"ended"' or tonumber(f[2]) ~= tonumber(ARGV[4]) then
   return {'fenced'}
 end
@@ -15,6 +15,7 @@ end
 release_load(KEYS[1], ARGV[2])
 redis.call('HSET', KEYS[1], 'state', '"queued"', 'status', '0', 'reason', ARGV[5], 'worker', 'null',
   'heartbeat_at', '0', 'updated_at', now_text)
+emit_status_change(f[1], f[4])
 for _, key in ipairs(keys) do
   local lease = ARGV[1] .. ':lease:' .. key
   if redis.call('GET', lease) == ARGV[2] then

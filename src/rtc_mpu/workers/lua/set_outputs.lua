@@ -34,4 +34,5 @@ redis.call('HINCRBY', KEYS[1], 'spec_version', 1)
 redis.call('HSET', KEYS[1], 'outputs_version', tonumber(f[3] or '0') + 1, 'params', ARGV[4],
   'lease_keys', ARGV[5], 'output_leases', ARGV[6], 'last_output', ARGV[7], 'stream_key', ARGV[8],
   'updated_at', now_text)
+emit('task.outputs_changed', nil)
 return {'ok', redis.call('HGETALL', KEYS[1])}

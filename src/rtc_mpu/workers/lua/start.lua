@@ -28,4 +28,5 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms)
 redis.call('ZADD', KEYS[2], '+inf', ARGV[3])
 redis.call('PERSIST', KEYS[2])
 redis.call('SADD', KEYS[3], ARGV[2])
+emit('task.started', nil)
 return {'ok', redis.call('HGETALL', KEYS[1])}
