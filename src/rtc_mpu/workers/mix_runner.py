@@ -55,6 +55,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from rtc_mpu.layouts import SpecError
+from rtc_mpu.logs import logging_task
 from rtc_mpu.mixer.output.push import SinkStatus
 from rtc_mpu.mixer.output.sinks import SinkError, SinkTarget, sink_target
 from rtc_mpu.mixer.pipeline import Pipeline, PipelineStats
@@ -432,7 +433,8 @@ class MixRunner:
             return None
         self.token = token
         try:
-            return asyncio.run(self._run(token))
+            with logging_task(self.app_id, self.task_id):  # JSON logs name the task on every record
+                return asyncio.run(self._run(token))
         except Exception as exc:  # a bug or an unexpected failure: end the task truthfully
             log.exception("task %s/%s failed", self.app_id, self.task_id)
             reason = f"internal error: {exc.__class__.__name__}"
