@@ -189,6 +189,28 @@ def test_a_task_larger_than_a_node_runs_on_an_idle_node(store: TaskStore) -> Non
     )
 
 
+def test_claims_and_heartbeats_record_the_nodes_capacity(store: TaskStore) -> None:
+    for task_id in ("a", "b"):
+        start(store, task_id)
+    assert store.node_capacity("n1") is None, "not reported yet"
+    token = store.claim_on("app1", "a", "w", node="n1", cost=1.0, capacity=3.0).token
+    assert token is not None and store.node_capacity("n1") == 3.0
+    store.claim_on("app1", "b", "w", node="n2", cost=1.0)  # unlimited: 0
+    assert store.node_capacity("n2") == 0.0
+    assert 0 < store.client.pttl(store.capacity_key("n1")) <= store.ended_ttl_seconds * 1000
+    # A heartbeat reports the capacity of the node in the task's record (the worker's setting).
+    assert store.heartbeat("app1", "a", token, capacity=4.5) is not None
+    assert store.node_capacity("n1") == 4.5
+    assert store.heartbeat("app1", "a", token) is not None  # none given: unchanged
+    assert store.node_capacity("n1") == 4.5
+    assert store.heartbeat("app1", "a", token + 100, capacity=9.0) is None  # fenced out: nothing
+    assert store.node_capacity("n1") == 4.5
+    assert store.claim("app1", "b", "w") is None  # held; a claim without a node records nothing
+    assert store.node_capacity("") is None
+    with pytest.raises(ValueError):
+        store.heartbeat("app1", "a", token, capacity=-1.0)
+
+
 def test_finishing_frees_capacity(store: TaskStore) -> None:
     for task_id in ("a", "b", "c"):
         start(store, task_id)

@@ -118,9 +118,13 @@ def test_an_operator_key_sees_every_app_the_nodes_and_the_queue(
     assert first["hls_url"] == "/dashboard/hls/a1/t1/index.m3u8"
     assert first["nginx_hls_url"].endswith(":8081/hls/a1/t1/index.m3u8")
     assert second["snapshot_url"] is None and second["hls_url"] is None and second["watch_url"] is None
-    assert data["nodes"] == [{"node": "mix@n1", "load": 0.5, "capacity": None, "tasks": ["a1/t1"]}]
+    assert data["nodes"] == [{"node": "mix@n1", "load": 0.5, "capacity": 2.0, "tasks": ["a1/t1"]}]
     assert isinstance(data["queue_length"], int)
     assert data["csrf_token"] == csrf_token(OPERATOR)
+    # The capacity a heartbeat reports replaces the claim's; 0 is an unlimited node.
+    store.heartbeat("a1", "t1", token, capacity=0.0)
+    nodes = client.get("/dashboard/api/tasks", headers=basic(OPERATOR)).get_json()["nodes"]
+    assert nodes == [{"node": "mix@n1", "load": 0.5, "capacity": 0.0, "tasks": ["a1/t1"]}]
 
 
 def test_an_app_key_sees_no_other_apps_task(client: FlaskClient, store: TaskStore) -> None:

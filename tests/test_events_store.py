@@ -106,6 +106,42 @@ def test_a_task_life_writes_its_events_in_order(store: TaskStore) -> None:
     assert SIGNATURE_HEADER == "X-MPU-Signature"
 
 
+FILE = {
+    "output_id": "o2",
+    "name": "rec/20261201T081500Z_o2.mp4",
+    "size_bytes": 12345,
+    "duration_seconds": 10.04,
+    "start_time": "2026-12-01T08:15:00Z",
+}
+
+
+def test_a_finished_recording_is_announced_while_the_token_holds_the_task(store: TaskStore) -> None:
+    store.start_task(new_task())
+    token = store.claim("app1", "t1", "w1")
+    assert token is not None
+    assert store.emit_recording_ready("app1", "t1", token, FILE) is True  # no webhooks: no event
+    assert store.outbox_head("app1/t1") is None
+    store.set_webhooks("app1", [HOOK])
+    before = store.get_task("app1", "t1")
+    assert store.emit_recording_ready("app1", "t1", token, FILE) is True
+    assert store.emit_recording_ready("app1", "t1", token + 1, FILE) is False  # fenced out: nothing
+    assert store.emit_recording_ready("app1", "t1", 0, FILE) is False
+    assert store.emit_recording_ready("app1", "nope", token, FILE) is False
+    assert store.get_task("app1", "t1") == before, "the record is not changed"
+    store.finish("app1", "t1", token, TaskStatus.CHANNEL_ENDED, "empty")
+    assert store.emit_recording_ready("app1", "t1", token, FILE) is False  # ended: nothing
+    events = drain(store)
+    assert [e.type for e in events] == ["recording.ready", "task.ended"]
+    body: dict[str, Any] = json.loads(event_body(events[0]))
+    assert body["type"] == "recording.ready" and body["sequence"] == 1
+    assert body["data"] == {
+        **FILE,
+        "url": "/v1/apps/app1/tasks/t1/recordings/rec/20261201T081500Z_o2.mp4",
+    }
+    assert body["task"]["task_id"] == "t1" and body["task"]["state"] == "starting"
+    assert SECRET not in event_body(events[0]).decode()  # the task view is the redacted one
+
+
 def test_stop_of_a_queued_task_ends_it_with_one_event(store: TaskStore) -> None:
     store.set_webhooks("app1", [HOOK])
     store.start_task(new_task())

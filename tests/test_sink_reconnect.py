@@ -330,6 +330,7 @@ class RecordingStore(TaskStore):
         layout_id: int | None = None,
         users: list[str] | None = None,
         stats: TaskStats | None = None,
+        capacity: float | None = None,
     ) -> TaskRecord | None:
         self.beats.append((status, state, reason))
         return super().heartbeat(
@@ -342,6 +343,7 @@ class RecordingStore(TaskStore):
             layout_id=layout_id,
             users=users,
             stats=stats,
+            capacity=capacity,
         )
 
     def finish(

@@ -42,6 +42,7 @@ SCRIPTS = {
     "outbox_ack.lua",
     "outbox_lock.lua",
     "outbox_unlock.lua",
+    "recording_ready.lua",
 }
 
 

@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
+from typing import cast
 
 import av
 import numpy as np
+import pytest
 
 from rtc_mpu.mixer.output.muxers import FRAGMENTED_MP4
+from rtc_mpu.mixer.pipeline import Pipeline
+from rtc_mpu.mixer.sources.files import FileSource
 from rtc_mpu.spec.outputs import HlsOutput, OutputSpec, RecordOutput, RtmpOutput, SnapshotOutput
 from rtc_mpu.spec.storage import hls_dir, task_folder
+from rtc_mpu.spec.task import build_task_spec
+from rtc_mpu.spec.urls import stream_url_key
+from rtc_mpu.workers.events import OutboxEvent, WebhookEndpoint, event_body
+from rtc_mpu.workers.model import StoreUnavailableError, TaskParams, TaskRecord
 from rtc_mpu.workers.outputs import (
     Recording,
+    TaskOutputs,
     main_changed,
     main_output,
     output_changes,
@@ -25,6 +38,8 @@ from rtc_mpu.workers.outputs import (
     unique_path,
     write_sidecar,
 )
+from rtc_mpu.workers.store import TaskStore
+from rtc_mpu.workers.store_protocol import TaskStoreProtocol
 
 A = RtmpOutput("o1", "rtmp://example.com/live/a")
 B = RtmpOutput("o2", "rtmp://example.com/live/b")
@@ -115,3 +130,94 @@ def test_a_recording_cut_by_a_crash_gets_a_sidecar(tmp_path: Path) -> None:
     assert probe_duration(folder / "junk.mp4") is None
     assert not sidecar_path(folder / "junk.mp4").exists()
     assert not list(folder.glob(".*.tmp"))
+
+
+@pytest.mark.timeout(60)
+def test_each_finished_recording_file_is_announced_with_the_claims_token(
+    tmp_path: Path, clips: list[Path], task_store: TaskStore
+) -> None:
+    """An offline 5-second mix through the worker's TaskOutputs (as MixRunner makes them) with a
+    recording rolled every 2 s: each file, the rolled ones and the last one closed with the output,
+    gets its sidecar and one recording.ready event carrying the sidecar's data and its API url."""
+    url = "rtmp://example.com/live/secretkey"
+    task_store.set_webhooks("app1", [WebhookEndpoint("https://hooks.example.com/mpu", "0123456789abcdef")])
+    task_store.start_task(TaskRecord("app1", "t1", TaskParams("ch1", url), stream_url_key(url)))
+    token = task_store.claim("app1", "t1", "w1")
+    assert token is not None
+    outputs = TaskOutputs(
+        [RecordOutput("o2", max_duration_seconds=2.0)],
+        "app1",
+        "t1",
+        task_store,
+        tmp_path / "recordings",
+        tmp_path / "hls",
+        token=token,
+    )
+    pipeline = Pipeline(
+        build_task_spec(layout_ids=[1], media_encode_id=1),
+        FileSource([str(clips[0])]),
+        outputs.main_target,
+        realtime=False,
+        duration=5.0,
+        muxer_factory=outputs.main_muxer_factory,
+    )
+
+    async def scenario() -> None:
+        await outputs.start(pipeline)
+        await pipeline.run()
+        await outputs.close()
+
+    asyncio.run(scenario())
+    folder = task_folder(tmp_path / "recordings", "app1", "t1")
+    sidecars = {}
+    for path in folder.glob("*.json"):
+        data = json.loads(path.read_text())
+        sidecars[data["name"]] = data
+    assert len(sidecars) >= 2, "rolled at least once"
+    events = []
+    while (head := task_store.outbox_head("app1/t1")) is not None:
+        event = OutboxEvent.from_json(head)
+        assert task_store.outbox_ack("app1/t1", event.id)
+        events.append(event)
+    ready = [e for e in events if e.type == "recording.ready"]
+    assert len(ready) == len(sidecars)
+    for event in ready:
+        assert event.data is not None
+        name = event.data["name"]
+        assert event.data == {
+            "output_id": "o2",
+            **sidecars[name],
+            "url": f"/v1/apps/app1/tasks/t1/recordings/{name}",
+        }
+        assert event.data["size_bytes"] == (folder / name).stat().st_size > 0
+        assert "secretkey" not in event_body(event).decode()
+    names = [e.data["name"] for e in ready if e.data is not None]
+    assert len(set(names)) == len(names)
+
+
+def test_a_fenced_out_worker_announces_nothing(tmp_path: Path) -> None:
+    """A recording finished after the store refused the token (or failed) is logged, not announced;
+    the announcement never runs on the output's thread."""
+    calls: list[tuple[int, str]] = []
+
+    class Store:
+        def emit_recording_ready(
+            self, app_id: str, task_id: str, token: int, recording: Mapping[str, object]
+        ) -> bool:
+            calls.append((token, threading.current_thread().name))
+            if recording["name"] == "boom.mp4":
+                raise StoreUnavailableError("down")
+            return False
+
+    outputs = TaskOutputs([], "app1", "t1", cast(TaskStoreProtocol, Store()), tmp_path, tmp_path, token=7)
+
+    async def scenario() -> None:
+        outputs._announcer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mpu-announce")
+        outputs._queue_ready({"name": "a.mp4"})
+        outputs._queue_ready({"name": "boom.mp4"})
+        await outputs.close()
+        outputs._queue_ready({"name": "late.mp4"})  # after close: logged, not sent
+
+    asyncio.run(scenario())
+    assert [token for token, _ in calls] == [7, 7]
+    assert all(thread.startswith("mpu-announce") for _, thread in calls)

@@ -231,7 +231,7 @@ def _gather(
             {
                 "node": node,
                 "load": round(units, 3),
-                "capacity": None,
+                "capacity": store.node_capacity(node),
                 "tasks": sorted(name for name in entries if name in active),
             }
         )
@@ -272,7 +272,8 @@ def tasks() -> dict[str, Any]:
     the key sees as ``GET /v1/apps/{app_id}/tasks/{task_id}`` shows them, plus ``snapshot_url``,
     ``hls_url``, ``nginx_hls_url`` and ``watch_url`` (null when the task has no such output); nodes
     (operators only, else null) are ``[{"node", "load", "capacity", "tasks"}]`` (tasks: the active
-    tasks booked on it as ``app/task``; capacity is null, the store does not record it); queue_length:
+    tasks booked on it as ``app/task``; capacity: the node's units as its worker last reported them,
+    0 = unlimited, null = not reported lately); queue_length:
     mix messages waiting in the Celery queue (operators only, else null).
     """
     operator = _is_operator()

@@ -26,10 +26,10 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import quote
 
 from rtc_mpu.api.service import ServiceError
 from rtc_mpu.spec.outputs import RECORD_FORMATS, START_TIME_FORMAT
+from rtc_mpu.spec.storage import recording_url
 
 #: MIME type per recording extension.
 MIME_TYPES = {".mp4": "video/mp4", ".flv": "video/x-flv", ".mkv": "video/x-matroska"}
@@ -63,7 +63,7 @@ class Recording:
             "size_bytes": self.size_bytes,
             "duration_seconds": self.duration_seconds,
             "start_time": self.start_time,
-            "url": f"/v1/apps/{app_id}/tasks/{task_id}/recordings/{quote(self.name, safe='/')}",
+            "url": recording_url(app_id, task_id, self.name),
         }
 
 

@@ -22,6 +22,7 @@ import shutil
 import stat
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import quote
 
 #: Environment variables and defaults (relative to the working directory).
 HLS_DIR_VARIABLE = "MPU_HLS_DIR"
@@ -31,6 +32,12 @@ DEFAULT_RUN_DIR = "run"
 SIDECAR_SUFFIX = ".json"
 #: The playlist of a task's HLS output, in its folder.
 HLS_PLAYLIST = "index.m3u8"
+
+
+def recording_url(app_id: str, task_id: str, name: str) -> str:
+    """The path of recording ``name`` (relative to the task's folder, ``/``-separated) in the
+    recordings API: ``/v1/apps/{app_id}/tasks/{task_id}/recordings/{name}`` (the name quoted)."""
+    return f"/v1/apps/{app_id}/tasks/{task_id}/recordings/{quote(name, safe='/')}"
 
 
 def _env(environ: Mapping[str, str] | None) -> Mapping[str, str]:

@@ -43,6 +43,7 @@ EVENT_TYPES = (
     "channel.user_left",
     "output.failed",
     "output.recovered",
+    "recording.ready",
     "ping",
 )
 #: Signature header.

@@ -517,6 +517,7 @@ class MixRunner:
                 layout_id=beat.layout_id,
                 users=beat.users,
                 stats=beat.stats,
+                capacity=self.settings.capacity if self.node is not None else None,
             )
         except Exception as exc:  # the store is down: keep mixing, try again at the next beat
             silent = time.monotonic() - self._renewed_at
@@ -602,6 +603,7 @@ class MixRunner:
             retry_initial=self.settings.retry_initial,
             retry_max=self.settings.retry_max,
             channel=plan.channel,
+            token=token,
         )
         pipeline = Pipeline(
             plan.spec,

@@ -13,8 +13,11 @@ become the destinations of its one encode (:class:`rtc_mpu.mixer.pipeline.Pipeli
 - A **recording** writes ``<recordings dir>/<app_id>/<task_id>/<RecordOutput.file_name(...)>``
   (fragmented MP4, FLV or MKV), rolling over every ``max_duration_seconds`` at a keyframe; each file
   is named from the template with its own start time (:class:`Recording`), and each finished file
-  gets a sidecar ``<file>.json`` (:func:`write_sidecar`). A task resumed after a worker died starts a
-  new file; :func:`repair_sidecars` writes the sidecars of the files the dead worker left.
+  gets a sidecar ``<file>.json`` (:func:`write_sidecar`) and a ``recording.ready`` webhook event
+  (:meth:`rtc_mpu.workers.store.TaskStore.emit_recording_ready`, fenced by the claim's token; the
+  output's thread only queues it: one thread of :class:`TaskOutputs` makes the Redis calls, in
+  order, errors logged, never blocking the mix). A task resumed after a worker died starts a new
+  file; :func:`repair_sidecars` writes the sidecars of the files the dead worker left.
 - **HLS** writes ``<hls dir>/<app_id>/<task_id>/index.m3u8`` and its segments
   (:class:`~rtc_mpu.mixer.output.muxers.HlsMuxer`). A playlist already there (the task resumed on
   another worker, its pipeline rebuilt, the output reopened) is continued: numbering goes on, an
@@ -47,6 +50,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
@@ -305,6 +309,9 @@ class Recording:
         app_id, task_id: the task.
         folder: the task's recordings folder (``<recordings dir>/<app_id>/<task_id>``).
         now: the wall clock (tests).
+        on_ready: called (on the output's thread; it must not block) with each finished file's
+            ``{"output_id", "name", "size_bytes", "duration_seconds", "start_time"}`` after its
+            sidecar was written or attempted; its errors are logged.
 
     Attributes:
         files: files finished so far (their sidecars written or attempted).
@@ -318,12 +325,14 @@ class Recording:
         task_id: str,
         folder: Path,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_ready: Callable[[dict[str, object]], None] | None = None,
     ) -> None:
         self.spec = spec
         self.app_id = app_id
         self.task_id = task_id
         self.folder = folder
         self._now = now
+        self._on_ready = on_ready
         self.files = 0
         self.error: str | None = None
         self._lock = threading.Lock()
@@ -360,16 +369,24 @@ class Recording:
         return RollingFileMuxer(target, templates, self.finished, path_for=self.path_for, make=make)
 
     def finished(self, done: FinishedFile) -> None:
-        """A file is finished (on the output's thread): write its sidecar; errors are logged."""
+        """A file is finished (on the output's thread): write its sidecar, then hand its data to
+        ``on_ready``; errors are logged."""
         path = Path(done.path)
+        data: dict[str, object] | None = None
         try:
-            write_sidecar(path, sidecar(self.folder, path, done.size, done.duration, done.started_at))
+            data = sidecar(self.folder, path, done.size, done.duration, done.started_at)
+            write_sidecar(path, data)
         except (OSError, ValueError) as exc:
             with self._lock:
                 self.error = f"cannot write the sidecar of {path.name}: {exc}"
             log.error("recording %s: %s", path, self.error)
         with self._lock:
             self.files += 1
+        if data is not None and self._on_ready is not None:
+            try:
+                self._on_ready({"output_id": self.spec.output_id, **data})
+            except Exception:  # never fails the recording
+                log.exception("recording %s: announcing the finished file failed", path)
 
 
 def hls_muxer_factory(
@@ -532,6 +549,9 @@ class TaskOutputs:
         recordings_dir, hls_dir: the roots (:class:`rtc_mpu.workers.settings.WorkerSettings`).
         retry_initial, retry_max: the reconnect backoff of added RTMP outputs, in seconds.
         channel: the task's channel (where an rtc output publishes), or None (rtc outputs refused).
+        token: the claim's fencing token: each finished recording file is announced with it
+            (``recording.ready``, :meth:`rtc_mpu.workers.store.TaskStore.emit_recording_ready`) on a
+            thread of its own; None: not announced.
     """
 
     def __init__(
@@ -546,8 +566,13 @@ class TaskOutputs:
         retry_initial: float = 1.0,
         retry_max: float = 5.0,
         channel: ChannelConfig | None = None,
+        token: int | None = None,
     ) -> None:
         self.app_id = app_id
+        self.token = token
+        #: Makes the ``recording.ready`` Redis calls, one at a time in order (made with the first
+        #: recording when there is a token; shut down by :meth:`close`).
+        self._announcer: ThreadPoolExecutor | None = None
         self.channel = channel
         self.task_id = task_id
         self.store = store
@@ -620,7 +645,14 @@ class TaskOutputs:
             if isinstance(spec, RtmpOutput):
                 target = rtmp_output(spec.url)
             elif isinstance(spec, RecordOutput):
-                recording = Recording(spec, self.app_id, self.task_id, self.recordings_folder)
+                on_ready = None
+                if self.token is not None:
+                    if self._announcer is None:
+                        self._announcer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mpu-announce")
+                    on_ready = self._queue_ready
+                recording = Recording(
+                    spec, self.app_id, self.task_id, self.recordings_folder, on_ready=on_ready
+                )
                 self.recordings[spec.output_id] = recording
                 target, factory = recording.target(), recording.muxer_factory
             elif isinstance(spec, RtcOutput):
@@ -698,11 +730,52 @@ class TaskOutputs:
         names = [n for n in pipeline.outputs if n == output_id or n.startswith(output_id + "#")]
         return names[-1] if names else None
 
+    def _queue_ready(self, recording: dict[str, object]) -> None:
+        """:class:`Recording`'s ``on_ready`` (on an output's thread): queue the announcement."""
+        announcer = self._announcer
+        if announcer is None:
+            return
+        try:
+            announcer.submit(self._announce_ready, recording)
+        except RuntimeError:  # closed: the pipeline outlived close()
+            log.warning(
+                "task %s/%s: recording %s finished after the outputs closed; not announced",
+                self.app_id,
+                self.task_id,
+                recording.get("name"),
+            )
+
+    def _announce_ready(self, recording: dict[str, object]) -> None:
+        """The ``recording.ready`` event of a finished file (on the announcer's thread); errors logged."""
+        assert self.token is not None
+        try:
+            held = self.store.emit_recording_ready(self.app_id, self.task_id, self.token, recording)
+        except Exception as exc:  # the store is down: the file and its sidecar are there all the same
+            log.warning(
+                "task %s/%s: recording.ready of %s not queued: %s",
+                self.app_id,
+                self.task_id,
+                recording.get("name"),
+                exc,
+            )
+            return
+        if not held:
+            log.info(
+                "task %s/%s: recording %s finished after this worker lost the task; not announced",
+                self.app_id,
+                self.task_id,
+                recording.get("name"),
+            )
+
     async def close(self) -> None:
-        """Stop taking snapshots (waits for the one being stored, off the event loop)."""
+        """Stop taking snapshots (waits for the one being stored, off the event loop), then wait for
+        the recordings' announcements still queued (off the event loop)."""
         taker, self.slot.taker = self.slot.taker, None
         if taker is not None:
             await asyncio.to_thread(taker.close)
+        announcer = self._announcer  # kept: a later submit raises, and is logged
+        if announcer is not None:
+            await asyncio.to_thread(announcer.shutdown, wait=True)
 
     def stats(self, pipeline: Pipeline) -> tuple[OutputStats, ...]:
         """Each output's :class:`OutputStats`, in the task's output order."""

@@ -43,6 +43,10 @@ unambiguous because a TaskId never contains ``/``):
   node; ending a task removes it; a heartbeat re-asserts it. A claim drops the entries of tasks that
   are no longer live on that node (ended, moved, or heartbeat older than ``lease_seconds``), so a
   dead worker's load is released by the next claim on its node; no TTL.
+- ``{p}:capacity:<node>``: the node's capacity in units as its worker last reported it (text of a
+  number; 0 = unlimited, as ``MPU_WORKER_CAPACITY``), written by every claim with a node and every
+  heartbeat given the capacity (:meth:`TaskStore.heartbeat`); expires ``ended_ttl_seconds`` after
+  the last one (:meth:`TaskStore.node_capacity`, for the dashboard).
 
 Events (webhooks, :mod:`rtc_mpu.workers.events`, delivered by :mod:`rtc_mpu.workers.webhooks`):
 
@@ -51,7 +55,9 @@ Events (webhooks, :mod:`rtc_mpu.workers.events`, delivered by :mod:`rtc_mpu.work
   appends an event to the task's outbox in the same script (``emit`` in prelude.lua): start
   (``task.started``), state or status (``task.status_changed``), the layout in use or the spec
   (``task.layout_changed``), outputs (``task.outputs_changed``), users (``channel.user_joined`` /
-  ``left``), an output's trouble (``output.failed`` / ``output.recovered``), the end (``task.ended``).
+  ``left``), an output's trouble (``output.failed`` / ``output.recovered``), the end (``task.ended``);
+  a finished recording file (``recording.ready``, :meth:`TaskStore.emit_recording_ready`, fenced by
+  the claim's token like a heartbeat, the record unchanged).
 - ``{p}:outbox:<name>``: list, a task's undelivered events, oldest first, each a JSON object
   ``{"id", "type", "sequence", "at" (server time), "data", "record" (the record right after the
   change)}``; ``<app_id>/`` (an empty TaskId) holds the app's pings. ``{p}:outbox``: set of the names
@@ -87,7 +93,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from typing import Any
@@ -98,6 +104,7 @@ from redis.retry import Retry
 
 from rtc_mpu.layouts import SpecError
 from rtc_mpu.spec.outputs import OutputSpec, RtmpOutput, check_outputs, next_output_id, output_to_dict
+from rtc_mpu.spec.storage import recording_url
 from rtc_mpu.spec.urls import parse_stream_url, redact_url, stream_url_key
 from rtc_mpu.workers.events import Delivery, WebhookEndpoint, rotate
 from rtc_mpu.workers.model import (
@@ -380,6 +387,7 @@ class TaskStore:
         self._list_active = client.register_script(load_script("list_active.lua"))
         self._rescue_queued = client.register_script(load_script("rescue_queued.lua", prelude=True))
         self._ping = client.register_script(load_script("ping.lua"))
+        self._recording_ready = client.register_script(load_script("recording_ready.lua", prelude=True))
         self._outbox_ack = client.register_script(load_script("outbox_ack.lua"))
         self._outbox_lock = client.register_script(load_script("outbox_lock.lua"))
         self._outbox_unlock = client.register_script(load_script("outbox_unlock.lua"))
@@ -438,6 +446,10 @@ class TaskStore:
     def load_key(self, node: str) -> str:
         """The key of a worker node's load (hash: task name -> cost in units)."""
         return f"{self.prefix}:load:{node}"
+
+    def capacity_key(self, node: str) -> str:
+        """The key of a worker node's reported capacity (units as text, 0 = unlimited)."""
+        return f"{self.prefix}:capacity:{node}"
 
     def _index_key(self, app_id: str) -> str:
         return f"{self.prefix}:app:{app_id}:tasks"
@@ -956,6 +968,24 @@ class TaskStore:
             flat = self.client.hgetall(self.load_key(node))
         return {_text(name): float(_text(cost)) for name, cost in flat.items()}
 
+    def node_capacity(self, node: str) -> float | None:
+        """A node's capacity in units as its worker last reported it with a claim (:meth:`claim_on`)
+        or a heartbeat (:meth:`heartbeat`, ``capacity``): 0.0 = unlimited; None = not reported within
+        ``ended_ttl_seconds``.
+
+        Raises:
+            StoreUnavailableError: Redis failed.
+        """
+        with _unavailable():
+            value = self.client.get(self.capacity_key(node))
+        if value is None:
+            return None
+        try:
+            capacity = float(_text(value))
+        except ValueError:
+            return None
+        return capacity if math.isfinite(capacity) and capacity >= 0 else None
+
     def snapshot_key(self, app_id: str, task_id: str) -> str:
         """Redis key of a task's latest snapshot (a hash: ``jpeg``, ``taken_at``)."""
         return f"{self.prefix}:snapshot:{app_id}/{task_id}"
@@ -1048,6 +1078,7 @@ class TaskStore:
         layout_id: int | None = None,
         users: list[str] | None = None,
         stats: TaskStats | None = None,
+        capacity: float | None = None,
     ) -> TaskRecord | None:
         """Report progress and renew the StreamURL leases, if ``token`` still holds the task.
 
@@ -1055,7 +1086,8 @@ class TaskStore:
         (None = unchanged; once a stop was requested, ``state`` stays STOPPING and ``reason`` the
         stop's, whatever is given), ``heartbeat_at`` and ``updated_at`` = now, and each lease's TTL
         to ``lease_seconds`` (re-creating a lease that had expired if no other task took it), and
-        the task's entry in its node's load (:meth:`claim_on`).
+        the task's entry in its node's load (:meth:`claim_on`); with ``capacity`` (units, 0 =
+        unlimited) and a node in the record, the node's capacity (:meth:`node_capacity`).
 
         Returns:
             The fresh record (read ``stop_requested`` and ``spec_version`` from it), or None: the
@@ -1065,11 +1097,13 @@ class TaskStore:
 
         Raises:
             ValueError: ``state`` is not STARTING, RUNNING, RETRYING or STOPPING (use :meth:`finish`
-                to end a task).
+                to end a task), or ``capacity`` is negative or not finite.
             StoreUnavailableError: Redis failed.
         """
         if state is not None and state not in _HEARTBEAT_STATES:
             raise ValueError(f"a heartbeat cannot set state {state}")
+        if capacity is not None and not (math.isfinite(capacity) and capacity >= 0):
+            raise ValueError(f"a node's capacity must be >= 0 (0: unlimited), got {capacity!r}")
         if not self._valid(app_id, task_id) or token < 1:
             return None
         fields: list[str] = []
@@ -1090,6 +1124,7 @@ class TaskStore:
             token,
             self._lease_ms,
             self._ttl_ms,
+            "" if capacity is None else repr(float(capacity)),
             *fields,
         ]
         with _unavailable():
@@ -1256,6 +1291,34 @@ class TaskStore:
         ]
         with _unavailable():
             return _text(self._ping(keys=keys, args=[name, _dump(app_id)]))
+
+    def emit_recording_ready(
+        self, app_id: str, task_id: str, token: int, recording: Mapping[str, object]
+    ) -> bool:
+        """Queue a ``recording.ready`` event for a finished recording file of the task, if ``token``
+        still holds it (the fence of :meth:`heartbeat`; a worker fenced out, or a task ended, emits
+        nothing). The event's data: ``recording``'s ``output_id``, ``name`` (relative to the task's
+        recordings folder), ``size_bytes``, ``duration_seconds`` and ``start_time`` (the sidecar's,
+        :func:`rtc_mpu.workers.outputs.sidecar`) and ``url``, the file in the recordings API
+        (:func:`rtc_mpu.spec.storage.recording_url`). Nothing is queued when the app has no webhooks.
+
+        Returns:
+            Whether ``token`` holds the task (the event was queued if the app has webhooks).
+
+        Raises:
+            StoreUnavailableError: Redis failed.
+        """
+        if not self._valid(app_id, task_id) or token < 1:
+            return False
+        data = {
+            key: recording.get(key)
+            for key in ("output_id", "name", "size_bytes", "duration_seconds", "start_time")
+        }
+        data["url"] = recording_url(app_id, task_id, str(recording.get("name", "")))
+        args: list[str | int] = [self.prefix, f"{app_id}/{task_id}", token, _dump(data)]
+        with _unavailable():
+            reply = self._recording_ready(keys=[self.task_key(app_id, task_id)], args=args)
+        return _text(reply) == "ok"
 
     def _outbox_key(self, name: str) -> str:
         return f"{self.prefix}:outbox:{name}"

@@ -179,7 +179,7 @@ async function poll() {
   document.getElementById("queue").textContent = data.queue_length ?? "-";
   document.querySelector("#nodes tbody").replaceChildren(...(data.nodes || []).map((n) => {
     const row = el("tr");
-    row.append(el("td", {}, n.node), el("td", {}, String(n.load)), el("td", {}, n.capacity === null ? "not in the store" : String(n.capacity)), el("td", {}, n.tasks.join(", ")));
+    row.append(el("td", {}, n.node), el("td", {}, String(n.load)), el("td", {}, n.capacity === null ? "not reported" : n.capacity === 0 ? "unlimited" : String(n.capacity)), el("td", {}, n.tasks.join(", ")));
     return row;
   }));
   document.getElementById("count").textContent = String(data.tasks.length);

@@ -25,6 +25,9 @@ if holder then
 end
 local load = 0
 if KEYS[5] then
+  -- The node's capacity as its worker last reported it (0 = unlimited), for the dashboard.
+  redis.call('SET', ARGV[1] .. ':capacity:' .. cjson.decode(ARGV[8]), ARGV[10] ~= '' and ARGV[10] or '0',
+    'PX', ttl_ms)
   -- The node's load: its live tasks' costs. Entries of tasks that ended, moved to another node or
   -- whose heartbeat is stale (the worker died or hangs) are dropped here, so a dead worker's load
   -- never blocks its node for good.

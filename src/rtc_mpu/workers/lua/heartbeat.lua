@@ -1,6 +1,7 @@
 -- Runs after prelude.lua, which rtc_mpu.workers.store prepends.
 -- KEYS: record, app index, active set.
--- ARGV: prefix, name, task id, token, lease ms, ended ttl ms, then field/value pairs to set.
+-- ARGV: prefix, name, task id, token, lease ms, ended ttl ms, the node's capacity (units as text, 0 =
+-- unlimited; '' = not reported), then field/value pairs to set.
 local f = redis.call('HMGET', KEYS[1], 'state', 'fence', 'stop_requested', 'status', 'layout_id', 'users', 'stats')
 if not f[1] or f[1] == '"ended"' then
   return {'gone'}
@@ -21,17 +22,20 @@ local node = redis.call('HMGET', KEYS[1], 'node', 'cost')
 if node[1] and node[1] ~= 'null' then
   -- Back in the node's load if a claim dropped it as stale while this worker could not heartbeat.
   redis.call('HSET', ARGV[1] .. ':load:' .. cjson.decode(node[1]), ARGV[2], node[2] or '0')
+  if ARGV[7] ~= '' then
+    redis.call('SET', ARGV[1] .. ':capacity:' .. cjson.decode(node[1]), ARGV[7], 'PX', tonumber(ARGV[6]))
+  end
 end
 if f[3] == 'true' then
   -- A stop was requested: the task stays 'stopping', with the stop's reason, until it ends.
-  for i = 7, #ARGV, 2 do
+  for i = 8, #ARGV, 2 do
     if ARGV[i] ~= 'state' and ARGV[i] ~= 'reason' then
       redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
     end
   end
   redis.call('HSET', KEYS[1], 'state', '"stopping"')
-elseif #ARGV > 6 then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+elseif #ARGV > 7 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 8))
 end
 redis.call('HSET', KEYS[1], 'heartbeat_at', now_text, 'updated_at', now_text)
 emit_status_change(f[1], f[4])
