@@ -24,7 +24,8 @@ from tests.conftest import TOKEN_SECRET
 from tests.test_browser_publish import CHROMIUM_FLAGS
 from tests.test_browser_watch import Reports
 from tests.test_janus_source import Recorder, has_media, wait_for
-from tests.test_whip_ingest import ApiServer, create_room, publish_token, running_edge
+from tests.test_token_mode import create_room
+from tests.test_whip_ingest import ApiServer, publish_token, running_edge
 
 APP, CHANNEL, USER = "app1", "whip-browser", "chromium-whip"
 

@@ -20,8 +20,15 @@ from tests.media import COLORS
 from tests.test_janus_source import Recorder, centre_color, has_media, wait_for
 
 
-async def create_room(janus: Janus, app_id: str, channel_id: str, allowed: list[str]) -> None:
-    """Create the channel's room as the API does (admin key, secret, PIN, allowed list)."""
+async def create_room(
+    janus: Janus,
+    app_id: str,
+    channel_id: str,
+    allowed: list[str],
+    publishers: int = 6,
+    videocodec: str = "vp8,h264",
+) -> None:
+    """Create the channel's room as the API's token endpoint does (admin key, secret, PIN, allowed list)."""
     room = tokens.room_name(app_id, channel_id)
     session = JanusSession(janus.url, token=tokens.mint_service_token(TOKEN_SECRET, time.time()))
     await session.connect()
@@ -35,8 +42,9 @@ async def create_room(janus: Janus, app_id: str, channel_id: str, allowed: list[
                 "secret": tokens.room_secret(TOKEN_SECRET, room),
                 "pin": tokens.room_pin(TOKEN_SECRET, room),
                 "allowed": allowed,
-                "publishers": 6,
-                "videocodec": "vp8,h264",
+                "publishers": publishers,
+                "bitrate": 1_500_000,
+                "videocodec": videocodec,
                 "audiocodec": "opus",
             }
         )

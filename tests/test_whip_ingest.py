@@ -42,6 +42,7 @@ from tests import whip_client
 from tests.conftest import TOKEN_SECRET
 from tests.media import tone_level_db
 from tests.test_janus_source import Recorder, centre_color, has_media, wait_for
+from tests.test_token_mode import create_room
 
 pytestmark = pytest.mark.integration  # starts its own Janus (token mode with the admin API)
 
@@ -94,38 +95,6 @@ def publish_token(
     app_id: str, channel_id: str, user_id: str, ttl: int = 300, role: Role = Role.PUBLISH
 ) -> str:
     return mint_token(TOKEN_SECRET, app_id, channel_id, user_id, role, int(time.time()) + ttl)
-
-
-async def create_room(
-    janus: Janus,
-    app_id: str,
-    channel_id: str,
-    allowed: list[str],
-    publishers: int = 6,
-    videocodec: str = "vp8,h264",
-) -> None:
-    """Create the channel's room as the API's token endpoint does (admin key, secret, PIN, allowed list)."""
-    room = tokens.room_name(app_id, channel_id)
-    session = JanusSession(janus.url, token=tokens.mint_service_token(TOKEN_SECRET, time.time()))
-    await session.connect()
-    try:
-        handle = await session.attach()
-        await handle.request(
-            {
-                "request": "create",
-                "room": room,
-                "admin_key": tokens.admin_key(TOKEN_SECRET),
-                "secret": tokens.room_secret(TOKEN_SECRET, room),
-                "pin": tokens.room_pin(TOKEN_SECRET, room),
-                "allowed": allowed,
-                "publishers": publishers,
-                "bitrate": 1_500_000,
-                "videocodec": videocodec,
-                "audiocodec": "opus",
-            }
-        )
-    finally:
-        await session.close()
 
 
 @asynccontextmanager
