@@ -13,10 +13,11 @@ does (:class:`~rtc_mpu.mixer.sources.janus.JanusSource` into a 1280x720 30 fps p
 (:class:`rtc_mpu.stack.viewer.Viewer`) and reads the stamp of every decoded picture: the delay is
 ``decode time - capture time``, capture to the viewer's decoded picture through Janus twice, the mix
 and the encoder. The mix then runs again without the ``rtc`` output; the CPU the output adds is
-this process's CPU time per second with it minus without it (AAC decoding, Opus encoding, SRTP and
-packetizing), beside the whole task's. Last, 300 frames of a moving 1280x720 picture are encoded in
-high and in main profile (the one an rtc output imposes) to compare their CPU. The first 4 s of each
-run are not measured. It prints numbers and asserts nothing.
+this process's CPU time per second with it minus without it (noisy on a busy machine: the two runs
+are sequential), and, measured directly, the CPU of the output's job thread (``/proc``: AAC decoding,
+Opus encoding, RTP packetizing and sending), each beside the whole task's. Last, 300 frames of a
+moving 1280x720 picture are encoded in high and in main profile (the one an rtc output imposes) to
+compare their CPU. The first 4 s of each run are not measured. It prints numbers and asserts nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -48,6 +50,8 @@ from rtc_mpu.workers.outputs import NULL_SINK, null_muxer
 #: Seconds ignored at the start of a run (ICE, DTLS, first keyframes).
 WARM_UP_SECONDS = 4.0
 MEDIA_ENCODE_ID = 27  # 1280x720, 30 fps
+#: The rtc output's job thread (``mpu-out-<name>`` cut to 15 characters, outputs.py).
+OUTPUT_THREAD = "mpu-out-rtc"
 
 
 def profile_cost(profile: str, frames: int = 300) -> tuple[float, int]:
@@ -70,6 +74,22 @@ def profile_cost(profile: str, frames: int = 300) -> tuple[float, int]:
 def cpu_seconds() -> float:
     t = os.times()
     return t.user + t.system
+
+
+def thread_cpu_seconds(name: str) -> float:
+    """CPU seconds (user + system) of this process's Python threads named ``name`` so far, from
+    ``/proc/self/task/<tid>/stat`` (fields 14 and 15, in clock ticks)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for thread in threading.enumerate():
+        if thread.name != name or thread.native_id is None:
+            continue
+        try:
+            fields = Path(f"/proc/self/task/{thread.native_id}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
 
 
 async def view(janus_url: str, room: str, feed: str, seconds: float) -> list[int]:
@@ -140,14 +160,20 @@ async def mix(
             ]
         )
     await asyncio.sleep(WARM_UP_SECONDS)
-    cpu, wall = cpu_seconds(), time.monotonic()
+    cpu, wall, output_cpu = cpu_seconds(), time.monotonic(), thread_cpu_seconds(OUTPUT_THREAD)
     await asyncio.sleep(seconds)
-    used = (cpu_seconds() - cpu) / (time.monotonic() - wall)
+    elapsed = time.monotonic() - wall
+    used = (cpu_seconds() - cpu) / elapsed
+    output_used = (thread_cpu_seconds(OUTPUT_THREAD) - output_cpu) / elapsed
     if viewer is not None:
         await asyncio.to_thread(viewer.wait, WARM_UP_SECONDS + seconds + 30)
     pipeline.stop()
     await run
-    return {"cpu_per_second": used, "video_frames": float(pipeline.stats.video_frames)}
+    return {
+        "cpu_per_second": used,
+        "output_thread_cpu_per_second": output_used,
+        "video_frames": float(pipeline.stats.video_frames),
+    }
 
 
 async def bench(seconds: float) -> dict[str, object]:
@@ -200,6 +226,12 @@ async def bench(seconds: float) -> dict[str, object]:
         "task_cpu_per_second_without_rtc": without["cpu_per_second"],
         "rtc_output_cpu_per_second": added,
         "rtc_output_share_of_task": added / with_rtc["cpu_per_second"] if with_rtc["cpu_per_second"] else 0.0,
+        "rtc_thread_cpu_per_second": with_rtc["output_thread_cpu_per_second"],
+        "rtc_thread_share_of_task": (
+            with_rtc["output_thread_cpu_per_second"] / with_rtc["cpu_per_second"]
+            if with_rtc["cpu_per_second"]
+            else 0.0
+        ),
     }
 
 

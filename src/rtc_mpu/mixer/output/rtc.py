@@ -1,26 +1,34 @@
-"""The mix published back into its channel over WebRTC (output kind ``rtc``).
+"""The mix published back into its channel (output kind ``rtc``), as a VideoRoom remote publisher.
 
-The task's one H.264 encode is reused as it is: each :class:`~rtc_mpu.mixer.output.encoder.EncodedPacket`
-becomes an ``av.Packet`` that aiortc packetizes without encoding again (an ``av.Packet`` coming out
-of a track is *packed*, a frame would be encoded). Only the audio is encoded again, because WebRTC
-carries Opus and the task encodes AAC: on the output's job thread the AAC packets are decoded and
-encoded to Opus (20 ms frames, as aiortc's own encoder would), and aiortc only packs those too, so
-the event loop does no media work (nor aiortc's per-frame audio level).
+The task's one H.264 encode is reused as it is, and nothing here speaks WebRTC: the output asks
+Janus' VideoRoom for a *remote publisher* (``add_remote_publisher``, Janus >= 1.1: a publisher fed by
+plain RTP on a UDP port Janus opens) named ``<task_id>.mix``
+(:data:`rtc_mpu.spec.tokens.MIX_SUFFIX`), and sends it RTP from the output's job thread: each
+:class:`~rtc_mpu.mixer.output.encoder.EncodedPacket` of video is cut into RTP payloads
+(:mod:`rtc_mpu.mixer.output.rtp`, SPS and PPS put in front of every keyframe, since they live in the
+encoder's extradata for the containers), the AAC audio is decoded and encoded to Opus (20 ms frames).
+Janus does ICE, DTLS and SRTP with every viewer in C; subscribers see the publisher as any other.
+This replaced an aiortc peer connection whose Python RTP/SRTP path cost 13-16 % of a task (issue 14;
+``python -m bench.rtc_delay`` measures both the delay and the CPU the output adds).
 
-The publisher joins the channel's VideoRoom room as ``<task_id>.mix``
-(:data:`rtc_mpu.spec.tokens.MIX_SUFFIX`); the channel sources never mix such a publisher. With
-Janus' signed tokens (the stack's default) it joins with the workers' own credentials, its join
-token on the room's ``allowed`` list only for the moment of the join.
+Janus sends a PLI to the address that last sent to its RTCP port (we latch with an empty receiver
+report, repeated every :data:`LATCH_INTERVAL_SECONDS`); a PLI asks the task's encoder for an IDR
+(``request_keyframe``, called on the event loop).
 
 Browsers decode WebRTC H.264 in constrained baseline and main profile (Debian's Chromium offers
 ``42e01f``, ``42001f`` and ``4d001f``), so a task with an ``rtc`` output encodes main profile
-(:data:`RTC_PROFILE`) and offers ``profile-level-id`` :data:`MAIN_PROFILE_LEVEL_ID`, which aiortc
-does not list by itself (:func:`offer_main_profile`). SPS and PPS live in the encoder's extradata
-(global header, for the containers), so they are put in front of every keyframe here.
+(:data:`RTC_PROFILE`). Janus 1.1.2 cannot be told a remote publisher's H.264 profile (its request
+validation declares ``h264_profile`` a boolean, then reads a string), so viewers are offered H.264
+without a ``profile-level-id``; Chromium and aiortc decode the main-profile stream all the same.
 
-A viewer's PLI or FIR (Janus forwards them when a subscriber joins or loses pictures) asks the
-task's encoder for an IDR (``request_keyframe``). Everything blocking here runs on the output's job
-thread and waits on the event loop, where aiortc lives, with a timeout.
+The RTP between the worker and Janus is plain (Janus 1.1.2 does not decrypt SRTP for remote
+publishers) and Janus does not check where it comes from: on one host the port is bound to loopback;
+across hosts keep the workers' and Janus' network private (README, "The mix over WebRTC").
+
+A remote publisher belongs to the room, not to a Janus session: :meth:`RtcMuxer.close` removes it,
+a worker that takes a task over replaces the one its predecessor left (same id), and the workers'
+reconciler removes those of tasks that ended without their worker
+(:func:`remove_mix_publisher`).
 """
 
 from __future__ import annotations
@@ -29,21 +37,23 @@ import asyncio
 import concurrent.futures
 import contextlib
 import fractions
+import ipaddress
 import logging
+import socket
+import time
+import urllib.parse
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import av
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
-from aiortc.codecs import CODECS
-from aiortc.mediastreams import MediaStreamError
-from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from rtc_mpu.mixer.output.encoder import EncodedPacket, StreamTemplates
 from rtc_mpu.mixer.output.muxers import OutputTarget
+from rtc_mpu.mixer.output.rtp import RtpStream, h264_payloads, keyframe_requested, receiver_report
 from rtc_mpu.mixer.output.sinks import SinkError, SinkTarget
-from rtc_mpu.mixer.sources.janus import ChannelConfig, join_as_publisher, rtc_configuration
-from rtc_mpu.mixer.sources.janus_http import JanusError, JanusSession, JsonDict
+from rtc_mpu.mixer.sources.janus import ChannelConfig
+from rtc_mpu.mixer.sources.janus_http import JanusError, JanusHandle, JanusSession, JsonDict
+from rtc_mpu.spec import tokens
 
 log = logging.getLogger(__name__)
 
@@ -52,96 +62,118 @@ RTC_PROFILE = "main"
 #: H.264 main profile, level 3.1 (RFC 6184 ``profile-level-id``: profile_idc 0x4d, constraints 0x00,
 #: level_idc 0x1f), as Chromium offers it.
 MAIN_PROFILE_LEVEL_ID = "4d001f"
-#: Seconds joining the room and negotiating may take, and closing.
+#: Seconds joining the room may take, and leaving it.
 CONNECT_TIMEOUT_SECONDS = 10.0
-#: Video packets (about 2 s at 30 fps) and audio frames that may wait for aiortc before the oldest
-#: are dropped (the peer connection stalled).
-MAX_QUEUED_VIDEO = 60
-MAX_QUEUED_AUDIO = 100
 #: The RTP clock of Opus and of our audio (RFC 7587), Hz.
 AUDIO_RATE = 48000
-#: Samples per Opus frame (20 ms at 48 kHz) and its bitrate in bit/s (aiortc's own encoder's values).
+#: Samples per Opus frame (20 ms at 48 kHz) and its bitrate in bit/s (aiortc's encoder's values).
 OPUS_FRAME_SAMPLES = 960
 OPUS_BITRATE = 96000
+#: The payload types and SSRCs Janus expects from a remote publisher (janus_videoroom.c and rtp.c
+#: of Janus 1.1.2: ``H264_PT`` 107, ``OPUS_PT`` 111; the SSRC of the stream at m-line index i is
+#: ``REMOTE_PUBLISHER_BASE_SSRC + i * REMOTE_PUBLISHER_SSRC_STEP`` = 1000 + 10 i).
+H264_PAYLOAD_TYPE = 107
+OPUS_PAYLOAD_TYPE = 111
+REMOTE_SSRC_BASE = 1000
+REMOTE_SSRC_STEP = 10
+#: VideoRoom error codes (janus_videoroom.c): the id exists; no such feed.
+ERROR_ID_EXISTS = 436
+ERROR_NO_SUCH_FEED = 428
+#: Seconds between the receiver reports that latch Janus' RTCP feedback to our socket.
+LATCH_INTERVAL_SECONDS = 2.0
+#: Socket send buffer, bytes: a keyframe of a 1080p mix (a few hundred kB) leaves at once.
+SEND_BUFFER_BYTES = 1 << 20
 
 
-def offer_main_profile() -> None:
-    """Make aiortc offer H.264 main profile (``4d001f``) besides its baseline ones. Idempotent; it
-    changes aiortc's module-level codec list, so every peer connection of the process offers it."""
-    video = CODECS["video"]
-    if any(c.parameters.get("profile-level-id") == MAIN_PROFILE_LEVEL_ID for c in video):
-        return
-    used = {c.payloadType for c in video if c.payloadType is not None}
-    payload_type = next(pt for pt in range(96, 128, 2) if pt not in used and pt + 1 not in used)
-    video.append(
-        RTCRtpCodecParameters(
-            mimeType="video/H264",
-            clockRate=90000,
-            payloadType=payload_type,
-            parameters={
-                "level-asymmetry-allowed": "1",
-                "packetization-mode": "1",
-                "profile-level-id": MAIN_PROFILE_LEVEL_ID,
-            },
+def remote_publisher_request(
+    publisher_id: str, room: str, secret: str | None, video: bool, audio: bool, iface: str | None
+) -> JsonDict:
+    """The VideoRoom ``add_remote_publisher`` body of the mix: H.264 video at m-line 0 (if any),
+    stereo Opus after it."""
+    streams: list[JsonDict] = []
+    if video:
+        streams.append({"type": "video", "mindex": len(streams), "mid": str(len(streams)), "codec": "h264"})
+    if audio:
+        streams.append(
+            {
+                "type": "audio",
+                "mindex": len(streams),
+                "mid": str(len(streams)),
+                "codec": "opus",
+                "stereo": True,
+            }
         )
-    )
-    video.append(
-        RTCRtpCodecParameters(
-            mimeType="video/rtx",
-            clockRate=90000,
-            payloadType=payload_type + 1,
-            parameters={"apt": payload_type},
-        )
-    )
+    body: JsonDict = {
+        "request": "add_remote_publisher",
+        "room": room,
+        "id": publisher_id,
+        "display": publisher_id,
+        "streams": streams,
+    }
+    if secret:
+        body["secret"] = secret
+    if iface:
+        body["iface"] = iface
+    return body
 
 
-class QueuedTrack(MediaStreamTrack):
-    """A track whose ``recv()`` returns the encoded packets :meth:`push` queued (on the event loop):
-    H.264 access units (video) or Opus frames (audio), which aiortc packs as they are. Beyond
-    ``limit`` queued items the oldest is dropped and counted."""
+def _room_secret(channel: ChannelConfig) -> str | None:
+    return tokens.room_secret(channel.token_secret, channel.room) if channel.token_secret else None
 
-    def __init__(self, kind: str, limit: int) -> None:
-        super().__init__()
-        self.kind = kind
-        self._queue: asyncio.Queue[av.Packet[Any] | None] = asyncio.Queue()
-        self._limit = limit
-        #: Items dropped because aiortc did not take them in time.
-        self.dropped = 0
 
-    def push(self, item: av.Packet[Any] | None) -> None:
-        """Queue ``item`` (None ends the track). Call on the event loop."""
-        while self._queue.qsize() >= self._limit:
-            self._queue.get_nowait()
-            self.dropped += 1
-        self._queue.put_nowait(item)
+async def remove_mix_publisher(channel: ChannelConfig, publisher_id: str) -> bool:
+    """Remove the remote publisher ``publisher_id`` (a task's ``.mix``) from the channel's room.
 
-    async def recv(self) -> av.Packet[Any]:
-        """The next queued item.
+    Returns:
+        True if one was removed, False if there was none (or no such room).
 
-        Raises:
-            MediaStreamError: the track ended.
-        """
-        item = await self._queue.get()
-        if item is None or self.readyState != "live":
-            raise MediaStreamError
-        return item
+    Raises:
+        JanusError, JanusUnreachableError: Janus refused or did not answer.
+    """
+    session = JanusSession(channel.janus_url, api_secret=channel.api_secret, token=channel.session_token)
+    await session.connect()
+    try:
+        handle = await session.attach()
+        return await _remove(handle_request=handle.request, channel=channel, publisher_id=publisher_id)
+    finally:
+        await session.close()
+
+
+async def _remove(
+    *,
+    handle_request: Callable[[JsonDict], Coroutine[Any, Any, JsonDict]],
+    channel: ChannelConfig,
+    publisher_id: str,
+) -> bool:
+    body: JsonDict = {"request": "remove_remote_publisher", "room": channel.room, "id": publisher_id}
+    if secret := _room_secret(channel):
+        body["secret"] = secret
+    try:
+        await handle_request(body)
+    except JanusError as exc:
+        if exc.code in (ERROR_NO_SUCH_FEED, 426):  # gone already, or the room is
+            return False
+        raise
+    return True
 
 
 class RtcMuxer:
-    """One WebRTC publisher of the mix in the channel's room (a :class:`~rtc_mpu.mixer.output.muxers.Muxer`).
+    """The mix as a remote publisher in the channel's room (a :class:`~rtc_mpu.mixer.output.muxers.Muxer`).
 
-    The constructor joins and negotiates (on ``loop``, waited for here on the output's job thread).
+    The constructor adds the publisher (on ``loop``, waited for here on the output's job thread) and
+    opens the sockets; :meth:`write` sends RTP from the calling thread.
 
     Args:
         target: the output (:func:`rtc_output`).
         templates: the encoder's streams (SPS/PPS and the AAC configuration).
         channel: the channel's room and credentials.
         publisher_id: the publisher id (``<task_id>.mix``).
-        loop: the event loop aiortc runs on.
+        loop: the event loop the Janus client and the RTCP socket live on.
         request_keyframe: asks the task's encoder for an IDR (called on the loop), or None.
+        timeout_seconds: how long adding and removing the publisher may take.
 
     Raises:
-        SinkError: joining or negotiating failed or timed out (status 5), or Janus refused (6).
+        SinkError: adding the publisher failed or timed out (status 5), or Janus refused (6).
     """
 
     def __init__(
@@ -162,17 +194,28 @@ class RtcMuxer:
         self._request_keyframe = request_keyframe
         self._timeout_seconds = timeout_seconds
         self._session: JanusSession | None = None
-        self._pc: RTCPeerConnection | None = None
+        self._handle: JanusHandle | None = None
         self._failed: str | None = None
         self._closed = False
+        self._added = False
+        self._rtp: socket.socket | None = None
+        self._rtcp: socket.socket | None = None
+        self._latched_at = 0.0
         video = templates.video
         self._sps_pps = bytes(video.codec_context.extradata or b"") if video is not None else b""
-        self._video = QueuedTrack("video", MAX_QUEUED_VIDEO) if video is not None else None
-        self._audio = QueuedTrack("audio", MAX_QUEUED_AUDIO) if templates.audio is not None else None
+        mindex = 0
+        self._video: RtpStream | None = None
+        self._audio: RtpStream | None = None
+        if video is not None:
+            self._video = RtpStream(H264_PAYLOAD_TYPE, REMOTE_SSRC_BASE + mindex * REMOTE_SSRC_STEP, 90000)
+            mindex += 1
         self._decoder: av.AudioCodecContext | None = None
         self._resampler: av.AudioResampler | None = None
         self._opus: av.AudioCodecContext | None = None
         if templates.audio is not None:
+            self._audio = RtpStream(
+                OPUS_PAYLOAD_TYPE, REMOTE_SSRC_BASE + mindex * REMOTE_SSRC_STEP, AUDIO_RATE
+            )
             decoder = av.CodecContext.create("aac", "r")
             assert isinstance(decoder, av.AudioCodecContext)
             source = templates.audio.codec_context
@@ -194,7 +237,7 @@ class RtcMuxer:
             opus.options = {"application": "voip"}
             self._opus = opus
         try:
-            self._wait(self._start(), "joining the room")
+            self._wait(self._start(), "adding the mix to the room")
         except SinkError:
             self.abort()
             raise
@@ -215,22 +258,47 @@ class RtcMuxer:
             raise SinkError(f"{what} failed: {exc}", self.target.display, push_url_problem=False) from None
 
     def write(self, packet: EncodedPacket) -> int:
-        """Hand ``packet`` to the peer connection (video as it is, audio decoded for Opus).
+        """Send ``packet`` as RTP (video as it is, audio encoded to Opus first).
+
+        Returns:
+            The encoded bytes taken (``len(packet.data)``), 0 for a stream the output does not carry.
 
         Raises:
-            SinkError: the peer connection failed or closed.
+            SinkError: the publisher is gone (Janus lost the session or refused the packets).
         """
         if self._failed is not None:
             raise SinkError(self._failed, self.target.display, push_url_problem=False)
-        if packet.video:
-            if self._video is None:
-                return 0
-            data = self._sps_pps + packet.data if packet.keyframe else packet.data
-            out = av.Packet(data)
-            out.pts, out.dts, out.time_base = packet.pts, packet.dts, packet.time_base
-            self._loop.call_soon_threadsafe(self._video.push, out)
-            return len(packet.data)
-        if self._audio is None or self._decoder is None or self._resampler is None or self._opus is None:
+        sock = self._rtp
+        if sock is None:
+            raise SinkError("the output is closed", self.target.display, push_url_problem=False)
+        now = time.monotonic()
+        if now - self._latched_at >= LATCH_INTERVAL_SECONDS:
+            self._latch(now)
+        try:
+            if packet.video:
+                return self._write_video(sock, packet)
+            return self._write_audio(sock, packet)
+        except OSError as exc:  # e.g. ICMP port unreachable: Janus removed the publisher
+            self._fail(f"sending RTP to Janus failed: {exc}")
+            raise SinkError(self._failed or str(exc), self.target.display, push_url_problem=False) from None
+
+    def _write_video(self, sock: socket.socket, packet: EncodedPacket) -> int:
+        stream = self._video
+        if stream is None:
+            return 0
+        data = self._sps_pps + packet.data if packet.keyframe else packet.data
+        time_base = packet.time_base
+        timestamp = stream.timestamp(packet.pts, time_base.numerator, time_base.denominator)
+        payloads = h264_payloads(data)
+        last = len(payloads) - 1
+        send = sock.send
+        for index, payload in enumerate(payloads):
+            send(stream.packet(payload, timestamp, index == last))
+        return len(packet.data)
+
+    def _write_audio(self, sock: socket.socket, packet: EncodedPacket) -> int:
+        stream = self._audio
+        if stream is None or self._decoder is None or self._resampler is None or self._opus is None:
             return 0
         encoded = av.Packet(packet.data)
         encoded.pts, encoded.time_base = packet.pts, packet.time_base
@@ -241,19 +309,31 @@ class RtcMuxer:
             log.warning("rtc output: audio packet not transcoded: %s", exc)
             return 0
         for out in opus:
-            self._loop.call_soon_threadsafe(self._audio.push, out)
+            if out.pts is None:
+                continue
+            sock.send(stream.packet(bytes(out), int(out.pts)))
         return len(packet.data)
 
+    def _latch(self, now: float) -> None:
+        """Tell Janus' RTCP port where to send its feedback (an empty receiver report)."""
+        self._latched_at = now
+        rtcp = self._rtcp
+        stream = self._video or self._audio
+        if rtcp is None or stream is None:
+            return
+        with contextlib.suppress(OSError):
+            rtcp.send(receiver_report(stream.ssrc + 1))
+
     def close(self) -> None:
-        """Leave the room and close the peer connection. Idempotent.
+        """Remove the publisher from the room and close the sockets. Idempotent.
 
         Raises:
-            SinkError: it did not close within the timeout (everything is dropped anyway).
+            SinkError: Janus did not answer within the timeout (the sockets are closed anyway).
         """
         if self._closed:
             return
         self._closed = True
-        self._wait(self._stop(), "leaving the room")
+        self._wait(self._stop(), "removing the mix from the room")
 
     def abort(self) -> None:
         """Close without caring for errors. Idempotent."""
@@ -261,15 +341,22 @@ class RtcMuxer:
             return
         self._closed = True
         with contextlib.suppress(SinkError):
-            self._wait(self._stop(), "leaving the room")
+            self._wait(self._stop(), "removing the mix from the room")
 
     def interrupt(self) -> None:
-        """Writes only queue: nothing blocks on the network here."""
+        """Nothing blocks here: UDP sends do not wait for the network."""
 
     # -- the event loop's side -----------------------------------------------------------------
     async def _start(self) -> None:
-        offer_main_profile()
         channel = self._channel
+        host = urllib.parse.urlsplit(channel.janus_url).hostname or "127.0.0.1"
+        infos = await self._loop.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+        if not infos:
+            raise OSError(f"cannot resolve Janus' host {host!r}")
+        family, _, _, _, address = infos[0]
+        janus_ip = str(address[0])
+        # On one host the RTP port is bound to loopback: no other machine can feed the mix.
+        iface = janus_ip if ipaddress.ip_address(janus_ip).is_loopback else None
         session = self._session = JanusSession(
             channel.janus_url,
             api_secret=channel.api_secret,
@@ -277,58 +364,57 @@ class RtcMuxer:
             on_lost=lambda exc: self._fail(f"Janus session lost: {exc}"),
         )
         await session.connect()
-        handle = await session.attach()
-        join: JsonDict = {
-            "request": "join",
-            "ptype": "publisher",
-            "room": channel.room,
-            "id": self._publisher_id,
-            "display": self._publisher_id,
-        }
-        if channel.pin:
-            join["pin"] = channel.pin
-        await join_as_publisher(handle, join, channel)
-        pc = self._pc = RTCPeerConnection(rtc_configuration(channel.ice_servers))
-
-        @pc.on("connectionstatechange")
-        def on_state() -> None:
-            if pc.connectionState in ("failed", "closed") and not self._closed:
-                self._fail(f"WebRTC connection {pc.connectionState}")
-
-        kinds: list[str] = []
-        for track in (self._video, self._audio):
-            if track is None:
-                continue
-            sender = pc.addTrack(track)
-            kinds.append(track.kind)
-            if track.kind == "video":
-                self._prefer_main_profile(pc, sender)
-                if self._request_keyframe is not None:
-                    # aiortc calls ``_send_keyframe`` on a PLI/FIR: a packed track cannot make an
-                    # IDR, the task's encoder can.
-                    sender._send_keyframe = self._request_keyframe  # type: ignore[method-assign]
-        await pc.setLocalDescription(await pc.createOffer())
-        offer = pc.localDescription
-        event = await handle.message(
-            {"request": "publish", "audio": "audio" in kinds, "video": "video" in kinds},
-            jsep={"type": offer.type, "sdp": offer.sdp},
+        handle = self._handle = await session.attach()
+        body = remote_publisher_request(
+            self._publisher_id,
+            channel.room,
+            _room_secret(channel),
+            video=self._video is not None,
+            audio=self._audio is not None,
+            iface=iface,
         )
-        if not event.jsep:
-            raise JanusError(0, "Janus sent no answer to the publish offer")
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=event.jsep["sdp"], type=event.jsep["type"]))
+        try:
+            answer = await handle.request(body)
+        except JanusError as exc:
+            if exc.code != ERROR_ID_EXISTS:
+                raise
+            # A predecessor's (a worker that died, or the one this task was taken over from).
+            log.info("replacing the %s publisher left in %s", self._publisher_id, channel.room)
+            await _remove(handle_request=handle.request, channel=channel, publisher_id=self._publisher_id)
+            answer = await handle.request(body)
+        self._added = True
+        port, rtcp_port = int(answer["port"]), int(answer["rtcp_port"])
+        rtp = self._rtp = socket.socket(family, socket.SOCK_DGRAM)
+        rtp.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+        rtp.connect((janus_ip, port))
+        rtcp = self._rtcp = socket.socket(family, socket.SOCK_DGRAM)
+        rtcp.setblocking(False)
+        rtcp.connect((janus_ip, rtcp_port))
+        self._loop.add_reader(rtcp.fileno(), self._on_rtcp)
+        self._latch(time.monotonic())
         if self._request_keyframe is not None:
             self._request_keyframe()
-        log.info("publishing the mix into %s as %s", channel.room, self._publisher_id)
+        log.info(
+            "publishing the mix into %s as %s (RTP to %s:%d)",
+            channel.room,
+            self._publisher_id,
+            janus_ip,
+            port,
+        )
 
-    @staticmethod
-    def _prefer_main_profile(pc: RTCPeerConnection, sender: RTCRtpSender) -> None:
-        """Offer H.264 main profile first (then the others aiortc knows, for a room that refuses it)."""
-        transceiver = next(t for t in pc.getTransceivers() if t.sender is sender)
-        codecs = RTCRtpSender.getCapabilities("video").codecs
-        main = [c for c in codecs if c.parameters.get("profile-level-id") == MAIN_PROFILE_LEVEL_ID]
-        h264 = [c for c in codecs if c.mimeType.lower() == "video/h264" and c not in main]
-        rtx = [c for c in codecs if c.mimeType.lower() == "video/rtx"]
-        transceiver.setCodecPreferences([*main, *h264, *rtx])
+    def _on_rtcp(self) -> None:
+        rtcp = self._rtcp
+        if rtcp is None:
+            return
+        while True:
+            try:
+                data = rtcp.recv(1500)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # e.g. ICMP port unreachable for a latch packet: Janus' port closed
+                return
+            if keyframe_requested(data) and self._request_keyframe is not None:
+                self._request_keyframe()
 
     def _fail(self, reason: str) -> None:
         if self._failed is None:
@@ -336,14 +422,25 @@ class RtcMuxer:
             log.warning("rtc output %s: %s", self._publisher_id, reason)
 
     async def _stop(self) -> None:
-        for track in (self._video, self._audio):
-            if track is not None:
-                track.push(None)
-                track.stop()
-        if self._pc is not None:
-            await self._pc.close()
-        if self._session is not None:
-            await self._session.close()
+        rtcp, self._rtcp = self._rtcp, None
+        rtp, self._rtp = self._rtp, None
+        if rtcp is not None:
+            self._loop.remove_reader(rtcp.fileno())
+            rtcp.close()
+        if rtp is not None:
+            rtp.close()
+        session, self._session = self._session, None
+        if session is None:
+            return
+        try:
+            if self._added and self._handle is not None:
+                await _remove(
+                    handle_request=self._handle.request,
+                    channel=self._channel,
+                    publisher_id=self._publisher_id,
+                )
+        finally:
+            await session.close()
 
 
 def rtc_output(channel: ChannelConfig, publisher_id: str) -> OutputTarget:
@@ -377,9 +474,9 @@ def rtc_muxer_factory(
 __all__ = [
     "MAIN_PROFILE_LEVEL_ID",
     "RTC_PROFILE",
-    "QueuedTrack",
     "RtcMuxer",
-    "offer_main_profile",
+    "remote_publisher_request",
+    "remove_mix_publisher",
     "rtc_muxer_factory",
     "rtc_output",
 ]
