@@ -224,3 +224,49 @@ def test_a_task_with_an_rtc_output_encodes_main_profile_and_adding_one_rebuilds(
     assert needs_rebuild(rtmp, [rtmp, RtcOutput("o2")], "high")
     assert not needs_rebuild(rtmp, [rtmp, RtcOutput("o2")], "main")
     assert not needs_rebuild(rtmp, [rtmp], "main"), "removing it keeps main profile: no gap"
+
+
+@pytest.mark.timeout(60)
+def test_the_reconciler_removes_the_mix_publisher_a_dead_worker_left(
+    janus: Janus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task with an rtc output that ends without its worker (the reconciler ends it) must not
+    leave its ``.mix`` in the room: the room's other participants would see a publisher with no media."""
+    import dataclasses
+
+    from rtc_mpu.spec.urls import stream_url_key
+    from rtc_mpu.workers import celery_app
+    from rtc_mpu.workers.model import TaskParams, TaskRecord
+
+    channel = ChannelConfig(janus.url, "app1", "rtc-reconcile")
+
+    async def ghost() -> None:
+        session = JanusSession(janus.url)
+        await session.connect()
+        try:
+            handle = await session.attach()
+            await ensure_room(handle, channel.room)
+            await handle.request(remote_publisher_request("t9.mix", channel.room, None, True, True, None))
+        finally:
+            await session.close()
+
+    asyncio.run(ghost())
+    monkeypatch.setattr(celery_app, "settings", dataclasses.replace(celery_app.settings, janus_url=janus.url))
+    url = "rtmp://127.0.0.1/live/t9"
+    rtmp_only = output_to_dict(RtmpOutput("o1", url))
+    plain = TaskRecord(
+        "app1", "t9", TaskParams("rtc-reconcile", url, outputs=(rtmp_only,)), stream_url_key(url)
+    )
+    assert not celery_app.remove_left_mix_publisher(plain), "no rtc output: Janus is not asked"
+    assert "t9.mix" in asyncio.run(participants(channel))
+    with_rtc = dataclasses.replace(
+        plain, params=TaskParams("rtc-reconcile", url, outputs=(rtmp_only, output_to_dict(RtcOutput("o2"))))
+    )
+    assert celery_app.remove_left_mix_publisher(with_rtc)
+    assert "t9.mix" not in asyncio.run(participants(channel))
+    assert not celery_app.remove_left_mix_publisher(with_rtc), "gone already: nothing to remove"
+    down = dataclasses.replace(celery_app.settings, janus_url="http://127.0.0.1:9/janus")
+    monkeypatch.setattr(celery_app, "settings", down)
+    assert not celery_app.remove_left_mix_publisher(with_rtc, timeout_seconds=2), (
+        "Janus down: logged, not raised"
+    )

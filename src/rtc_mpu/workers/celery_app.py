@@ -37,6 +37,7 @@ Delivery policy (docs/architecture.md "A task's life"):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import multiprocessing
 import signal
@@ -48,6 +49,7 @@ from typing import Any
 from celery import Celery, bootsteps
 from celery.signals import worker_init, worker_ready, worker_shutting_down
 
+from rtc_mpu.workers.model import TaskRecord
 from rtc_mpu.workers.settings import WorkerSettings, worker_id
 from rtc_mpu.workers.store_protocol import TaskStoreProtocol
 
@@ -64,6 +66,8 @@ RESTART_MESSAGE_EVERY = 10.0
 RECONCILE_INTERVAL = 2.0
 #: Seconds between two sweeps of the HLS directory (:func:`sweep_hls_once`).
 HLS_SWEEP_INTERVAL = 60.0
+#: Seconds removing a dead worker's ``.mix`` publisher from Janus may take.
+MIX_REMOVE_TIMEOUT_SECONDS = 5.0
 #: Seconds between checks that the pool has all its processes (Celery's own check is every 5 s).
 POOL_CHECK_INTERVAL = 0.25
 
@@ -211,6 +215,7 @@ def reconcile_once(store: TaskStoreProtocol) -> list[str]:
                 "stopped by the user (its worker died while stopping)",
             )
             log.warning("task %s: worker %s died while stopping; ended", name, record.worker)
+            remove_left_mix_publisher(record)
         elif record.restarts >= settings.max_restarts:
             store.finish(
                 record.app_id,
@@ -220,6 +225,7 @@ def reconcile_once(store: TaskStoreProtocol) -> list[str]:
                 f"its worker died {record.restarts + 1} times; giving up",
             )
             log.error("task %s: gave up after %d restarts", name, record.restarts)
+            remove_left_mix_publisher(record)
         elif store.note_restart(record.app_id, record.task_id, RESTART_MESSAGE_EVERY):
             log.warning("task %s: worker %s stopped heartbeating; restarting it", name, record.worker)
             enqueue_mix(record.app_id, record.task_id)
@@ -236,6 +242,53 @@ def reconcile_once(store: TaskStoreProtocol) -> list[str]:
         enqueue_mix(app_id, task_id)
         handled.append(f"{app_id}/{task_id}")
     return handled
+
+
+def remove_left_mix_publisher(
+    record: TaskRecord, timeout_seconds: float = MIX_REMOVE_TIMEOUT_SECONDS
+) -> bool:
+    """Remove the ``<task_id>.mix`` publisher a task with an ``rtc`` output leaves in its channel's
+    room when it ends without its worker (a Janus remote publisher belongs to the room, not to the
+    dead worker's session: :mod:`rtc_mpu.mixer.output.rtc`). Best effort: failures are logged.
+
+    Returns:
+        True if a publisher was removed.
+    """
+    from rtc_mpu.mixer.output.rtc import remove_mix_publisher  # the mixer: not in the API process
+    from rtc_mpu.mixer.sources.janus import ChannelConfig
+    from rtc_mpu.spec.outputs import RtcOutput
+    from rtc_mpu.spec.tokens import MIX_SUFFIX
+
+    try:
+        if not any(isinstance(spec, RtcOutput) for spec in record.params.output_specs()):
+            return False
+    except Exception:  # parameters that no longer validate: no output was ever published
+        return False
+    channel = ChannelConfig(
+        settings.janus_url,
+        record.app_id,
+        record.params.channel_id,
+        api_secret=settings.janus_api_secret,
+        token_secret=settings.token_secret,
+        token_signature=settings.token_signature,
+    )
+    publisher = f"{record.task_id}{MIX_SUFFIX}"
+
+    async def remove() -> bool:
+        return await asyncio.wait_for(remove_mix_publisher(channel, publisher), timeout_seconds)
+
+    try:
+        removed = asyncio.run(remove())
+    except Exception as exc:  # Janus down or refusing: the publisher stays (no media) until Janus restarts
+        log.warning(
+            "task %s/%s: could not remove %s from its room: %s", record.app_id, record.task_id, publisher, exc
+        )
+        return False
+    if removed:
+        log.info(
+            "task %s/%s: removed the %s its worker left in the room", record.app_id, record.task_id, publisher
+        )
+    return removed
 
 
 def sweep_hls_once(store: TaskStoreProtocol) -> list[str]:
