@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from rtc_mpu.layouts import SpecError
+from rtc_mpu.mixer.output.outputs import OutputState
 from rtc_mpu.mixer.output.rtc import (
     RTC_PROFILE,
     remote_publisher_request,
     rtc_muxer_factory,
     rtc_output,
 )
-from rtc_mpu.mixer.output.outputs import OutputState
 from rtc_mpu.mixer.pipeline import Pipeline
 from rtc_mpu.mixer.sources.janus import ChannelConfig, ChannelStatus, JanusSource
 from rtc_mpu.mixer.sources.janus_http import JanusSession
