@@ -5,8 +5,10 @@ set with the test client's ``environ_base`` ``REMOTE_ADDR``."""
 from __future__ import annotations
 
 import ipaddress
+import threading
 import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlencode
 from xml.etree import ElementTree
@@ -304,3 +306,69 @@ def test_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MPU_TRUSTED_PROXIES", "nonsense")
     with pytest.raises(ValueError, match="MPU_TRUSTED_PROXIES"):
         create_app({"MPU_ACCESS_KEYS": ACCESS_KEYS, "STORE": object()})
+
+
+# -- WHIP tokens (the API's proxy to the edge) ------------------------------------------------------
+
+
+class TokenEdge(BaseHTTPRequestHandler):
+    """An edge that refuses ``Bearer bad`` (401 InvalidToken), ``Bearer old`` (403 TokenExpired) and
+    takes any other token (201); counts the POSTs that reach it."""
+
+    posts = 0
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        TokenEdge.posts += 1
+        token = self.headers.get("Authorization", "")
+        if token == "Bearer bad":
+            status, body = 401, b'{"code": "InvalidToken", "message": "forged"}'
+        elif token == "Bearer old":
+            status, body = 403, b'{"code": "TokenExpired", "message": "expired"}'
+        elif token == "Bearer full":
+            status, body = 503, b'{"code": "InvalidChannel.Full", "message": "full"}'
+        else:
+            status, body = 201, b"v=0\r\n"
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_failed_whip_tokens_are_throttled_per_address_before_reaching_the_edge(
+    make_client: ClientFactory,
+) -> None:
+    TokenEdge.posts = 0
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), TokenEdge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = make_client(MPU_EDGE_URL=f"http://127.0.0.1:{server.server_address[1]}")
+        endpoint = "/v1/apps/app1/channels/ch1/whip"
+
+        def post(addr: str, token: str) -> TestResponse:
+            return client.post(
+                endpoint,
+                data="v=0\r\n",
+                headers={"Content-Type": "application/sdp", "Authorization": f"Bearer {token}"},
+                environ_base={"REMOTE_ADDR": addr},
+            )
+
+        for _ in range(3):
+            assert post("203.0.113.9", "full").status_code == 503, "not a token failure: not counted"
+        for index in range(LIMIT):
+            assert post("203.0.113.9", "bad" if index % 2 else "old").status_code in (401, 403)
+        reached = TokenEdge.posts
+        refused = post("203.0.113.9", "good")
+        assert refused.status_code == 429
+        assert refused.json is not None and refused.json["code"] == "Throttling.Authentication"
+        assert 0 < int(refused.headers["Retry-After"]) <= 60
+        assert refused.headers["Access-Control-Allow-Origin"] == "*"
+        assert TokenEdge.posts == reached, "a throttled POST never reaches the edge"
+        assert post("198.51.100.7", "good").status_code == 201, "another address is served"
+        delete = client.delete(endpoint + "/res1", environ_base={"REMOTE_ADDR": "203.0.113.9"})
+        assert delete.status_code != 429, "hanging up is never throttled"
+    finally:
+        server.shutdown()

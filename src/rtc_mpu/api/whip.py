@@ -10,10 +10,18 @@ The edge holds the Janus sessions; the request thread only waits for its answer 
 
 Edge down (refused, timed out, not HTTP): ``503`` ``Edge.Unavailable``. The standard library only
 (``urllib``): the API process never loads aiohttp.
+
+Failed tokens count as failed authentication (:mod:`rtc_mpu.api.ratelimit`, the access keys' rule per
+source address): a ``POST`` the edge refuses for its token (``401``, or ``403`` with a token code:
+:data:`TOKEN_FAILURE_CODES`) is counted for the client's address, and once an address has
+``MPU_AUTH_FAILURE_LIMIT`` failures within ``MPU_AUTH_FAILURE_WINDOW_SECONDS`` its ``POST`` are
+answered ``429`` ``Throttling.Authentication`` with ``Retry-After`` for the rest of the window, without
+reaching the edge. Expose the API, not the edge (which does not throttle), to clients.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import urllib.error
 import urllib.request
@@ -23,7 +31,9 @@ from urllib.parse import quote
 from apiflask import APIBlueprint
 from flask import Response, current_app, jsonify, request
 
+from rtc_mpu.api.auth import Attempt, admit_attempt, count_failure
 from rtc_mpu.api.errors import request_id
+from rtc_mpu.api.ratelimit import AUTH_THROTTLING_CODE, AuthThrottledError
 from rtc_mpu.spec.text_rules import char_problem
 
 log = logging.getLogger(__name__)
@@ -62,6 +72,13 @@ FORWARDED_RESPONSE_HEADERS = (
     "Access-Control-Allow-Headers",
     "Access-Control-Expose-Headers",
     "Access-Control-Max-Age",
+)
+
+
+#: The edge's error codes (rtc_mpu.edge.app) that mean the bearer token failed: counted as failed
+#: authentication for the client's address.
+TOKEN_FAILURE_CODES = frozenset(
+    {"InvalidToken", "InvalidToken.Channel", "InvalidToken.Role", "InvalidToken.NotAllowed", "TokenExpired"}
 )
 
 
@@ -104,8 +121,32 @@ def _refused(field: str, message: str) -> Response:
     return response
 
 
-def _answer(reply: HTTPResponse | urllib.error.HTTPError) -> Response:
+def _throttled(exc: AuthThrottledError) -> Response:
+    response = jsonify(
+        {"code": AUTH_THROTTLING_CODE, "message": exc.message, "field": None, "request_id": request_id()}
+    )
+    response.status_code = 429
+    response.headers["Retry-After"] = str(exc.decision.retry_after_seconds)
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    response.headers["Access-Control-Expose-Headers"] = "Retry-After"
+    return response
+
+
+def token_failed(status: int, body: bytes) -> bool:
+    """Whether an edge answer (``status``, JSON ``body``) refused the request's token."""
+    if status not in (401, 403):
+        return False
+    try:
+        code = json.loads(body).get("code")
+    except (ValueError, AttributeError):
+        return False
+    return code in TOKEN_FAILURE_CODES
+
+
+def _answer(reply: HTTPResponse | urllib.error.HTTPError, attempt: Attempt | None = None) -> Response:
     body = reply.read(MAX_ANSWER_BYTES)
+    if attempt is not None and token_failed(reply.status or 0, body):
+        count_failure(attempt)
     response = Response(body, status=reply.status)
     content_type = reply.headers.get("Content-Type")
     if content_type:
@@ -139,14 +180,20 @@ def forward(app_id: str, channel_id: str, resource_id: str | None = None) -> Res
     if resource_id is not None:
         path += f"/{quote(resource_id, safe='')}"
     url = edge_url() + path
+    attempt: Attempt | None = None
+    if request.method == "POST":  # the only request that carries a token
+        try:
+            attempt = admit_attempt({}, None)
+        except AuthThrottledError as exc:
+            return _throttled(exc)
     headers = {name: request.headers[name] for name in FORWARDED_REQUEST_HEADERS if name in request.headers}
     body = request.get_data(cache=False) if request.method in ("POST", "PATCH") else None
     outgoing = urllib.request.Request(url, data=body, headers=headers, method=request.method)
     try:
         with _OPENER.open(outgoing, timeout=EDGE_TIMEOUT) as reply:
-            return _answer(reply)
+            return _answer(reply, attempt)
     except urllib.error.HTTPError as exc:  # the edge's 4xx/5xx answers: returned as they are
         with exc:
-            return _answer(exc)
+            return _answer(exc, attempt)
     except (urllib.error.URLError, HTTPException, OSError) as exc:
         return _unavailable(f"{exc.__class__.__name__}: {exc}")
