@@ -26,7 +26,7 @@ from rtc_mpu.cli.main import main
 from rtc_mpu.edge.app import PUBLISHERS
 from rtc_mpu.edge.app import create_app as create_edge
 from rtc_mpu.edge.sdp import SdpError, check_answer, check_offer, parse_trickle
-from rtc_mpu.edge.settings import EdgeSettings
+from rtc_mpu.edge.settings import EdgeSettings, ice_server_links
 from rtc_mpu.spec.tokens import Role, mint_token
 from rtc_mpu.stack.ports import free_port
 from tests.conftest import TOKEN_SECRET
@@ -411,3 +411,33 @@ def test_mpu_edge_serves_until_sigterm(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.communicate()
+
+
+def test_ice_servers_become_link_headers_and_bad_ones_stop_the_edge() -> None:
+    assert ice_server_links("", None, None) == ()
+    assert ice_server_links(" stun:a.example.net , ", None, None) == (
+        '<stun:a.example.net>; rel="ice-server"',
+    )
+    assert ice_server_links("turn:t.example.net:3478?transport=udp", "user", "pa:ss") == (
+        '<turn:t.example.net:3478?transport=udp>; rel="ice-server"; username="user"; '
+        'credential="pa:ss"; credential-type="password"',
+    )
+    for urls, user, credential in (
+        ("http://a.example.net", None, None),  # not an ICE scheme
+        ("stun:", None, None),
+        ("stun:a.example.net>; rel=x", None, None),  # would end the URI reference
+        ("stun:a.example.net\r\nX-Evil: 1", None, None),
+        ("turn:t.example.net", None, None),  # TURN without credentials
+        ("turn:t.example.net", "user", 'pass"; rel="x'),
+        ("turn:t.example.net", "us\u202eer", "pass"),
+    ):
+        with pytest.raises(ValueError, match="MPU_WHIP"):
+            ice_server_links(urls, user, credential)
+    settings = EdgeSettings.from_env(
+        {"MPU_TOKEN_SECRET": TOKEN_SECRET, "MPU_WHIP_ICE_SERVERS": "stun:a.example.net"}
+    )
+    assert settings.ice_links == ('<stun:a.example.net>; rel="ice-server"',)
+    with pytest.raises(ValueError, match="MPU_WHIP_ICE_SERVERS"):
+        EdgeSettings.from_env(
+            {"MPU_TOKEN_SECRET": TOKEN_SECRET, "MPU_WHIP_ICE_SERVERS": "turn:x.example.net"}
+        )

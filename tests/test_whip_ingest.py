@@ -30,7 +30,7 @@ from rtc_mpu.api.app import create_app
 from rtc_mpu.edge.app import PUBLISHERS
 from rtc_mpu.edge.app import create_app as create_edge
 from rtc_mpu.edge.publishers import Publishers
-from rtc_mpu.edge.settings import EdgeSettings
+from rtc_mpu.edge.settings import EdgeSettings, ice_server_links
 from rtc_mpu.mixer.sources.janus import ChannelConfig, JanusSource
 from rtc_mpu.mixer.sources.janus_http import JanusSession
 from rtc_mpu.spec import tokens
@@ -276,12 +276,23 @@ def test_a_publisher_ends_on_vanishing_delete_no_connection_session_loss_and_shu
             finally:
                 await asyncio.to_thread(stop_client, client)
 
-        async with running_edge(janus_admin.url, connect_timeout=1.5) as (edge_url, publishers):
+        links = ice_server_links(
+            "stun:stun.example.net:3478, turns:turn.example.net?transport=tcp", "u1", "p1"
+        )
+        async with running_edge(janus_admin.url, connect_timeout=1.5, ice_links=links) as (
+            edge_url,
+            publishers,
+        ):
             endpoint = f"{edge_url}/v1/apps/app1/channels/whip-gone/whip"
 
             async def post() -> str:
                 status, headers, answer = await request("POST", endpoint, OFFER, sdp_headers(token))
                 assert status == 201, answer
+                assert headers.getall("Link") == [
+                    '<stun:stun.example.net:3478>; rel="ice-server"',
+                    '<turns:turn.example.net?transport=tcp>; rel="ice-server"; username="u1"; '
+                    'credential="p1"; credential-type="password"',
+                ], "RFC 9725 4.6: the ICE servers a client should use"
                 assert headers["Content-Type"].startswith("application/sdp") and headers["ETag"]
                 assert answer.startswith(b"v=0") and b"a=setup:active" in answer
                 assert headers["Location"].startswith("/v1/apps/app1/channels/whip-gone/whip/")

@@ -5,7 +5,8 @@ Routes (the API forwards the same paths on its own address, :mod:`rtc_mpu.api.wh
 ``POST /v1/apps/{app_id}/channels/{channel_id}/whip``
     ``Authorization: Bearer <publish token>``, ``Content-Type: application/sdp``, an SDP offer →
     ``201 Created``, the SDP answer (``application/sdp``), ``Location:
-    /v1/apps/{app_id}/channels/{channel_id}/whip/{resource_id}`` and an ``ETag``. The client
+    /v1/apps/{app_id}/channels/{channel_id}/whip/{resource_id}``, an ``ETag``, and one ``Link: <url>;
+    rel="ice-server"`` per STUN/TURN server of ``MPU_WHIP_ICE_SERVERS`` (RFC 9725 4.6). The client
     appears in the channel as publisher ``<UserId>`` (display name ``<UserId>``), the token's user.
 ``DELETE <Location>``
     ``200``: the publisher leaves. The resource id (192 random bits) is the credential: no token is
@@ -92,7 +93,7 @@ CORS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "OPTIONS, POST, PATCH, DELETE",
     "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
-    "Access-Control-Expose-Headers": "Location, ETag, Accept-Post, Accept-Patch, Allow, WWW-Authenticate",
+    "Access-Control-Expose-Headers": "Location, ETag, Link, Accept-Post, Accept-Patch, Allow, WWW-Authenticate",
     "Access-Control-Max-Age": "600",
 }
 #: VideoRoom and Janus error codes → (HTTP status, our code).
@@ -229,12 +230,15 @@ async def post_offer(request: web.Request) -> web.StreamResponse:
         raise RefusedError(400, exc.code, exc.message) from None
     except JanusError as exc:
         return janus_refusal(exc)
-    return web.Response(
+    response = web.Response(
         status=201,
         text=answer,
         content_type=SDP,
         headers={"Location": location(resource), "ETag": resource.etag},
     )
+    for link in request.app[PUBLISHERS].settings.ice_links:  # RFC 9725 4.6: STUN/TURN for the client
+        response.headers.add("Link", link)
+    return response
 
 
 def _resource(request: web.Request) -> Resource:

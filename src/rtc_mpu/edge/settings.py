@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -12,6 +13,46 @@ from rtc_mpu.spec.tokens import SIGNATURES, check_secret
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8090
 DEFAULT_JANUS_URL = "http://127.0.0.1:8088/janus"
+
+
+#: ICE server URL schemes (RFC 7064, RFC 7065).
+ICE_SCHEMES = ("stun", "stuns", "turn", "turns")
+#: What an ICE server URL may hold: no space, quote, angle bracket, comma, semicolon or backslash
+#: (they would end the ``Link`` value or its URI reference), nothing outside printable ASCII.
+_ICE_URL = re.compile(r"[A-Za-z0-9._~:/?#\[\]@!$&'()*+=%-]+")
+_LINK_PARAM = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # printable ASCII but '"' and '\\'
+
+
+def ice_server_links(urls_text: str, username: str | None, credential: str | None) -> tuple[str, ...]:
+    """``Link`` header values (RFC 9725 4.6) for the comma-separated ICE server URLs ``urls_text``;
+    TURN URLs carry ``username``/``credential`` (``credential-type="password"``).
+
+    Raises:
+        ValueError: a URL with another scheme or characters a header cannot carry; a TURN URL
+            without both credentials; a credential with a quote, backslash or non-printable character.
+    """
+    links = []
+    for url in (part.strip() for part in urls_text.split(",")):
+        if not url:
+            continue
+        scheme = url.partition(":")[0].lower()
+        if scheme not in ICE_SCHEMES or not _ICE_URL.fullmatch(url) or len(url) <= len(scheme) + 1:
+            raise ValueError(f"MPU_WHIP_ICE_SERVERS: {url!r} is not a stun:, stuns:, turn: or turns: URL")
+        link = f'<{url}>; rel="ice-server"'
+        if scheme.startswith("turn"):
+            if not username or not credential:
+                raise ValueError(
+                    f"MPU_WHIP_ICE_SERVERS: {url!r} needs MPU_WHIP_TURN_USERNAME and MPU_WHIP_TURN_CREDENTIAL"
+                )
+            for name, value in (
+                ("MPU_WHIP_TURN_USERNAME", username),
+                ("MPU_WHIP_TURN_CREDENTIAL", credential),
+            ):
+                if not _LINK_PARAM.fullmatch(value):
+                    raise ValueError(f"{name} may hold printable ASCII only, without quotes or backslashes")
+            link += f'; username="{username}"; credential="{credential}"; credential-type="password"'
+        links.append(link)
+    return tuple(links)
 
 
 @dataclass(frozen=True)
@@ -36,6 +77,11 @@ class EdgeSettings:
         max_resources: most publishers the edge holds at once (``MPU_EDGE_MAX_SESSIONS``); one more
             is answered 503.
         max_body: largest request body, bytes (64 KiB).
+        ice_links: the ``Link`` header values (RFC 9725 4.6, ``rel="ice-server"``) a ``201`` carries:
+            the STUN/TURN servers WHIP clients should use to reach Janus, from
+            ``MPU_WHIP_ICE_SERVERS`` (comma-separated ``stun:``/``stuns:``/``turn:``/``turns:``
+            URLs) with ``MPU_WHIP_TURN_USERNAME`` and ``MPU_WHIP_TURN_CREDENTIAL`` for the TURN ones
+            (:func:`ice_server_links`).
     """
 
     token_secret: str
@@ -49,6 +95,7 @@ class EdgeSettings:
     media_timeout: float = 30.0
     max_resources: int = 500
     max_body: int = 64 * 1024
+    ice_links: tuple[str, ...] = ()
 
     @classmethod
     def from_env(
@@ -92,6 +139,11 @@ class EdgeSettings:
             "connect_timeout": number("MPU_EDGE_CONNECT_TIMEOUT", cls.connect_timeout, 1),
             "media_timeout": number("MPU_EDGE_MEDIA_TIMEOUT", cls.media_timeout, 1),
             "max_resources": int(number("MPU_EDGE_MAX_SESSIONS", cls.max_resources, 1, integer=True)),
+            "ice_links": ice_server_links(
+                env.get("MPU_WHIP_ICE_SERVERS", ""),
+                env.get("MPU_WHIP_TURN_USERNAME") or None,
+                env.get("MPU_WHIP_TURN_CREDENTIAL") or None,
+            ),
         }
         values.update(overrides or {})
         settings = cls(**values)  # type: ignore[arg-type]
