@@ -15,9 +15,10 @@ does (:class:`~rtc_mpu.mixer.sources.janus.JanusSource` into a 1280x720 30 fps p
 and the encoder. The mix then runs again without the ``rtc`` output; the CPU the output adds is
 this process's CPU time per second with it minus without it (noisy on a busy machine: the two runs
 are sequential), and, measured directly, the CPU of the output's job thread (``/proc``: AAC decoding,
-Opus encoding, RTP packetizing and sending), each beside the whole task's. Last, 300 frames of a
-moving 1280x720 picture are encoded in high and in main profile (the one an rtc output imposes) to
-compare their CPU. The first 4 s of each run are not measured. It prints numbers and asserts nothing.
+Opus encoding, RTP packetizing and sending), each beside the whole task's. Last, 300 frames of
+FFmpeg's ``testsrc2`` at 1280x720 are encoded in high and in main profile (the one an rtc output
+imposes) to compare their CPU, their bytes and their picture quality (luma PSNR against the
+source). The first 4 s of each run are not measured. It prints numbers and asserts nothing.
 """
 
 from __future__ import annotations
@@ -54,21 +55,48 @@ MEDIA_ENCODE_ID = 27  # 1280x720, 30 fps
 OUTPUT_THREAD = "mpu-out-rtc"
 
 
-def profile_cost(profile: str, frames: int = 300) -> tuple[float, int]:
-    """CPU seconds and bytes to encode ``frames`` 1280x720 frames of a moving picture with the task's
-    encoder settings (MediaEncode 27) in ``profile``."""
+def profile_cost(profile: str, frames: int = 300) -> tuple[float, int, float]:
+    """Encode ``frames`` 1280x720 frames of FFmpeg's ``testsrc2`` (moving shapes, text and a
+    gradient) with the task's encoder settings (MediaEncode 27, 2 Mbit/s CBR) in ``profile``.
+
+    Returns:
+        CPU seconds of the encode, bytes out, and the mean luma PSNR (dB) of the decoded pictures
+        against the source (the quality at that bitrate).
+    """
     settings = EncoderSettings(1280, 720, 30, 2_048_000, 128_000, profile=profile)
     encoder = PacketEncoder(settings)
-    yy, xx = np.mgrid[0:720, 0:1280]
-    size, started = 0, cpu_seconds()
-    for index in range(frames):
-        picture = np.stack([(xx + 4 * index) % 256, (yy + 2 * index) % 256, (xx ^ yy) % 256], axis=2)
-        frame = av.VideoFrame.from_ndarray(picture.astype(np.uint8), format="rgb24").reformat(
-            format="yuv420p"
-        )
-        size += sum(len(p.data) for p in encoder.encode_video(frame, index))
-    size += sum(len(p.data) for p in encoder.flush())
-    return cpu_seconds() - started, size
+    source = av.open(f"testsrc2=size=1280x720:rate=30:duration={frames / 30:g}", format="lavfi")
+    pictures = [frame for frame in source.decode(video=0)][:frames]
+    source.close()
+    packets = []
+    started = cpu_seconds()
+    for index, picture in enumerate(pictures):
+        packets += encoder.encode_video(picture, index)
+    packets += encoder.flush()
+    used = cpu_seconds() - started
+    templates = encoder.templates
+    assert templates.video is not None
+    decoder = av.CodecContext.create("h264", "r")
+    decoder.extradata = templates.video.codec_context.extradata
+    decoded = []
+    for packet in packets:
+        if packet.video:
+            decoded += decoder.decode(av.Packet(packet.data))
+    decoded += decoder.decode(None)
+    psnr = []
+    for original, output in zip(pictures, decoded, strict=False):
+        a = luma(original).astype(np.float64)
+        b = luma(output).astype(np.float64)
+        mse = float(np.mean((a - b) ** 2))
+        psnr.append(99.0 if mse == 0 else 10 * np.log10(255**2 / mse))
+    return used, sum(len(p.data) for p in packets if p.video), float(np.mean(psnr))
+
+
+def luma(frame: av.VideoFrame) -> np.ndarray:
+    """The (H, W) uint8 Y plane of a yuv420p ``frame``."""
+    plane = frame.planes[0]
+    rows = np.frombuffer(memoryview(plane), np.uint8).reshape(frame.height, plane.line_size)
+    return rows[:, : frame.width]
 
 
 def cpu_seconds() -> float:
@@ -213,11 +241,15 @@ async def bench(seconds: float) -> dict[str, object]:
             publisher.wait(10)
             janus.stop()
     added = with_rtc["cpu_per_second"] - without["cpu_per_second"]
-    high_cpu, _ = profile_cost("high")
-    main_cpu, _ = profile_cost(RTC_PROFILE)
+    high_cpu, high_bytes, high_psnr = profile_cost("high")
+    main_cpu, main_bytes, main_psnr = profile_cost(RTC_PROFILE)
     return {
         "encode_cpu_s_300_frames_high": high_cpu,
         "encode_cpu_s_300_frames_main": main_cpu,
+        "encode_kbytes_high": high_bytes / 1000,
+        "encode_kbytes_main": main_bytes / 1000,
+        "psnr_y_db_high": high_psnr,
+        "psnr_y_db_main": main_psnr,
         "delay_ms_p50": float(np.percentile(delays, 50)),
         "delay_ms_p95": float(np.percentile(delays, 95)),
         "delay_ms_max": float(delays.max()),
