@@ -62,6 +62,18 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "rtc_mpu.stack",
         "rtc_mpu.mixer",
     ),
+    # Stream ingest: a media path of its own (PyAV, numpy) that publishes with the rtc output's remote
+    # publisher and RTP packetizer; never the web framework, the queue, the API or the workers.
+    "rtc_mpu.ingest": (
+        *FLASK,
+        *CELERY,
+        "aiortc",
+        "PIL",
+        "rtc_mpu.api",
+        "rtc_mpu.workers",
+        "rtc_mpu.cli",
+        "rtc_mpu.stack",
+    ),
 }
 #: Package -> modules it may import although :data:`FORBIDDEN` names a package holding them.
 EXCEPTIONS: dict[str, tuple[str, ...]] = {

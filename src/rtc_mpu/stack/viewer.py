@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import av
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.codecs import CODECS
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
@@ -70,6 +70,8 @@ class Viewer:
         on_frame: told of every decoded frame.
         token: a Janus token (a subscribe token), if Janus requires one.
         pin: the room's PIN, if it has one.
+        on_message: told of every data channel message the publisher sends (text or bytes) with
+            ``time.time()`` seconds when it arrived (an ingest's progress), or None.
     """
 
     janus_url: str
@@ -78,6 +80,7 @@ class Viewer:
     on_frame: FrameCallback
     token: str | None = None
     pin: str | None = None
+    on_message: Callable[[str | bytes, float], None] | None = None
     _session: JanusSession | None = field(default=None, init=False)
     _pc: RTCPeerConnection | None = field(default=None, init=False)
     _readers: list[asyncio.Task[None]] = field(default_factory=list, init=False)
@@ -109,7 +112,18 @@ class Viewer:
         def on_track(track: MediaStreamTrack) -> None:
             self._readers.append(asyncio.create_task(self._read(track)))
 
+        @pc.on("datachannel")
+        def on_datachannel(channel: RTCDataChannel) -> None:
+            @channel.on("message")
+            def on_message(message: str | bytes) -> None:
+                if self.on_message is not None:
+                    self.on_message(message, time.time())
+
         await pc.setRemoteDescription(RTCSessionDescription(sdp=event.jsep["sdp"], type=event.jsep["type"]))
+        if self.on_message is not None and "m=application" in event.jsep["sdp"]:
+            # Janus 1.1 relays a publisher's data to a subscriber only once the subscriber's data
+            # channel has carried something (its SCTP "sender dry" event): open one.
+            pc.createDataChannel("JanusDataChannel")
         await pc.setLocalDescription(await pc.createAnswer())
         local = pc.localDescription
         await handle.message({"request": "start"}, jsep={"type": local.type, "sdp": local.sdp})

@@ -86,10 +86,17 @@ SEND_BUFFER_BYTES = 1 << 20
 
 
 def remote_publisher_request(
-    publisher_id: str, room: str, secret: str | None, video: bool, audio: bool, iface: str | None
+    publisher_id: str,
+    room: str,
+    secret: str | None,
+    video: bool,
+    audio: bool,
+    iface: str | None,
+    data: bool = False,
 ) -> JsonDict:
-    """The VideoRoom ``add_remote_publisher`` body of the mix: H.264 video at m-line 0 (if any),
-    stereo Opus after it."""
+    """The VideoRoom ``add_remote_publisher`` body: H.264 video at m-line 0 (if any), stereo Opus
+    after it, then a data channel (if ``data``). The stream at index i is fed RTP with SSRC
+    ``REMOTE_SSRC_BASE + i * REMOTE_SSRC_STEP``."""
     streams: list[JsonDict] = []
     if video:
         streams.append({"type": "video", "mindex": len(streams), "mid": str(len(streams)), "codec": "h264"})
@@ -103,6 +110,8 @@ def remote_publisher_request(
                 "stereo": True,
             }
         )
+    if data:
+        streams.append({"type": "data", "mindex": len(streams), "mid": str(len(streams))})
     body: JsonDict = {
         "request": "add_remote_publisher",
         "room": room,
@@ -117,7 +126,8 @@ def remote_publisher_request(
     return body
 
 
-def _room_secret(channel: ChannelConfig) -> str | None:
+def room_secret(channel: ChannelConfig) -> str | None:
+    """The room's ``secret`` (editing it, adding remote publishers), derived from the token secret."""
     return tokens.room_secret(channel.token_secret, channel.room) if channel.token_secret else None
 
 
@@ -134,19 +144,30 @@ async def remove_mix_publisher(channel: ChannelConfig, publisher_id: str) -> boo
     await session.connect()
     try:
         handle = await session.attach()
-        return await _remove(handle_request=handle.request, channel=channel, publisher_id=publisher_id)
+        return await remove_remote_publisher(
+            handle_request=handle.request, channel=channel, publisher_id=publisher_id
+        )
     finally:
         await session.close()
 
 
-async def _remove(
+async def remove_remote_publisher(
     *,
     handle_request: Callable[[JsonDict], Coroutine[Any, Any, JsonDict]],
     channel: ChannelConfig,
     publisher_id: str,
 ) -> bool:
+    """Remove the remote publisher ``publisher_id`` from the channel's room with ``handle_request``
+    (a VideoRoom handle's :meth:`~rtc_mpu.mixer.sources.janus_http.JanusHandle.request`).
+
+    Returns:
+        True if removed, False if there was none (or no such room).
+
+    Raises:
+        JanusError, JanusUnreachableError: Janus refused otherwise or did not answer.
+    """
     body: JsonDict = {"request": "remove_remote_publisher", "room": channel.room, "id": publisher_id}
-    if secret := _room_secret(channel):
+    if secret := room_secret(channel):
         body["secret"] = secret
     try:
         await handle_request(body)
@@ -368,7 +389,7 @@ class RtcMuxer:
         body = remote_publisher_request(
             self._publisher_id,
             channel.room,
-            _room_secret(channel),
+            room_secret(channel),
             video=self._video is not None,
             audio=self._audio is not None,
             iface=iface,
@@ -380,7 +401,9 @@ class RtcMuxer:
                 raise
             # A predecessor's (a worker that died, or the one this task was taken over from).
             log.info("replacing the %s publisher left in %s", self._publisher_id, channel.room)
-            await _remove(handle_request=handle.request, channel=channel, publisher_id=self._publisher_id)
+            await remove_remote_publisher(
+                handle_request=handle.request, channel=channel, publisher_id=self._publisher_id
+            )
             answer = await handle.request(body)
         self._added = True
         port, rtcp_port = int(answer["port"]), int(answer["rtcp_port"])
@@ -434,7 +457,7 @@ class RtcMuxer:
             return
         try:
             if self._added and self._handle is not None:
-                await _remove(
+                await remove_remote_publisher(
                     handle_request=self._handle.request,
                     channel=self._channel,
                     publisher_id=self._publisher_id,
@@ -477,6 +500,8 @@ __all__ = [
     "RtcMuxer",
     "remote_publisher_request",
     "remove_mix_publisher",
+    "remove_remote_publisher",
+    "room_secret",
     "rtc_muxer_factory",
     "rtc_output",
 ]

@@ -1,0 +1,255 @@
+"""An ingest's media path with a real Janus: an MP4 served over HTTP (with byte ranges) is played into
+a channel as a remote publisher; an aiortc subscriber decodes its picture (frame numbers burned in)
+and its tone and reads its progress on the data channel; pause, seek and resume act on what the
+subscriber gets. Also the media rules (addresses, schemes, codecs) without Janus."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from rtc_mpu.ingest.media import MediaError, describe, media_path, open_media
+from rtc_mpu.ingest.player import Player, Progress, output_size
+from rtc_mpu.ingest.publisher import IngestPublisher, UserInUseError
+from rtc_mpu.mixer.sources.janus import ChannelConfig
+from rtc_mpu.mixer.sources.janus_http import JanusSession
+from rtc_mpu.spec.ingest import IngestState
+from rtc_mpu.stack.janus import Janus
+from rtc_mpu.stack.publisher import ensure_room
+from rtc_mpu.stack.viewer import Viewer
+from tests.ingest_media import read_frame_number, serve_folder, write_numbered_clip
+from tests.test_rtc_output import dominant_hz
+
+FPS = 30
+
+
+@pytest.fixture(scope="module")
+def clip_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A media directory: a 2 s clip and a text file."""
+    folder = tmp_path_factory.mktemp("media")
+    write_numbered_clip(folder / "short.mp4", seconds=2, fps=FPS, width=320, height=180, tone_hz=620)
+    (folder / "notes.txt").write_text("not media")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def long_clip(clip_folder: Path) -> Path:
+    """A 40 s 640x360 clip (frame numbers burned in, 440 Hz) in the media directory."""
+    write_numbered_clip(clip_folder / "clip.mp4", seconds=40, fps=FPS)
+    return clip_folder
+
+
+class Watch:
+    """What a subscriber got: (arrival, frame number) per picture, mono audio, messages."""
+
+    def __init__(self) -> None:
+        self.pictures: list[tuple[float, int]] = []
+        self.audio: list[np.ndarray] = []
+        self.messages: list[tuple[float, dict[str, object]]] = []
+        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=48000)
+
+    def frame(self, frame: av.VideoFrame | av.AudioFrame, arrived: float) -> None:
+        if isinstance(frame, av.VideoFrame):
+            self.pictures.append((time.monotonic(), read_frame_number(frame.to_ndarray(format="rgb24"))))
+        else:
+            self.audio += [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
+
+    def message(self, text: str | bytes, arrived: float) -> None:
+        self.messages.append((time.monotonic(), json.loads(text)))
+
+    def frames_after(self, moment: float) -> list[int]:
+        return [n for t, n in self.pictures if t > moment]
+
+
+async def make_room(janus: Janus, channel: ChannelConfig) -> None:
+    session = JanusSession(janus.url)
+    await session.connect()
+    try:
+        await ensure_room(await session.attach(), channel.room)
+    finally:
+        await session.close()
+
+
+async def wait_until(condition: object, seconds: float) -> float:
+    started = time.monotonic()
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() - started < seconds, "timed out"
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_a_served_mp4_plays_into_the_channel_with_controls_and_progress(
+    janus: Janus, long_clip: Path
+) -> None:
+    channel = ChannelConfig(janus.url, "app1", "cowatch")
+
+    async def scenario() -> None:
+        await make_room(janus, channel)
+        with serve_folder(long_clip) as base:
+            container = open_media(
+                f"{base}/clip.mp4",
+                media_dir=None,
+                allow_private=True,
+                open_timeout_seconds=5,
+                read_timeout_seconds=5,
+            )
+            info = describe(container)
+            assert (info.has_video, info.has_audio, info.duration_ms) == (True, True, 40000)
+            progress: list[Progress] = []
+            players: list[Player] = []
+
+            def keyframe() -> None:
+                for one in players:
+                    one.request_keyframe()
+
+            publisher = IngestPublisher(channel, "film", video=True, audio=True, on_keyframe_request=keyframe)
+            await publisher.add()
+            with pytest.raises(UserInUseError):
+                await IngestPublisher(channel, "film", video=True, audio=True).add()
+            player = Player(
+                container, info, publisher, ingest_id="i1", url="media-url", on_progress=progress.append
+            )
+            players.append(player)
+            player.start()
+            watch = Watch()
+            viewer = Viewer(janus.url, channel.room, "film", watch.frame, on_message=watch.message)
+            await viewer.start()
+            try:
+                await wait_until(lambda: len(watch.pictures) > 60 and len(watch.messages) >= 3, 15)
+                numbers = [n for _, n in watch.pictures]
+                assert numbers[-1] > numbers[0] and all(b >= a for a, b in itertools.pairwise(numbers))
+                audio = np.concatenate(watch.audio[-40:])
+                assert abs(dominant_hz(audio) - 440) < 15
+                # Progress: every second, and its position is the media time being played.
+                stamps = [t for t, m in watch.messages]
+                assert all(0.7 < b - a < 1.4 for a, b in itertools.pairwise(stamps[1:])), stamps
+                for arrived, message in watch.messages[1:]:
+                    assert message["type"] == "ingest.progress" and message["state"] == "playing"
+                    shown = [n for t, n in watch.pictures if t <= arrived]
+                    error_ms = abs(float(message["position_ms"]) - shown[-1] * 1000 / FPS)  # type: ignore[arg-type]
+                    assert error_ms < 200, (message, shown[-1])
+                # Pause: the picture freezes and the audio stops.
+                player.pause()
+                paused_at = time.monotonic()
+                await asyncio.sleep(1.0)
+                assert watch.frames_after(paused_at + 0.3) == [], "nothing after a pause"
+                assert player.progress().state is IngestState.PAUSED
+                # Seek to 30 s while paused, then resume: the picture is the frame of 30 s within 1 s.
+                player.seek(30.0)
+                player.play()
+                resumed = time.monotonic()
+                await wait_until(lambda: any(n >= 880 for n in watch.frames_after(resumed)), 3)
+                first = next(t for t, n in watch.pictures if t > resumed and n >= 880)
+                assert first - resumed < 1.0
+                after = watch.frames_after(first)
+                assert all(870 <= n <= 1000 for n in after), after[:5]
+                await asyncio.sleep(1.0)
+                assert max(watch.frames_after(resumed)) > 900, "it plays on"
+                # Volume 0: silence.
+                player.set_volume(0)
+                await asyncio.sleep(1.0)
+                quiet = np.concatenate(watch.audio[-20:])
+                assert float(np.abs(quiet).max()) < 0.01
+                assert watch.messages[-1][1]["volume"] == 0
+            finally:
+                await viewer.stop()
+                player.stop()
+                await publisher.remove()
+            assert progress and progress[0].state is IngestState.PLAYING
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_a_short_media_ends_and_a_looping_one_starts_again(janus: Janus, clip_folder: Path) -> None:
+    channel = ChannelConfig(janus.url, "app1", "cowatch-end")
+
+    async def scenario() -> None:
+        await make_room(janus, channel)
+        for loop in (False, True):
+            container = open_media(
+                "media:short.mp4",
+                media_dir=clip_folder,
+                allow_private=False,
+                open_timeout_seconds=5,
+                read_timeout_seconds=5,
+            )
+            publisher = IngestPublisher(channel, f"short-{loop}", video=True, audio=True)
+            await publisher.add()
+            player = Player(
+                container, describe(container), publisher, ingest_id="i2", url="media:short.mp4", loop=loop
+            )
+            player.start()
+            try:
+                if loop:
+                    await asyncio.sleep(3.0)
+                    assert not player.finished.is_set() and player.progress().state is IngestState.PLAYING
+                    assert player.progress().position_ms < 1500, "it started again"
+                else:
+                    await wait_until(player.finished.is_set, 6)
+                    final = player.progress()
+                    assert (final.state, final.reason) == (IngestState.ENDED, "end of the media")
+            finally:
+                player.stop()
+                await publisher.remove()
+
+    asyncio.run(scenario())
+
+
+def test_media_rules(clip_folder: Path) -> None:
+    assert media_path("media:short.mp4", clip_folder) == (clip_folder / "short.mp4").resolve()
+    for url in ("media:missing.mp4", "media:../etc"):
+        with pytest.raises(MediaError) as caught:
+            media_path(url, clip_folder)
+        assert caught.value.code == "InvalidIngest.Url"
+    with pytest.raises(MediaError, match="MPU_MEDIA_DIR"):
+        media_path("media:short.mp4", None)
+    with pytest.raises(MediaError) as caught:  # not public, and private URLs are not allowed
+        open_media(
+            "http://127.0.0.1:9/x.mp4",
+            media_dir=None,
+            allow_private=False,
+            open_timeout_seconds=1,
+            read_timeout_seconds=1,
+        )
+    assert caught.value.code == "InvalidIngest.Url"
+    with pytest.raises(MediaError) as caught:  # allowed, but nothing answers
+        open_media(
+            "http://127.0.0.1:9/x.mp4",
+            media_dir=None,
+            allow_private=True,
+            open_timeout_seconds=1,
+            read_timeout_seconds=1,
+        )
+    assert caught.value.code == "InvalidIngest.Unreachable"
+    with pytest.raises(MediaError) as caught:  # a text file is no media
+        open_media(
+            "media:notes.txt",
+            media_dir=clip_folder,
+            allow_private=False,
+            open_timeout_seconds=1,
+            read_timeout_seconds=1,
+        )
+    assert caught.value.code == "InvalidIngest.Unreachable"
+    with pytest.raises(MediaError) as caught:
+        open_media(
+            "file:///etc/passwd",
+            media_dir=None,
+            allow_private=True,
+            open_timeout_seconds=1,
+            read_timeout_seconds=1,
+        )
+    assert caught.value.code == "InvalidIngest.Url"
+    assert output_size(1920, 1080) == (1280, 720)
+    assert output_size(640, 360) == (640, 360)
+    assert output_size(1081, 1921) == (404, 720)
