@@ -50,6 +50,7 @@ from werkzeug.exceptions import RequestURITooLarge
 from rtc_mpu.api import errors
 from rtc_mpu.api.auth import AccessKey, parse_access_keys
 from rtc_mpu.api.dashboard import bp as dashboard_bp
+from rtc_mpu.api.ingests import bp as ingests_bp
 from rtc_mpu.api.layouts import bp as layouts_bp
 from rtc_mpu.api.metrics import bp as metrics_bp
 from rtc_mpu.api.outputs import bp as outputs_bp
@@ -278,6 +279,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> APIFlask:
     app.register_blueprint(layouts_bp)
     app.register_blueprint(webhooks_bp)
     app.register_blueprint(tokens_bp)
+    app.register_blueprint(ingests_bp)
+    if settings.get("ENQUEUE_INGEST") is not None:
+        app.config["ENQUEUE_INGEST"] = settings["ENQUEUE_INGEST"]
     app.register_blueprint(rpc_bp)
     app.register_blueprint(metrics_bp)
     app.register_blueprint(dashboard_bp)

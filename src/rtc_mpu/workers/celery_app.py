@@ -66,6 +66,10 @@ RESTART_MESSAGE_EVERY = 10.0
 RECONCILE_INTERVAL = 2.0
 #: Seconds between two sweeps of the HLS directory (:func:`sweep_hls_once`).
 HLS_SWEEP_INTERVAL = 60.0
+#: Seconds before an ingest that did not fit a node is offered again.
+NO_CAPACITY_RETRY_SECONDS = 2.0
+#: At most one restart message per stale ingest per this many seconds.
+INGEST_RESTART_EVERY = 10.0
 #: Seconds removing a dead worker's ``.mix`` publisher from Janus may take.
 MIX_REMOVE_TIMEOUT_SECONDS = 5.0
 #: Seconds between checks that the pool has all its processes (Celery's own check is every 5 s).
@@ -173,6 +177,46 @@ def run_mix(self: Any, app_id: str, task_id: str) -> str:
     )
 
 
+@app.task(name="rtc_mpu.run_ingest", bind=True, ignore_result=True)
+def run_ingest(self: Any, app_id: str, ingest_id: str) -> str:
+    """Run one stream ingest (issue 19) to its end in this worker process, within the capacity of
+    this worker node; returns how it ended (for Flower)."""
+    import os
+
+    from rtc_mpu.workers.ingest_runner import IngestRunner, IngestSettings
+    from rtc_mpu.workers.ingest_store import IngestStore
+
+    if shutting_down.is_set():  # fetched while shutting down: give it to another worker
+        enqueue_ingest(app_id, ingest_id, 0.0)
+        return "queued again: this worker is shutting down"
+    node = self.request.hostname or socket.gethostname()
+    store = _store()
+    runner = IngestRunner(
+        IngestStore(store.client, store.prefix, settings.lease_seconds),
+        app_id,
+        ingest_id,
+        worker_id(),
+        settings,
+        IngestSettings.from_env(dict(os.environ)),
+        node=node,
+        capacity=settings.capacity or None,
+    )
+    outcome = runner.run()
+    if runner.no_capacity:
+        enqueue_ingest(app_id, ingest_id, NO_CAPACITY_RETRY_SECONDS)
+        return f"queued again: node {node} has no capacity for it"
+    return outcome
+
+
+def enqueue_ingest(app_id: str, ingest_id: str, countdown: float = 0.0) -> None:
+    """Queue a stream ingest (called by the API after it is stored, and by the reconciler).
+
+    Raises:
+        kombu / redis errors: the broker is unreachable.
+    """
+    run_ingest.apply_async(args=[app_id, ingest_id], queue=QUEUE, countdown=countdown or None, retry=False)
+
+
 def enqueue_mix(app_id: str, task_id: str) -> None:
     """Queue a mix task (called by the API after the task is stored).
 
@@ -232,6 +276,7 @@ def reconcile_once(store: TaskStoreProtocol) -> list[str]:
         else:
             continue  # a restart message was queued less than RESTART_MESSAGE_EVERY seconds ago
         handled.append(name)
+    handled += restart_stale_ingests(store)
     for app_id, task_id in store.rescue_queued(RESCUE_QUEUED_AFTER):
         log.warning(
             "task %s/%s: queued for %g s without a worker trying it; enqueuing it again",
@@ -241,6 +286,27 @@ def reconcile_once(store: TaskStoreProtocol) -> list[str]:
         )
         enqueue_mix(app_id, task_id)
         handled.append(f"{app_id}/{task_id}")
+    return handled
+
+
+def restart_stale_ingests(store: TaskStoreProtocol) -> list[str]:
+    """Queue again the active ingests nobody runs (their worker died, or their message was lost), at
+    most once per :data:`INGEST_RESTART_EVERY` seconds each. Returns their names.
+
+    Raises:
+        redis errors: Redis failed. kombu errors: the broker is unreachable.
+    """
+    from rtc_mpu.workers.ingest_store import IngestStore
+
+    ingests = IngestStore(store.client, store.prefix, settings.lease_seconds)
+    handled = []
+    for app_id, ingest_id in ingests.stale():
+        marker = f"{store.prefix}:ingest_restart:{ingests.name(app_id, ingest_id)}"
+        if not store.client.set(marker, "1", nx=True, px=round(INGEST_RESTART_EVERY * 1000)):
+            continue
+        log.warning("ingest %s/%s: nobody runs it; queuing it again", app_id, ingest_id)
+        enqueue_ingest(app_id, ingest_id)
+        handled.append(f"{app_id}/ingest:{ingest_id}")
     return handled
 
 

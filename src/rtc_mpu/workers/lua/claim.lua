@@ -28,24 +28,8 @@ if KEYS[5] then
   -- The node's capacity as its worker last reported it (0 = unlimited), for the dashboard.
   redis.call('SET', ARGV[1] .. ':capacity:' .. cjson.decode(ARGV[8]), ARGV[10] ~= '' and ARGV[10] or '0',
     'PX', ttl_ms)
-  -- The node's load: its live tasks' costs. Entries of tasks that ended, moved to another node or
-  -- whose heartbeat is stale (the worker died or hangs) are dropped here, so a dead worker's load
-  -- never blocks its node for good.
-  local others = 0
-  local entries = redis.call('HGETALL', KEYS[5])
-  for i = 1, #entries, 2 do
-    local other = entries[i]
-    if other ~= ARGV[2] then
-      local o = redis.call('HMGET', ARGV[1] .. ':task:' .. other, 'state', 'fence', 'heartbeat_at', 'node')
-      if not o[1] or o[1] == '"ended"' or tonumber(o[2]) == 0 or o[4] ~= ARGV[8]
-          or (now_s - tonumber(o[3])) * 1000 >= lease_ms then
-        redis.call('HDEL', KEYS[5], other)
-      else
-        load = load + tonumber(entries[i + 1])
-        others = others + 1
-      end
-    end
-  end
+  local others
+  load, others = node_load(KEYS[5], ARGV[2], ARGV[8], lease_ms, now_s)
   -- A task bigger than the whole capacity still runs on an idle node (else it never would).
   if ARGV[10] ~= '' and others > 0 and load + tonumber(ARGV[9]) > tonumber(ARGV[10]) + 1e-9 then
     if fence == 0 then

@@ -15,6 +15,30 @@ local function release_load(rec, name)
   end
 end
 
+-- The load of a worker node (its hash load_key: entry name -> cost), without entry name: the costs
+-- of its live entries, and how many there are. An entry is live while its record (a task's, or an
+-- ingest's under the same key scheme: ARGV[1] .. ':task:' .. name) is not ended, is claimed by
+-- node_json and heartbeats (younger than lease_ms); the other entries are dropped here, so a dead
+-- worker's load never blocks its node for good.
+local function node_load(load_key, name, node_json, lease_ms, now_s)
+  local load, others = 0, 0
+  local entries = redis.call('HGETALL', load_key)
+  for i = 1, #entries, 2 do
+    local other = entries[i]
+    if other ~= name then
+      local o = redis.call('HMGET', ARGV[1] .. ':task:' .. other, 'state', 'fence', 'heartbeat_at', 'node')
+      if not o[1] or o[1] == '"ended"' or tonumber(o[2]) == 0 or o[4] ~= node_json
+          or (now_s - tonumber(o[3])) * 1000 >= lease_ms then
+        redis.call('HDEL', load_key, other)
+      else
+        load = load + tonumber(entries[i + 1])
+        others = others + 1
+      end
+    end
+  end
+  return load, others
+end
+
 -- The task's stream keys (the names of its leases and cooldowns): the record's lease_keys, or its
 -- stream_key alone for a record written before lease_keys existed.
 local function stream_keys(rec)
