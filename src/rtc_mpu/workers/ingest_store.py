@@ -209,6 +209,7 @@ class IngestStore:
                 json.dumps(cost),
                 fields["channel_id"],
                 fields["user_id"],
+                f"{app_id}/ingest:",
             ],
         )
         result = _text(reply[0])
