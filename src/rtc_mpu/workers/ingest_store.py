@@ -28,8 +28,9 @@ from rtc_mpu.spec.ingest import Control, IngestSpec, IngestState
 from rtc_mpu.spec.urls import redact_url
 from rtc_mpu.workers.store import load_script
 
-#: Capacity units an ingest takes on its node (a 1280x720 30 fps decode and encode: about a third of
-#: a 4-user mix; MPU_WORKER_CAPACITY is 1.0 per core).
+#: Capacity units an ingest takes on its node: a 1280x720 30 fps decode, scale and re-encode measured
+#: 0.20 CPU-s per second (``python -m bench.ingest_cost``), a quarter of a 4-user 720p mix (1.0 unit,
+#: 0.72-1.01 CPU-s/s, issue 18); rounded up for HLS/RTMP sources' demuxing and Janus' share.
 INGEST_COST = 0.3
 #: Seconds an ended ingest's record is kept (listed, readable).
 ENDED_TTL_SECONDS = 86400.0
