@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -22,12 +24,15 @@ from rtc_mpu.mixer.sources.janus import ChannelConfig
 from rtc_mpu.mixer.sources.janus_http import JanusSession
 from rtc_mpu.spec.ingest import IngestState
 from rtc_mpu.stack.janus import Janus
+from rtc_mpu.stack.nginx_rtmp import NginxRtmp
 from rtc_mpu.stack.publisher import ensure_room
 from rtc_mpu.stack.viewer import Viewer
 from tests.ingest_media import read_frame_number, serve_folder, write_numbered_clip
 from tests.test_rtc_output import dominant_hz
 
 FPS = 30
+#: The ffmpeg CLI (Debian's, installed by `make test`): a third-party HLS packager and RTMP publisher.
+FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
 
 
 @pytest.fixture(scope="module")
@@ -253,3 +258,54 @@ def test_media_rules(clip_folder: Path) -> None:
     assert output_size(1920, 1080) == (1280, 720)
     assert output_size(640, 360) == (640, 360)
     assert output_size(1081, 1921) == (404, 720)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_hls_and_rtmp_sources_open_and_a_playlist_cannot_reach_local_files(
+    clip_folder: Path, nginx_rtmp: NginxRtmp
+) -> None:
+    hls = clip_folder / "hls"
+    hls.mkdir(exist_ok=True)
+    subprocess.run(
+        [FFMPEG, "-loglevel", "error", "-y", "-i", str(clip_folder / "short.mp4"), "-c", "copy", "-f", "hls",
+         "-hls_time", "1", "-hls_list_size", "0", str(hls / "index.m3u8")],
+        check=True,
+    )  # fmt: skip
+    (hls / "evil.m3u8").write_text(
+        "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nfile:///etc/hostname\n#EXT-X-ENDLIST\n"
+    )
+    with serve_folder(clip_folder) as base:
+        container = open_media(f"{base}/hls/index.m3u8", media_dir=None, allow_private=True,
+                               open_timeout_seconds=5, read_timeout_seconds=5)  # fmt: skip
+        info = describe(container)
+        assert (info.has_video, info.has_audio, info.duration_ms) == (True, True, 2000)
+        assert sum(1 for p in container.demux() if p.size) > 50
+        container.close()
+        with pytest.raises(MediaError):  # the segment's file: protocol is not whitelisted
+            evil = open_media(f"{base}/hls/evil.m3u8", media_dir=None, allow_private=True,
+                              open_timeout_seconds=5, read_timeout_seconds=5)  # fmt: skip
+            describe(evil)
+    # RTMP pull: a live stream on nginx-rtmp (the ffmpeg CLI publishes the clip in a loop).
+    url = f"rtmp://127.0.0.1:{nginx_rtmp.rtmp_port}/live/ingest-src"
+    publisher = subprocess.Popen(
+        [FFMPEG, "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(clip_folder / "short.mp4"),
+         "-c:v", "copy", "-c:a", "aac", "-f", "flv", url],
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                live = open_media(
+                    url, media_dir=None, allow_private=True, open_timeout_seconds=3, read_timeout_seconds=3
+                )
+                break
+            except MediaError:
+                assert time.monotonic() < deadline, "the RTMP stream never opened"
+                time.sleep(0.3)
+        info = describe(live)
+        assert info.has_video and info.has_audio and info.duration_ms is None, info
+        live.close()
+    finally:
+        publisher.terminate()
+        publisher.wait(10)
