@@ -204,7 +204,7 @@ async def mix(
     }
 
 
-async def bench(seconds: float) -> dict[str, object]:
+async def bench(seconds: float, users: int = 1, size: str = "1280x720") -> dict[str, object]:
     with tempfile.TemporaryDirectory() as folder:
         janus = Janus(Path(folder) / "janus", http_port=free_port(), rtp_port_range="45000-45999")
         janus.start()
@@ -221,9 +221,9 @@ async def bench(seconds: float) -> dict[str, object]:
                 "--channel",
                 "rtc",
                 "--users",
-                "1",
+                str(users),
                 "--size",
-                "1280x720",
+                size,
                 "--fps",
                 "30",
                 "--stamp-time",
@@ -244,6 +244,7 @@ async def bench(seconds: float) -> dict[str, object]:
     high_cpu, high_bytes, high_psnr = profile_cost("high")
     main_cpu, main_bytes, main_psnr = profile_cost(RTC_PROFILE)
     return {
+        "users": users,
         "encode_cpu_s_300_frames_high": high_cpu,
         "encode_cpu_s_300_frames_main": main_cpu,
         "encode_kbytes_high": high_bytes / 1000,
@@ -277,8 +278,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--users",
+        type=int,
+        default=1,
+        help="publishers in the channel (all decoded; the first fills the canvas)",
+    )
+    parser.add_argument("--size", default="1280x720", help="the publishers' picture size")
     options = parser.parse_args(args)
-    result = asyncio.run(bench(options.seconds))
+    result = asyncio.run(bench(options.seconds, options.users, options.size))
     print("rtc output: capture -> Janus -> mix (1280x720 30 fps, main profile) -> Janus -> aiortc viewer")
     for key, value in result.items():
         print(f"  {key:36s} {value:.3f}" if isinstance(value, float) else f"  {key:36s} {value}")
