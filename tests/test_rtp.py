@@ -132,3 +132,21 @@ def test_pli_and_fir_are_found_in_compound_rtcp_and_garbage_is_not() -> None:
     assert not keyframe_requested(b"")
     assert not keyframe_requested(b"\x00" * 40), "not version 2"
     assert not keyframe_requested(rr[:3])
+
+
+def test_the_encoder_hands_every_mixed_block_to_its_packets_once() -> None:
+    """The rtc output encodes Opus from the mixed blocks the AAC packets carry (no AAC decode):
+    every block reaches exactly one packet, in order, whatever the AAC encoder's delay."""
+    encoder = PacketEncoder(EncoderSettings(0, 0, 30, 0, 64_000))
+    blocks = []
+    carried = []
+    for index in range(20):
+        samples = np.full((2, 1024), index / 40, np.float32)
+        block = av.AudioFrame.from_ndarray(samples, format="fltp", layout="stereo")
+        block.sample_rate, block.pts = 48000, index * 1024
+        blocks.append(block)
+        for packet in encoder.encode_audio(block):
+            assert not packet.video
+            carried += packet.pcm
+    assert [b.pts for b in carried] == [b.pts for b in blocks[: len(carried)]]
+    assert len(carried) >= 18, "at most the encoder's delay is still inside it"

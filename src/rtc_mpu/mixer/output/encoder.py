@@ -25,6 +25,7 @@ Blocking (encodes): call it from one worker thread, never from the event loop.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -111,6 +112,10 @@ class EncodedPacket:
         duration: in ``time_base`` units (0 if unknown).
         time_base: of pts, dts and duration.
         keyframe: an IDR access unit (a decoder can start here); True for every audio packet.
+        pcm: audio only: the mixed blocks (fltp stereo 48 kHz, pts in ``1/48000``) the encoder took
+            since its previous packet, in order, for an output that encodes them to another codec
+            itself (the ``rtc`` output's Opus) instead of decoding the AAC; empty for video. Shared:
+            never modified.
     """
 
     video: bool
@@ -120,6 +125,7 @@ class EncodedPacket:
     duration: int
     time_base: Fraction
     keyframe: bool
+    pcm: tuple[av.AudioFrame, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def seconds(self) -> float:
@@ -154,6 +160,7 @@ class PacketEncoder:
         self.stats = EncoderStats()
         self.video_time_base = Fraction(1, settings.fps) if settings.has_video else Fraction(1, 1)
         self._pending_sei: dict[int, bytes] = {}
+        self._pending_pcm: list[av.AudioFrame] = []
         self._force = False
         self._flushed = False
         self._container: OutputContainer = av.open("null", mode="w", format="null")
@@ -220,7 +227,12 @@ class PacketEncoder:
             raise ValueError(f"audio blocks must be {BLOCK_SAMPLES} samples x {CHANNELS} channels")
         if self._audio is None:
             return []
-        return self._packets(self._audio.encode(frame), video=False)
+        self._pending_pcm.append(frame)
+        packets = self._packets(self._audio.encode(frame), video=False)
+        if packets:
+            packets[0] = dataclasses.replace(packets[0], pcm=tuple(self._pending_pcm))
+            self._pending_pcm.clear()
+        return packets
 
     def flush(self) -> list[EncodedPacket]:
         """Flush both encoders (``encode(None)``); the packets still inside them. Idempotent."""
