@@ -6,7 +6,8 @@ plain RTP on a UDP port Janus opens) named ``<task_id>.mix``
 (:data:`rtc_mpu.spec.tokens.MIX_SUFFIX`), and sends it RTP from the output's job thread: each
 :class:`~rtc_mpu.mixer.output.encoder.EncodedPacket` of video is cut into RTP payloads
 (:mod:`rtc_mpu.mixer.output.rtp`, SPS and PPS put in front of every keyframe, since they live in the
-encoder's extradata for the containers), the AAC audio is decoded and encoded to Opus (20 ms frames).
+encoder's extradata for the containers), and the mixed audio blocks the AAC packets carry
+(:attr:`~rtc_mpu.mixer.output.encoder.EncodedPacket.pcm`) are encoded to Opus (20 ms frames).
 Janus does ICE, DTLS and SRTP with every viewer in C; subscribers see the publisher as any other.
 This replaced an aiortc peer connection whose Python RTP/SRTP path cost 13-16 % of a task (issue 14;
 ``python -m bench.rtc_delay`` measures both the delay and the CPU the output adds).
