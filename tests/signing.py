@@ -108,5 +108,11 @@ def acs3_authorization(
 def api_client(store: Any, access_keys: str, **settings: Any) -> FlaskClient:
     """A test client of the API on ``store`` with ``MPU_ACCESS_KEYS`` ``access_keys``, enqueueing
     nothing, and ``settings`` (``MPU_*`` names) added to its config."""
-    config = {"MPU_ACCESS_KEYS": access_keys, "STORE": store, "ENQUEUE": lambda a, t: None, **settings}
+    config = {
+        "MPU_ACCESS_KEYS": access_keys,
+        "STORE": store,
+        "ENQUEUE": lambda a, t: None,
+        "ENQUEUE_INGEST": lambda a, i: None,
+        **settings,
+    }
     return create_app(config).test_client()

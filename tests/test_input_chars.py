@@ -35,6 +35,7 @@ from hypothesis import strategies as st
 from werkzeug.test import TestResponse
 
 from rtc_mpu.api.app import create_app
+from rtc_mpu.api.ingests import ControlIn, IngestIn
 from rtc_mpu.api.rpc import ACTIONS, VERSION
 from rtc_mpu.api.rpc_format import to_xml
 from rtc_mpu.api.rpc_params import wire_name
@@ -62,6 +63,7 @@ from rtc_mpu.logs import SafeFormatter, Verbatim, configure_logging
 from rtc_mpu.spec.overlays import Layer, build_subscriptions, text_overlay
 from rtc_mpu.spec.task import UserPane, build_task_spec
 from rtc_mpu.spec.text_rules import CharRule, char_problem, escape_for_log
+from rtc_mpu.stack.janus import Janus
 from rtc_mpu.workers.layout_store import LayoutStore
 from rtc_mpu.workers.store import TaskStore
 from tests.signing import basic_auth
@@ -221,6 +223,8 @@ BASES: dict[type[Schema], dict[str, Any]] = {
     # a subscribe token: minted without Janus (a publish token needs it: tests/test_tokens_api.py)
     TokenIn: {"channel_id": "room", "user_id": "alice", "ttl_seconds": 60, "role": "subscribe"},
     WebhooksIn: {"endpoints": [{"url": "https://hooks.example.com/mpu", "secret": "0123456789abcdef"}]},
+    IngestIn: {"ingest_id": "film2", "channel_id": "room", "user_id": "movie2", "url": "media:film.mp4"},
+    ControlIn: {"state": "paused"},
 }
 #: More valid requests of a schema whose string fields cannot all be in one (outputs of other kinds);
 #: a field's tests use the first base that has it.
@@ -247,7 +251,7 @@ def base_for(schema: type[Schema], path: Path) -> dict[str, Any]:
 
 
 #: What the path parameters name: the app, the task and the custom layout made by the fixtures.
-PATH_VALUES = {"app_id": APP, "task_id": "t1", "layout_id": "100"}
+PATH_VALUES = {"app_id": APP, "task_id": "t1", "layout_id": "100", "ingest_id": "film"}
 
 
 @dataclass(frozen=True)
@@ -505,11 +509,14 @@ def stand_in_edge() -> Iterator[str]:
 
 
 @pytest.fixture
-def app(task_store: TaskStore, stand_in_edge: str) -> APIFlask:
-    """The API on the real Redis, with custom layout 100 ("halves") and task t1 (using it) in APP."""
+def app(task_store: TaskStore, stand_in_edge: str, janus: Janus) -> APIFlask:
+    """The API on the real Redis, with custom layout 100 ("halves"), task t1 (using it) and ingest
+    "film" in APP."""
     app = create_app(
         {
             "MPU_EDGE_URL": stand_in_edge,
+            "MPU_JANUS_URL": janus.url,
+            "ENQUEUE_INGEST": lambda a, i: None,
             "MPU_ACCESS_KEYS": f"{KEY}:{SECRET}",
             "STORE": task_store,
             "ENQUEUE": lambda a, t: None,
@@ -523,6 +530,9 @@ def app(task_store: TaskStore, stand_in_edge: str) -> APIFlask:
     task = {"task_id": "t1", "channel_id": "room", "stream_url": "rtmp://cdn.example.com/live/t1"}
     started = client.post(f"/v1/apps/{APP}/tasks", json={**task, "layout_ids": [100]}, headers=AUTH)
     assert started.status_code == 201, started.json
+    ingest = {"ingest_id": "film", "channel_id": "room", "user_id": "movie", "url": "media:film.mp4"}
+    ingested = client.post(f"/v1/apps/{APP}/ingests", json=ingest, headers=AUTH)
+    assert ingested.status_code == 201, ingested.json
     return app
 
 

@@ -88,6 +88,7 @@ def build_app(
             "MPU_ACCESS_KEYS": f"{KEY_ID}:{SECRET}",
             "STORE": store,
             "ENQUEUE": lambda a, t: queued.append((a, t)),
+            "ENQUEUE_INGEST": lambda a, i: queued.append((a, i)),
             "MPU_RATE_LIMIT": 0,  # thousands of requests from one key: fuzz the API, not the limiter
             # The checks send many requests with wrong credentials from one address: no login throttle.
             "MPU_AUTH_FAILURE_LIMIT": 0,
