@@ -139,7 +139,7 @@ def test_the_encoder_hands_every_mixed_block_to_its_packets_once() -> None:
     every block reaches exactly one packet, in order, whatever the AAC encoder's delay."""
     encoder = PacketEncoder(EncoderSettings(0, 0, 30, 0, 64_000))
     blocks = []
-    carried = []
+    carried: list[av.AudioFrame] = []
     for index in range(20):
         samples = np.full((2, 1024), index / 40, np.float32)
         block = av.AudioFrame.from_ndarray(samples, format="fltp", layout="stereo")
