@@ -16,47 +16,14 @@ from typing import Any
 
 import av
 from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
-from aiortc.codecs import CODECS
 from aiortc.mediastreams import MediaStreamError
-from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
+from rtc_mpu.mixer.sources.codecs import accept_unlabelled_h264
 from rtc_mpu.mixer.sources.janus import rtc_configuration
 from rtc_mpu.mixer.sources.janus_http import JanusError, JanusSession, JsonDict
 
 #: Called with each decoded frame (video or audio) and ``time.monotonic()`` seconds when it arrived.
 FrameCallback = Callable[[av.VideoFrame | av.AudioFrame, float], None]
-
-
-def accept_unlabelled_h264() -> None:
-    """Make aiortc accept H.264 offered without ``fmtp`` (packetization-mode 0, no
-    ``profile-level-id``), as Janus 1.1.2 offers a remote publisher's H.264 such as a task's mix
-    (:mod:`rtc_mpu.mixer.output.rtc`). aiortc only lists packetization-mode 1; its depacketizer
-    takes single NAL units and FU-A either way, and its decoder any profile. Idempotent; it changes
-    aiortc's module-level codec list, so every peer connection of the process accepts it."""
-    video = CODECS["video"]
-    if any(
-        c.mimeType.lower() == "video/h264" and c.parameters.get("packetization-mode", "0") == "0"
-        for c in video
-    ):
-        return
-    used = {c.payloadType for c in video if c.payloadType is not None}
-    payload_type = next(pt for pt in range(96, 128, 2) if pt not in used and pt + 1 not in used)
-    video.append(
-        RTCRtpCodecParameters(
-            mimeType="video/H264",
-            clockRate=90000,
-            payloadType=payload_type,
-            parameters={"packetization-mode": "0", "profile-level-id": "42e01f"},
-        )
-    )
-    video.append(
-        RTCRtpCodecParameters(
-            mimeType="video/rtx",
-            clockRate=90000,
-            payloadType=payload_type + 1,
-            parameters={"apt": payload_type},
-        )
-    )
 
 
 @dataclass
