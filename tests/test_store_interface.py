@@ -24,6 +24,11 @@ from tests.conftest import StoreFactory
 
 SCRIPTS = {
     "prelude.lua",
+    "ingest_create.lua",
+    "ingest_claim.lua",
+    "ingest_heartbeat.lua",
+    "ingest_finish.lua",
+    "ingest_control.lua",
     "start.lua",
     "claim.lua",
     "heartbeat.lua",

@@ -93,7 +93,9 @@ CORS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "OPTIONS, POST, PATCH, DELETE",
     "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
-    "Access-Control-Expose-Headers": "Location, ETag, Link, Accept-Post, Accept-Patch, Allow, WWW-Authenticate",
+    "Access-Control-Expose-Headers": (
+        "Location, ETag, Link, Accept-Post, Accept-Patch, Allow, WWW-Authenticate"
+    ),
     "Access-Control-Max-Age": "600",
 }
 #: VideoRoom and Janus error codes → (HTTP status, our code).
