@@ -96,6 +96,17 @@ class Janus:
         Raises:
             ServiceStartError: Janus is not installed or did not come up.
         """
+        command = self.prepare()
+        ports = [self.http_port, self.admin_port] if self.admin_port else [self.http_port]
+        self._process.launch(command, self.host, ports)
+
+    def prepare(self) -> list[str]:
+        """Write the configs into ``<run_dir>/config`` and return Janus' command line, without starting
+        it (:meth:`start` launches it; a container's entrypoint runs it, ``docker/``).
+
+        Raises:
+            ServiceStartError: Janus is not installed.
+        """
         binary = find_binary("janus", "janus")
         config_dir = self.run_dir / "config"
         values = {
@@ -120,9 +131,7 @@ class Janus:
         for name in CONFIG_FILES:
             render_template(DEPLOY_DIR / "janus" / name, values, config_dir / name)
         log = self._process.log_path
-        command = [binary, "-F", str(config_dir), "-C", str(config_dir / "janus.jcfg"), "-N", "-L", str(log)]
-        ports = [self.http_port, self.admin_port] if self.admin_port else [self.http_port]
-        self._process.launch(command, self.host, ports)
+        return [binary, "-F", str(config_dir), "-C", str(config_dir / "janus.jcfg"), "-N", "-L", str(log)]
 
     def stop(self) -> None:
         """Stop Janus. Safe to call twice."""

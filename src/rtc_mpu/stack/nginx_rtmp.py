@@ -78,6 +78,16 @@ class NginxRtmp:
         Raises:
             ServiceStartError: nginx or the RTMP module is not installed, or nginx did not come up.
         """
+        self._process.launch(self.prepare(), self.host, [self.rtmp_port, self.http_port])
+
+    def prepare(self) -> list[str]:
+        """Make the run directory, write ``<run_dir>/nginx.conf`` and return nginx's command line
+        (foreground), without starting it (:meth:`start` launches it; a container's entrypoint
+        runs it).
+
+        Raises:
+            ServiceStartError: nginx or the RTMP module is not installed.
+        """
         binary = find_binary("nginx", "nginx")
         if not DEFAULT_MODULE.exists():
             raise ServiceStartError(
@@ -96,8 +106,7 @@ class NginxRtmp:
             "task_hls_dir": str(self.task_hls_dir),
         }
         config = render_template(TEMPLATE, values, self.run_dir / "nginx.conf")
-        command = [binary, "-p", str(self.run_dir), "-e", str(self._process.log_path), "-c", str(config)]
-        self._process.launch(command, self.host, [self.rtmp_port, self.http_port])
+        return [binary, "-p", str(self.run_dir), "-e", str(self._process.log_path), "-c", str(config)]
 
     def stop(self) -> None:
         """Stop nginx gracefully (SIGQUIT). Safe to call twice."""

@@ -68,10 +68,19 @@ class Redis:
         Raises:
             ServiceStartError: redis-server is not installed or did not come up.
         """
+        self._process.launch(self.prepare(), self.host, [self.port], ready=self.ping)
+
+    def prepare(self) -> list[str]:
+        """Write ``<run_dir>/redis.conf`` and return the command line, without starting Redis
+        (:meth:`start` launches it; a container's entrypoint appends options and runs it).
+
+        Raises:
+            ServiceStartError: redis-server is not installed.
+        """
         binary = find_binary("redis-server", "redis-server")
         values = {"run_dir": str(self.run_dir), "host": self.host, "port": str(self.port)}
         config = render_template(TEMPLATE, values, self.run_dir / "redis.conf")
-        self._process.launch([binary, str(config)], self.host, [self.port], ready=self.ping)
+        return [binary, str(config)]
 
     def stop(self) -> None:
         """Stop Redis. Safe to call twice."""

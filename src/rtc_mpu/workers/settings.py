@@ -248,5 +248,8 @@ class WorkerSettings:
 
 
 def worker_id() -> str:
-    """This process's name in task records: ``<hostname>:<pid>``."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """This process's name in task records: ``<host>:<pid>``, where ``<host>`` is ``MPU_WORKER_HOST`` if
+    set (containers sharing the host's network and so its hostname: ``docker/entrypoint.py`` gives each
+    replica its own) and the hostname otherwise."""
+    host = os.environ.get("MPU_WORKER_HOST", "").strip() or socket.gethostname()
+    return f"{host}:{os.getpid()}"
