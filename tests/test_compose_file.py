@@ -75,8 +75,12 @@ def test_data_that_must_survive_lives_in_volumes(compose: dict[str, Any]) -> Non
     assert "recordings:/var/lib/mpu/recordings" in services["worker"]["volumes"]
     assert "hls:/var/lib/mpu/hls" in services["worker"]["volumes"]
     assert "hls:/var/lib/mpu/hls:ro" in services["nginx-rtmp"]["volumes"]
-    assert set(compose["volumes"]) == {"redis-data", "recordings", "hls"}
+    assert set(compose["volumes"]) == {"redis-data", "recordings", "hls", "media"}
     assert services["worker"]["environment"]["MPU_RECORDINGS_DIR"] == "/var/lib/mpu/recordings"
+    # The API lists, serves and expires the recordings the workers write: the same volume.
+    assert "recordings:/var/lib/mpu/recordings" in services["api"]["volumes"]
+    assert services["api"]["environment"]["MPU_RECORDINGS_DIR"] == "/var/lib/mpu/recordings"
+    assert services["worker"]["environment"]["MPU_MEDIA_DIR"] == "/var/lib/mpu/media"
 
 
 def test_workers_scale_and_stop_gracefully(compose: dict[str, Any]) -> None:
