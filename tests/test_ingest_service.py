@@ -6,6 +6,7 @@ over at the position the audience expects."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -44,7 +45,7 @@ def service(redis_server: Redis, janus_tokens: Janus, tmp_path: Path) -> Iterato
         f"{redis_server.url.rsplit('/', 1)[0]}/{DB}",
         janus_tokens.url,
         MPU_TOKEN_SECRET=TOKEN_SECRET,
-        MPU_LEASE_SECONDS="3",
+        MPU_LEASE_SECONDS="6",  # a kill is noticed after it; a SIGTERM hands over at once
         MPU_ALLOW_PRIVATE_URLS="1",
     )
     with running_service(env, tmp_path) as running:
@@ -195,6 +196,28 @@ def test_an_ingest_plays_is_controlled_over_rest_and_survives_its_worker(
         assert back_at - killed_at < 15
         expected = frame_at_kill + (back_at - killed_at) * FPS
         assert abs(number - expected) <= 2 * FPS + FPS, (number, expected)
+        await watching.stop()
+        # A worker that shuts down (SIGTERM, `docker stop`) gives it to another at once.
+        service.start_worker("worker3")
+        await asyncio.sleep(3.0)  # the new worker is up
+        record = IngestStore(tasks.client, tasks.prefix).get(APP, "film")
+        assert record.worker is not None
+        runner = _worker_of(service, record.worker)
+        stopping_at = time.monotonic()
+        service.kill(runner, signal.SIGTERM)
+        third = Seen()
+        deadline = time.monotonic() + 20
+        while not third.pictures:
+            assert time.monotonic() < deadline, "no picture after the handover"
+            watching = await watch(janus_tokens, third, 20)
+            started = time.monotonic()
+            while not third.pictures and time.monotonic() - started < 2:
+                await asyncio.sleep(0.02)
+            if not third.pictures:
+                await watching.stop()
+        print(f"ingest: worker stopped (SIGTERM) -> picture again {third.pictures[0][0] - stopping_at:.2f} s")
+        assert third.pictures[0][0] - stopping_at < 5, "handed over, not waiting for the 6 s lease"
+        assert IngestStore(tasks.client, tasks.prefix).get(APP, "film").restarts >= 2
         await watching.stop()
         status, _ = service.call("DELETE", f"/v1/apps/{APP}/ingests/film")
         assert status == 200

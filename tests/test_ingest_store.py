@@ -159,3 +159,26 @@ def test_the_api_refuses_bad_ingest_requests(task_store: TaskStore) -> None:
     assert call("DELETE", "/film")[0] == 200, "stopping an ended ingest: as it is"
     assert client.get("/v1/apps/app1/ingests", headers=basic_auth("k1", "wrong")).status_code == 403
     assert client.get("/v1/apps/app1/ingests").status_code in (401, 403)
+
+
+def test_a_released_ingest_is_claimed_again_at_once_and_resumes_where_it_was(ingests: IngestStore) -> None:
+    from rtc_mpu.workers.ingest_runner import resume_point
+
+    ingests.create("app1", SPEC)
+    first = ingests.claim("app1", "film", "w1:1", node="n1")
+    assert isinstance(first, int)
+    fresh = ingests.get("app1", "film")
+    assert resume_point(fresh, time.time()) == (0.0, False), "the first claim starts at start_at"
+    progress = {"state": IngestState.PLAYING, "position_ms": 10_000, "position_at": time.time() - 2.0}
+    assert ingests.release("app1", "film", first, progress)
+    assert ingests.client.hlen(f"{ingests.prefix}:load:n1") == 0, "its capacity is free"
+    second = ingests.claim("app1", "film", "w2:2", node="n2")
+    assert isinstance(second, int) and second > first, "no waiting for the lease"
+    record = ingests.get("app1", "film")
+    start, paused = resume_point(record, time.time())
+    assert 11.9 < start < 12.5 and not paused, "where the audience is now: 10 s + 2 s"
+    assert not ingests.release("app1", "film", first, progress), "the old claim cannot"
+    paused_progress = {"state": IngestState.PAUSED, "position_ms": 5_000, "position_at": time.time() - 30}
+    assert ingests.release("app1", "film", second, paused_progress)
+    ingests.claim("app1", "film", "w3:3")
+    assert resume_point(ingests.get("app1", "film"), time.time()) == (5.0, True), "paused stays put"

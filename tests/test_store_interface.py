@@ -29,6 +29,7 @@ SCRIPTS = {
     "ingest_heartbeat.lua",
     "ingest_finish.lua",
     "ingest_control.lua",
+    "ingest_release.lua",
     "start.lua",
     "claim.lua",
     "heartbeat.lua",

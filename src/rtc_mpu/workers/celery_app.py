@@ -200,8 +200,15 @@ def run_ingest(self: Any, app_id: str, ingest_id: str) -> str:
         IngestSettings.from_env(dict(os.environ)),
         node=node,
         capacity=settings.capacity or None,
+        draining=shutting_down.is_set,
+        requeue=enqueue_ingest,
     )
-    outcome = runner.run()
+    # A SIGTERM sent to this pool process itself (systemd signals the whole group) also hands over.
+    previous = signal.signal(signal.SIGTERM, lambda *_: shutting_down.set())
+    try:
+        outcome = runner.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if runner.no_capacity:
         enqueue_ingest(app_id, ingest_id, NO_CAPACITY_RETRY_SECONDS)
         return f"queued again: node {node} has no capacity for it"

@@ -14,7 +14,9 @@
    read every :data:`CONTROL_POLL_SECONDS` and the progress written every
    :data:`HEARTBEAT_SECONDS` (the heartbeat that keeps the claim).
 5. **End**: at the end of the media (``ended``), on a failure (``failed``), on a stop; a lost claim
-   (another worker took over) stops the player and changes nothing.
+   (another worker took over) stops the player and changes nothing. A worker that shuts down
+   (SIGTERM) gives the ingest back at once and queues it again: another worker resumes it within
+   about a second, replacing the publisher.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,6 +95,9 @@ class IngestRunner:
         settings: where Janus is and the secrets (the workers').
         ingest_settings: media directory, private URLs, longest play.
         node, capacity: the node whose capacity it takes (None: no accounting).
+        draining: whether this worker shuts down: then the ingest is given back (its publisher stays
+            in the room until the next worker replaces it) and queued again with ``requeue``.
+        requeue: ``(app_id, ingest_id)``: queue it again.
     """
 
     def __init__(
@@ -105,8 +111,12 @@ class IngestRunner:
         *,
         node: str | None = None,
         capacity: float | None = None,
+        draining: Callable[[], bool] | None = None,
+        requeue: Callable[[str, str], None] | None = None,
     ) -> None:
         self.store = store
+        self.draining = draining
+        self.requeue = requeue
         self.app_id = app_id
         self.ingest_id = ingest_id
         self.worker = worker
@@ -117,6 +127,7 @@ class IngestRunner:
         #: The claim did not fit this node.
         self.no_capacity = False
         self._seek_id: object = None
+        self._handed_over = False
 
     def run(self) -> str:
         """Run the ingest to its end; how it ended, for Flower."""
@@ -201,7 +212,8 @@ class IngestRunner:
             return await self._follow(fence, player, applied)
         finally:
             player.stop()
-            await publisher.remove()
+            if not self._handed_over:  # handed over: the next worker replaces the publisher
+                await publisher.remove()
 
     async def _follow(self, fence: int, player: Player, applied: int) -> str:
         """Heartbeat, apply the host's controls, until the player ends, a stop, or the claim is lost."""
@@ -211,6 +223,16 @@ class IngestRunner:
             if player.finished.is_set():
                 final = player.progress()
                 return self._end(fence, final.state, final.reason, self._fields(final))
+            if self.draining is not None and self.draining():
+                progress = self._fields(player.progress())
+                player.stop()
+                self._handed_over = True
+                if (
+                    self.store.release(self.app_id, self.ingest_id, fence, progress)
+                    and self.requeue is not None
+                ):
+                    self.requeue(self.app_id, self.ingest_id)
+                return "handed over: this worker is shutting down"
             now = time.monotonic()
             if now >= next_beat:
                 next_beat = now + HEARTBEAT_SECONDS

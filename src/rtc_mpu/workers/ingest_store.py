@@ -158,6 +158,7 @@ class IngestStore:
         self._heartbeat = client.register_script(load_script("ingest_heartbeat.lua", prelude=True))
         self._finish = client.register_script(load_script("ingest_finish.lua", prelude=True))
         self._control = client.register_script(load_script("ingest_control.lua", prelude=True))
+        self._release = client.register_script(load_script("ingest_release.lua", prelude=True))
 
     # -- keys ----------------------------------------------------------------------------------
     @staticmethod
@@ -396,6 +397,24 @@ class IngestStore:
                 json.dumps(reason),
                 json.dumps(self._progress(progress)),
                 round(ENDED_TTL_SECONDS * 1000),
+            ],
+        )
+        return _text(reply[0]) == "ok"
+
+    def release(self, app_id: str, ingest_id: str, fence: int, progress: dict[str, Any]) -> bool:
+        """Give the ingest back under the claim ``fence`` (the worker shuts down): the next claim, by
+        any worker, succeeds at once and resumes from ``progress``.
+
+        Returns:
+            False when the claim was lost (nothing changed).
+        """
+        reply = self._release(
+            keys=[self.record_key(app_id, ingest_id)],
+            args=[
+                self.prefix,
+                self.name(app_id, ingest_id),
+                str(fence),
+                json.dumps(self._progress(progress)),
             ],
         )
         return _text(reply[0]) == "ok"
