@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -137,11 +138,15 @@ def test_a_served_mp4_plays_into_the_channel_with_controls_and_progress(
                 # Progress: every second, and its position is the media time being played.
                 stamps = [t for t, m in watch.messages]
                 assert all(0.7 < b - a < 1.4 for a, b in itertools.pairwise(stamps[1:])), stamps
+                errors = []
                 for arrived, message in watch.messages[1:]:
                     assert message["type"] == "ingest.progress" and message["state"] == "playing"
                     shown = [n for t, n in watch.pictures if t <= arrived]
-                    error_ms = abs(float(message["position_ms"]) - shown[-1] * 1000 / FPS)  # type: ignore[arg-type]
-                    assert error_ms < 200, (message, shown[-1])
+                    # The picture on screen when the message arrived vs the position it states; a
+                    # frame interval (33 ms) of it is the picture's own quantum.
+                    errors.append(float(message["position_ms"]) - shown[-1] * 1000 / FPS)  # type: ignore[arg-type]
+                print(f"ingest progress: position - picture on screen {[round(e) for e in errors]} ms")
+                assert all(abs(e) < 200 for e in errors), errors
                 # Pause: the picture freezes and the audio stops.
                 player.pause()
                 paused_at = time.monotonic()
@@ -309,3 +314,53 @@ def test_hls_and_rtmp_sources_open_and_a_playlist_cannot_reach_local_files(
     finally:
         publisher.terminate()
         publisher.wait(10)
+
+
+class RecordingSink:
+    """Counts the access units sent (frame n of the clip is the n-th: no seek, no B-frames) and keeps
+    each progress message with the number sent by then."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.audio = 0
+        self.messages: list[tuple[dict[str, Any], int]] = []
+
+    def send_video(self, access_unit: bytes, timestamp: int) -> None:
+        self.frames += 1
+
+    def send_audio(self, opus: bytes, timestamp: int) -> None:
+        self.audio += 1
+
+    def send_data(self, text: str) -> None:
+        self.messages.append((json.loads(text), self.frames))
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_progress_states_the_media_time_being_sent(long_clip: Path) -> None:
+    """The progress's position against the media's own timestamps (the frame being sent when the
+    message is made): within a frame interval and scheduling. (With the decoder's frame threads the
+    pictures left 70-100 ms behind the clock, and behind the audio.)"""
+    container = open_media(
+        "media:clip.mp4",
+        media_dir=long_clip,
+        allow_private=False,
+        open_timeout_seconds=5,
+        read_timeout_seconds=5,
+    )
+    sink = RecordingSink()
+    player = Player(
+        container, describe(container), sink, ingest_id="i3", url="media:clip.mp4", start_at_seconds=0.0
+    )
+    player.start()
+    time.sleep(5.5)
+    player.stop()
+    errors = [
+        float(message["position_ms"]) - (sent - 1) * 1000 / FPS
+        for message, sent in sink.messages
+        if message["state"] == "playing" and sent > 0
+    ]
+    print(f"ingest progress: position - media time of the frame being sent {[round(e) for e in errors]} ms")
+    assert len(errors) >= 4
+    assert all(-40 <= e <= 70 for e in errors), errors
+    assert sink.audio > 5 * 45, "audio flows: 50 Opus frames a second"

@@ -417,7 +417,7 @@ class Player:
     def _open_codecs(self) -> None:
         if self._video_stream is not None:
             context = self._video_stream.codec_context
-            context.thread_type = "AUTO"
+            context.thread_type = "SLICE"  # frame threads would hold frames back: video late
             width, height = output_size(self.info.width or 640, self.info.height or 360)
             self._out_size = (width, height)
             encoder = av.CodecContext.create("libx264", "w")
