@@ -229,6 +229,19 @@ def test_an_ingest_plays_is_controlled_over_rest_and_survives_its_worker(
 
     asyncio.run(scenario())
 
+    # A URL that does not answer with media: the ingest fails with the reason, nothing is published.
+    status, _ = service.call(
+        "POST",
+        f"/v1/apps/{APP}/ingests",
+        {**body, "ingest_id": "gone", "user_id": "gone", "url": f"{media_base}/missing.mp4"},
+    )
+    assert status == 201
+    deadline = time.monotonic() + 20
+    while (failed := service.call("GET", f"/v1/apps/{APP}/ingests/gone")[1])["state"] != "failed":
+        assert time.monotonic() < deadline, failed
+        time.sleep(0.1)
+    assert failed["reason"].startswith("InvalidIngest.Unreachable"), failed
+
 
 def _worker_of(service: Service, worker: str) -> str:
     """The name of the service process whose pool runs ``worker`` (``<hostname>:<pid>``)."""
