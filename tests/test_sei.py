@@ -336,3 +336,22 @@ def test_sei_reaches_hls_viewers_through_rtmp(nginx_rtmp: NginxRtmp) -> None:
                 ordinal += 1
     assert ordinal == FRAMES
     assert found == {index: [payload] for index, payload in sent.items()}
+
+
+def test_extra_fields_join_the_voice_activity_envelope() -> None:
+    from rtc_mpu.mixer.output.sei import with_fields
+
+    vad = b'{"ts":1000,"speaker":null,"speaking":[],"levels":{}}'
+    assert with_fields(vad, {}) is vad
+    ingest = [
+        {"ingest_id": "film", "user_id": "movie", "state": "playing", "position_ms": 31500, "sent_at": 1}
+    ]
+    merged = with_fields(vad, {"ingest": ingest, "ts": 5})
+    assert merged == (
+        b'{"ts":1000,"speaker":null,"speaking":[],"levels":{},"ingest":[{"ingest_id":"film",'
+        b'"user_id":"movie","state":"playing","position_ms":31500,"sent_at":1}]}'
+    ), "appended after the envelope's keys, which it never replaces"
+    with pytest.raises(ValueError):
+        with_fields(b"[]", {"ingest": []})
+    with pytest.raises(ValueError):
+        with_fields(vad, {"x": float("nan")})

@@ -22,8 +22,9 @@ libx264 emits and what MPEG-TS / raw .h264 carry) and **AVCC** (every NAL unit p
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Final
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any, Final
 
 __all__ = [
     "NAL_TYPE_SEI",
@@ -33,6 +34,7 @@ __all__ = [
     "find_sei_payloads",
     "insert_sei_nal",
     "split_nal_units",
+    "with_fields",
 ]
 
 SEI_UUID: Final[bytes] = bytes.fromhex("c6708a21bc635820a9680e090edd2445")
@@ -268,3 +270,23 @@ def insert_sei_nal(access_unit: bytes, sei_nal: bytes) -> bytes:
                 at -= 1  # insert before the zero_byte of a 4-byte start code
             return access_unit[:at] + insert + access_unit[at:]
     return access_unit + insert
+
+
+def with_fields(payload: bytes, fields: Mapping[str, Any]) -> bytes:
+    """The JSON ``payload`` (a voice-activity SEI document,
+    :meth:`rtc_mpu.mixer.audio.vad.VadReport.to_json`) with ``fields`` added after its own keys, in
+    the same compact UTF-8 form: one envelope for everything a frame's SEI says (``"ingest"``: the
+    channel's ingests' progress, issue 19). A key already in the document is not replaced. Without
+    ``fields``, ``payload`` itself.
+
+    Raises:
+        ValueError: ``payload`` is not a JSON object, or a field is not JSON (NaN included).
+    """
+    if not fields:
+        return payload
+    document = json.loads(payload)
+    if not isinstance(document, dict):
+        raise ValueError("the SEI payload is not a JSON object")
+    for key, value in fields.items():
+        document.setdefault(key, value)
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
