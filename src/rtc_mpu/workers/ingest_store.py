@@ -437,6 +437,26 @@ class IngestStore:
                 found.append((app_id, ingest_id))
         return found
 
+    def channel_progress(
+        self, app_id: str, channel_id: str, now: float | None = None
+    ) -> list[dict[str, Any]]:
+        """The progress of the app's active ingests in ``channel_id``, for the mix's SEI (``"ingest"``):
+        ``[{"ingest_id", "user_id", "state", "position_ms", "duration_ms", "sent_at"}]``, by id;
+        ``position_ms`` is where a playing one is at ``sent_at`` (ms since the epoch)."""
+        moment = time.time() if now is None else now
+        return [
+            {
+                "ingest_id": record.spec.ingest_id,
+                "user_id": record.spec.user_id,
+                "state": str(record.state),
+                "position_ms": record.position_now_ms(moment),
+                "duration_ms": record.duration_ms,
+                "sent_at": round(moment * 1000),
+            }
+            for record in self.list_app(app_id)
+            if record.active and record.spec.channel_id == channel_id
+        ]
+
     def _server_time(self) -> float:
         seconds, micros = self.client.time()
         return float(seconds) + float(micros) / 1e6
