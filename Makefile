@@ -60,11 +60,14 @@ demo: $(STAMP)
 	scripts/install-system-deps.sh stack
 	$(BIN)/mpu --log-level INFO demo
 
-# CPU per output second of a 4-user 720p30 mix next to the ffmpeg CLI on the same inputs.
+# CPU per output second of a 4-user 720p30 mix next to the ffmpeg CLI on the same inputs; how many live
+# mixes one worker carries (bench/capacity.py); the CPU of an ingest.
 bench: $(STAMP)
 	scripts/install-system-deps.sh bench
 	$(BIN)/python -m bench.mix_cpu
 	$(BIN)/python -m bench.overlay_cost
+	mkdir -p bench/results && $(BIN)/python -m bench.capacity --json bench/results/capacity.json
+	$(BIN)/python -m bench.ingest_cost
 
 clean:
 	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache .pytest_cache build/dashboard
