@@ -369,6 +369,7 @@ def test_get_and_list(api_client: FlaskClient, api_store: TaskStore) -> None:
         "vad": None,
         "sei_messages": 0,
         "outputs": [],
+        "av_offsets_ms": {},
     }
     assert task["worker"] == "host/1"
     response = api_client.get(f"/v1/apps/{APP}/tasks", headers=basic())

@@ -6,17 +6,21 @@ over at the position the audience expects."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
 import pytest
 
+from rtc_mpu.mixer.output.sei import find_sei_payloads
 from rtc_mpu.spec import tokens
 from rtc_mpu.stack.janus import Janus
+from rtc_mpu.stack.nginx_rtmp import NginxRtmp
 from rtc_mpu.stack.redis import Redis
 from rtc_mpu.stack.viewer import Viewer
 from rtc_mpu.workers.ingest_store import IngestStore
@@ -156,6 +160,8 @@ def test_an_ingest_plays_is_controlled_over_rest_and_survives_its_worker(
         asked = time.monotonic()
         await asyncio.sleep(1.0)
         late = seen.after(asked + 0.25)
+        last = max((t for t, _ in seen.pictures if t > asked), default=asked)
+        print(f"ingest: PATCH pause -> last picture at the subscriber {last - asked:.3f} s")
         assert late == [], late
         status, got = service.call("GET", f"/v1/apps/{APP}/ingests/film")
         assert got["state"] == "paused"
@@ -166,6 +172,7 @@ def test_an_ingest_plays_is_controlled_over_rest_and_survives_its_worker(
         assert status == 200
         asked = time.monotonic()
         took = await until(lambda: any(n >= 870 for n in seen.after(asked)), 3, "no picture after the seek")
+        print(f"ingest: PATCH seek to 30 s -> the frame of 30 s at the subscriber {took:.2f} s")
         assert took < 1.0, took
         assert all(850 <= n <= 1000 for n in seen.after(asked + took)), seen.after(asked)[:10]
         # Kill the worker running it: the other takes it over where the audience expects it.
@@ -262,3 +269,45 @@ def _is_ancestor(ancestor: int, pid: int) -> bool:
             return False
         pid = int(fields[1])
     return False
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_a_mix_of_the_channel_carries_the_ingest_progress_in_its_sei(
+    service: Service, nginx_rtmp: NginxRtmp, media_base: str
+) -> None:
+    """A task with voice-activity SEI (PayloadType 1) on the ingest's channel: every SEI message also
+    says where the ingest is (``"ingest"``, the same envelope), so an HLS/RTMP player can align
+    captions or lyrics to the media."""
+    body = {
+        "ingest_id": "song",
+        "channel_id": CHANNEL,
+        "user_id": "karaoke",
+        "url": f"{media_base}/clip.mp4",
+        "loop": True,
+    }
+    assert service.call("POST", f"/v1/apps/{APP}/ingests", body)[0] == 201
+    url = f"rtmp://127.0.0.1:{nginx_rtmp.rtmp_port}/live/cowatch-sei"
+    task = {"task_id": "sei", "channel_id": CHANNEL, "stream_url": url, "layout_ids": [1], "media_encode": 1,
+            "payload_type": 1, "vad_interval": 500}  # fmt: skip
+    status, started = service.call("POST", f"/v1/apps/{APP}/tasks", task)
+    assert status == 201, started
+    service.wait_task(APP, "sei", lambda t: t["status"] == 1, 30)
+    found: list[tuple[float, dict[str, Any]]] = []
+    deadline = time.monotonic() + 30
+    with av.open(url, options={"rw_timeout": "10000000"}, timeout=10) as container:
+        for packet in container.demux(video=0):
+            for payload in find_sei_payloads(bytes(packet)):
+                document = json.loads(payload)
+                if "ingest" in document:
+                    found.append((time.monotonic(), document))
+            if len(found) >= 6 or time.monotonic() > deadline:
+                break
+    assert len(found) >= 6, f"SEI with the ingest's progress: {found[-1:]}"
+    entries = [document["ingest"][0] for _, document in found]
+    assert {e["ingest_id"] for e in entries} == {"song"} and {e["user_id"] for e in entries} == {"karaoke"}
+    assert all(e["state"] == "playing" and e["duration_ms"] == 60000 for e in entries), entries
+    assert entries[-1]["position_ms"] > entries[0]["position_ms"], "the position moves on"
+    assert all("ts" in document and "levels" in document for _, document in found), "one envelope"
+    service.call("DELETE", f"/v1/apps/{APP}/tasks/sei")
+    service.call("DELETE", f"/v1/apps/{APP}/ingests/song")

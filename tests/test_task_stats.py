@@ -28,6 +28,7 @@ WIRE_KEYS = [
     "vad",
     "sei_messages",
     "outputs",
+    "av_offsets_ms",
 ]
 FULL = TaskStats(
     video_frames=300,

@@ -7,6 +7,10 @@ Read from Redis at each scrape, so every API process answers the same numbers:
 - ``mpu_tasks_by_status{status}``: active tasks by the vendor's status code (0-6);
 - ``mpu_task_dropped_video_frames``, ``mpu_task_dropped_audio_blocks``, ``mpu_task_sink_reconnects``,
   ``mpu_task_restarts``: sums over the active tasks of what their workers last reported;
+- ``mpu_task_av_offset_max_ms``: the largest A/V offset (``|audio - video|`` as the mixer places them,
+  ms) among the participants of the active tasks, 0 with none (``TaskStats.av_offsets_ms``);
+- ``mpu_task_av_out_of_sync``: participants of active tasks whose audio is placed more than
+  :data:`AUDIO_LATE_LIMIT_MS` after or :data:`AUDIO_EARLY_LIMIT_MS` before their picture;
 - ``mpu_queue_length``: mix messages waiting in the Celery queue;
 - ``mpu_node_load{node}``: capacity units booked on each worker node.
 
@@ -33,6 +37,9 @@ bp = APIBlueprint("metrics", __name__, enable_openapi=False)
 #: The Celery queue of mix tasks (rtc_mpu.workers.celery_app.QUEUE; not imported: the API does not load
 #: Celery).
 QUEUE = "mixes"
+#: Lip-sync limits in ms, EBU R37 (2007): audio at most 60 ms late or 40 ms early relative to video.
+AUDIO_LATE_LIMIT_MS = 60.0
+AUDIO_EARLY_LIMIT_MS = 40.0
 
 
 def _gauges(store: TaskStoreProtocol) -> CollectorRegistry:
@@ -73,6 +80,17 @@ def _gauges(store: TaskStoreProtocol) -> CollectorRegistry:
         ),
     ):
         Gauge(name, help_text, registry=registry).set(total)
+    offsets = [offset for s in stats for offset in s.av_offsets_ms.values()]
+    Gauge(
+        "mpu_task_av_offset_max_ms",
+        "Largest audio-video offset of a participant of an active task, ms",
+        registry=registry,
+    ).set(max((abs(offset) for offset in offsets), default=0.0))
+    Gauge(
+        "mpu_task_av_out_of_sync",
+        "Participants of active tasks whose audio is placed out of EBU R37's lip-sync limits",
+        registry=registry,
+    ).set(sum(1 for offset in offsets if offset > AUDIO_LATE_LIMIT_MS or offset < -AUDIO_EARLY_LIMIT_MS))
     Gauge("mpu_task_restarts", "Worker restarts, summed over active tasks", registry=registry).set(
         sum(record.restarts for record in records)
     )

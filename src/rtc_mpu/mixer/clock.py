@@ -26,6 +26,18 @@ class MediaClock:
         """Set media time 0 to now. Must run inside the event loop."""
         self._origin = asyncio.get_running_loop().time()
 
+    def loop_time(self, media_time: float) -> float | None:
+        """The event loop's clock (seconds, ``loop.time()``) at ``media_time`` (seconds), or None for
+        an offline clock (media time is not tied to any instant) or before :meth:`start`.
+
+        Output pts derive from media time only (frame ``n`` at ``n / fps``, block ``k`` at
+        ``1024 * k / 48000``), and media time is the event loop's monotonic clock minus one origin set
+        once: pts never drift from the wall clock, whatever the inputs do (issue 17).
+        """
+        if self._origin is None or not self.realtime:
+            return None
+        return self._origin + media_time
+
     def now(self) -> float:
         """Current media time in seconds (for an offline clock: always 0).
 

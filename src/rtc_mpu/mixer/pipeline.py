@@ -45,6 +45,7 @@ from rtc_mpu.mixer.output.encoder import EncodedPacket, EncoderSettings, PacketE
 from rtc_mpu.mixer.output.muxers import FileListener, MuxerFactory, OutputTarget, legacy_output
 from rtc_mpu.mixer.output.outputs import Output, OutputState
 from rtc_mpu.mixer.output.push import JobThread, SinkStatus
+from rtc_mpu.mixer.output.sei import with_fields
 from rtc_mpu.mixer.output.sinks import DEFAULT_OPEN_TIMEOUT, DEFAULT_WRITE_TIMEOUT, SinkError, SinkTarget
 from rtc_mpu.mixer.overlays.images import FetchLimits, ImageCache, ImageError
 from rtc_mpu.mixer.overlays.render import OverlayRenderer
@@ -54,7 +55,7 @@ from rtc_mpu.mixer.video.compositor import Compositor, OverlayDraw, PaneDraw
 from rtc_mpu.mixer.video.geometry import pane_rect
 from rtc_mpu.mixer.video.selection import LayoutChoice, PaneAssignment, choose_layout
 from rtc_mpu.spec.overlays import Subscriptions
-from rtc_mpu.spec.streams import StreamKey
+from rtc_mpu.spec.streams import SourceType, StreamKey
 from rtc_mpu.spec.task import MixMode, TaskSpec, UserPane
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,12 @@ MAX_VIDEO_LATENESS = 0.5
 LIVE_AUDIO_PREFILL = 2 * BLOCK_SAMPLES
 #: Most audio buffered per user before the oldest is dropped, in samples (200 ms).
 LIVE_AUDIO_MAX = 9600
+#: Seconds of recent frames kept per video stream of a live mix (plus the one before), and at most how
+#: many (memory: decoded frames), see ``Pipeline._frame_at``.
+RECENT_SECONDS = 0.15
+RECENT_FRAMES = 8
+#: Audio blocks between updates of ``PipelineStats.av_offsets_ms`` (47 blocks: about 1 s).
+AV_OFFSET_EVERY_BLOCKS = 47
 #: A consumer of composited frames: ``(frame, pts, time_base)``, pts the frame index in ``1/fps``.
 #: See ``frame_listeners`` of :class:`Pipeline`.
 FrameListener = Callable[[av.VideoFrame, int, Fraction], None]
@@ -97,6 +104,10 @@ class PipelineStats:
         vad: the latest voice-activity report (``ReportVad``): ``{"ts", "speaker", "speaking",
             "levels"}`` as :meth:`rtc_mpu.mixer.audio.vad.VadReport.to_json` describes, or None.
         sei_messages: voice-activity SEI messages put into the video (``PayloadType`` 1).
+        av_offsets_ms: per user whose audio and camera carry sender times (a live channel), how much
+            later their audio is placed on the output timeline than their picture, in ms (positive =
+            audio late; :meth:`rtc_mpu.mixer.audio.mixer.AudioMixer.av_offsets_ms`), as of the latest
+            second.
     """
 
     video_ticks: int = 0
@@ -111,6 +122,7 @@ class PipelineStats:
     overlay_problems: dict[str, str] = field(default_factory=dict)
     vad: dict[str, Any] | None = None
     sei_messages: int = 0
+    av_offsets_ms: dict[str, float] = field(default_factory=dict)
 
 
 class Pipeline:
@@ -218,6 +230,9 @@ class Pipeline:
         self._stop = asyncio.Event()
         self._users: list[str] = []
         self._streams: dict[StreamKey, av.VideoFrame | None] = {}
+        #: Live: each stream's recent frames with their arrival (event loop's clock), so a tick that runs
+        #: late still shows what had arrived when it was due (see :meth:`_frame_at`).
+        self._recent: dict[StreamKey, collections.deque[tuple[float, av.VideoFrame | None]]] = {}
         self._choice: LayoutChoice | None = None
         self._choice_dirty = True
         prefill, maximum = (LIVE_AUDIO_PREFILL, LIVE_AUDIO_MAX) if source.live else (0, 1 << 30)
@@ -236,6 +251,9 @@ class Pipeline:
         self._fetches: dict[str, asyncio.Task[None]] = {}
         self._vad = VoiceActivityDetector(spec.vad_interval)
         self._sei: bytes | None = None
+        #: More keys for the SEI's JSON envelope, set by whoever runs the pipeline (the worker puts the
+        #: channel's ingests' progress under ``"ingest"``); read at each SEI.
+        self.sei_fields: dict[str, Any] = {}
         #: Held while composing: the compositor and overlay renderer are used by one thread at a time.
         self._compose_lock = threading.Lock()
         self._frame_listeners = tuple(frame_listeners)
@@ -250,6 +268,7 @@ class Pipeline:
             self._users.remove(user_id)
             for key in [k for k in self._streams if k.user_id == user_id]:
                 del self._streams[key]
+                self._recent.pop(key, None)
             self._audio.remove_user(user_id)
             log.info("user %s left", user_id)
         self._choice_dirty = True
@@ -260,17 +279,49 @@ class Pipeline:
             self._streams.setdefault(stream, None)
         else:
             self._streams.pop(stream, None)
+            self._recent.pop(stream, None)
         self._choice_dirty = True
 
     def on_video_frame(self, stream: StreamKey, frame: av.VideoFrame | None) -> None:
-        """Keep the stream's newest picture (None: show background)."""
+        """Keep the stream's newest picture (None: show background). A camera frame with a sender time
+        (``frame.opaque``, seconds on the event loop's clock) tells the audio mixer the user's video
+        latency, which their audio follows (lip sync)."""
         if stream not in self._streams:
             self._choice_dirty = True
         self._streams[stream] = frame
+        if not self._realtime:
+            return
+        now = asyncio.get_running_loop().time()
+        recent = self._recent.get(stream)
+        if recent is None:
+            recent = self._recent[stream] = collections.deque(maxlen=RECENT_FRAMES)
+        recent.append((now, frame))
+        while len(recent) > 1 and recent[1][0] <= now - RECENT_SECONDS:
+            recent.popleft()
+        if frame is not None and isinstance(frame.opaque, float) and stream.source_type is SourceType.CAMERA:
+            self._audio.note_video_latency(stream.user_id, now - frame.opaque, now)
+
+    def _frame_at(self, stream: StreamKey, due: float | None) -> av.VideoFrame | None:
+        """The stream's frame as it was at loop time ``due`` (the newest that had arrived by then; the
+        oldest kept if all came later), or its latest without ``due`` or history. A tick the event loop
+        runs late thus shows the picture of its own instant, in step with the audio, which is placed by
+        time (issue 17)."""
+        recent = self._recent.get(stream)
+        if due is None or not recent:
+            return self._streams.get(stream)
+        for arrival, frame in reversed(recent):
+            if arrival <= due:
+                return frame
+        return recent[0][1]
 
     def on_audio_frame(self, user_id: str, frame: av.AudioFrame) -> None:
-        """Queue a user's decoded audio in their jitter buffer."""
-        self._audio.push(user_id, frame)
+        """Queue a user's decoded audio in their jitter buffer (placed by its sender time,
+        ``frame.opaque``, when it has one and the clock is real time)."""
+        sent = frame.opaque
+        if isinstance(sent, float) and self._realtime:
+            self._audio.push(user_id, frame, sender_time=sent, arrival_time=asyncio.get_running_loop().time())
+        else:
+            self._audio.push(user_id, frame)
 
     # -- control -------------------------------------------------------------------------------
     def update_spec(self, spec: TaskSpec) -> None:
@@ -647,20 +698,22 @@ class Pipeline:
         listeners), run on the output's thread."""
         choice = self._current_choice()
         spec = self.spec
+        due = self._clock.loop_time(index / self.settings.fps)
+        frames = {
+            a.pane.id: self._frame_at(a.stream, due) if a.stream is not None else None
+            for a in choice.assignments
+        }
         draws = [
             PaneDraw(
                 key=(choice.layout.id, a.pane.id),
                 rect=pane_rect(a.pane, spec.width, spec.height),
                 zorder=a.pane.zorder,
-                frame=self._streams.get(a.stream) if a.stream is not None else None,
+                frame=frames[a.pane.id],
             )
             for a in choice.assignments
         ]
         renderer = self._overlay
-        panes = {
-            a.pane.id: (a.pane, a.stream is not None and self._streams.get(a.stream) is not None)
-            for a in choice.assignments
-        }
+        panes = {a.pane.id: (a.pane, frames[a.pane.id] is not None) for a in choice.assignments}
         now = datetime.now(UTC)
         compositor = self._compositor
         assert compositor is not None
@@ -698,7 +751,10 @@ class Pipeline:
         else:
             mix_count = max(1, len(self._users))
         audio_users = self._audio_users()
-        block = self._audio.mix_block(mix_count, audio_users)
+        presented = self._clock.loop_time(index * BLOCK_SAMPLES / SAMPLE_RATE)
+        block = self._audio.mix_block(mix_count, audio_users, presentation_time=presented)
+        if presented is not None and index % AV_OFFSET_EVERY_BLOCKS == 0:
+            self.stats.av_offsets_ms = self._audio.av_offsets_ms()
         if self.spec.report_vad or self.spec.sei:
             levels = self._audio.levels()
             report = self._vad.update(
@@ -707,7 +763,7 @@ class Pipeline:
             if report is not None:
                 self.stats.vad = json.loads(report.to_json())
                 if self.spec.sei and self.settings.has_video:
-                    self._sei = report.to_json()
+                    self._sei = with_fields(report.to_json(), self.sei_fields)
         self.stats.users = list(self._users)
         self.stats.mixed_audio_users = self._audio.mixed_users()
         frame = AudioMixer.make_frame(block, index * BLOCK_SAMPLES)

@@ -65,6 +65,7 @@ from rtc_mpu.spec.storage import task_folder
 from rtc_mpu.spec.task import TaskSpec
 from rtc_mpu.spec.urls import redact_url
 from rtc_mpu.workers.capacity import params_cost, requeue_delay
+from rtc_mpu.workers.ingest_store import IngestStore
 from rtc_mpu.workers.model import ClaimResult, TaskNotFoundError, TaskRecord, TaskState, TaskStatus
 from rtc_mpu.workers.outputs import (
     NULL_SINK,
@@ -278,6 +279,7 @@ def task_stats(stats: PipelineStats, push: SinkStatus, outputs: tuple[OutputStat
         vad=None if stats.vad is None else VadSnapshot.from_dict(stats.vad),
         sei_messages=stats.sei_messages,
         outputs=outputs,
+        av_offsets_ms=dict(stats.av_offsets_ms),
     )
 
 
@@ -650,6 +652,8 @@ class MixRunner:
             outputs=outputs.stats(pipeline),
         )
         fresh = await self._beat_off_loop(token, beat)
+        if pipeline.spec.sei:
+            await self._ingests_for_sei(source, pipeline)
         outcome = next_outcome(
             run.outcome,
             fresh,
@@ -670,6 +674,25 @@ class MixRunner:
             self._last = fresh
             await self._update(pipeline, outputs, fresh, run)
         self._last = fresh
+
+    async def _ingests_for_sei(self, source: JanusSource, pipeline: Pipeline) -> None:
+        """Put the progress of the channel's ingests into the SEI's envelope (``"ingest"``, issue 19),
+        read off the event loop; a store that fails leaves the last one (and logs)."""
+        client, prefix = getattr(self.store, "client", None), getattr(self.store, "prefix", None)
+        if client is None or prefix is None:
+            return
+        channel = source.config.channel_id
+        try:
+            progress = await asyncio.to_thread(
+                IngestStore(client, prefix).channel_progress, self.app_id, channel
+            )
+        except Exception as exc:  # Redis hiccup: the next heartbeat tries again
+            log.debug("task %s/%s: ingests not read for the SEI: %s", self.app_id, self.task_id, exc)
+            return
+        if progress:
+            pipeline.sei_fields["ingest"] = progress
+        else:
+            pipeline.sei_fields.pop("ingest", None)
 
     async def _update(
         self, pipeline: Pipeline, outputs: TaskOutputs, fresh: TaskRecord, run: Supervision

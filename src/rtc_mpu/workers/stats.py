@@ -14,6 +14,7 @@ API can read statistics without loading it.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -194,6 +195,9 @@ class TaskStats:
         vad: the latest voice-activity report, or None (``ReportVad`` off, or no report yet).
         sei_messages: voice-activity SEI messages put into the video (``PayloadType`` 1).
         outputs: each output's own state and counters (several outputs per task), in output order.
+        av_offsets_ms: per user whose audio and camera carry timing (a live channel), how much later
+            the mixer places their audio than their picture on the output timeline, in ms, rounded to
+            0.1 (positive = audio late; lip sync, issue 17); users without that timing are absent.
     """
 
     video_frames: int = 0
@@ -207,6 +211,7 @@ class TaskStats:
     vad: VadSnapshot | None = None
     sei_messages: int = 0
     outputs: tuple[OutputStats, ...] = ()
+    av_offsets_ms: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         """The JSON object (the REST API's ``stats``), keys named as the fields."""
@@ -222,6 +227,7 @@ class TaskStats:
             "vad": None if self.vad is None else self.vad.to_dict(),
             "sei_messages": self.sei_messages,
             "outputs": [output.to_dict() for output in self.outputs],
+            "av_offsets_ms": dict(self.av_offsets_ms),
         }
 
     @classmethod
@@ -243,6 +249,15 @@ class TaskStats:
         vad = data.get("vad")
         if vad is not None and not isinstance(vad, dict):
             raise ValueError(f"stats.vad must be an object or null, got {vad!r}")
+        offsets = data.get("av_offsets_ms", {})
+        if not isinstance(offsets, dict) or not all(
+            isinstance(user, str)
+            and isinstance(offset, int | float)
+            and not isinstance(offset, bool)
+            and math.isfinite(offset)
+            for user, offset in offsets.items()
+        ):
+            raise ValueError(f"stats.av_offsets_ms must map user ids to finite numbers (ms), got {offsets!r}")
         return cls(
             video_frames=_count(data, "video_frames"),
             dropped_video_frames=_count(data, "dropped_video_frames"),
@@ -255,6 +270,7 @@ class TaskStats:
             vad=None if vad is None else VadSnapshot.from_dict(vad),
             sei_messages=_count(data, "sei_messages"),
             outputs=tuple(OutputStats.from_dict(item) for item in outputs),
+            av_offsets_ms={user: float(offset) for user, offset in offsets.items()},
         )
 
     def to_json(self) -> str:

@@ -8,6 +8,17 @@ Data flow::
                  select the loudest <= count users (with hysteresis), sum in float32, limiter + soft clip
                  --> (2, BLOCK_SAMPLES) float32 in [-1, 1] --make_frame(block, pts)--> av.AudioFrame for AAC
 
+Timing (issue 17, lip sync): a live source may give each frame its *sender time*, the instant of its first
+sample on the event loop's clock (seconds, ``loop.time()`` domain) as the source estimates it from RTP
+timestamps (:mod:`rtc_mpu.mixer.sources.janus`), and the pipeline reports each user's video latency
+(:meth:`AudioMixer.note_video_latency`). A timed user's samples are then placed on the output timeline
+by their sender time, not by arrival: block ``k``, presented at ``presentation_time``, starts with the
+sample sent at ``presentation_time - L``, where ``L`` (the user's *playout latency*) is the user's video
+latency, or what the audio itself needs when that is more (or when the user has no video): every
+user's voice leaves the mix in step with their picture, whatever either path costs, and a user who
+joins, leaves or stalls moves nobody else. Frames without a sender time (files, tests) keep the
+prefill behaviour.
+
 All sample arrays handled here are ``(channels, samples)`` = ``(2, n)`` ``float32`` arrays, stereo
 (row 0 = left, row 1 = right), 48 kHz, full scale = 1.0.  Levels are in dBFS of the RMS value
 (a full-scale square wave is 0 dBFS, a full-scale sine about -3 dBFS).
@@ -18,7 +29,9 @@ clock calls ``mix_block`` from another thread.  :class:`JitterBuffer` on its own
 
 from __future__ import annotations
 
+import heapq
 import math
+import statistics
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -31,13 +44,21 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "ALIGN_TOLERANCE_SECONDS",
+    "AUDIO_LATENCY_IGNORED",
+    "AUDIO_LATENCY_MARGIN_SECONDS",
+    "AUDIO_LATENCY_WINDOW",
     "BLOCK_SAMPLES",
     "BLOCK_SECONDS",
     "CHANNELS",
     "HYSTERESIS_DB",
     "LEVEL_FLOOR_DB",
     "LEVEL_TIME_CONSTANT",
+    "RESYNC_SECONDS",
     "SAMPLE_RATE",
+    "TIMED_MAX_SAMPLES",
+    "VIDEO_LATENCY_WINDOW",
+    "VIDEO_STALE_SECONDS",
     "AudioMixer",
     "JitterBuffer",
 ]
@@ -62,6 +83,36 @@ LEVEL_FLOOR_DB: Final[float] = -100.0
 
 HYSTERESIS_DB: Final[float] = 3.0
 """A non-mixed user replaces the quietest mixed one only if it is more than this many dB louder."""
+
+ALIGN_TOLERANCE_SECONDS: Final[float] = 0.004
+"""A timed buffer is re-aligned (samples dropped or silence inserted) only when its audio is off its
+place on the timeline by more than this (4 ms: far below what anyone notices between lips and voice;
+EBU R37 allows +40/-60 ms), so the estimators' sub-millisecond jitter never clicks."""
+
+RESYNC_SECONDS: Final[float] = 0.5
+"""A timed frame whose sender time is this far off the buffer's continuation (a publisher restarted,
+timestamps jumped) restarts the buffer at that time instead of filling or trimming the difference."""
+
+AUDIO_LATENCY_MARGIN_SECONDS: Final[float] = 0.005
+"""Added to the largest recent audio latency (arrival minus sender time of a frame's first sample) for
+the least playout latency the audio needs: the mixer reads a block when its last sample is due."""
+
+TIMED_MAX_SAMPLES: Final[int] = SAMPLE_RATE
+"""A timed buffer holds at least this many samples (1 s) before dropping the oldest: its depth is the
+playout latency, which follows a user's video however slow that is."""
+
+VIDEO_LATENCY_WINDOW: Final[int] = 90
+"""Video latencies kept per user (about 3 s at 30 fps); the playout latency follows their median."""
+
+AUDIO_LATENCY_WINDOW: Final[int] = 250
+"""Audio latencies kept per user (about 5 s of 20 ms frames)."""
+
+AUDIO_LATENCY_IGNORED: Final[int] = 12
+"""The largest audio latencies of the window not counted in what the audio needs (5 %: a stall of the
+process of up to about 240 ms every 5 s costs a gap in that user's sound, not seconds of lip sync)."""
+
+VIDEO_STALE_SECONDS: Final[float] = 2.0
+"""A user whose last video frame is older than this (seconds) is placed as audio only."""
 
 _TIME_BASE: Final[Fraction] = Fraction(1, SAMPLE_RATE)
 _LEVEL_ALPHA: Final[float] = 1.0 - math.exp(-BLOCK_SECONDS / LEVEL_TIME_CONSTANT)
@@ -166,6 +217,23 @@ class JitterBuffer:
         self._playing = False
         self._underruns = 0
         self._dropped = 0
+        #: Sender time (seconds) just after the newest buffered sample; None while untimed.
+        self._tail_time: float | None = None
+        #: Sender time (seconds) of the first sample of the latest :meth:`pull_at` block.
+        self.last_start_time: float | None = None
+
+    @property
+    def timed(self) -> bool:
+        """Whether the buffer holds samples placed by sender time (:meth:`push_timed`)."""
+        return self._tail_time is not None
+
+    @property
+    def head_time(self) -> float | None:
+        """Sender time in seconds of the oldest buffered sample (of the next one, when empty), or None
+        while untimed."""
+        if self._tail_time is None:
+            return None
+        return self._tail_time - self._depth / SAMPLE_RATE
 
     @property
     def prefill_samples(self) -> int:
@@ -223,6 +291,101 @@ class JitterBuffer:
             self._discard(excess)
             self._dropped += excess
 
+    def push_timed(self, chunk: Samples, start_time: float) -> None:
+        """Append a chunk whose first sample was sent at ``start_time`` (the buffer takes ownership).
+
+        A chunk that continues the buffer within :data:`ALIGN_TOLERANCE_SECONDS` is appended as it is
+        (the estimate's jitter is ignored); a later one is preceded by silence filling the gap (a lost
+        packet); an earlier one loses the samples the buffer already holds (a duplicate); one more than
+        :data:`RESYNC_SECONDS` off restarts the buffer at ``start_time``. A depth above
+        ``max_samples`` (and :data:`TIMED_MAX_SAMPLES`) drops the oldest samples down to it.
+
+        Args:
+            chunk: C-contiguous ``(2, n)`` float32 array, stereo, 48 kHz (not checked).
+            start_time: sender time of ``chunk[:, 0]`` in seconds (the event loop's clock).
+        """
+        n = int(chunk.shape[1])
+        if n == 0:
+            return
+        tail = self._tail_time
+        if tail is None or abs(start_time - tail) > RESYNC_SECONDS:
+            self.clear()
+            self._tail_time = start_time
+        else:
+            gap = start_time - tail
+            if gap > ALIGN_TOLERANCE_SECONDS:
+                silence = round(gap * SAMPLE_RATE)
+                self._append(_silence(silence))
+            elif gap < -ALIGN_TOLERANCE_SECONDS:
+                overlap = round(-gap * SAMPLE_RATE)
+                if overlap >= n:
+                    return
+                chunk = chunk[:, overlap:]
+        self._append(chunk)
+        cap = max(self._max, TIMED_MAX_SAMPLES)
+        if self._depth > cap:
+            excess = self._depth - cap
+            self._discard(excess)
+            self._dropped += excess
+
+    def _append(self, chunk: Samples) -> None:
+        """Append a timed chunk and move the tail time by its length."""
+        n = int(chunk.shape[1])
+        self._chunks.append(chunk)
+        self._depth += n
+        assert self._tail_time is not None
+        self._tail_time += n / SAMPLE_RATE
+
+    def pull_at(self, n: int, start_time: float) -> Samples:
+        """Remove and return ``n`` samples to be played from sender time ``start_time`` (a timed buffer).
+
+        When the oldest buffered sample is more than :data:`ALIGN_TOLERANCE_SECONDS` older than
+        ``start_time`` (the audio would be late), the samples before ``start_time`` are dropped
+        (counted in :attr:`dropped_samples`); when it is that much newer (audio missing, a stall or a
+        late start), the block begins with silence up to it. Within the tolerance it plays as it is.
+        Running dry after having played counts one underrun. :attr:`last_start_time` tells the sender
+        time of the block's first sample.
+
+        Args:
+            n: samples per channel (48 kHz).
+            start_time: sender time in seconds (the event loop's clock) the block should start with.
+
+        Returns:
+            ``(2, n)`` float32 array, stereo, 48 kHz (a new array owned by the caller).
+
+        Raises:
+            ValueError: if ``n < 0`` or the buffer is not timed.
+        """
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        head = self.head_time
+        if head is None:
+            raise ValueError("pull_at needs a timed buffer (push_timed)")
+        error = head - start_time
+        lead = 0
+        if error < -ALIGN_TOLERANCE_SECONDS:
+            late = min(self._depth, round(-error * SAMPLE_RATE))
+            self._discard(late)
+            self._dropped += late
+            head = self._tail_time - self._depth / SAMPLE_RATE if self._tail_time is not None else head
+            error = head - start_time
+        if error > ALIGN_TOLERANCE_SECONDS:
+            lead = min(n, round(error * SAMPLE_RATE))
+        out = np.zeros((CHANNELS, n), dtype=np.float32)
+        take = min(n - lead, self._depth)
+        self.last_start_time = head - lead / SAMPLE_RATE if take > 0 else None
+        if take > 0:
+            self._read_into(out[:, lead:], take)
+            self._playing = True
+        if lead + take < n:
+            if self._playing:
+                self._underruns += 1
+            self._playing = False
+            # Nothing more was sent yet: what comes next belongs after this block on the timeline.
+            if self._depth == 0 and self._tail_time is not None:
+                self._tail_time = max(self._tail_time, start_time + n / SAMPLE_RATE)
+        return out
+
     def pull(self, n: int) -> Samples:
         """Remove and return the oldest ``n`` samples.
 
@@ -260,7 +423,9 @@ class JitterBuffer:
         return out
 
     def clear(self) -> None:
-        """Drop all buffered samples (not counted as dropped) and go back to buffering."""
+        """Drop all buffered samples (not counted as dropped), forget the timing and go back to
+        buffering."""
+        self._tail_time = None
         self._chunks.clear()
         self._offset = 0
         self._depth = 0
@@ -295,6 +460,23 @@ class JitterBuffer:
 _ResamplerKey = tuple[str, str, int]
 
 
+def _audio_need(latencies: deque[float]) -> float:
+    """The least playout latency (seconds) recent audio latencies need: the largest after the
+    :data:`AUDIO_LATENCY_IGNORED` largest, plus :data:`AUDIO_LATENCY_MARGIN_SECONDS`."""
+    if not latencies:
+        return AUDIO_LATENCY_MARGIN_SECONDS
+    ignored = min(AUDIO_LATENCY_IGNORED, (len(latencies) - 1) * AUDIO_LATENCY_IGNORED // AUDIO_LATENCY_WINDOW)
+    return heapq.nlargest(ignored + 1, latencies)[-1] + AUDIO_LATENCY_MARGIN_SECONDS
+
+
+@dataclass
+class _VideoTiming:
+    """A user's recent camera latencies (seconds) and when their last frame came (event loop's clock)."""
+
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=VIDEO_LATENCY_WINDOW))
+    seen: float = -math.inf
+
+
 @dataclass
 class _UserAudio:
     buffer: JitterBuffer
@@ -302,6 +484,11 @@ class _UserAudio:
     resampler_key: _ResamplerKey | None = None
     level: float = 0.0  # EMA of block RMS, linear full scale
     block: Samples = field(default_factory=lambda: _silence(BLOCK_SAMPLES))
+    # Timing (seconds): recent audio latencies (arrival minus sender time of a frame's first sample).
+    audio_latencies: deque[float] = field(default_factory=lambda: deque(maxlen=AUDIO_LATENCY_WINDOW))
+    # Playout latency of the last timed block, and the video latency it was aimed at (None: audio only).
+    playout_latency: float | None = None
+    video_latency: float | None = None
 
 
 class AudioMixer:
@@ -347,12 +534,24 @@ class AudioMixer:
         self._gain = 1.0
         self._users: dict[str, _UserAudio] = {}
         self._selected: list[str] = []  # currently mixed users, in join order
+        self._video: dict[str, _VideoTiming] = {}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ input side
 
-    def push(self, user_id: str, frame: av.AudioFrame) -> None:
+    def push(
+        self,
+        user_id: str,
+        frame: av.AudioFrame,
+        sender_time: float | None = None,
+        arrival_time: float | None = None,
+    ) -> None:
         """Queue one decoded audio frame of a user.
+
+        With ``sender_time`` (seconds on the event loop's clock: when the frame's first sample was
+        sent, as the source estimates it) the user's samples are placed on the output timeline by it
+        (see the module docstring), and ``arrival_time`` (seconds, same clock, default
+        ``sender_time``) minus ``sender_time`` counts as an audio latency of the user.
 
         The frame may have any sample format (s16, s16p, flt, fltp, ...), layout (mono, stereo,
         ...) and sample rate; it goes through the user's ``AudioResampler`` (fltp, stereo,
@@ -392,23 +591,71 @@ class AudioMixer:
                     None if direct else av.AudioResampler(format="fltp", layout="stereo", rate=SAMPLE_RATE)
                 )
                 user.resampler_key = key
-            if user.resampler is None:
+            if sender_time is not None:
+                arrived = sender_time if arrival_time is None else arrival_time
+                user.audio_latencies.append(arrived - sender_time)
+                chunks = (
+                    [_direct_samples(frame)]
+                    if user.resampler is None
+                    else [_stereo_planes(out) for out in user.resampler.resample(frame)]
+                )
+                start = sender_time
+                for chunk in chunks:
+                    user.buffer.push_timed(chunk, start)
+                    start += chunk.shape[1] / SAMPLE_RATE
+            elif user.resampler is None:
+                if user.buffer.timed:
+                    user.buffer.clear()
                 user.buffer.push_owned(_direct_samples(frame))
             else:
+                if user.buffer.timed:
+                    user.buffer.clear()
                 for out in user.resampler.resample(frame):
                     user.buffer.push_owned(_stereo_planes(out))
+
+    def note_video_latency(self, user_id: str, latency_seconds: float, arrival_time: float) -> None:
+        """A video frame of the user (their camera) arrived ``latency_seconds`` after it was sent, at
+        ``arrival_time`` (seconds, the event loop's clock): their audio's playout latency follows the
+        median of the recent ones (:data:`VIDEO_LATENCY_WINDOW`) while their video keeps coming
+        (:data:`VIDEO_STALE_SECONDS`)."""
+        with self._lock:
+            video = self._video.get(user_id)
+            if video is None:
+                video = self._video[user_id] = _VideoTiming()
+            video.latencies.append(latency_seconds)
+            video.seen = arrival_time
+
+    def _playout_latency(
+        self, user: _UserAudio, video: _VideoTiming | None, presentation_time: float
+    ) -> float:
+        """The user's playout latency in seconds: their video latency (median), or what their audio
+        needs (:func:`_audio_need`) if that is more or they have no recent video; sets
+        ``user.video_latency``."""
+        audio = _audio_need(user.audio_latencies)
+        if video is not None and video.latencies and presentation_time - video.seen <= VIDEO_STALE_SECONDS:
+            user.video_latency = statistics.median(video.latencies)
+            return max(user.video_latency, audio)
+        user.video_latency = None
+        return audio
 
     def remove_user(self, user_id: str) -> None:
         """Forget a user's buffer, resampler, level and mixing slot (no-op for unknown users)."""
         with self._lock:
             self._users.pop(user_id, None)
+            self._video.pop(user_id, None)
             if user_id in self._selected:
                 self._selected.remove(user_id)
 
     # ------------------------------------------------------------------ output side
 
-    def mix_block(self, audio_mix_count: int, join_order: Sequence[str]) -> Samples:
+    def mix_block(
+        self, audio_mix_count: int, join_order: Sequence[str], presentation_time: float | None = None
+    ) -> Samples:
         """Produce the next mixed block.
+
+        ``presentation_time`` (seconds on the event loop's clock) is when the block's first sample is
+        presented on the output timeline; timed users' samples are taken by it (see the module
+        docstring). Without it, or for untimed users, buffers play in arrival order.
 
         Pulls :data:`BLOCK_SAMPLES` from every known user's buffer (also users not in
         ``join_order``, so their buffers keep moving, though they are not mixed), updates each
@@ -431,8 +678,14 @@ class AudioMixer:
             raise ValueError(f"audio_mix_count must be >= 0, got {audio_mix_count}")
         order = list(dict.fromkeys(join_order))
         with self._lock:
-            for user in self._users.values():
-                block = user.buffer.pull(BLOCK_SAMPLES)
+            for user_id, user in self._users.items():
+                if presentation_time is not None and user.buffer.timed:
+                    latency = self._playout_latency(user, self._video.get(user_id), presentation_time)
+                    block = user.buffer.pull_at(BLOCK_SAMPLES, presentation_time - latency)
+                    start = user.buffer.last_start_time
+                    user.playout_latency = None if start is None else presentation_time - start
+                else:
+                    block = user.buffer.pull(BLOCK_SAMPLES)
                 flat = block.reshape(-1)  # a view: pull returns new C-contiguous arrays, ours to change
                 energy = float(np.dot(flat, flat))
                 if not math.isfinite(energy):  # a NaN or an infinity in the block (or a float32 overflow)
@@ -547,6 +800,36 @@ class AudioMixer:
         """The users mixed in the last :meth:`mix_block`, in join order."""
         with self._lock:
             return list(self._selected)
+
+    def av_offsets_ms(self) -> dict[str, float]:
+        """Per timed user with recent video: how much later their audio is placed on the output
+        timeline than their picture, in ms (playout latency of the last block minus the median video
+        latency; positive = audio late, negative = audio early), rounded to 0.1 ms."""
+        with self._lock:
+            return {
+                user_id: round((user.playout_latency - user.video_latency) * 1000, 1)
+                for user_id, user in self._users.items()
+                if user.playout_latency is not None and user.video_latency is not None
+            }
+
+    def timings_ms(self) -> dict[str, dict[str, float | None]]:
+        """Per timed user, in ms (rounded to 0.1; None when unknown): ``playout_latency`` of the last
+        block, the median ``video_latency`` it aims at, and ``audio_latency_need``, the least playout
+        latency the audio needs (see :data:`AUDIO_LATENCY_IGNORED`)."""
+
+        def ms(value: float | None) -> float | None:
+            return None if value is None else round(value * 1000, 1)
+
+        with self._lock:
+            return {
+                user_id: {
+                    "playout_latency": ms(user.playout_latency),
+                    "video_latency": ms(user.video_latency),
+                    "audio_latency_need": ms(_audio_need(user.audio_latencies)),
+                }
+                for user_id, user in self._users.items()
+                if user.buffer.timed
+            }
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Per known user: ``underruns`` (count), ``dropped_samples`` and ``depth`` (samples at 48 kHz)."""

@@ -10,6 +10,26 @@ the order they happen: that order is the join order. For every publisher it atta
 handle with its own aiortc ``RTCPeerConnection`` (one per publisher: no renegotiation when people
 come and go), and reads each track on its own task, handing decoded frames to the receiver.
 
+Timing (issue 17, lip sync): each decoded frame leaves with ``frame.opaque`` set to its *sender time*:
+when its first sample (audio) or the frame (video) left the publisher, as seen from here, in seconds
+on the event loop's clock (``loop.time()``), or None when unknown. It comes from the frame's RTP
+timestamp mapped by :class:`TrackTiming`: the earliest arrival of each track's packets against their
+timestamps over the last seconds (what arrives first has met the least queueing). Why not RTCP: Janus
+terminates RTCP and its sender reports to a subscriber put Janus' own wall clock at the time it
+forwarded each stream's latest packet (checked on Janus 1.1: one SR a second per stream, NTP minus
+RTP/rate within 1 ms of the first arrival of the packets here, 4-9 ms jitter per report), and Janus
+rebases each stream's RTP timestamps to start near 0 at its first forwarded packet, so neither carries
+the publisher's capture relation between audio and video: equalising what arrives together is the
+best the subscription tells, and packet arrivals tell it with less jitter than the reports. An audio
+packet is sent after its last sample is captured, so an audio frame's sender time is its packet's
+earliest arrival less its own length (and less the Opus encoder's lookahead, :data:`OPUS_LOOKAHEAD_SAMPLES`).
+
+aiortc's audio receiver holds 4 packets (80 ms of Opus) before decoding the first one: here each
+audio packet is decoded as it arrives (:class:`PassThroughAudioBuffer`); ordering and gaps are the
+audio mixer's business (it places samples by sender time). Both changes reach into aiortc's
+``RTCRtpReceiver`` (private attributes of aiortc 1.16, :data:`RECEIVER_JITTER_BUFFER` and
+:data:`RECEIVER_TIMESTAMP_MAPPER`); when they are missing, frames simply carry no sender time.
+
 Faults: Janus unreachable → retries with exponential backoff (``status`` says so); a room that
 does not exist yet → waits and retries every second (``WAITING``); the session lost (Janus restarted)
 → panes go blank (background) while it reconnects, then the new publisher list is reconciled with
@@ -19,12 +39,13 @@ the old one: users still there keep their place in the join order.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,9 +57,12 @@ from aiortc import (
     RTCPeerConnection,
     RTCSessionDescription,
 )
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import MediaStreamError
+from aiortc.rtp import RtpPacket
 
 from rtc_mpu.mixer.sources.base import FrameReceiver, Source
+from rtc_mpu.mixer.sources.codecs import accept_unlabelled_h264
 from rtc_mpu.mixer.sources.janus_http import (
     JanusError,
     JanusHandle,
@@ -61,6 +85,150 @@ ERROR_ROOM_EXISTS = 427
 ROOM_POLL_INTERVAL = 0.5
 #: Seconds allowed for one subscription's offer/answer exchange.
 SUBSCRIBE_TIMEOUT = 10.0
+
+
+#: RTP clock rates in Hz: Opus (RFC 7587) and every video codec (RFC 3551).
+AUDIO_CLOCK_RATE = 48000
+VIDEO_CLOCK_RATE = 90000
+#: aiortc 1.16's ``RTCRtpReceiver`` private attributes used here (see the module docstring).
+RECEIVER_JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
+RECEIVER_TIMESTAMP_MAPPER = "_RTCRtpReceiver__timestamp_mapper"
+#: libopus' encoder lookahead at 48 kHz, samples (``OPUS_GET_LOOKAHEAD`` for the VOIP and AUDIO
+#: applications: 2.5 ms of look-ahead + 4 ms of delay compensation; what browsers and aiortc send). RTP
+#: carries no pre-skip, so a decoded Opus frame's sound was captured this much before its timestamp says.
+OPUS_LOOKAHEAD_SAMPLES = 312
+#: Seconds of packet arrivals whose earliest one maps a track's timestamps (:class:`TrackTiming`).
+TIMING_WINDOW_SECONDS = 10.0
+#: A frame whose offset differs from the earliest by more than this (seconds) restarts the mapping
+#: (the timestamps jumped: Janus switched the stream's source).
+TIMING_RESET_SECONDS = 1.0
+#: RTP timestamps whose first arrival is remembered, per track.
+ARRIVALS_KEPT = 512
+
+
+class TrackTiming:
+    """Sender times of one received track's frames, from their RTP timestamps.
+
+    :meth:`on_packet` notes when each timestamp's first packet arrived (event loop's clock, seconds);
+    :meth:`sender_time` maps a decoded frame's timestamp to ``timestamp / rate + offset``, ``offset``
+    being the least ``arrival - (timestamp + duration) / rate`` over the last
+    :data:`TIMING_WINDOW_SECONDS` (1 s buckets): the packets that met the least delay define the
+    mapping, so jitter does not move it and a slow change of the path or of the sender's clock
+    (ppm) is followed within the window.
+
+    Args:
+        clock_rate: the track's RTP clock rate in Hz.
+    """
+
+    def __init__(self, clock_rate: int) -> None:
+        self.clock_rate = clock_rate
+        self._arrivals: collections.OrderedDict[int, float] = collections.OrderedDict()
+        self._last: tuple[int, int] | None = None  # (raw timestamp, unwrapped) of the latest frame
+        self._minima: collections.deque[tuple[int, float]] = collections.deque()  # (bucket, least offset)
+
+    def on_packet(self, timestamp: int, arrival: float) -> None:
+        """An RTP packet with ``timestamp`` (32-bit) arrived at ``arrival`` (seconds); only the first
+        arrival of a timestamp counts."""
+        if timestamp not in self._arrivals:
+            self._arrivals[timestamp] = arrival
+            if len(self._arrivals) > ARRIVALS_KEPT:
+                self._arrivals.popitem(last=False)
+
+    def _unwrap(self, timestamp: int) -> int:
+        if self._last is None:
+            unwrapped = timestamp
+        else:
+            raw, previous = self._last
+            unwrapped = previous + ((timestamp - raw + (1 << 31)) % (1 << 32)) - (1 << 31)
+        self._last = (timestamp, unwrapped)
+        return unwrapped
+
+    def sender_time(self, timestamp: int, duration: int = 0) -> float | None:
+        """Sender time in seconds (event loop's clock) of the frame with RTP ``timestamp`` (32-bit),
+        ``duration`` long in RTP units (an audio frame's samples; 0 for video), or None when none of
+        its packets was seen."""
+        arrival = self._arrivals.get(timestamp)
+        if arrival is None:
+            return None
+        unwrapped = self._unwrap(timestamp)
+        offset = arrival - (unwrapped + duration) / self.clock_rate
+        bucket = int(arrival)
+        minima = self._minima
+        if minima and abs(offset - min(m for _, m in minima)) > TIMING_RESET_SECONDS:
+            minima.clear()
+        while minima and minima[0][0] <= bucket - TIMING_WINDOW_SECONDS:
+            minima.popleft()
+        if minima and minima[-1][0] == bucket:
+            if offset < minima[-1][1]:
+                minima[-1] = (bucket, offset)
+        else:
+            minima.append((bucket, offset))
+        return unwrapped / self.clock_rate + min(m for _, m in minima)
+
+
+class PassThroughAudioBuffer(JitterBuffer):
+    """An aiortc jitter buffer for audio that hands every packet to the decoder as it arrives (one
+    Opus packet is one frame), dropping duplicates and packets older than one already handed over.
+    aiortc's own holds 4 packets first (80 ms of 20 ms Opus frames)."""
+
+    def __init__(self) -> None:
+        super().__init__(capacity=16)
+        self._last_sequence: int | None = None
+
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        """The packet as a frame, unless it is a duplicate or late; never asks for a keyframe."""
+        sequence = packet.sequence_number
+        if self._last_sequence is not None:
+            ahead = (sequence - self._last_sequence) & 0xFFFF
+            if ahead == 0 or ahead >= 0x8000:
+                return False, None
+        self._last_sequence = sequence
+        data: bytes = getattr(packet, "_data", b"")
+        return False, JitterFrame(data=data, timestamp=packet.timestamp)
+
+
+RtpHandler = Callable[[RtpPacket, int], Awaitable[None]]
+
+
+def instrument_receiver(receiver: Any, kind: str) -> TrackTiming:
+    """Note every RTP packet's arrival for ``receiver`` (an aiortc ``RTCRtpReceiver`` of ``kind``
+    ``audio`` or ``video``) in the returned :class:`TrackTiming`, and give an audio receiver a
+    :class:`PassThroughAudioBuffer`. Call from the event loop before media flows (the ``track``
+    event)."""
+    audio = kind == "audio"
+    timing = TrackTiming(AUDIO_CLOCK_RATE if audio else VIDEO_CLOCK_RATE)
+    loop = asyncio.get_running_loop()
+    original: RtpHandler = receiver._handle_rtp_packet
+
+    async def handle(packet: RtpPacket, arrival_time_ms: int) -> None:
+        timing.on_packet(packet.timestamp, loop.time())
+        await original(packet, arrival_time_ms)
+
+    receiver._handle_rtp_packet = handle
+    if audio:
+        if isinstance(getattr(receiver, RECEIVER_JITTER_BUFFER, None), JitterBuffer):
+            setattr(receiver, RECEIVER_JITTER_BUFFER, PassThroughAudioBuffer())
+        else:
+            log.warning("aiortc's receiver has no %s: audio keeps its 80 ms hold", RECEIVER_JITTER_BUFFER)
+    return timing
+
+
+def frame_sender_time(
+    receiver: Any, timing: TrackTiming, frame: av.VideoFrame | av.AudioFrame
+) -> float | None:
+    """Sender time in seconds (event loop's clock) of a frame decoded by ``receiver``, or None.
+
+    aiortc hands frames over with ``pts`` = RTP timestamp minus that of the track's first frame (its
+    timestamp mapper's ``_origin``, unwrapped): the RTP timestamp is ``pts + origin`` modulo 2**32. An
+    audio frame's sound is moved :data:`OPUS_LOOKAHEAD_SAMPLES` earlier (the encoder's delay).
+    """
+    origin = getattr(getattr(receiver, RECEIVER_TIMESTAMP_MAPPER, None), "_origin", None)
+    if frame.pts is None or not isinstance(origin, int):
+        return None
+    if isinstance(frame, av.AudioFrame):
+        sent = timing.sender_time((frame.pts + origin) & 0xFFFFFFFF, frame.samples)
+        return None if sent is None else sent - OPUS_LOOKAHEAD_SAMPLES / AUDIO_CLOCK_RATE
+    return timing.sender_time((frame.pts + origin) & 0xFFFFFFFF)
 
 
 def rtc_configuration(ice_servers: Sequence[str]) -> RTCConfiguration:
@@ -203,6 +371,7 @@ class JanusSource(Source):
 
     async def start(self, receiver: FrameReceiver) -> None:
         """Start connecting in the background; returns at once (the channel may not exist yet)."""
+        accept_unlabelled_h264()  # remote publishers (an ingest, a task's .mix): H.264 without fmtp
         self._receiver = receiver
         self._task = asyncio.create_task(self._run(), name=f"janus-source {self.config.room}")
 
@@ -362,14 +531,24 @@ class JanusSource(Source):
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
-            subscription.readers.append(asyncio.create_task(self._read(track, subscription)))
+            receiver = next((r for r in pc.getReceivers() if r.track is track), None)
+            timing = None if receiver is None else instrument_receiver(receiver, track.kind)
+            subscription.readers.append(
+                asyncio.create_task(self._read(track, subscription, receiver, timing))
+            )
 
         await pc.setRemoteDescription(RTCSessionDescription(sdp=event.jsep["sdp"], type=event.jsep["type"]))
         await pc.setLocalDescription(await pc.createAnswer())
         local = pc.localDescription
         await handle.message({"request": "start"}, jsep={"type": local.type, "sdp": local.sdp})
 
-    async def _read(self, track: MediaStreamTrack, subscription: _Subscription) -> None:
+    async def _read(
+        self,
+        track: MediaStreamTrack,
+        subscription: _Subscription,
+        rtp_receiver: Any = None,
+        timing: TrackTiming | None = None,
+    ) -> None:
         receiver = self._receiver
         assert receiver is not None
         key = subscription.key
@@ -378,6 +557,8 @@ class JanusSource(Source):
                 frame: Any = await track.recv()
             except MediaStreamError:
                 break
+            if timing is not None and isinstance(frame, av.VideoFrame | av.AudioFrame):
+                frame.opaque = frame_sender_time(rtp_receiver, timing, frame)
             if isinstance(frame, av.VideoFrame):
                 receiver.on_video_frame(key, frame)
             elif isinstance(frame, av.AudioFrame):
