@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -203,3 +204,48 @@ def test_rejoin_and_janus_restart_are_picked_up(tmp_path: Path) -> None:
         run(scenario)
     finally:
         server.stop()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_an_offer_aiortc_cannot_answer_spoils_only_its_own_publisher(
+    janus: Janus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection: aiortc refuses the first publisher's offer (OperationError, as it did for
+    H.264 offered without fmtp); that user stays a pane without media, and the next publisher is
+    subscribed as usual: the channel's source goes on."""
+    from aiortc import RTCPeerConnection
+    from aiortc.exceptions import OperationError
+
+    config = ChannelConfig(janus.url, "app1", "room-odd-offer")
+    original = RTCPeerConnection.setRemoteDescription
+    refused: list[int] = []
+
+    async def refuse_first(self: RTCPeerConnection, description: Any) -> None:
+        if description.type == "offer" and not refused:  # the source's first subscription
+            refused.append(1)
+            raise OperationError("Failed to set remote video description send parameters")
+        await original(self, description)
+
+    monkeypatch.setattr(RTCPeerConnection, "setRemoteDescription", refuse_first)
+
+    async def scenario() -> None:
+        recorder = Recorder()
+        source = JanusSource(config)
+        first = Publisher(janus.url, config.room, "odd", synthetic_tracks(0, "odd"))
+        second = Publisher(janus.url, config.room, "fine", synthetic_tracks(1, "fine"))
+        try:
+            await first.start()
+            await source.start(recorder)
+            await wait_for(lambda: "odd" in recorder.joins and source.last_error is not None, 10)
+            assert "OperationError" in str(source.last_error)
+            await second.start()
+            await wait_for(partial(has_media, recorder, "fine"), DELIVERY_DEADLINE)
+            assert source.status is ChannelStatus.JOINED
+            assert recorder.joins == ["odd", "fine"]
+        finally:
+            await first.stop()
+            await second.stop()
+            await source.close()
+
+    run(scenario)

@@ -513,6 +513,16 @@ class JanusSource(Source):
         except (JanusError, ValueError, OSError) as exc:
             log.warning("cannot subscribe to %s: %s", publisher_id, exc)
             self.last_error = f"subscribe {publisher_id}: {exc}"
+        except Exception as exc:  # aiortc's own (OperationError: an offer it cannot answer...)
+            # One publisher's odd offer must not end the channel's source: the others go on, this one
+            # stays a pane without media, and its handle and connection are released.
+            log.warning("cannot subscribe to %s: %s: %s", publisher_id, exc.__class__.__name__, exc)
+            self.last_error = f"subscribe {publisher_id}: {exc.__class__.__name__}: {exc}"
+            if subscription.pc is not None:
+                with contextlib.suppress(Exception):
+                    await subscription.pc.close()
+            if subscription.handle is not None:
+                await subscription.handle.detach()
 
     async def _subscribe(self, session: JanusSession, subscription: _Subscription) -> None:
         handle = subscription.handle = await session.attach()
