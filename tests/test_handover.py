@@ -80,6 +80,8 @@ class FakePipeline:
     made: ClassVar[list[FakePipeline]] = []
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.spec = args[0]  # Pipeline(spec, source, target, ...): the task's TaskSpec
+        self.sei_fields: dict[str, Any] = {}
         self.stats = PipelineStats(users=["alice"], layout_id=1)
         self.push_status = SinkStatus(connected=True)
         self.outputs: dict[str, Any] = {}  # Pipeline.outputs: the task's one output is the main one
