@@ -109,6 +109,21 @@ async def watch(janus: Janus, seen: Seen, seconds: float) -> Viewer:
             await asyncio.sleep(0.1)
 
 
+async def watch_until_pictures(janus: Janus, seen: Seen, seconds: float, what: str) -> Viewer:
+    """Watch until pictures arrive, subscribing again every 2 s: a subscription made to a publisher
+    that is then replaced (a takeover) gets nothing more, as a page would resubscribe."""
+    deadline = time.monotonic() + seconds
+    while True:
+        assert time.monotonic() < deadline, what
+        watching = await watch(janus, seen, seconds)
+        started = time.monotonic()
+        while not seen.pictures and time.monotonic() - started < 2:
+            await asyncio.sleep(0.02)
+        if seen.pictures:
+            return watching
+        await watching.stop()
+
+
 async def until(condition: Callable[[], bool], seconds: float, what: str) -> float:
     started = time.monotonic()
     while not condition():
@@ -189,15 +204,7 @@ def test_an_ingest_plays_is_controlled_over_rest_and_survives_its_worker(
         # replaces it: a subscriber that joined the old one subscribes again, as a page does when
         # Janus announces the publisher anew.
         again = Seen()
-        deadline = time.monotonic() + 20
-        while not again.pictures:
-            assert time.monotonic() < deadline, "no picture after the takeover"
-            watching = await watch(janus_tokens, again, 20)
-            started = time.monotonic()
-            while not again.pictures and time.monotonic() - started < 2:
-                await asyncio.sleep(0.02)
-            if not again.pictures:
-                await watching.stop()
+        watching = await watch_until_pictures(janus_tokens, again, 20, "no picture after the takeover")
         back_at, number = again.pictures[0]
         print(f"ingest: worker killed -> picture again {back_at - killed_at:.2f} s")
         assert back_at - killed_at < 15
@@ -213,15 +220,7 @@ def test_an_ingest_plays_is_controlled_over_rest_and_survives_its_worker(
         stopping_at = time.monotonic()
         service.kill(runner, signal.SIGTERM)
         third = Seen()
-        deadline = time.monotonic() + 20
-        while not third.pictures:
-            assert time.monotonic() < deadline, "no picture after the handover"
-            watching = await watch(janus_tokens, third, 20)
-            started = time.monotonic()
-            while not third.pictures and time.monotonic() - started < 2:
-                await asyncio.sleep(0.02)
-            if not third.pictures:
-                await watching.stop()
+        watching = await watch_until_pictures(janus_tokens, third, 20, "no picture after the handover")
         print(f"ingest: worker stopped (SIGTERM) -> picture again {third.pictures[0][0] - stopping_at:.2f} s")
         assert third.pictures[0][0] - stopping_at < 5, "handed over, not waiting for the 6 s lease"
         assert IngestStore(tasks.client, tasks.prefix).get(APP, "film").restarts >= 2

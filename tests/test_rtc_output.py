@@ -78,6 +78,19 @@ async def participants(channel: ChannelConfig) -> list[str]:
         await session.close()
 
 
+async def add_ghost(channel: ChannelConfig, publisher_id: str) -> None:
+    """A remote publisher ``publisher_id`` with no media in the channel's room (made if missing), as
+    a worker that died leaves it."""
+    session = JanusSession(channel.janus_url)
+    await session.connect()
+    try:
+        handle = await session.attach()
+        await ensure_room(handle, channel.room)
+        await handle.request(remote_publisher_request(publisher_id, channel.room, None, True, True, None))
+    finally:
+        await session.close()
+
+
 def run_rtc_mix(
     janus: Janus, channel: ChannelConfig, viewer_token: str | None
 ) -> tuple[Watched, str, list[str]]:
@@ -181,17 +194,7 @@ def test_a_mix_publisher_left_behind_by_a_dead_worker_is_replaced(janus: Janus) 
     added by hand, no media) must not keep the task's next worker out."""
     channel = ChannelConfig(janus.url, "app1", "rtc-ghost")
 
-    async def ghost() -> None:
-        session = JanusSession(janus.url)
-        await session.connect()
-        try:
-            handle = await session.attach()
-            await ensure_room(handle, channel.room)
-            await handle.request(remote_publisher_request("t1.mix", channel.room, None, True, True, None))
-        finally:
-            await session.close()
-
-    asyncio.run(ghost())
+    asyncio.run(add_ghost(channel, "t1.mix"))
     assert "t1.mix" in asyncio.run(participants(channel))
     check_mix(*run_rtc_mix(janus, channel, None))
 
@@ -240,17 +243,7 @@ def test_the_reconciler_removes_the_mix_publisher_a_dead_worker_left(
 
     channel = ChannelConfig(janus.url, "app1", "rtc-reconcile")
 
-    async def ghost() -> None:
-        session = JanusSession(janus.url)
-        await session.connect()
-        try:
-            handle = await session.attach()
-            await ensure_room(handle, channel.room)
-            await handle.request(remote_publisher_request("t9.mix", channel.room, None, True, True, None))
-        finally:
-            await session.close()
-
-    asyncio.run(ghost())
+    asyncio.run(add_ghost(channel, "t9.mix"))
     monkeypatch.setattr(celery_app, "settings", dataclasses.replace(celery_app.settings, janus_url=janus.url))
     url = "rtmp://127.0.0.1/live/t9"
     rtmp_only = output_to_dict(RtmpOutput("o1", url))

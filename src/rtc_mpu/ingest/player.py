@@ -37,6 +37,7 @@ import av.container
 import numpy as np
 
 from rtc_mpu.ingest.media import MediaError, MediaInfo
+from rtc_mpu.mixer.output.rtc import AUDIO_RATE, OPUS_FRAME_SAMPLES, opus_encoder, opus_framer
 from rtc_mpu.spec.ingest import IngestState
 
 log = logging.getLogger(__name__)
@@ -51,10 +52,8 @@ PROGRESS_INTERVAL_SECONDS = 1.0
 MAX_WIDTH, MAX_HEIGHT = 1280, 720
 #: Seconds between IDRs of the ingest's encode.
 GOP_SECONDS = 2.0
-#: Opus: 20 ms frames at 48 kHz stereo, bit/s.
-OPUS_RATE = 48000
-OPUS_FRAME_SAMPLES = 960
-OPUS_BITRATE = 96000
+#: Opus at 48 kHz stereo, 20 ms frames (the rtc output's encoder: mixer.output.rtc.opus_encoder).
+OPUS_RATE = AUDIO_RATE
 #: The RTP clock of video, Hz.
 VIDEO_CLOCK = 90000
 
@@ -437,18 +436,8 @@ class Player:
             }
             self._encoder = encoder
         if self._audio_stream is not None:
-            self._resampler = av.AudioResampler(
-                format="s16", layout="stereo", rate=OPUS_RATE, frame_size=OPUS_FRAME_SAMPLES
-            )
-            opus = av.CodecContext.create("libopus", "w")
-            assert isinstance(opus, av.AudioCodecContext)
-            opus.bit_rate = OPUS_BITRATE
-            opus.format = "s16"
-            opus.layout = "stereo"
-            opus.sample_rate = OPUS_RATE
-            opus.time_base = fractions.Fraction(1, OPUS_RATE)
-            opus.options = {"application": "audio"}
-            self._opus = opus
+            self._resampler = opus_framer()
+            self._opus = opus_encoder()
 
     def _send_video(self, queued: _Queued) -> None:
         stream, encoder = self._video_stream, self._encoder

@@ -90,6 +90,29 @@ LATCH_INTERVAL_SECONDS = 2.0
 SEND_BUFFER_BYTES = 1 << 20
 
 
+def opus_framer() -> av.AudioResampler:
+    """A resampler that turns any audio into the 20 ms s16 stereo 48 kHz frames :func:`opus_encoder`
+    takes (it keeps the rest of a block for the next)."""
+    return av.AudioResampler(format="s16", layout="stereo", rate=AUDIO_RATE, frame_size=OPUS_FRAME_SAMPLES)
+
+
+def opus_encoder(complexity: int | None = None) -> av.AudioCodecContext:
+    """libopus for WebRTC: stereo 48 kHz s16 in, :data:`OPUS_BITRATE` bit/s, ``application`` audio,
+    pts in 1/48000 s; ``complexity`` 0-10 (None: libopus' default, 10)."""
+    opus = av.CodecContext.create("libopus", "w")
+    assert isinstance(opus, av.AudioCodecContext)
+    opus.bit_rate = OPUS_BITRATE
+    opus.format = "s16"
+    opus.layout = "stereo"
+    opus.sample_rate = AUDIO_RATE
+    opus.time_base = fractions.Fraction(1, AUDIO_RATE)
+    options = {"application": "audio"}
+    if complexity is not None:
+        options["compression_level"] = str(complexity)
+    opus.options = options
+    return opus
+
+
 def remote_publisher_request(
     publisher_id: str,
     room: str,
@@ -250,18 +273,8 @@ class RtcMuxer:
             decoder.sample_rate = source.sample_rate
             decoder.layout = source.layout
             self._decoder = decoder
-            self._resampler = av.AudioResampler(
-                format="s16", layout="stereo", rate=AUDIO_RATE, frame_size=OPUS_FRAME_SAMPLES
-            )
-            opus = av.CodecContext.create("libopus", "w")
-            assert isinstance(opus, av.AudioCodecContext)
-            opus.bit_rate = OPUS_BITRATE
-            opus.format = "s16"
-            opus.layout = "stereo"
-            opus.sample_rate = AUDIO_RATE
-            opus.time_base = fractions.Fraction(1, AUDIO_RATE)
-            opus.options = {"application": "audio", "compression_level": str(OPUS_COMPLEXITY)}
-            self._opus = opus
+            self._resampler = opus_framer()
+            self._opus = opus_encoder(OPUS_COMPLEXITY)
         try:
             self._wait(self._start(), "adding the mix to the room")
         except SinkError:
@@ -508,6 +521,8 @@ __all__ = [
     "MAIN_PROFILE_LEVEL_ID",
     "RTC_PROFILE",
     "RtcMuxer",
+    "opus_encoder",
+    "opus_framer",
     "remote_publisher_request",
     "remove_mix_publisher",
     "remove_remote_publisher",
