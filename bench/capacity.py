@@ -72,6 +72,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.mix_cpu import Case, ffmpeg_command, find_ffmpeg, layout_panes, output_format
+from bench.threads import ThreadSampler
 from rtc_mpu.cli.demo import ApiClient
 from rtc_mpu.ingest.publisher import IngestPublisher
 from rtc_mpu.mixer.sources.janus import ChannelConfig
@@ -549,6 +550,7 @@ class Row:
     stack_cpu: float
     others_cpu: float
     problems: list[str] = field(default_factory=list)
+    threads: dict[str, float] = field(default_factory=dict)
 
 
 class BenchError(Exception):
@@ -787,12 +789,14 @@ class Bench:
             if pid is not None
         )
         before = self.fresh_stats(task_ids)
+        samplers = [ThreadSampler(pid) for pid in self.mix_processes(worker)] if self.args.threads else []
         ticks0, machine0, t0 = self.cpu_ticks(roots), machine_ticks(), time.time()
         rss_max = 0
         while time.time() < t0 + self.args.seconds:
             rss_max = max([rss_max, *(rss_kib(pid) for pid in descendants(worker))])
             time.sleep(min(1.0, max(0.0, t0 + self.args.seconds - time.time())))
         ticks1, machine1, t1 = self.cpu_ticks(roots), machine_ticks(), time.time()
+        threads = mean_shares([sampler.stop() for sampler in samplers])
         after = self.fresh_stats(task_ids)
         self.stop("observer")
         wall = t1 - t0
@@ -854,10 +858,28 @@ class Bench:
             stack_cpu=round(stack, 3),
             others_cpu=round(busy * (os.cpu_count() or 1) - sum(cpu.values()), 3),
             problems=problems,
+            threads=threads,
         )
+
+    def mix_processes(self, worker: int) -> list[int]:
+        """The worker's pool processes that are running a mix: those busy for more than 0.05 CPU-s/s
+        over half a second."""
+        pool = descendants(worker)
+        start = {pid: process_ticks(pid) for pid in pool}
+        time.sleep(0.5)
+        return [pid for pid in pool if (process_ticks(pid) - start[pid]) / CLOCK_TICKS / 0.5 > 0.05]
 
 
 # -- report -----------------------------------------------------------------------------------------
+
+
+def mean_shares(samples: Sequence[dict[str, float]]) -> dict[str, float]:
+    """The per-group mean over processes of :meth:`bench.threads.ThreadSampler.stop`, largest first."""
+    if not samples:
+        return {}
+    groups = {group for sample in samples for group in sample}
+    mean = {group: sum(sample.get(group, 0.0) for sample in samples) / len(samples) for group in groups}
+    return {group: round(cpu, 3) for group, cpu in sorted(mean.items(), key=lambda item: -item[1])}
 
 
 def print_table(rows: Sequence[Row], ffmpeg_cpu: float) -> None:
@@ -887,6 +909,9 @@ def print_table(rows: Sequence[Row], ffmpeg_cpu: float) -> None:
         )
         for problem in r.problems:
             print(f"  PROBLEM {problem}")
+        if r.threads:
+            shares = ", ".join(f"{group} {cpu:.3f}" for group, cpu in r.threads.items() if cpu >= 0.001)
+            print(f"  per mix process, CPU-s/s by thread: {shares}")
     print(
         "fps: video packets an RTMP reader got per task (min, mean over tasks; worst: fewest in one "
         "second), ours: the worker's own count (min);\n"
@@ -912,6 +937,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--variants", default="shared,per-task", help="which variants, in order (default shared,per-task)"
     )
+    parser.add_argument(
+        "--tasks",
+        default=None,
+        metavar="N,N,...",
+        help="run exactly these N (e.g. 1,4) instead of 1, 2, ... up to --max-tasks",
+    )
+    parser.add_argument(
+        "--ffmpeg-cpu",
+        type=float,
+        default=None,
+        metavar="CPU",
+        help="the ffmpeg CLI's CPU-s/s per mix from an earlier run (skips measuring it again)",
+    )
+    parser.add_argument(
+        "--threads",
+        action="store_true",
+        help="break each mix process's CPU down by thread (names from py-spy dump, bench/threads.py)",
+    )
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="the clip's cache")
     parser.add_argument("--ffmpeg", default=None, help="ffmpeg CLI (default: on PATH, else /usr/bin/ffmpeg)")
     parser.add_argument("--logs", type=Path, default=None, help="copy the processes' logs here")
@@ -922,6 +965,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.max_tasks < 1 or args.seconds <= 0 or not set(variants) <= {"shared", "per-task"}:
         parser.error("--max-tasks >= 1, --seconds > 0, --variants from shared,per-task")
     args.variants = variants
+    try:
+        args.task_counts = (
+            [int(n) for n in args.tasks.split(",")] if args.tasks else list(range(1, args.max_tasks + 1))
+        )
+    except ValueError:
+        parser.error("--tasks: a comma-separated list of numbers")
+    if min(args.task_counts) < 1:
+        parser.error("--tasks: numbers >= 1")
+    args.max_tasks = max(args.task_counts)
     return args
 
 
@@ -939,12 +991,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_dir = Path(folder)
             clip = prepare_clip(args.cache_dir, ffmpeg)
             bench = Bench(run_dir, args, ffmpeg)
-            print(f"ffmpeg CLI baseline: one mix in real time for {args.seconds:g} s ...", file=sys.stderr)
-            bench.ffmpeg_cpu = ffmpeg_baseline(ffmpeg, clip, args.seconds, run_dir)
+            if args.ffmpeg_cpu is not None:
+                bench.ffmpeg_cpu = args.ffmpeg_cpu
+            else:
+                print(f"ffmpeg CLI baseline: one mix in real time for {args.seconds:g} s", file=sys.stderr)
+                bench.ffmpeg_cpu = ffmpeg_baseline(ffmpeg, clip, args.seconds, run_dir)
             try:
                 with bench.running():
                     for variant in args.variants:
-                        for n in range(1, args.max_tasks + 1):
+                        for n in args.task_counts:
                             print(f"{variant}: {n} task(s) ...", file=sys.stderr)
                             try:
                                 row = bench.step(variant, n)
@@ -953,7 +1008,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 break
                             rows.append(row)
                             print(f"  {asdict(row)}", file=sys.stderr)
-                            if row.fps_min < REALTIME_FPS:
+                            if row.fps_min < REALTIME_FPS and not args.tasks:
                                 break
             finally:
                 if args.logs is not None:

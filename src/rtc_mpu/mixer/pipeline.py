@@ -157,6 +157,8 @@ class Pipeline:
             network target reconnects: a file is never reopened (that would truncate it).
         video_profile: the x264 profile, ``high``, or ``main`` for a task whose mix is published
             back into the channel over WebRTC (:data:`rtc_mpu.mixer.output.rtc.RTC_PROFILE`).
+        encoder_threads: libx264's threads (0: x264's choice; see
+            :class:`~rtc_mpu.mixer.output.encoder.EncoderSettings`).
 
     Raises:
         ValueError: offline rendering asked of a live source, or retry, open or write times that are
@@ -182,6 +184,7 @@ class Pipeline:
         muxer_factory: MuxerFactory | None = None,
         frame_listeners: Sequence[FrameListener] = (),
         video_profile: str = "high",
+        encoder_threads: int = 0,
     ) -> None:
         if not realtime and source.live:
             raise ValueError("a live source can only be mixed in real time")
@@ -199,6 +202,7 @@ class Pipeline:
             preset=preset,
             audio=spec.has_audio,
             profile=video_profile,
+            threads=encoder_threads,
         )
         self._realtime = realtime
         #: The main output (``target``): its muxer, job thread and reconnects. Its failure ends the mix.

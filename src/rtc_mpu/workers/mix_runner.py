@@ -619,6 +619,7 @@ class MixRunner:
             muxer_factory=outputs.main_muxer_factory,
             frame_listeners=[outputs.slot],
             video_profile=video_profile(plan.outputs),
+            encoder_threads=self.settings.encoder_threads,
         )
         await outputs.start(pipeline)
         mix = asyncio.create_task(pipeline.run())

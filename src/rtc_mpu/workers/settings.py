@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from rtc_mpu.spec import storage
 from rtc_mpu.spec.tokens import SIGNATURES, check_secret
 from rtc_mpu.spec.urls import allow_private_urls
-from rtc_mpu.workers.capacity import default_capacity
+from rtc_mpu.workers.capacity import cpu_cores, default_capacity
 from rtc_mpu.workers.store_protocol import DEFAULT_COOLDOWN_SECONDS, DEFAULT_LEASE_SECONDS
 
 if TYPE_CHECKING:  # the mixer loads aiohttp, numpy and Pillow: not in the API process
@@ -61,6 +61,28 @@ def _count(name: str, default: int) -> int:
     if value < 0:
         raise ValueError(f"{name} must be an integer >= 0, got {value}")
     return value
+
+
+def encoder_threads(mix_slots: int, cores: int | None = None) -> int:
+    """libx264 threads per mix (``MPU_ENCODER_THREADS``; 0 = x264's own choice, 1.5 per core).
+
+    Default: the node's cores shared by the mixes it runs at once (``mix_slots``), at least 1. A node
+    full of mixes gets the most pictures per CPU-second from one thread per encoder (x264's slice
+    threads cost synchronisation, and every mix's threads compete for the same cores): with 4 live
+    720p mixes on 2 cores ``python -m bench.capacity --tasks 4 --variants per-task --threads`` measured
+    the encoders' CPU per mix in the note of issue 18; a node with cores to spare per mix
+    (``cores > mix_slots``) still slices each picture over its share of them.
+
+    Args:
+        mix_slots: mixes one worker runs at once.
+        cores: CPU cores of the node (default: :func:`rtc_mpu.workers.capacity.cpu_cores`).
+
+    Raises:
+        ValueError: ``MPU_ENCODER_THREADS`` is not an integer >= 0.
+    """
+    if os.environ.get("MPU_ENCODER_THREADS"):
+        return _count("MPU_ENCODER_THREADS", 0)
+    return max(1, (cores or cpu_cores()) // max(1, mix_slots))
 
 
 #: Where recordings go (``MPU_RECORDINGS_DIR``), relative to the working directory unless absolute.
@@ -155,6 +177,9 @@ class WorkerSettings:
             of :mod:`rtc_mpu.workers.capacity` (1.0 = one 1280x720 30 fps mix of 4 inputs); a task that does
             not fit waits in the queue (``MPU_WORKER_CAPACITY``, default 1.0 per CPU core; 0 =
             unlimited).
+        encoder_threads: libx264 threads of each mix (``MPU_ENCODER_THREADS``; default
+            :func:`encoder_threads`: the node's cores over ``mix_slots``, at least 1; 0 = x264's
+            own choice).
         empty_timeout: seconds an empty channel is mixed before the task stops by itself with
             status 4 (``MPU_EMPTY_TIMEOUT``, default 30).
         heartbeat_interval: seconds between heartbeats/lease renewals (``MPU_HEARTBEAT_INTERVAL``).
@@ -191,6 +216,7 @@ class WorkerSettings:
     mix_slots: int = 2
     mixes_per_process: int = 1
     capacity: float = field(default_factory=default_capacity)
+    encoder_threads: int = 0
     empty_timeout: float = 30.0
     heartbeat_interval: float = 1.0
     lease_seconds: float = DEFAULT_LEASE_SECONDS
@@ -223,6 +249,7 @@ class WorkerSettings:
             mix_slots=_int("MPU_MIX_SLOTS", cls.mix_slots),
             mixes_per_process=_count("MPU_MIXES_PER_PROCESS", cls.mixes_per_process),
             capacity=_capacity(),
+            encoder_threads=encoder_threads(_int("MPU_MIX_SLOTS", cls.mix_slots)),
             empty_timeout=_float("MPU_EMPTY_TIMEOUT", cls.empty_timeout),
             heartbeat_interval=_float("MPU_HEARTBEAT_INTERVAL", cls.heartbeat_interval),
             lease_seconds=_float("MPU_LEASE_SECONDS", cls.lease_seconds),

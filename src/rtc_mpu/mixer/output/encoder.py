@@ -64,6 +64,10 @@ class EncoderSettings:
         audio: whether the output has an audio stream (False: a video-only relay).
         profile: x264 profile, ``high`` (the default) or ``main`` (a task published back over WebRTC:
             browsers decode main, not high, there).
+        threads: libx264's threads; 0 lets x264 choose (1.5 per core; with ``zerolatency`` each
+            frame is cut into that many slices encoded in parallel). 1 encodes each frame on the
+            encode thread alone: the least CPU per frame, for a node running a mix per core or more
+            (:func:`rtc_mpu.workers.settings.encoder_threads`).
     """
 
     width: int
@@ -75,6 +79,7 @@ class EncoderSettings:
     preset: str = DEFAULT_PRESET
     audio: bool = True
     profile: str = "high"
+    threads: int = 0
 
     @property
     def has_video(self) -> bool:
@@ -298,5 +303,5 @@ def _add_x264(container: OutputContainer, s: EncoderSettings, time_base: Fractio
     ctx.color_range = ColorRange.MPEG
     ctx.color_primaries = 6  # SMPTE 170M (BT.601 525), ISO/IEC 23091-2
     ctx.color_trc = 6  # SMPTE 170M
-    ctx.thread_count = 0
+    ctx.thread_count = s.threads
     return stream
