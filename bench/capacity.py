@@ -551,6 +551,7 @@ class Row:
     others_cpu: float
     problems: list[str] = field(default_factory=list)
     threads: dict[str, float] = field(default_factory=dict)
+    threads_per_process: list[dict[str, float]] = field(default_factory=list)
 
 
 class BenchError(Exception):
@@ -796,7 +797,8 @@ class Bench:
             rss_max = max([rss_max, *(rss_kib(pid) for pid in descendants(worker))])
             time.sleep(min(1.0, max(0.0, t0 + self.args.seconds - time.time())))
         ticks1, machine1, t1 = self.cpu_ticks(roots), machine_ticks(), time.time()
-        threads = mean_shares([sampler.stop() for sampler in samplers])
+        per_process = [sampler.stop() for sampler in samplers]
+        threads = mean_shares(per_process)
         after = self.fresh_stats(task_ids)
         self.stop("observer")
         wall = t1 - t0
@@ -859,6 +861,7 @@ class Bench:
             others_cpu=round(busy * (os.cpu_count() or 1) - sum(cpu.values()), 3),
             problems=problems,
             threads=threads,
+            threads_per_process=per_process,
         )
 
     def mix_processes(self, worker: int) -> list[int]:
@@ -911,7 +914,10 @@ def print_table(rows: Sequence[Row], ffmpeg_cpu: float) -> None:
             print(f"  PROBLEM {problem}")
         if r.threads:
             shares = ", ".join(f"{group} {cpu:.3f}" for group, cpu in r.threads.items() if cpu >= 0.001)
-            print(f"  per mix process, CPU-s/s by thread: {shares}")
+            print(f"  per mix process (mean), CPU-s/s by thread: {shares}")
+            for index, process in enumerate(r.threads_per_process):
+                top = ", ".join(f"{group} {cpu:.3f}" for group, cpu in list(process.items())[:4])
+                print(f"    process {index + 1}: {sum(process.values()):.3f} in all; {top}")
     print(
         "fps: video packets an RTMP reader got per task (min, mean over tasks; worst: fewest in one "
         "second), ours: the worker's own count (min);\n"

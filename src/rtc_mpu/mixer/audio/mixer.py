@@ -120,8 +120,11 @@ _LEVEL_FLOOR_LINEAR: Final[float] = 10.0 ** (LEVEL_FLOOR_DB / 20.0)
 # FFmpeg's (libswresample's) gain for a mono channel upmixed to each side of stereo: -3 dB.
 _MONO_TO_STEREO_GAIN: Final = np.float32(math.sqrt(0.5))
 # Input formats converted by numpy (the same values FFmpeg gives) instead of an AudioResampler, whose
-# filter graph costs tens of microseconds per frame: float samples at the output rate, mono or stereo.
-_DIRECT_FORMATS: Final = frozenset({"flt", "fltp"})
+# filter graph costs tens of microseconds per frame: float and 16-bit samples at the output rate, mono
+# or stereo (aiortc's Opus decoder gives s16 stereo).
+_DIRECT_FORMATS: Final = frozenset({"flt", "fltp", "s16", "s16p"})
+# libswresample's s16 -> float conversion: a product with 2**-15 (exact in float32).
+_S16_SCALE: Final = np.float32(1.0 / 32768.0)
 _DIRECT_LAYOUTS: Final = frozenset({"mono", "stereo"})
 # Fractions 1/N .. N/N used to ramp the limiter gain linearly across one block.
 _RAMP: Final[npt.NDArray[np.float64]] = np.arange(1, BLOCK_SAMPLES + 1, dtype=np.float64) / BLOCK_SAMPLES
@@ -151,6 +154,11 @@ def _plane(frame: av.AudioFrame, index: int, count: int) -> npt.NDArray[np.float
     return np.frombuffer(memoryview(frame.planes[index]), dtype=np.float32, count=count)
 
 
+def _plane_s16(frame: av.AudioFrame, index: int, count: int) -> npt.NDArray[np.int16]:
+    """The first ``count`` int16 values of a frame's plane, as a read-only view (no copy)."""
+    return np.frombuffer(memoryview(frame.planes[index]), dtype=np.int16, count=count)
+
+
 def _stereo_planes(frame: av.AudioFrame) -> Samples:
     """A new ``(2, n)`` array of an fltp stereo frame (one copy, straight from its two planes)."""
     n = frame.samples
@@ -161,13 +169,26 @@ def _stereo_planes(frame: av.AudioFrame) -> Samples:
 
 
 def _direct_samples(frame: av.AudioFrame) -> Samples:
-    """A new ``(2, n)`` array of a 48 kHz flt/fltp mono/stereo frame, as FFmpeg's resampler converts it.
+    """A new ``(2, n)`` array of a 48 kHz flt/fltp/s16/s16p mono/stereo frame, as FFmpeg's resampler
+    converts it (the same float32 values, checked by tests/test_audio_mixer.py).
 
-    Mono goes to both sides at -3 dB (:data:`_MONO_TO_STEREO_GAIN`, the same float32 product FFmpeg
-    computes); stereo is copied (and de-interleaved for ``flt``).
+    16-bit samples are scaled by 2**-15 (:data:`_S16_SCALE`); mono goes to both sides at -3 dB
+    (:data:`_MONO_TO_STEREO_GAIN`, the same float32 product FFmpeg computes); stereo is copied (and
+    de-interleaved for ``flt`` and ``s16``).
     """
     n = frame.samples
     out = np.empty((CHANNELS, n), dtype=np.float32)
+    if frame.format.name in ("s16", "s16p"):
+        if frame.layout.nb_channels == 1:
+            np.multiply(_plane_s16(frame, 0, n), _S16_SCALE, out=out[0])
+            out[0] *= _MONO_TO_STEREO_GAIN
+            out[1] = out[0]
+        elif frame.format.is_planar:
+            np.multiply(_plane_s16(frame, 0, n), _S16_SCALE, out=out[0])
+            np.multiply(_plane_s16(frame, 1, n), _S16_SCALE, out=out[1])
+        else:
+            np.multiply(_plane_s16(frame, 0, 2 * n).reshape(n, CHANNELS).T, _S16_SCALE, out=out)
+        return out
     if frame.layout.nb_channels == 1:
         np.multiply(_plane(frame, 0, n), _MONO_TO_STEREO_GAIN, out=out[0])
         out[1] = out[0]

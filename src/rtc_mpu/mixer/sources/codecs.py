@@ -1,4 +1,5 @@
-"""What aiortc accepts from Janus: H.264 offered without ``fmtp``.
+"""What aiortc accepts from Janus (H.264 offered without ``fmtp``), and how it decodes (one thread per
+decoder).
 
 Janus 1.1.2 offers a *remote publisher's* H.264 (a task's ``.mix``, an ingest: both are fed plain RTP,
 :mod:`rtc_mpu.mixer.output.rtc`) with no ``profile-level-id`` and no ``packetization-mode``: its
@@ -6,12 +7,26 @@ request check declares a remote publisher's ``h264_profile`` a boolean, so none 
 Per RFC 6184 that means packetization-mode 0, which aiortc does not list, so its answer would refuse
 the video. :func:`accept_unlabelled_h264` adds the entry; aiortc's depacketizer takes single NAL
 units and FU-A either way, and its decoder any profile.
+
+Decoding: aiortc decodes each received track on its own thread through FFmpeg (``h264``, and
+``libvpx`` for VP8), whose codec contexts default to as many slice threads as the machine has cores.
+A mix decodes 4 to 16 small pictures at once on a node that runs a mix per core or more: the extra
+threads only add wake-ups and synchronisation, and multi-slice H.264 (x264's ``zerolatency``, hardware
+encoders) spreads each 640x360 frame over them. :func:`single_threaded_decoders` gives every decoder
+one thread (measured in the note of issue 18 with ``python -m bench.capacity --threads``).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import aiortc.rtcrtpreceiver
 from aiortc.codecs import CODECS
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+#: aiortc's own decoder factory (``aiortc.rtcrtpreceiver.get_decoder``), wrapped by
+#: :func:`single_threaded_decoders`.
+_AIORTC_GET_DECODER = aiortc.rtcrtpreceiver.get_decoder
 
 
 def accept_unlabelled_h264() -> None:
@@ -46,4 +61,20 @@ def accept_unlabelled_h264() -> None:
     )
 
 
-__all__ = ["accept_unlabelled_h264"]
+def _single_threaded_decoder(codec: RTCRtpCodecParameters) -> Any:
+    """aiortc's decoder for ``codec``, its FFmpeg codec context (not opened yet) set to one thread."""
+    decoder = _AIORTC_GET_DECODER(codec)
+    context = getattr(decoder, "codec", None)
+    if context is not None and hasattr(context, "thread_count") and not context.is_open:
+        context.thread_count = 1
+    return decoder
+
+
+def single_threaded_decoders() -> None:
+    """Make every decoder aiortc creates from now on decode on its track's thread alone (FFmpeg
+    ``thread_count = 1``; see the module docstring). Idempotent; process-wide, like
+    :func:`accept_unlabelled_h264`."""
+    aiortc.rtcrtpreceiver.get_decoder = _single_threaded_decoder
+
+
+__all__ = ["accept_unlabelled_h264", "single_threaded_decoders"]
