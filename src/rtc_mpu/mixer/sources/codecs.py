@@ -20,13 +20,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiortc.codecs
 import aiortc.rtcrtpreceiver
 from aiortc.codecs import CODECS
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 #: aiortc's own decoder factory (``aiortc.rtcrtpreceiver.get_decoder``), wrapped by
 #: :func:`single_threaded_decoders`.
-_AIORTC_GET_DECODER = aiortc.rtcrtpreceiver.get_decoder
+_AIORTC_GET_DECODER = aiortc.codecs.get_decoder
 
 
 def accept_unlabelled_h264() -> None:
@@ -74,7 +75,8 @@ def single_threaded_decoders() -> None:
     """Make every decoder aiortc creates from now on decode on its track's thread alone (FFmpeg
     ``thread_count = 1``; see the module docstring). Idempotent; process-wide, like
     :func:`accept_unlabelled_h264`."""
-    aiortc.rtcrtpreceiver.get_decoder = _single_threaded_decoder
+    # aiortc's receiver module imported the factory by name: that is the one its decoder threads call.
+    setattr(aiortc.rtcrtpreceiver, "get_decoder", _single_threaded_decoder)  # noqa: B010
 
 
 __all__ = ["accept_unlabelled_h264", "single_threaded_decoders"]
