@@ -116,6 +116,11 @@ RTMP_OPTIONS = {"rtmp_live": "live", "fflags": "nobuffer", "analyzeduration": "2
 VIDEO_SILENCE_SECONDS = 5.0
 #: A stamp read further than this from now (ms) is not a stamp (another user's pixels, or garbage).
 STAMP_VALID_MS = 10_000
+#: Mean absolute luma difference (8-bit levels) above which a pane counts as changed between pictures.
+PANE_CHANGE_LEVEL = 0.5
+#: Least share of task 1's pictures in which every pane changed; less is reported as a problem (a
+#: frozen pane costs the encoder almost nothing, which would flatter the CPU numbers).
+PANE_MOTION_MIN = 0.8
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -359,9 +364,29 @@ def count_packets(url: str, arrivals: list[float], stop: threading.Event) -> Non
             container.close()
 
 
-def read_delays(url: str, delays: list[tuple[float, int]], stop: threading.Event) -> None:
-    """Decode ``url`` and append (wall time s, glass-to-glass ms) for every picture whose stamp reads."""
+def pane_changes(
+    luma: npt.NDArray[np.uint8], previous: npt.NDArray[np.uint8] | None, placements: Sequence[Placement]
+) -> list[bool]:
+    """Which panes of a (H, W) uint8 Y plane differ from the ``previous`` picture's (mean absolute
+    difference over the pane above :data:`PANE_CHANGE_LEVEL`, every 4th pixel); all False without one."""
+    if previous is None:
+        return [False] * len(placements)
+    changed = []
+    for placement in placements:
+        t = placement.target
+        a = luma[t.y : t.y + t.height : 4, t.x : t.x + t.width : 4].astype(np.int16)
+        b = previous[t.y : t.y + t.height : 4, t.x : t.x + t.width : 4].astype(np.int16)
+        changed.append(float(np.abs(a - b).mean()) > PANE_CHANGE_LEVEL)
+    return changed
+
+
+def read_delays(
+    url: str, delays: list[tuple[float, int]], changes: list[tuple[float, list[bool]]], stop: threading.Event
+) -> None:
+    """Decode ``url`` and append (wall time s, glass-to-glass ms) for every picture whose stamp reads,
+    and (wall time s, which panes changed since the previous picture) for every picture."""
     placements = pane_placements()
+    previous: npt.NDArray[np.uint8] | None = None
     while not stop.is_set():
         configured: set[int] = set()
         container = _open_rtmp(url, stop)
@@ -381,6 +406,8 @@ def read_delays(url: str, delays: list[tuple[float, int]], stop: threading.Event
                     now = wall_ms()
                     plane = frame.planes[0]
                     luma = np.frombuffer(memoryview(plane), np.uint8).reshape(frame.height, plane.line_size)
+                    changes.append((time.time(), pane_changes(luma, previous, placements)))
+                    previous = luma[:, : frame.width].copy()
                     found = [(now - read_scaled_stamp(luma, p)) & 0xFFFFFFFF for p in placements]
                     valid = [d for d in found if d < STAMP_VALID_MS]
                     if valid:
@@ -399,11 +426,12 @@ def observe_main(config: dict[str, Any]) -> int:
     urls: list[str] = config["urls"]
     arrivals: list[list[float]] = [[] for _ in urls]
     delays: list[tuple[float, int]] = []
+    changes: list[tuple[float, list[bool]]] = []
     threads = [
         threading.Thread(target=count_packets, args=(url, arrivals[i], stop), daemon=True)
         for i, url in enumerate(urls)
     ]
-    threads.append(threading.Thread(target=read_delays, args=(urls[0], delays, stop), daemon=True))
+    threads.append(threading.Thread(target=read_delays, args=(urls[0], delays, changes, stop), daemon=True))
     for thread in threads:
         thread.start()
     print("ready", flush=True)
@@ -415,7 +443,9 @@ def observe_main(config: dict[str, Any]) -> int:
         print(f"observer: {url}: {len(got)} video packets", file=sys.stderr, flush=True)
     # copies: a reader that did not stop in time may still append
     Path(config["out"]).write_text(
-        json.dumps({"arrivals": [list(a) for a in arrivals], "delays": list(delays)})
+        json.dumps(
+            {"arrivals": [list(a) for a in arrivals], "delays": list(delays), "changes": list(changes)}
+        )
     )
     return 0
 
@@ -552,6 +582,7 @@ class Row:
     problems: list[str] = field(default_factory=list)
     threads: dict[str, float] = field(default_factory=dict)
     threads_per_process: list[dict[str, float]] = field(default_factory=list)
+    pane_motion: list[float] = field(default_factory=list)
 
 
 class BenchError(Exception):
@@ -805,7 +836,7 @@ class Bench:
         try:
             seen = json.loads(observed.read_text())
         except (OSError, ValueError):
-            seen = {"arrivals": [[] for _ in urls], "delays": []}
+            seen = {"arrivals": [[] for _ in urls], "delays": [], "changes": []}
             problems.append("the observer wrote nothing")
         fps = [sum(1 for a in arrivals if t0 <= a < t1) / wall for arrivals in seen["arrivals"]]
         if not all(fps):
@@ -825,6 +856,12 @@ class Bench:
             for t in task_ids
         )
         delays = [d for at, d in seen["delays"] if t0 <= at < t1]
+        changes = [c for at, c in seen.get("changes", []) if t0 <= at < t1]
+        pane_motion = (
+            [round(sum(c[i] for c in changes) / len(changes), 3) for i in range(4)] if changes else []
+        )
+        if min(pane_motion) < PANE_MOTION_MIN:
+            problems.append(f"a pane of task 1 hardly moves (pictures that changed, per pane: {pane_motion})")
         cpu = {
             name: sum(ticks - ticks0[name].get(pid, 0) for pid, ticks in ticks1[name].items())
             / CLOCK_TICKS
@@ -862,6 +899,7 @@ class Bench:
             problems=problems,
             threads=threads,
             threads_per_process=per_process,
+            pane_motion=pane_motion,
         )
 
     def mix_processes(self, worker: int) -> list[int]:
@@ -912,6 +950,8 @@ def print_table(rows: Sequence[Row], ffmpeg_cpu: float) -> None:
         )
         for problem in r.problems:
             print(f"  PROBLEM {problem}")
+        if r.pane_motion:
+            print(f"  task 1's pictures in which each pane changed: {r.pane_motion}")
         if r.threads:
             shares = ", ".join(f"{group} {cpu:.3f}" for group, cpu in r.threads.items() if cpu >= 0.001)
             print(f"  per mix process (mean), CPU-s/s by thread: {shares}")

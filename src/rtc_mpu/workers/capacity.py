@@ -1,24 +1,29 @@
 """What a mix task costs a worker node, in *units*, and how much a node can take.
 
 **Unit**: 1.0 = one 1280x720 30 fps mix of up to 4 video inputs (TaskProfile ``4IN_720P``, MediaEncode
-27), estimated at :data:`UNIT_CPU` = 0.62 CPU-seconds per second of output. A node's capacity
-(``MPU_WORKER_CAPACITY``) defaults to 1.0 unit per CPU core, which leaves about 40 % of each core for
-what the estimate does not see (inputs larger than assumed, start-up, overlays, the OS).
+27), measured at :data:`UNIT_CPU` CPU-seconds per second of output. A node's capacity
+(``MPU_WORKER_CAPACITY``) defaults to what its cores give mixes, :data:`USABLE_CPU_PER_CORE` each,
+in units (:func:`default_capacity`): on 2 cores, 3 such mixes, which the capacity bench measured at
+30 fps with nothing dropped while a 4th made them drop frames (issue 18's note; README "Benchmarks").
 
 **Model** (CPU-seconds per output second, then divided by :data:`UNIT_CPU`)::
 
     cost = (ENCODE_CPU_720P30 * (width * height * fps) / (1280 * 720 * 30) + inputs * decode(pane)) / UNIT_CPU
 
-- *Composite and encode*: proportional to the output's pixel rate; :data:`ENCODE_CPU_720P30` = 0.26
-  CPU-s/s at 1280x720 30 fps. README "Benchmarks": one live 2-user 720p30 mix (two 640x360 inputs)
-  measured 0.44 CPU-s/s in total; less two decoded 360p users (2 x 0.09) that leaves 0.26, in line
-  with the ffmpeg CLI encoding the same canvas (0.23, docs/architecture.md).
-- *Receive and decode one input* (RTP, SRTP, VP8, Opus; inputs arrive at 30 fps whatever the output's
-  fps): measured 0.09 CPU-s/s at 640x360 (:data:`DECODE_CPU_360P`) and 0.18-0.21 at 1280x720
-  (:data:`DECODE_CPU_720P` = 0.20; README "RTC channel", ``bench.channel_delay``). An input is assumed
-  to be about the size of its pane (canvas pixels / inputs), clamped to 360p..720p (publishers send
-  at least 360p; WebRTC cameras rarely send more than 720p), and its cost interpolated linearly in
-  pixels between the two measurements.
+Every constant comes from ``python -m bench.capacity --tasks 1,2 --variants per-task --threads``
+(4 users of 640x360 30 fps per channel: three relays of an H.264 clip and one aiortc VP8 user; the CPU of
+each mix process by thread, on a quiet 2-core machine; see the note of issue 18 for the runs):
+
+- *Composite and encode*: proportional to the output's pixel rate; :data:`ENCODE_CPU_720P30` at
+  1280x720 30 fps: the mix's encode thread (compositing, libx264 veryfast CBR on one thread, AAC) and
+  its output thread (FLV muxing, the RTMP push).
+- *Receive and decode one input* (RTP, SRTP and the jitter buffers on the event loop, video and Opus
+  decoding on aiortc's decoder threads, the audio mix; inputs arrive at 30 fps whatever the output's
+  fps): :data:`DECODE_CPU_360P` per 640x360 input, the event loop's and decoder threads' CPU over the 4
+  users. A 1280x720 input (:data:`DECODE_CPU_720P`) was not measured again: the 360p figure scaled by
+  the 720p/360p ratio measured before (0.20 / 0.09, ``bench.channel_delay``). An input is assumed to be
+  about the size of its pane (canvas pixels / inputs), clamped to 360p..720p (publishers send at least
+  360p; WebRTC cameras rarely send more than 720p), and its cost interpolated linearly in pixels.
 - *inputs*: the TaskProfile's ``max_video_inputs`` (the capacity class the client asked for; when it
   gives none, the smallest profile that fits the encoding and the largest layout). Screen shares
   and users beyond the profile are not counted.
@@ -26,13 +31,14 @@ what the estimate does not see (inputs larger than assumed, start-up, overlays, 
   TaskProfile ``Mixed_Audio``, or an audio relay): :data:`AUDIO_ONLY_COST` = 0.1 unit (Opus decoding
   and one AAC encoder; no measurement of its own).
 
-Some costs (units): 4IN_720P at 1280x720 30 fps 1.0; 2IN_720P 0.83; 1IN_720P 0.74; 9IN_720P 1.73;
-16IN_720P 2.74; 1IN_1080P at 1920x1080 30 fps 1.27; 16IN_1080P 3.27; 2IN_360P at 640x360 15 fps
-(MediaEncode 1) 0.34; 1IN_360P 0.2; audio only 0.1.
+Some costs (units): 4IN_720P at 1280x720 30 fps 1.0; 2IN_720P 0.87; 1IN_720P 0.81; 9IN_720P 1.54;
+16IN_720P 2.29; 1IN_1080P at 1920x1080 30 fps 1.52; 16IN_1080P 3.0; 2IN_360P at 640x360 15 fps
+(MediaEncode 1) 0.29; 1IN_360P 0.18; audio only 0.1.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import random
 
@@ -40,18 +46,27 @@ from rtc_mpu.layouts import SpecError
 from rtc_mpu.spec.task import MixMode, TaskSpec
 from rtc_mpu.workers.model import TaskParams
 
-#: CPU-seconds per second to composite and encode 1280x720 at 30 fps (x264 veryfast, CBR) plus AAC.
-ENCODE_CPU_720P30 = 0.26
-#: CPU-seconds per second to receive and decode one 640x360 30 fps user (VP8 + Opus over WebRTC).
-DECODE_CPU_360P = 0.09
-#: CPU-seconds per second to receive and decode one 1280x720 30 fps user.
-DECODE_CPU_720P = 0.20
+#: CPU-seconds per second to composite and encode 1280x720 at 30 fps (libx264 veryfast CBR 2 Mbit/s on
+#: one thread, AAC) and push it: ``bench.capacity --threads``, mpu-encode 0.21-0.23 + mpu-out 0.006-0.009.
+ENCODE_CPU_720P30 = 0.24
+#: CPU-seconds per second to receive and decode one 640x360 30 fps user (RTP, SRTP, VP8 or H.264, Opus,
+#: the audio mix): ``bench.capacity --threads``, (event loop 0.084-0.109 + video decoders 0.059-0.065
+#: + audio decoders 0.018-0.025) / 4 users.
+DECODE_CPU_360P = 0.045
+#: CPU-seconds per second to receive and decode one 1280x720 30 fps user: :data:`DECODE_CPU_360P` x
+#: 0.20 / 0.09 (the 720p/360p ratio ``bench.channel_delay`` measured before issue 18; not measured again).
+DECODE_CPU_720P = 0.10
 #: CPU-seconds per second of one unit: a 1280x720 30 fps mix of 4 inputs of 640x360.
 UNIT_CPU = ENCODE_CPU_720P30 + 4 * DECODE_CPU_360P
 #: Cost of an audio-only task, in units.
 AUDIO_ONLY_COST = 0.1
-#: Units of capacity per CPU core by default.
-UNITS_PER_CORE = 1.0
+#: CPU-seconds per second of each core that mixes may take by default; the rest is for what the model
+#: does not see (Janus, Redis and nginx on the same node, publishers' bursts, start-ups, the OS). With
+#: :data:`UNIT_CPU` it admits 3 unit mixes on 2 cores: ``python -m bench.capacity --variants per-task``
+#: measured 3 at 30 fps with 0 dropped and 4 dropping frames (issue 18).
+USABLE_CPU_PER_CORE = 0.65
+#: Units of capacity per CPU core by default (about 1.55).
+UNITS_PER_CORE = USABLE_CPU_PER_CORE / UNIT_CPU
 #: Seconds before a task refused for lack of capacity is delivered again (jittered +-50 %).
 REQUEUE_DELAY = 2.0
 
@@ -103,8 +118,9 @@ def cpu_cores() -> int:
 
 
 def default_capacity() -> float:
-    """A node's default capacity in units: :data:`UNITS_PER_CORE` per CPU core."""
-    return cpu_cores() * UNITS_PER_CORE
+    """A node's default capacity in units: :data:`UNITS_PER_CORE` per CPU core, rounded down to
+    0.01 (3.09 on 2 cores: three unit mixes)."""
+    return math.floor(cpu_cores() * UNITS_PER_CORE * 100) / 100
 
 
 def requeue_delay() -> float:
