@@ -70,6 +70,7 @@ from typing import Any
 import av
 import numpy as np
 import numpy.typing as npt
+from av.video.frame import PictureType
 
 from bench.mix_cpu import Case, ffmpeg_command, find_ffmpeg, layout_panes, output_format
 from bench.threads import ThreadSampler
@@ -107,7 +108,7 @@ CLIP_GOP_FRAMES = 30
 OPUS_RATE = 48000
 OPUS_FRAME_SAMPLES = 960
 #: Bumped when the clip's recipe changes, to invalidate the cache.
-CLIP_VERSION = 1
+CLIP_VERSION = 2  # 2: P-frames between the IDRs (version 1 was all IDR)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE_DIR = REPO_ROOT / "bench" / ".cache"
 #: Options of the RTMP readers (FFmpeg's rtmp protocol and demuxer): no input buffering.
@@ -189,6 +190,7 @@ def prepare_clip(cache_dir: Path, ffmpeg: str) -> Clip:
             break
         picture = frame.reformat(format="yuv420p")
         picture.pts, picture.time_base = index, encoder.time_base
+        picture.pict_type = PictureType.NONE  # lavfi marks every frame I: x264 would make each an IDR
         video += [bytes(packet) for packet in encoder.encode(picture)]
     video += [bytes(packet) for packet in encoder.encode(None)]
     source.close()

@@ -239,6 +239,8 @@ class Pipeline:
         self._recent: dict[StreamKey, collections.deque[tuple[float, av.VideoFrame | None]]] = {}
         self._choice: LayoutChoice | None = None
         self._choice_dirty = True
+        #: What the source was last told it must deliver (video streams, audio users), see ``_update_wants``.
+        self._wants: tuple[frozenset[StreamKey], frozenset[str]] | None = None
         prefill, maximum = (LIVE_AUDIO_PREFILL, LIVE_AUDIO_MAX) if source.live else (0, 1 << 30)
         self._audio = AudioMixer(prefill_samples=prefill, max_samples=maximum)
         self._compositor = (
@@ -339,7 +341,7 @@ class Pipeline:
         if (spec.has_video, spec.has_audio) != (self.spec.has_video, self.spec.has_audio):
             raise ValueError("a running task cannot add or remove its audio or video stream")
         self.spec = spec
-        self._choice_dirty = True
+        self._choice_dirty = True  # the next choice also tells the source its new wants (_update_wants)
         if self._overlay is not None:
             self._overlay.set_overlays(spec.overlays)
         if self._vad.interval_seconds != spec.vad_interval:
@@ -683,7 +685,23 @@ class Pipeline:
             self._choice = choice
             self._choice_dirty = False
             self.stats.layout_id = choice.layout.id
+            self._update_wants()
         return self._choice
+
+    def _update_wants(self) -> None:
+        """Tell the source what it must deliver (:meth:`Source.want`): the streams on the panes of the
+        current choice (none for an audio-only task) and the users whose audio may be mixed (none for
+        a video-only task); called only when either set changed."""
+        if self.settings.has_video:
+            if self._choice is None:
+                return
+            video = frozenset(a.stream for a in self._choice.assignments if a.stream is not None)
+        else:
+            video = frozenset()
+        audio = frozenset(self._audio_users()) if self.spec.has_audio else frozenset[str]()
+        if (video, audio) != self._wants:
+            self._wants = (video, audio)
+            self.source.want(video, audio)
 
     def _video_tick(self, index: int, late: bool) -> None:
         self.stats.video_ticks += 1
@@ -754,6 +772,7 @@ class Pipeline:
             mix_count = self._current_choice().layout.audio_mix_count
         else:
             mix_count = max(1, len(self._users))
+            self._update_wants()  # a video task's are kept by _current_choice
         audio_users = self._audio_users()
         presented = self._clock.loop_time(index * BLOCK_SAMPLES / SAMPLE_RATE)
         block = self._audio.mix_block(mix_count, audio_users, presentation_time=presented)

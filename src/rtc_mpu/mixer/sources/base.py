@@ -66,6 +66,18 @@ class Source(abc.ABC):
         """
         return None
 
+    def want(self, video: frozenset[StreamKey] | None, audio: frozenset[str] | None) -> None:
+        """Which media the receiver currently needs (issue 18): the video streams it draws and the
+        users it hears; None means everything. Called on the event loop, only when the sets change.
+
+        A source may stop receiving and decoding what is not named (a stream or user it announces
+        later included, until a later call names it) and resume it when it is named again. A video
+        stream it stops is blanked (``on_video_frame(stream, None)``) and stays so until its first
+        new picture; it stays published (``on_video_stream``) and keeps counting for the layout.
+        This default receives everything and ignores the call.
+        """
+        return None
+
     @abc.abstractmethod
     async def close(self) -> None:
         """Stop delivering and release every resource. Safe to call twice."""

@@ -62,7 +62,11 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.rtp import RtpPacket
 
 from rtc_mpu.mixer.sources.base import FrameReceiver, Source
-from rtc_mpu.mixer.sources.codecs import accept_unlabelled_h264
+from rtc_mpu.mixer.sources.codecs import (
+    accept_unlabelled_h264,
+    direct_frame_handoff,
+    single_threaded_decoders,
+)
 from rtc_mpu.mixer.sources.janus_http import (
     JanusError,
     JanusHandle,
@@ -93,6 +97,9 @@ VIDEO_CLOCK_RATE = 90000
 #: aiortc 1.16's ``RTCRtpReceiver`` private attributes used here (see the module docstring).
 RECEIVER_JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
 RECEIVER_TIMESTAMP_MAPPER = "_RTCRtpReceiver__timestamp_mapper"
+#: aiortc 1.16's ``RTCRtpReceiver`` private bitrate estimator of a video receiver (see
+#: :func:`instrument_receiver`).
+RECEIVER_BITRATE_ESTIMATOR = "_RTCRtpReceiver__remote_bitrate_estimator"
 #: libopus' encoder lookahead at 48 kHz, samples (``OPUS_GET_LOOKAHEAD`` for the VOIP and AUDIO
 #: applications: 2.5 ms of look-ahead + 4 ms of delay compensation; what browsers and aiortc send). RTP
 #: carries no pre-skip, so a decoded Opus frame's sound was captured this much before its timestamp says.
@@ -104,6 +111,15 @@ TIMING_WINDOW_SECONDS = 10.0
 TIMING_RESET_SECONDS = 1.0
 #: RTP timestamps whose first arrival is remembered, per track.
 ARRIVALS_KEPT = 512
+#: aiortc 1.16's ``RTCRtpReceiver`` private map of payload types to codecs (keyframe detection, issue 18).
+RECEIVER_CODECS = "_RTCRtpReceiver__codecs"
+#: Seconds allowed for a subscriber ``configure`` (pausing or resuming streams, issue 18), and between
+#: retries of one that failed.
+CONFIGURE_TIMEOUT = 5.0
+CONFIGURE_RETRY_SECONDS = 2.0
+#: H.264 NAL unit types (RFC 6184 / ITU-T H.264 table 7-1): an IDR slice, a sequence parameter set,
+#: and the aggregation (STAP-A) and fragmentation (FU-A) payloads.
+H264_IDR, H264_SPS, H264_STAP_A, H264_FU_A = 5, 7, 24, 28
 
 
 class TrackTiming:
@@ -205,6 +221,11 @@ def instrument_receiver(receiver: Any, kind: str) -> TrackTiming:
         await original(packet, arrival_time_ms)
 
     receiver._handle_rtp_packet = handle
+    if not audio and hasattr(receiver, RECEIVER_BITRATE_ESTIMATOR):
+        # aiortc estimates every video packet's delay (abs-send-time) to send REMB feedback, which
+        # Janus' VideoRoom ignores from subscribers (it caps publishers by the room's bitrate): the
+        # estimate costs CPU on the event loop for nothing.
+        setattr(receiver, RECEIVER_BITRATE_ESTIMATOR, None)
     if audio:
         if isinstance(getattr(receiver, RECEIVER_JITTER_BUFFER, None), JitterBuffer):
             setattr(receiver, RECEIVER_JITTER_BUFFER, PassThroughAudioBuffer())
@@ -229,6 +250,58 @@ def frame_sender_time(
         sent = timing.sender_time((frame.pts + origin) & 0xFFFFFFFF, frame.samples)
         return None if sent is None else sent - OPUS_LOOKAHEAD_SAMPLES / AUDIO_CLOCK_RATE
     return timing.sender_time((frame.pts + origin) & 0xFFFFFFFF)
+
+
+def _vp8_keyframe(payload: bytes) -> bool:
+    """RFC 7741: the packet starts partition 0 of a frame (``S`` set, ``PID`` 0) whose payload header
+    has ``P`` (inverse keyframe flag) clear."""
+    if not payload or payload[0] & 0x17 != 0x10:
+        return False
+    offset = 1
+    if payload[0] & 0x80:  # X: extension octet
+        if len(payload) < 2:
+            return False
+        extension = payload[1]
+        offset = 2
+        if extension & 0x80:  # I: picture id, 7 or 15 bits
+            offset += 2 if len(payload) > offset and payload[offset] & 0x80 else 1
+        if extension & 0x40:  # L: TL0PICIDX
+            offset += 1
+        if extension & 0x30:  # T or K: TID/KEYIDX
+            offset += 1
+    return len(payload) > offset and payload[offset] & 0x01 == 0
+
+
+def _h264_keyframe(payload: bytes) -> bool:
+    """RFC 6184: the packet carries (the start of) an IDR slice or an SPS, alone, in a STAP-A or as the
+    first fragment of an FU-A."""
+    if not payload:
+        return False
+    nal_type = payload[0] & 0x1F
+    if nal_type == H264_STAP_A:
+        offset = 1
+        while offset + 2 < len(payload):
+            size = int.from_bytes(payload[offset : offset + 2], "big")
+            if payload[offset + 2] & 0x1F in (H264_IDR, H264_SPS):
+                return True
+            offset += 2 + size
+        return False
+    if nal_type == H264_FU_A:
+        return len(payload) > 1 and bool(payload[1] & 0x80) and payload[1] & 0x1F in (H264_IDR, H264_SPS)
+    return nal_type in (H264_IDR, H264_SPS)
+
+
+def rtp_keyframe(codec_name: str, payload: bytes) -> bool | None:
+    """Whether an RTP ``payload`` of ``codec_name`` (``VP8``, ``H264``, case-insensitive) starts a
+    keyframe, or None for a codec this cannot tell."""
+    name = codec_name.upper()
+    if name == "VP8":
+        return _vp8_keyframe(payload)
+    if name == "H264":
+        return _h264_keyframe(payload)
+    if name == "RTX":
+        return False  # a retransmission: its original was seen (or is lost) as itself
+    return None
 
 
 def rtc_configuration(ice_servers: Sequence[str]) -> RTCConfiguration:
@@ -322,7 +395,15 @@ class ChannelStatus(enum.StrEnum):
 
 @dataclass
 class _Subscription:
-    """One publisher's subscriber handle, peer connection and track readers."""
+    """One publisher's subscriber handle, peer connection and track readers.
+
+    Pausing (issue 18): ``wanted`` says per kind (``audio``, ``video``) whether the pipeline needs the
+    media (frames of an unwanted kind are dropped here at once); ``sending`` what Janus was last told
+    to relay for the stream of that kind (its ``mid`` in ``mids``; None: unknown, a request failed;
+    ``configuring`` while a request is under way); after Janus paused a video stream its frames are
+    dropped, once it is wanted again, until the first keyframe's (``keyframe_timestamp``, an RTP
+    timestamp).
+    """
 
     publisher_id: str
     key: StreamKey
@@ -330,6 +411,13 @@ class _Subscription:
     handle: JanusHandle | None = None
     pc: RTCPeerConnection | None = None
     readers: list[asyncio.Task[None]] = field(default_factory=list)
+    mids: dict[str, str] = field(default_factory=dict)
+    wanted: dict[str, bool] = field(default_factory=lambda: {"audio": True, "video": True})
+    sending: dict[str, bool | None] = field(default_factory=lambda: {"audio": True, "video": True})
+    ready: bool = False
+    configuring: bool = False
+    awaiting_keyframe: bool = False
+    keyframe_timestamp: int | None = None
 
     async def close(self) -> None:
         for task in self.readers:
@@ -363,6 +451,11 @@ class JanusSource(Source):
         self._subscriptions: dict[str, _Subscription] = {}
         self._users: dict[str, set[str]] = {}
         self._closed = False
+        #: What the receiver needs (:meth:`want`): None is everything.
+        self._want_video: frozenset[StreamKey] | None = None
+        self._want_audio: frozenset[str] | None = None
+        self._sync_task: asyncio.Task[None] | None = None
+        self._sync_again = False
 
     @property
     def users(self) -> list[str]:
@@ -372,16 +465,140 @@ class JanusSource(Source):
     async def start(self, receiver: FrameReceiver) -> None:
         """Start connecting in the background; returns at once (the channel may not exist yet)."""
         accept_unlabelled_h264()  # remote publishers (an ingest, a task's .mix): H.264 without fmtp
+        single_threaded_decoders()  # and frames handed to the event loop without a Task each (issue 18)
+        direct_frame_handoff()
         self._receiver = receiver
         self._task = asyncio.create_task(self._run(), name=f"janus-source {self.config.room}")
 
     async def close(self) -> None:
         """Leave the room and release everything. Safe to call twice."""
         self._closed = True
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            await asyncio.gather(self._sync_task, return_exceptions=True)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         self.status = ChannelStatus.CLOSED
+
+    # -- pausing (issue 18) -------------------------------------------------------------------
+    def want(self, video: frozenset[StreamKey] | None, audio: frozenset[str] | None) -> None:
+        """Have Janus relay only the video streams in ``video`` and the audio of the users in
+        ``audio`` (None: everything; see :meth:`Source.want`), by a subscriber ``configure`` with
+        ``streams: [{"mid", "send"}]`` per subscription (Janus 1.1's VideoRoom; on resuming a stream
+        Janus resets its RTP sequence numbers and asks the publisher for a keyframe).
+
+        Frames of what is no longer wanted are dropped from now on and a paused video stream is
+        blanked at once; a resumed one shows its first picture decoded from a keyframe. The requests
+        run on their own task: this returns at once; a failed one is logged (``last_error``).
+        """
+        self._want_video, self._want_audio = video, audio
+        receiver = self._receiver
+        for subscription in self._subscriptions.values():
+            before = dict(subscription.wanted)
+            self._judge(subscription)
+            if before["video"] and not subscription.wanted["video"]:
+                subscription.awaiting_keyframe = False
+                if receiver is not None and subscription.has_video:
+                    receiver.on_video_frame(subscription.key, None)
+        self._kick_sync()
+
+    def _judge(self, subscription: _Subscription) -> None:
+        """Set ``subscription.wanted`` from the receiver's wants; a video stream wanted again waits for
+        a keyframe if Janus stopped relaying it (or is being asked to): its decoder missed pictures.
+        One whose pause never reached Janus decoded every picture and needs no keyframe."""
+        video = self._want_video is None or subscription.key in self._want_video
+        audio = self._want_audio is None or subscription.key.user_id in self._want_audio
+        interrupted = subscription.configuring or subscription.sending["video"] is not True
+        if video and not subscription.wanted["video"] and interrupted:
+            subscription.awaiting_keyframe = True
+            subscription.keyframe_timestamp = None
+        subscription.wanted = {"audio": audio, "video": video}
+
+    def _kick_sync(self) -> None:
+        """Bring Janus in line with the subscriptions' ``wanted`` on a task of its own."""
+        self._sync_again = True
+        if self._sync_task is None or self._sync_task.done():
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return  # not started: the subscriptions apply it when they are made
+            self._sync_task = loop.create_task(self._sync(), name=f"janus-source {self.config.room} pausing")
+
+    async def _sync(self) -> None:
+        while self._sync_again and not self._closed:
+            self._sync_again = False
+            failed = False
+            for subscription in list(self._subscriptions.values()):
+                failed = not await self._configure(subscription) or failed
+            if failed:
+                await asyncio.sleep(CONFIGURE_RETRY_SECONDS)
+                self._sync_again = True
+
+    async def _configure(self, subscription: _Subscription) -> bool:
+        """Send ``subscription``'s handle a ``configure`` for each stream whose relaying differs from
+        what is wanted (or is unknown); False when that failed (logged, ``last_error``; the state is
+        then unknown and :meth:`_sync` retries)."""
+        handle = subscription.handle
+        if handle is None or not subscription.ready:
+            return True  # being set up: _subscribe applies it when ready
+        changes = {
+            kind: subscription.wanted[kind]
+            for kind in subscription.mids
+            if subscription.sending.get(kind, True) != subscription.wanted[kind]
+        }
+        if not changes:
+            return True
+        body: JsonDict = {
+            "request": "configure",
+            "streams": [{"mid": subscription.mids[kind], "send": send} for kind, send in changes.items()],
+        }
+        subscription.configuring = True
+        try:
+            await handle.message(body, timeout=CONFIGURE_TIMEOUT)
+        except Exception as exc:  # JanusError, or the session going away under it
+            log.warning("cannot configure %s (%s): %s", subscription.publisher_id, changes, exc)
+            self.last_error = f"configure {subscription.publisher_id}: {exc}"
+            subscription.sending.update(dict.fromkeys(changes))  # it may or may not have been applied
+            return False
+        finally:
+            subscription.configuring = False
+        subscription.sending.update(changes)
+        log.debug("%s: relaying %s", subscription.publisher_id, changes)
+        return True
+
+    def _watch_keyframes(self, rtp_receiver: Any, subscription: _Subscription) -> None:
+        """Note in ``subscription.keyframe_timestamp`` the RTP timestamp of the first keyframe that
+        arrives while a resumed video stream waits for one (packets are seen before they are decoded;
+        a later one must not move it: the decoder lags the packets). A codec whose keyframes this
+        cannot tell ends the wait at its first packet."""
+        codecs = getattr(rtp_receiver, RECEIVER_CODECS, None)
+        original: RtpHandler = rtp_receiver._handle_rtp_packet
+
+        async def handle(packet: RtpPacket, arrival_time_ms: int) -> None:
+            if subscription.awaiting_keyframe and subscription.keyframe_timestamp is None:
+                codec = codecs.get(packet.payload_type) if isinstance(codecs, dict) else None
+                keyframe = rtp_keyframe(codec.name, packet.payload) if codec is not None else None
+                if keyframe is None or keyframe:
+                    subscription.keyframe_timestamp = packet.timestamp
+            await original(packet, arrival_time_ms)
+
+        rtp_receiver._handle_rtp_packet = handle
+
+    @staticmethod
+    def _keyframe_reached(subscription: _Subscription, rtp_receiver: Any, frame: av.VideoFrame) -> bool:
+        """Whether a decoded video ``frame`` of a resumed stream is its keyframe or later (and ends the
+        wait)."""
+        keyframe = subscription.keyframe_timestamp
+        if keyframe is None and rtp_receiver is not None:
+            return False
+        origin = getattr(getattr(rtp_receiver, RECEIVER_TIMESTAMP_MAPPER, None), "_origin", None)
+        if keyframe is not None and frame.pts is not None and isinstance(origin, int):
+            timestamp = (frame.pts + origin) & 0xFFFFFFFF
+            if (timestamp - keyframe) & 0xFFFFFFFF >= 0x80000000:
+                return False  # decoded from before the keyframe
+        subscription.awaiting_keyframe = False
+        return True
 
     # -- connection loop ----------------------------------------------------------------------
     async def _run(self) -> None:
@@ -506,6 +723,7 @@ class JanusSource(Source):
         if has_video:
             receiver.on_video_stream(key, True)
         subscription = _Subscription(publisher_id, key, has_video)
+        self._judge(subscription)
         self._subscriptions[publisher_id] = subscription
         try:
             await self._subscribe(session, subscription)
@@ -537,12 +755,18 @@ class JanusSource(Source):
         event = await handle.message(body, timeout=SUBSCRIBE_TIMEOUT)
         if not event.jsep:
             raise JanusError(0, f"no offer for {subscription.publisher_id}")
+        for stream in event.data.get("streams") or []:
+            kind, mid = stream.get("type"), stream.get("mid")
+            if kind in ("audio", "video") and isinstance(mid, str):
+                subscription.mids.setdefault(kind, mid)
         pc = subscription.pc = RTCPeerConnection(rtc_configuration(self.config.ice_servers))
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
             receiver = next((r for r in pc.getReceivers() if r.track is track), None)
             timing = None if receiver is None else instrument_receiver(receiver, track.kind)
+            if receiver is not None and track.kind == "video":
+                self._watch_keyframes(receiver, subscription)
             subscription.readers.append(
                 asyncio.create_task(self._read(track, subscription, receiver, timing))
             )
@@ -551,6 +775,9 @@ class JanusSource(Source):
         await pc.setLocalDescription(await pc.createAnswer())
         local = pc.localDescription
         await handle.message({"request": "start"}, jsep={"type": local.type, "sdp": local.sdp})
+        subscription.ready = True
+        if not all(subscription.wanted.values()):
+            self._kick_sync()  # not wanted: paused from the start
 
     async def _read(
         self,
@@ -570,8 +797,14 @@ class JanusSource(Source):
             if timing is not None and isinstance(frame, av.VideoFrame | av.AudioFrame):
                 frame.opaque = frame_sender_time(rtp_receiver, timing, frame)
             if isinstance(frame, av.VideoFrame):
+                if not subscription.wanted["video"]:
+                    continue  # paused (issue 18): the pane stays blank
+                if subscription.awaiting_keyframe and not self._keyframe_reached(
+                    subscription, rtp_receiver, frame
+                ):
+                    continue  # resumed: decoded against the picture from before the pause
                 receiver.on_video_frame(key, frame)
-            elif isinstance(frame, av.AudioFrame):
+            elif isinstance(frame, av.AudioFrame) and subscription.wanted["audio"]:
                 receiver.on_audio_frame(key.user_id, frame)
         if track.kind == "video" and subscription.has_video:
             receiver.on_video_frame(key, None)
