@@ -3,16 +3,18 @@
 **Unit**: 1.0 = one 1280x720 30 fps mix of up to 4 video inputs (TaskProfile ``4IN_720P``, MediaEncode
 27), measured at :data:`UNIT_CPU` CPU-seconds per second of output. A node's capacity
 (``MPU_WORKER_CAPACITY``) defaults to what its cores give mixes, :data:`USABLE_CPU_PER_CORE` each,
-in units (:func:`default_capacity`): on 2 cores, 3 such mixes, which the capacity bench measured at
-30 fps with nothing dropped while a 4th made them drop frames (issue 18's note; README "Benchmarks").
+in units (:func:`default_capacity`): on 2 cores 3.42, three such mixes (and a small task beside them).
+The capacity bench carried 4 on 2 cores at 30 fps on a channel each (machine 80 % busy, Janus and the
+rest of the stack included) but dropped frames with 4 on one channel in one run of two (86 %), so the
+default stops at 3 (issue 18's note; README "Benchmarks").
 
 **Model** (CPU-seconds per output second, then divided by :data:`UNIT_CPU`)::
 
     cost = (ENCODE_CPU_720P30 * (width * height * fps) / (1280 * 720 * 30) + inputs * decode(pane)) / UNIT_CPU
 
-Every constant comes from ``python -m bench.capacity --tasks 1,2 --variants per-task --threads``
-(4 users of 640x360 30 fps per channel: three relays of an H.264 clip and one aiortc VP8 user; the CPU of
-each mix process by thread, on a quiet 2-core machine; see the note of issue 18 for the runs):
+Every constant comes from ``python -m bench.capacity --tasks 1,2,3,4 --threads`` (4 users of 640x360
+30 fps per channel: three or four relays of an H.264 clip and one aiortc VP8 user; the CPU of each mix
+process by thread, 1 to 4 mixes on a quiet 2-core machine; see the note of issue 18 for the runs):
 
 - *Composite and encode*: proportional to the output's pixel rate; :data:`ENCODE_CPU_720P30` at
   1280x720 30 fps: the mix's encode thread (compositing, libx264 veryfast CBR on one thread, AAC) and
@@ -31,9 +33,9 @@ each mix process by thread, on a quiet 2-core machine; see the note of issue 18 
   TaskProfile ``Mixed_Audio``, or an audio relay): :data:`AUDIO_ONLY_COST` = 0.1 unit (Opus decoding
   and one AAC encoder; no measurement of its own).
 
-Some costs (units): 4IN_720P at 1280x720 30 fps 1.0; 2IN_720P 0.87; 1IN_720P 0.81; 9IN_720P 1.54;
-16IN_720P 2.29; 1IN_1080P at 1920x1080 30 fps 1.52; 16IN_1080P 3.0; 2IN_360P at 640x360 15 fps
-(MediaEncode 1) 0.29; 1IN_360P 0.18; audio only 0.1.
+Some costs (units): 4IN_720P at 1280x720 30 fps 1.0; 2IN_720P 0.87; 1IN_720P 0.8; 9IN_720P 1.57;
+16IN_720P 2.37; 1IN_1080P at 1920x1080 30 fps 1.48; 16IN_1080P 3.05; 2IN_360P at 640x360 15 fps
+(MediaEncode 1) 0.3; 1IN_360P 0.18; audio only 0.1.
 """
 
 from __future__ import annotations
@@ -47,25 +49,27 @@ from rtc_mpu.spec.task import MixMode, TaskSpec
 from rtc_mpu.workers.model import TaskParams
 
 #: CPU-seconds per second to composite and encode 1280x720 at 30 fps (libx264 veryfast CBR 2 Mbit/s on
-#: one thread, AAC) and push it: ``bench.capacity --threads``, mpu-encode 0.21-0.23 + mpu-out 0.006-0.009.
-ENCODE_CPU_720P30 = 0.24
+#: one thread, AAC) and push it: ``bench.capacity --threads``, mpu-encode 0.173-0.191 + mpu-out
+#: 0.006-0.008.
+ENCODE_CPU_720P30 = 0.19
 #: CPU-seconds per second to receive and decode one 640x360 30 fps user (RTP, SRTP, VP8 or H.264, Opus,
-#: the audio mix): ``bench.capacity --threads``, (event loop 0.084-0.109 + video decoders 0.059-0.065
-#: + audio decoders 0.018-0.025) / 4 users.
-DECODE_CPU_360P = 0.045
+#: the audio mix): ``bench.capacity --threads``, (event loop 0.069-0.088 + video decoders 0.044-0.054
+#: + audio decoders 0.015-0.022) / 4 users.
+DECODE_CPU_360P = 0.04
 #: CPU-seconds per second to receive and decode one 1280x720 30 fps user: :data:`DECODE_CPU_360P` x
 #: 0.20 / 0.09 (the 720p/360p ratio ``bench.channel_delay`` measured before issue 18; not measured again).
-DECODE_CPU_720P = 0.10
+DECODE_CPU_720P = 0.09
 #: CPU-seconds per second of one unit: a 1280x720 30 fps mix of 4 inputs of 640x360.
 UNIT_CPU = ENCODE_CPU_720P30 + 4 * DECODE_CPU_360P
 #: Cost of an audio-only task, in units.
 AUDIO_ONLY_COST = 0.1
 #: CPU-seconds per second of each core that mixes may take by default; the rest is for what the model
 #: does not see (Janus, Redis and nginx on the same node, publishers' bursts, start-ups, the OS). With
-#: :data:`UNIT_CPU` it admits 3 unit mixes on 2 cores: ``python -m bench.capacity --variants per-task``
-#: measured 3 at 30 fps with 0 dropped and 4 dropping frames (issue 18).
-USABLE_CPU_PER_CORE = 0.65
-#: Units of capacity per CPU core by default (about 1.55).
+#: :data:`UNIT_CPU` it admits 3 unit mixes on 2 cores: ``python -m bench.capacity --tasks 1,2,3,4``
+#: measured 3 at 30 fps with 0 dropped (machine 62-64 % busy), 4 at 80-86 %, on one channel once
+#: with 43 frames dropped (issue 18).
+USABLE_CPU_PER_CORE = 0.6
+#: Units of capacity per CPU core by default (about 1.71).
 UNITS_PER_CORE = USABLE_CPU_PER_CORE / UNIT_CPU
 #: Seconds before a task refused for lack of capacity is delivered again (jittered +-50 %).
 REQUEUE_DELAY = 2.0
@@ -119,7 +123,7 @@ def cpu_cores() -> int:
 
 def default_capacity() -> float:
     """A node's default capacity in units: :data:`UNITS_PER_CORE` per CPU core, rounded down to
-    0.01 (3.09 on 2 cores: three unit mixes)."""
+    0.01 (3.42 on 2 cores: three unit mixes)."""
     return math.floor(cpu_cores() * UNITS_PER_CORE * 100) / 100
 
 

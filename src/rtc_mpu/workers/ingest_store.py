@@ -29,10 +29,10 @@ from rtc_mpu.spec.urls import redact_url
 from rtc_mpu.workers.store import load_script
 
 #: Capacity units an ingest takes on its node: a 1280x720 30 fps decode, scale and re-encode measured
-#: 0.19-0.20 CPU-s per second (``python -m bench.ingest_cost``), 0.48 of a unit
-#: (:data:`rtc_mpu.workers.capacity.UNIT_CPU`, 0.42 CPU-s/s: a 4-user 720p mix, issue 18); rounded up
+#: 0.19-0.20 CPU-s per second (``python -m bench.ingest_cost``), 0.57 of a unit
+#: (:data:`rtc_mpu.workers.capacity.UNIT_CPU`, 0.35 CPU-s/s: a 4-user 720p mix, issue 18); rounded up
 #: for HLS/RTMP sources' demuxing.
-INGEST_COST = 0.5
+INGEST_COST = 0.6
 #: Seconds an ended ingest's record is kept (listed, readable).
 ENDED_TTL_SECONDS = 86400.0
 #: Seconds without a heartbeat before another worker may take an ingest over.

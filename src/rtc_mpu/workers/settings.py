@@ -176,7 +176,7 @@ class WorkerSettings:
         capacity: what one worker node (a Celery worker with ``mix_slots`` processes) takes, in units
             of :mod:`rtc_mpu.workers.capacity` (1.0 = one 1280x720 30 fps mix of 4 inputs); a task that does
             not fit waits in the queue (``MPU_WORKER_CAPACITY``, default
-            :func:`rtc_mpu.workers.capacity.default_capacity`, about 1.55 per CPU core; 0 = unlimited).
+            :func:`rtc_mpu.workers.capacity.default_capacity`, about 1.71 per CPU core; 0 = unlimited).
         encoder_threads: libx264 threads of each mix (``MPU_ENCODER_THREADS``; default
             :func:`encoder_threads`: the node's cores over ``mix_slots``, at least 1; 0 = x264's
             own choice).
