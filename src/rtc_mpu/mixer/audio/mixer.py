@@ -29,9 +29,8 @@ clock calls ``mix_block`` from another thread.  :class:`JitterBuffer` on its own
 
 from __future__ import annotations
 
-import heapq
+import bisect
 import math
-import statistics
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -481,20 +480,68 @@ class JitterBuffer:
 _ResamplerKey = tuple[str, str, int]
 
 
-def _audio_need(latencies: deque[float]) -> float:
+class SortedWindow:
+    """The last ``maxlen`` values (seconds) in arrival order and kept sorted, so that order statistics
+    (:meth:`largest`, :meth:`median`) cost O(1) at every mixed block instead of a sort or a heap over
+    the window (each :meth:`append` costs two binary searches and a list shift of up to ``maxlen``).
+
+    Args:
+        maxlen: values kept (the oldest leaves when a new one comes); > 0.
+    """
+
+    def __init__(self, maxlen: int) -> None:
+        self.maxlen = maxlen
+        self._arrivals: deque[float] = deque()
+        self._sorted: list[float] = []
+
+    def append(self, value: float) -> None:
+        """Add ``value`` (a finite number), dropping the oldest when ``maxlen`` are kept."""
+        if len(self._arrivals) == self.maxlen:
+            oldest = self._arrivals.popleft()
+            del self._sorted[bisect.bisect_left(self._sorted, oldest)]
+        self._arrivals.append(value)
+        bisect.insort(self._sorted, value)
+
+    def __len__(self) -> int:
+        return len(self._sorted)
+
+    def largest(self, rank: int) -> float:
+        """The ``rank``-th largest value (1: the largest).
+
+        Raises:
+            IndexError: fewer than ``rank`` values (or ``rank`` < 1).
+        """
+        if not 1 <= rank <= len(self._sorted):
+            raise IndexError(f"rank {rank} of {len(self._sorted)} values")
+        return self._sorted[-rank]
+
+    def median(self) -> float:
+        """The median (the mean of the two middle values for an even count), as ``statistics.median``.
+
+        Raises:
+            IndexError: the window is empty.
+        """
+        values, count = self._sorted, len(self._sorted)
+        if not count:
+            raise IndexError("median of an empty window")
+        middle = count // 2
+        return values[middle] if count % 2 else (values[middle - 1] + values[middle]) / 2
+
+
+def _audio_need(latencies: SortedWindow) -> float:
     """The least playout latency (seconds) recent audio latencies need: the largest after the
     :data:`AUDIO_LATENCY_IGNORED` largest, plus :data:`AUDIO_LATENCY_MARGIN_SECONDS`."""
     if not latencies:
         return AUDIO_LATENCY_MARGIN_SECONDS
     ignored = min(AUDIO_LATENCY_IGNORED, (len(latencies) - 1) * AUDIO_LATENCY_IGNORED // AUDIO_LATENCY_WINDOW)
-    return heapq.nlargest(ignored + 1, latencies)[-1] + AUDIO_LATENCY_MARGIN_SECONDS
+    return latencies.largest(ignored + 1) + AUDIO_LATENCY_MARGIN_SECONDS
 
 
 @dataclass
 class _VideoTiming:
     """A user's recent camera latencies (seconds) and when their last frame came (event loop's clock)."""
 
-    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=VIDEO_LATENCY_WINDOW))
+    latencies: SortedWindow = field(default_factory=lambda: SortedWindow(VIDEO_LATENCY_WINDOW))
     seen: float = -math.inf
 
 
@@ -506,7 +553,7 @@ class _UserAudio:
     level: float = 0.0  # EMA of block RMS, linear full scale
     block: Samples = field(default_factory=lambda: _silence(BLOCK_SAMPLES))
     # Timing (seconds): recent audio latencies (arrival minus sender time of a frame's first sample).
-    audio_latencies: deque[float] = field(default_factory=lambda: deque(maxlen=AUDIO_LATENCY_WINDOW))
+    audio_latencies: SortedWindow = field(default_factory=lambda: SortedWindow(AUDIO_LATENCY_WINDOW))
     # Playout latency of the last timed block, and the video latency it was aimed at (None: audio only).
     playout_latency: float | None = None
     video_latency: float | None = None
@@ -654,7 +701,7 @@ class AudioMixer:
         ``user.video_latency``."""
         audio = _audio_need(user.audio_latencies)
         if video is not None and video.latencies and presentation_time - video.seen <= VIDEO_STALE_SECONDS:
-            user.video_latency = statistics.median(video.latencies)
+            user.video_latency = video.latencies.median()
             return max(user.video_latency, audio)
         user.video_latency = None
         return audio
