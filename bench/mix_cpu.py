@@ -45,7 +45,7 @@ from pathlib import Path
 import av
 
 from rtc_mpu.layouts import Pane, media_encode, system_layout
-from rtc_mpu.mixer.output.encoder import DEFAULT_GOP_SECONDS, DEFAULT_PRESET
+from rtc_mpu.mixer.output.encoder import AAC_FAST_CODER_MIN_BITRATE, DEFAULT_GOP_SECONDS, DEFAULT_PRESET
 from rtc_mpu.mixer.video.compositor import Compositor, PaneDraw
 from rtc_mpu.mixer.video.geometry import Rect, fit, pane_rect
 from rtc_mpu.spec.task import CropMode
@@ -288,7 +288,8 @@ def ffmpeg_command(
     size already; ``xstack`` with ``fill=black`` places them at the panes' pixel positions (its canvas
     ends at the bottom-right pane edge) and ``pad`` extends it to the full black canvas. Audio: each
     input resampled to 48 kHz stereo, then ``amix`` (``normalize=0``: a plain sum, like our mixer).
-    Encoding: libx264 and AAC with the settings of mixer/encoder.py; threads left at their defaults.
+    Encoding: libx264 and AAC with the settings of mixer/encoder.py (the same AAC coder); threads left
+    at their defaults.
     """
     panes = layout_panes(out)
     pane_w, pane_h = pane_input_size(out)
@@ -321,6 +322,7 @@ def ffmpeg_command(
         "-colorspace", "smpte170m", "-color_primaries", "smpte170m", "-color_trc", "smpte170m",
         "-color_range", "tv",
         "-c:a", "aac", "-b:a", str(out.audio_bitrate), "-ar", str(SAMPLE_RATE), "-ac", "2",
+        "-aac_coder", "fast" if out.audio_bitrate >= AAC_FAST_CODER_MIN_BITRATE else "twoloop",
         "-t", f"{seconds:g}", "-f", "flv", str(output),
     ]  # fmt: skip
 
