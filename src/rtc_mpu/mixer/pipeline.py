@@ -241,6 +241,9 @@ class Pipeline:
         self._choice_dirty = True
         #: What the source was last told it must deliver (video streams, audio users), see ``_update_wants``.
         self._wants: tuple[frozenset[StreamKey], frozenset[str]] | None = None
+        #: The pane size (width, height in canvas pixels) the source was last told each shown stream is
+        #: drawn at (:meth:`Source.draw_sizes`), see ``_update_wants``.
+        self._draw_sizes: dict[StreamKey, tuple[int, int]] | None = None
         prefill, maximum = (LIVE_AUDIO_PREFILL, LIVE_AUDIO_MAX) if source.live else (0, 1 << 30)
         self._audio = AudioMixer(prefill_samples=prefill, max_samples=maximum)
         self._compositor = (
@@ -702,6 +705,16 @@ class Pipeline:
         if (video, audio) != self._wants:
             self._wants = (video, audio)
             self.source.want(video, audio)
+        if self.settings.has_video and self._choice is not None:
+            sizes: dict[StreamKey, tuple[int, int]] = {}
+            for a in self._choice.assignments:
+                if a.stream is not None:
+                    rect = pane_rect(a.pane, self.spec.width, self.spec.height)
+                    before = sizes.get(a.stream, (0, 0))
+                    sizes[a.stream] = (max(before[0], rect.width), max(before[1], rect.height))
+            if sizes != self._draw_sizes:
+                self._draw_sizes = sizes
+                self.source.draw_sizes(dict(sizes))
 
     def _video_tick(self, index: int, late: bool) -> None:
         self.stats.video_ticks += 1

@@ -9,6 +9,7 @@ pipeline).
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from typing import Protocol
 
 import av
@@ -75,6 +76,17 @@ class Source(abc.ABC):
         stream it stops is blanked (``on_video_frame(stream, None)``) and stays so until its first
         new picture; it stays published (``on_video_stream``) and keeps counting for the layout.
         This default receives everything and ignores the call.
+        """
+        return None
+
+    def draw_sizes(self, sizes: Mapping[StreamKey, tuple[int, int]]) -> None:
+        """The size each shown video stream is drawn at (issue 18): ``(width, height)`` of its pane in
+        canvas pixels (the largest, if a stream has several panes); streams not named are not shown.
+        Called on the event loop, only when the sizes change.
+
+        A source that can receive a stream at several sizes (simulcast) may pick the smallest that
+        still fills the pane; the pictures it delivers may change size at any frame. This default
+        ignores the call.
         """
         return None
 

@@ -45,7 +45,7 @@ import enum
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +75,7 @@ from rtc_mpu.mixer.sources.janus_http import (
     JsonDict,
     PluginEvent,
 )
+from rtc_mpu.mixer.sources.simulcast import LayerSelector
 from rtc_mpu.spec import tokens
 from rtc_mpu.spec.streams import StreamKey, stream_key_for_publisher
 from rtc_mpu.spec.tokens import room_name
@@ -206,11 +207,14 @@ class PassThroughAudioBuffer(JitterBuffer):
 RtpHandler = Callable[[RtpPacket, int], Awaitable[None]]
 
 
-def instrument_receiver(receiver: Any, kind: str) -> TrackTiming:
+def instrument_receiver(
+    receiver: Any, kind: str, on_packet: Callable[[RtpPacket], None] | None = None
+) -> TrackTiming:
     """Note every RTP packet's arrival for ``receiver`` (an aiortc ``RTCRtpReceiver`` of ``kind``
-    ``audio`` or ``video``) in the returned :class:`TrackTiming`, and give an audio receiver a
-    :class:`PassThroughAudioBuffer`. Call from the event loop before media flows (the ``track``
-    event)."""
+    ``audio`` or ``video``) in the returned :class:`TrackTiming`, show it to ``on_packet`` (called on
+    the event loop before aiortc handles the packet; one wrapper for both: it runs for every packet),
+    and give an audio receiver a :class:`PassThroughAudioBuffer`. Call from the event loop before
+    media flows (the ``track`` event)."""
     audio = kind == "audio"
     timing = TrackTiming(AUDIO_CLOCK_RATE if audio else VIDEO_CLOCK_RATE)
     loop = asyncio.get_running_loop()
@@ -218,6 +222,8 @@ def instrument_receiver(receiver: Any, kind: str) -> TrackTiming:
 
     async def handle(packet: RtpPacket, arrival_time_ms: int) -> None:
         timing.on_packet(packet.timestamp, loop.time())
+        if on_packet is not None:
+            on_packet(packet)
         await original(packet, arrival_time_ms)
 
     receiver._handle_rtp_packet = handle
@@ -403,6 +409,11 @@ class _Subscription:
     ``configuring`` while a request is under way); after Janus paused a video stream its frames are
     dropped, once it is wanted again, until the first keyframe's (``keyframe_timestamp``, an RTP
     timestamp).
+
+    Simulcast (issue 18): for a publisher whose video is simulcast, ``layers`` chooses the substream
+    from the pane's size; ``substream_sent`` is the substream Janus was last told to relay (None: not
+    told, or unknown after a failed request); ``reselect`` a pending timer for a switch held back by
+    the selector's hysteresis.
     """
 
     publisher_id: str
@@ -418,8 +429,13 @@ class _Subscription:
     configuring: bool = False
     awaiting_keyframe: bool = False
     keyframe_timestamp: int | None = None
+    layers: LayerSelector | None = None
+    substream_sent: int | None = None
+    reselect: asyncio.TimerHandle | None = None
 
     async def close(self) -> None:
+        if self.reselect is not None:
+            self.reselect.cancel()
         for task in self.readers:
             task.cancel()
         await asyncio.gather(*self.readers, return_exceptions=True)
@@ -456,6 +472,8 @@ class JanusSource(Source):
         self._want_audio: frozenset[str] | None = None
         self._sync_task: asyncio.Task[None] | None = None
         self._sync_again = False
+        #: Each shown stream's pane size in pixels (:meth:`draw_sizes`); None: never told.
+        self._draw_sizes: dict[StreamKey, tuple[int, int]] | None = None
 
     @property
     def users(self) -> list[str]:
@@ -515,6 +533,69 @@ class JanusSource(Source):
             subscription.keyframe_timestamp = None
         subscription.wanted = {"audio": audio, "video": video}
 
+    # -- simulcast (issue 18) ------------------------------------------------------------------
+    def draw_sizes(self, sizes: Mapping[StreamKey, tuple[int, int]]) -> None:
+        """Receive each simulcast video stream as the smallest substream that fills its pane (``sizes``:
+        (width, height) in canvas pixels; see :meth:`Source.draw_sizes` and
+        :mod:`rtc_mpu.mixer.sources.simulcast`), by a subscriber ``configure`` with
+        ``streams: [{"mid", "substream"}]`` (Janus 1.1's VideoRoom: it keeps relaying the old substream
+        until the new one's keyframe, which it asks the publisher for). Streams that are not simulcast
+        are left alone; a stream not named keeps its substream. Returns at once; requests run on the
+        pausing task (:meth:`_sync`), failed ones are logged (``last_error``) and retried.
+        """
+        self._draw_sizes = dict(sizes)
+        for subscription in self._subscriptions.values():
+            if subscription.layers is not None:
+                subscription.layers.set_pane(self._draw_sizes.get(subscription.key))
+                self._reselect(subscription)
+
+    def _reselect(self, subscription: _Subscription) -> None:
+        """Ask Janus for the substream ``subscription``'s pane calls for, now or (hysteresis) when the
+        selector allows it."""
+        layers = subscription.layers
+        if layers is None or self._closed:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        now = loop.time()
+        choice = layers.decide(now)
+        if choice is not None:
+            log.info(
+                "%s: substream %s for a %sx%s pane (sizes seen %s)",
+                subscription.publisher_id,
+                choice,
+                *(layers.pane or (0, 0)),
+                layers.observed,
+            )
+            layers.asked(choice, now)
+            self._kick_sync()
+        elif layers.pending() and subscription.reselect is None:
+
+            def again() -> None:
+                subscription.reselect = None
+                if self._subscriptions.get(subscription.publisher_id) is subscription:
+                    self._reselect(subscription)
+
+            subscription.reselect = loop.call_later(max(0.0, layers.hold_until() - now), again)
+
+    async def _watch_substreams(self, subscription: _Subscription, handle: JanusHandle) -> None:
+        """Read the subscriber handle's events: Janus' ``"substream"`` ones say which substream of the
+        video stream it relays (sent at the first keyframe it relays and at every switch)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            event = await handle.events.get()
+            substream = event.data.get("substream")
+            layers = subscription.layers
+            if (
+                layers is not None
+                and isinstance(substream, int)
+                and event.data.get("mid") in (None, subscription.mids.get("video"))
+            ):
+                log.debug("%s: Janus relays substream %d", subscription.publisher_id, substream)
+                layers.on_substream(substream, loop.time())
+
     def _kick_sync(self) -> None:
         """Bring Janus in line with the subscriptions' ``wanted`` on a task of its own."""
         self._sync_again = True
@@ -547,43 +628,53 @@ class JanusSource(Source):
             for kind in subscription.mids
             if subscription.sending.get(kind, True) != subscription.wanted[kind]
         }
-        if not changes:
+        layers = subscription.layers
+        substream = None
+        if layers is not None and layers.target is not None and "video" in subscription.mids:
+            substream = layers.target if layers.target != subscription.substream_sent else None
+        if not changes and substream is None:
             return True
-        body: JsonDict = {
-            "request": "configure",
-            "streams": [{"mid": subscription.mids[kind], "send": send} for kind, send in changes.items()],
+        streams: dict[str, JsonDict] = {
+            kind: {"mid": subscription.mids[kind], "send": send} for kind, send in changes.items()
         }
+        if substream is not None:
+            streams.setdefault("video", {"mid": subscription.mids["video"]})["substream"] = substream
+        body: JsonDict = {"request": "configure", "streams": list(streams.values())}
         subscription.configuring = True
         try:
             await handle.message(body, timeout=CONFIGURE_TIMEOUT)
         except Exception as exc:  # JanusError, or the session going away under it
-            log.warning("cannot configure %s (%s): %s", subscription.publisher_id, changes, exc)
+            log.warning("cannot configure %s (%s): %s", subscription.publisher_id, body["streams"], exc)
             self.last_error = f"configure {subscription.publisher_id}: {exc}"
             subscription.sending.update(dict.fromkeys(changes))  # it may or may not have been applied
+            if substream is not None:
+                subscription.substream_sent = None
             return False
         finally:
             subscription.configuring = False
         subscription.sending.update(changes)
-        log.debug("%s: relaying %s", subscription.publisher_id, changes)
+        if substream is not None:
+            subscription.substream_sent = substream
+        log.debug("%s: configured %s", subscription.publisher_id, list(streams.values()))
         return True
 
-    def _watch_keyframes(self, rtp_receiver: Any, subscription: _Subscription) -> None:
-        """Note in ``subscription.keyframe_timestamp`` the RTP timestamp of the first keyframe that
-        arrives while a resumed video stream waits for one (packets are seen before they are decoded;
-        a later one must not move it: the decoder lags the packets). A codec whose keyframes this
-        cannot tell ends the wait at its first packet."""
+    @staticmethod
+    def _keyframe_watcher(rtp_receiver: Any, subscription: _Subscription) -> Callable[[RtpPacket], None]:
+        """What notes in ``subscription.keyframe_timestamp`` the RTP timestamp of the first keyframe
+        that arrives while a resumed video stream waits for one (packets are seen before they are
+        decoded; a later one must not move it: the decoder lags the packets), for
+        :func:`instrument_receiver`'s ``on_packet``. A codec whose keyframes this cannot tell ends the
+        wait at its first packet."""
         codecs = getattr(rtp_receiver, RECEIVER_CODECS, None)
-        original: RtpHandler = rtp_receiver._handle_rtp_packet
 
-        async def handle(packet: RtpPacket, arrival_time_ms: int) -> None:
+        def watch(packet: RtpPacket) -> None:
             if subscription.awaiting_keyframe and subscription.keyframe_timestamp is None:
                 codec = codecs.get(packet.payload_type) if isinstance(codecs, dict) else None
                 keyframe = rtp_keyframe(codec.name, packet.payload) if codec is not None else None
                 if keyframe is None or keyframe:
                     subscription.keyframe_timestamp = packet.timestamp
-            await original(packet, arrival_time_ms)
 
-        rtp_receiver._handle_rtp_packet = handle
+        return watch
 
     @staticmethod
     def _keyframe_reached(subscription: _Subscription, rtp_receiver: Any, frame: av.VideoFrame) -> bool:
@@ -712,6 +803,7 @@ class JanusSource(Source):
             return  # a task's mix published back into the channel: never mixed again
         streams = publisher.get("streams") or []
         has_video = any(s.get("type") == "video" and not s.get("disabled") for s in streams)
+        simulcast = any(s.get("type") == "video" and s.get("simulcast") is True for s in streams)
         key = stream_key_for_publisher(publisher_id)
         receiver = self._receiver
         assert receiver is not None
@@ -723,6 +815,8 @@ class JanusSource(Source):
         if has_video:
             receiver.on_video_stream(key, True)
         subscription = _Subscription(publisher_id, key, has_video)
+        if simulcast:
+            self._track_layers(subscription)
         self._judge(subscription)
         self._subscriptions[publisher_id] = subscription
         try:
@@ -742,6 +836,13 @@ class JanusSource(Source):
             if subscription.handle is not None:
                 await subscription.handle.detach()
 
+    def _track_layers(self, subscription: _Subscription) -> None:
+        """``subscription``'s video is simulcast: choose its substream from its pane's size."""
+        if subscription.layers is None:
+            subscription.layers = LayerSelector()
+            if self._draw_sizes is not None:
+                subscription.layers.set_pane(self._draw_sizes.get(subscription.key))
+
     async def _subscribe(self, session: JanusSession, subscription: _Subscription) -> None:
         handle = subscription.handle = await session.attach()
         body: JsonDict = {
@@ -759,14 +860,20 @@ class JanusSource(Source):
             kind, mid = stream.get("type"), stream.get("mid")
             if kind in ("audio", "video") and isinstance(mid, str):
                 subscription.mids.setdefault(kind, mid)
+            if kind == "video" and stream.get("simulcast") is True:
+                self._track_layers(subscription)
+        subscription.readers.append(asyncio.create_task(self._watch_substreams(subscription, handle)))
         pc = subscription.pc = RTCPeerConnection(rtc_configuration(self.config.ice_servers))
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
             receiver = next((r for r in pc.getReceivers() if r.track is track), None)
-            timing = None if receiver is None else instrument_receiver(receiver, track.kind)
-            if receiver is not None and track.kind == "video":
-                self._watch_keyframes(receiver, subscription)
+            watch = (
+                self._keyframe_watcher(receiver, subscription)
+                if receiver is not None and track.kind == "video"
+                else None
+            )
+            timing = None if receiver is None else instrument_receiver(receiver, track.kind, watch)
             subscription.readers.append(
                 asyncio.create_task(self._read(track, subscription, receiver, timing))
             )
@@ -789,6 +896,7 @@ class JanusSource(Source):
         receiver = self._receiver
         assert receiver is not None
         key = subscription.key
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 frame: Any = await track.recv()
@@ -803,6 +911,9 @@ class JanusSource(Source):
                     subscription, rtp_receiver, frame
                 ):
                     continue  # resumed: decoded against the picture from before the pause
+                layers = subscription.layers
+                if layers is not None and layers.on_frame(frame.width, frame.height, loop.time()):
+                    self._reselect(subscription)  # a substream's size learned
                 receiver.on_video_frame(key, frame)
             elif isinstance(frame, av.AudioFrame) and subscription.wanted["audio"]:
                 receiver.on_audio_frame(key.user_id, frame)
