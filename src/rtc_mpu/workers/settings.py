@@ -68,10 +68,11 @@ def encoder_threads(mix_slots: int, cores: int | None = None) -> int:
 
     Default: the node's cores shared by the mixes it runs at once (``mix_slots``), at least 1. A node
     full of mixes gets the most pictures per CPU-second from one thread per encoder (x264's slice
-    threads cost synchronisation, and every mix's threads compete for the same cores): with 4 live
-    720p mixes on 2 cores ``python -m bench.capacity --tasks 4 --variants per-task --threads`` measured
-    the encoders' CPU per mix in the note of issue 18; a node with cores to spare per mix
-    (``cores > mix_slots``) still slices each picture over its share of them.
+    threads cost synchronisation, and every mix's threads compete for the same cores): with 1-4 live
+    4-user 720p mixes on 2 cores ``python -m bench.capacity --tasks 1,2,3,4 --threads`` measured the
+    encode thread and x264's threads at 0.20-0.23 CPU-s/s per mix with x264's own choice, 0.18-0.20 on
+    one thread (issue 18). A node with cores to spare per mix (``cores > mix_slots``) still slices each
+    picture over its share of them.
 
     Args:
         mix_slots: mixes one worker runs at once.
