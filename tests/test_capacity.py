@@ -15,6 +15,7 @@ from rtc_mpu.layouts import SpecError
 from rtc_mpu.spec.task import build_task_spec
 from rtc_mpu.spec.urls import stream_url_key
 from rtc_mpu.workers import capacity
+from rtc_mpu.workers import settings as worker_settings
 from rtc_mpu.workers.capacity import AUDIO_ONLY_COST, UNIT_CPU, default_capacity, params_cost, task_cost
 from rtc_mpu.workers.mix_runner import MixRunner
 from rtc_mpu.workers.model import (
@@ -435,3 +436,21 @@ def test_queued_for_capacity_is_visible_in_both_dialects(store: TaskStore) -> No
     status = answer.json
     assert status is not None
     assert (status["Status"], status["State"], status["Reason"]) == (0, "queued", task["reason"])
+
+
+def test_default_slots_leave_the_decision_to_the_capacity(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MPU_MIX_SLOTS", raising=False)
+    monkeypatch.delenv("MPU_ENCODER_THREADS", raising=False)
+    monkeypatch.setattr(worker_settings, "cpu_cores", lambda: 2)
+    monkeypatch.setattr(capacity, "cpu_cores", lambda: 2)
+    loaded = WorkerSettings.from_env()
+    # 4 slots on 2 cores: more than the 3 unit mixes the capacity admits; x264 on one thread each.
+    assert loaded.mix_slots == 4 and loaded.mix_slots > loaded.capacity
+    assert loaded.encoder_threads == 1
+    monkeypatch.setenv("MPU_MIX_SLOTS", "1")
+    assert WorkerSettings.from_env().encoder_threads == 2  # a node's one mix slices over both cores
+    monkeypatch.setenv("MPU_ENCODER_THREADS", "0")
+    assert WorkerSettings.from_env().encoder_threads == 0  # x264's own choice
+    monkeypatch.setenv("MPU_ENCODER_THREADS", "-1")
+    with pytest.raises(ValueError, match="MPU_ENCODER_THREADS"):
+        WorkerSettings.from_env()

@@ -63,6 +63,18 @@ def _count(name: str, default: int) -> int:
     return value
 
 
+#: Mix slots (pool processes) per CPU core by default: more than the capacity admits of unit mixes
+#: (:func:`rtc_mpu.workers.capacity.default_capacity`, about 1.71 per core), so that the capacity,
+#: not the slots, decides how many mixes a node runs; smaller tasks (audio only, 360p) fill the rest.
+MIX_SLOTS_PER_CORE = 2
+
+
+def default_mix_slots(cores: int | None = None) -> int:
+    """Mixes one worker runs at once by default (``MPU_MIX_SLOTS``): :data:`MIX_SLOTS_PER_CORE` per
+    CPU core (``cores``, default :func:`rtc_mpu.workers.capacity.cpu_cores`)."""
+    return MIX_SLOTS_PER_CORE * (cores or cpu_cores())
+
+
 def encoder_threads(mix_slots: int, cores: int | None = None) -> int:
     """libx264 threads per mix (``MPU_ENCODER_THREADS``; 0 = x264's own choice, 1.5 per core).
 
@@ -168,7 +180,8 @@ class WorkerSettings:
         token_secret: the channel-token secret (``MPU_TOKEN_SECRET``), if Janus uses token
             authentication: mixes then connect with their own service tokens (:func:`token_secret`).
         token_signature: Janus' signed-token scheme (``MPU_JANUS_TOKEN_SIGNATURE``, :func:`token_signature`).
-        mix_slots: mixes one worker runs at once (``MPU_MIX_SLOTS``, Celery concurrency).
+        mix_slots: mixes one worker runs at once (``MPU_MIX_SLOTS``, Celery concurrency; default
+            :func:`default_mix_slots`, 2 per CPU core: the capacity decides how many run).
         mixes_per_process: Celery tasks (mixes, and deliveries refused for capacity) a pool process
             runs before it exits and a fresh one is forked (``MPU_MIXES_PER_PROCESS``, Celery's
             ``worker_max_tasks_per_child``). Default 1: every mix starts in a fresh process, so what
@@ -214,7 +227,7 @@ class WorkerSettings:
     janus_api_secret: str | None = None
     token_secret: str | None = None
     token_signature: str = "sha1"
-    mix_slots: int = 2
+    mix_slots: int = field(default_factory=default_mix_slots)
     mixes_per_process: int = 1
     capacity: float = field(default_factory=default_capacity)
     encoder_threads: int = 0
@@ -247,10 +260,10 @@ class WorkerSettings:
             janus_api_secret=os.environ.get("MPU_JANUS_API_SECRET") or None,
             token_secret=token_secret(),
             token_signature=token_signature(),
-            mix_slots=_int("MPU_MIX_SLOTS", cls.mix_slots),
+            mix_slots=_int("MPU_MIX_SLOTS", default_mix_slots()),
             mixes_per_process=_count("MPU_MIXES_PER_PROCESS", cls.mixes_per_process),
             capacity=_capacity(),
-            encoder_threads=encoder_threads(_int("MPU_MIX_SLOTS", cls.mix_slots)),
+            encoder_threads=encoder_threads(_int("MPU_MIX_SLOTS", default_mix_slots())),
             empty_timeout=_float("MPU_EMPTY_TIMEOUT", cls.empty_timeout),
             heartbeat_interval=_float("MPU_HEARTBEAT_INTERVAL", cls.heartbeat_interval),
             lease_seconds=_float("MPU_LEASE_SECONDS", cls.lease_seconds),
