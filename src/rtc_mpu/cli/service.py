@@ -26,7 +26,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     api.add_argument("--threads", type=int, default=8, help="request threads (default 8)")
     api.set_defaults(func=run_api)
     worker = subparsers.add_parser("worker", help="run a Celery worker that runs mix tasks")
-    worker.add_argument("--slots", type=int, default=None, help="mixes at once (default MPU_MIX_SLOTS or 2 per CPU core)")
+    worker.add_argument(
+        "--slots", type=int, default=None, help="mixes at once (default MPU_MIX_SLOTS or 2 per CPU core)"
+    )
     worker.add_argument(
         "--mixes-per-process",
         type=int,
